@@ -1,0 +1,266 @@
+"""The run config: typed, validated, YAML round-trip. Torch-free.
+
+Every field carries its help text in `metadata["help"]`; the window reuses it as tooltips and the
+CLI's error messages quote the allowed values. Two levels of checking:
+
+* `__post_init__` of each section rejects values that are wrong on their own (rank 0, seq_len 0,
+  an unknown quantization), naming the key, the value and what is allowed;
+* `check_config()` checks what needs the file system (model folder, data file, target names
+  that must exist in the chosen model), still without loading any weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+QUANTIZATIONS = ("4bit", "8bit", "none")
+COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
+SCHEDULES = ("cosine", "linear", "constant")
+DATA_FORMATS = ("auto", "text")
+
+
+class ConfigError(ValueError):
+    """A config value is not allowed. `key` is the dotted path ("lora.r"), `value` what was given."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}: {value!r} is not allowed; {allowed}")
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+@dataclass
+class LoraSection:
+    r: int = field(default=8, metadata=_help(
+        "Rank of the update: each adapted weight W gets W + (alpha/r)·B·A with A of shape r×d_in "
+        "and B of shape d_out×r. Higher ranks learn more and cost more memory (usual: 4–64)."))
+    alpha: float = field(default=16, metadata=_help(
+        "Scale of the update (alpha/r multiplies B·A). A common choice is alpha = 2·r."))
+    dropout: float = field(default=0.05, metadata=_help(
+        "Dropout on the adapter's input during training, in [0, 1)."))
+    targets: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"], metadata=_help(
+        "Module names to adapt (suffixes such as q_proj, v_proj), or 'all-linear' for every "
+        "linear layer except the output head."))
+    use_rslora: bool = field(default=False, metadata=_help(
+        "Rank-stabilised LoRA: scale by alpha/√r instead of alpha/r, which keeps high ranks stable."))
+    use_dora: bool = field(default=False, metadata=_help(
+        "DoRA: learn a magnitude vector per adapted weight as well; slower, sometimes better."))
+
+    def __post_init__(self):
+        _require(_is_int(self.r) and self.r >= 1, "lora.r", self.r,
+                 "the rank must be a whole number ≥ 1 (usual values 4–256)")
+        _require(_is_num(self.alpha) and self.alpha > 0, "lora.alpha", self.alpha,
+                 "alpha must be a number > 0 (commonly 2 × r)")
+        _require(_is_num(self.dropout) and 0 <= self.dropout < 1, "lora.dropout", self.dropout,
+                 "dropout must be a number in [0, 1)")
+        if isinstance(self.targets, str):
+            _require(self.targets == "all-linear", "lora.targets", self.targets,
+                     "give a list of module names (e.g. [q_proj, v_proj]) or 'all-linear'")
+        else:
+            _require(isinstance(self.targets, list) and len(self.targets) > 0
+                     and all(isinstance(t, str) and t.strip() for t in self.targets),
+                     "lora.targets", self.targets,
+                     "give a non-empty list of module names (e.g. [q_proj, v_proj]) or 'all-linear'")
+        _require(isinstance(self.use_rslora, bool), "lora.use_rslora", self.use_rslora, "true or false")
+        _require(isinstance(self.use_dora, bool), "lora.use_dora", self.use_dora, "true or false")
+
+
+@dataclass
+class DataSection:
+    path: str = field(default="", metadata=_help("The training data file (JSONL with a 'text' field)."))
+    format: str = field(default="auto", metadata=_help(
+        "The data format: 'auto' detects it; 'text' is raw text trained on every token."))
+    text_field: str = field(default="text", metadata=_help("The field that holds the text."))
+    validation_split: float = field(default=0.1, metadata=_help(
+        "Fraction of examples held out for evaluation, in [0, 0.5]. 0 disables evaluation."))
+
+    def __post_init__(self):
+        _require(isinstance(self.path, str) and self.path.strip() != "", "data.path", self.path,
+                 "give the path of a data file")
+        _require(self.format in DATA_FORMATS, "data.format", self.format,
+                 f"allowed formats: {', '.join(DATA_FORMATS)}")
+        _require(isinstance(self.text_field, str) and self.text_field != "", "data.text_field",
+                 self.text_field, "give the name of the field holding the text")
+        _require(_is_num(self.validation_split) and 0 <= self.validation_split <= 0.5,
+                 "data.validation_split", self.validation_split, "a fraction in [0, 0.5]")
+
+
+@dataclass
+class TrainingSection:
+    max_steps: int = field(default=0, metadata=_help(
+        "Optimizer steps to train; 0 means train for `epochs` full passes instead."))
+    epochs: float = field(default=1, metadata=_help("Passes over the training data (used when max_steps is 0)."))
+    lr: float = field(default=2e-4, metadata=_help("Peak learning rate (LoRA usually 1e-4 to 3e-4)."))
+    batch_size: int = field(default=2, metadata=_help("Examples per micro-batch (per forward pass)."))
+    grad_accum: int = field(default=1, metadata=_help(
+        "Micro-batches per optimizer step; effective batch = batch_size × grad_accum."))
+    seq_len: int = field(default=512, metadata=_help("Longest sequence in tokens; longer examples are truncated."))
+    warmup_steps: int = field(default=0, metadata=_help("Steps of linear warm-up from 0 to lr."))
+    schedule: str = field(default="cosine", metadata=_help("Learning-rate schedule after warm-up."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay on adapter weights."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Clip gradients to this norm; 0 disables clipping."))
+    seed: int = field(default=0, metadata=_help("Seed for data order, dropout and adapter init."))
+    save_every: int = field(default=100, metadata=_help("Save a resumable checkpoint every N steps; 0 disables."))
+    eval_every: int = field(default=0, metadata=_help("Evaluate every N steps; 0 means at each save and at the end."))
+    log_every: int = field(default=1, metadata=_help("Write a step event every N optimizer steps."))
+    keep_checkpoints: int = field(default=3, metadata=_help("Keep the last N checkpoints; 0 keeps all."))
+    gradient_checkpointing: bool = field(default=True, metadata=_help(
+        "Recompute activations in the backward pass: much less memory for ~20-30 % more time."))
+
+    def __post_init__(self):
+        def whole(key, v, low, allowed):
+            _require(_is_int(v) and v >= low, f"training.{key}", v, allowed)
+        whole("max_steps", self.max_steps, 0, "a whole number ≥ 0 (0 = use epochs)")
+        _require(_is_num(self.epochs) and self.epochs > 0, "training.epochs", self.epochs, "a number > 0")
+        _require(_is_num(self.lr) and 0 < self.lr < 1, "training.lr", self.lr, "a number in (0, 1), e.g. 2.0e-4")
+        whole("batch_size", self.batch_size, 1, "a whole number ≥ 1")
+        whole("grad_accum", self.grad_accum, 1, "a whole number ≥ 1")
+        whole("seq_len", self.seq_len, 8, "a whole number ≥ 8 tokens (usual: 256–4096)")
+        whole("warmup_steps", self.warmup_steps, 0, "a whole number ≥ 0")
+        _require(self.schedule in SCHEDULES, "training.schedule", self.schedule,
+                 f"allowed schedules: {', '.join(SCHEDULES)}")
+        _require(_is_num(self.weight_decay) and self.weight_decay >= 0, "training.weight_decay",
+                 self.weight_decay, "a number ≥ 0")
+        _require(_is_num(self.max_grad_norm) and self.max_grad_norm >= 0, "training.max_grad_norm",
+                 self.max_grad_norm, "a number ≥ 0 (0 disables clipping)")
+        whole("seed", self.seed, 0, "a whole number ≥ 0")
+        whole("save_every", self.save_every, 0, "a whole number ≥ 0 (0 = no periodic checkpoints)")
+        whole("eval_every", self.eval_every, 0, "a whole number ≥ 0")
+        whole("log_every", self.log_every, 1, "a whole number ≥ 1")
+        whole("keep_checkpoints", self.keep_checkpoints, 0, "a whole number ≥ 0 (0 = keep all)")
+        _require(isinstance(self.gradient_checkpointing, bool), "training.gradient_checkpointing",
+                 self.gradient_checkpointing, "true or false")
+        if self.max_steps and self.warmup_steps >= self.max_steps:
+            raise ConfigError("training.warmup_steps", self.warmup_steps,
+                              f"warm-up must be shorter than max_steps ({self.max_steps})")
+
+
+@dataclass
+class RunConfig:
+    model: str = field(default="", metadata=_help(
+        "A local model folder (with config.json), or a Hub id already in the local Hugging Face cache."))
+    quantization: str = field(default="4bit", metadata=_help(
+        "How the frozen base is stored: 4bit (NF4 + double quantization, QLoRA), 8bit, or none (16-bit on GPU)."))
+    compute_dtype: str = field(default="auto", metadata=_help(
+        "Precision of the matrix maths: auto picks bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU."))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N."))
+    trust_remote_code: bool = field(default=False, metadata=_help(
+        "Run Python code shipped with the model. Off unless you trust its source."))
+    allow_pickle: bool = field(default=False, metadata=_help(
+        "Allow .bin/.pt weight files (pickle can run code). Off: only safetensors are loaded."))
+    name: str = field(default="", metadata=_help("A short name for the run (used in its folder name)."))
+    lora: LoraSection = field(default_factory=LoraSection)
+    data: DataSection = field(default_factory=lambda: DataSection(path="data.jsonl"))
+    training: TrainingSection = field(default_factory=TrainingSection)
+
+    def __post_init__(self):
+        _require(isinstance(self.model, str) and self.model.strip() != "", "model", self.model,
+                 "give a local model folder or a Hub id in the local cache")
+        _require(self.quantization in QUANTIZATIONS, "quantization", self.quantization,
+                 f"allowed: {', '.join(QUANTIZATIONS)}")
+        _require(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", self.compute_dtype,
+                 f"allowed: {', '.join(COMPUTE_DTYPES)}")
+        _require(isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda")
+                 or (self.device.startswith("cuda:") and self.device[5:].isdigit())),
+                 "device", self.device, "allowed: auto, cpu, cuda, cuda:N")
+        for key in ("trust_remote_code", "allow_pickle"):
+            _require(isinstance(getattr(self, key), bool), key, getattr(self, key), "true or false")
+        _require(isinstance(self.name, str), "name", self.name, "a short text")
+
+    # ---- YAML round trip -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "RunConfig":
+        if not isinstance(raw, dict):
+            raise ConfigError("(top level)", raw, "the config must be a mapping of keys to values")
+        sections = {"lora": LoraSection, "data": DataSection, "training": TrainingSection}
+        kwargs = {}
+        for key, value in raw.items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], key, value)
+            else:
+                kwargs[key] = value
+        return _build(cls, "", kwargs, nested=sections)
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "config") -> "RunConfig":
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError("(file)", source, f"it is not valid YAML at{where}: "
+                              f"{getattr(exc, 'problem', exc)}") from None
+        return cls.from_dict(raw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("(file)", str(path), f"it cannot be read: {exc.strerror}") from None
+        return cls.from_yaml(text, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        from lorastudio.core.fsutil import atomic_write_text
+        atomic_write_text(Path(path), self.to_yaml())
+
+
+def _build(cls, prefix: str, values: Any, nested: dict | None = None):
+    """Construct dataclass `cls` from a mapping, rejecting unknown keys by name."""
+    dotted = f"{prefix}." if prefix else ""
+    if not isinstance(values, dict):
+        raise ConfigError(prefix or "(top level)", values, "expected a mapping of keys to values")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{dotted}{key}", values[key], f"unknown key; allowed keys here: {', '.join(names)}")
+    kwargs = dict(values)
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and f.type == "float" and _is_int(kwargs[f.name]):
+            kwargs[f.name] = float(kwargs[f.name])  # YAML "alpha: 16" is a fine float
+        if f.name in kwargs and f.type == "float" and isinstance(kwargs[f.name], str):
+            kwargs[f.name] = _parse_float(f"{dotted}{f.name}", kwargs[f.name])
+    return cls(**kwargs)
+
+
+def _parse_float(key: str, text: str) -> float:
+    # PyYAML reads "2e-4" (no dot) as a string; accept it as the number people meant.
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(key, text, "expected a number") from None
+
+
+def field_help(section: type, name: str) -> str:
+    """The help text of a config field, for tooltips and `--help`."""
+    for f in dataclasses.fields(section):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(name)

@@ -1,0 +1,150 @@
+"""The journal: `events.jsonl`, one versioned JSON object a line. Torch-free.
+
+The worker appends with `JournalWriter`; the window, the CLI and the tests read with
+`read_events` or follow with `JournalFollower`. Readers validate each line field by field and
+drop (with a log message) what does not fit — a half-written last line is simply not read yet.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+log = logging.getLogger(__name__)
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+# type -> {field: allowed python types}; fields not listed are passed through untouched.
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "start": {"config": (dict,), "devices": (list,), "versions": (dict,),
+              "trainable_params": (int,), "total_params": (int,), "total_steps": (int,)},
+    "phase": {"name": (str,)},
+    "step": {"step": (int,), "total_steps": (int,), "epoch": _NUM, "loss": _NUM, "lr": _NUM,
+             "grad_norm": _OPT_NUM, "tokens_per_s": _NUM, "elapsed_s": _NUM, "eta_s": _OPT_NUM},
+    "eval": {"step": (int,), "loss": _NUM},
+    "memory": {"rss": (int,), "ram_used": (int,), "ram_total": (int,)},
+    "checkpoint": {"step": (int,), "path": (str,)},
+    "log": {"level": (str,), "message": (str,)},
+    "error": {"kind": (str,), "message": (str,), "hint": (str,)},
+    "end": {"status": (str,), "adapter": _OPT_STR},
+}
+END_STATUSES = ("completed", "stopped", "failed")
+
+
+class JournalWriter:
+    """Appends events; each line is flushed so a reader sees it at once."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def emit(self, type_: str, **fields: Any) -> dict:
+        event = {"v": VERSION, "type": type_, "time": time.time(), **fields}
+        problem = validate(event)
+        if problem:
+            raise ValueError(f"refusing to write a bad {type_} event: {problem}")
+        self._fh.write(json.dumps(event, default=_jsonable, allow_nan=False) + "\n")
+        self._fh.flush()
+        return event
+
+    def sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+
+def _jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):          # numpy / torch scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def validate(event: Any) -> str | None:
+    """None when `event` is a well-formed journal event, else what is wrong with it."""
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    if event.get("v") != VERSION:
+        return f"unsupported version {event.get('v')!r}"
+    kind = event.get("type")
+    if not isinstance(kind, str):
+        return "missing type"
+    if not isinstance(event.get("time"), _NUM):
+        return "missing time"
+    for name, types in SCHEMA.get(kind, {}).items():
+        value = event.get(name)
+        if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+            return f"{kind}.{name} is {value!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{kind}.{name} is not finite"
+    if kind == "end" and event["status"] not in END_STATUSES:
+        return f"end.status {event['status']!r} is not one of {END_STATUSES}"
+    return None
+
+
+def parse_line(line: str, where: str = "") -> dict | None:
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        log.warning("journal %s: dropped a malformed line: %.80s", where, line)
+        return None
+    problem = validate(event)
+    if problem:
+        log.warning("journal %s: dropped an event (%s)", where, problem)
+        return None
+    return event
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """Every valid event of a journal; a missing file is an empty journal."""
+    follower = JournalFollower(path)
+    return follower.poll()
+
+
+class JournalFollower:
+    """Reads new complete lines since the last poll; keeps a partial last line for later."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()          # b"" when the data ended with a newline
+        events = []
+        for raw in lines:
+            event = parse_line(raw.decode("utf-8", errors="replace"), str(self.path))
+            if event is not None:
+                events.append(event)
+        return events
+
+
+def last_of(events: list[dict], type_: str) -> dict | None:
+    for event in reversed(events):
+        if event["type"] == type_:
+            return event
+    return None
