@@ -74,3 +74,19 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def gpu_memory_by_uuid(uuid: str) -> tuple[int, int] | None:
+    """(used, total) bytes from NVML for the device with this UUID (robust to CUDA_VISIBLE_DEVICES)."""
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    try:
+        handle = nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+        mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+        return int(mem.used), int(mem.total)
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            nvml.nvmlShutdown()

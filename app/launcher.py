@@ -1,0 +1,20 @@
+"""The `lorastudio` entry point: no arguments opens the window, a subcommand runs the CLI.
+
+Kept tiny and torch-free: the CLI and the window both hand heavy work to worker processes.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        from lorastudio.core.cli import main as cli_main
+        return cli_main(argv)
+    from lorastudio.app.application import run
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

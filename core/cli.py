@@ -1,0 +1,229 @@
+"""The command line: `lorastudio train|targets ...`. Torch-free: training runs in a worker.
+
+Exit status of `train`: 0 completed or stopped (the adapter is saved), 1 failed or the worker
+died, 2 the config was refused before anything started.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from lorastudio.core.checks import check_config, resolve_paths
+from lorastudio.core.config import ConfigError, RunConfig
+from lorastudio.core.devices import format_bytes
+from lorastudio.core.events import JournalFollower
+from lorastudio.core.modelinfo import ModelError, read_model_info
+from lorastudio.core.runs import JOURNAL_FILE, LOG_FILE, new_run_dir, prepare_run, start_worker
+from lorastudio.core.targets import GROUPS, discover_targets, format_count, trainable_line
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("lorastudio")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorastudio", description="Local LoRA / QLoRA fine-tuning. "
+                                     "Run without arguments to open the window.")
+    parser.add_argument("--version", action="version", version=f"lorastudio {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a LoRA adapter from a YAML config")
+    train.add_argument("config", type=Path, help="the run config (YAML)")
+    train.add_argument("--run-dir", type=Path, help="the run folder (default: a new one under the data directory)")
+    train.add_argument("--runs-dir", type=Path, help="where new run folders go")
+    train.add_argument("--detach", action="store_true", help="start the worker and return at once")
+    targets = sub.add_parser("targets", help="list a model's LoRA target modules (reads headers only)")
+    targets.add_argument("model", help="a model folder or a Hub id in the local cache")
+    targets.add_argument("--rank", "-r", type=int, default=8, help="LoRA rank for the parameter counts")
+    targets.add_argument("--dora", action="store_true", help="count DoRA's magnitude vectors too")
+    targets.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return cmd_train(args)
+    return cmd_targets(args)
+
+
+def fail(message: str, hint: str = "") -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
+    return 2
+
+
+# ---- targets ------------------------------------------------------------------------------
+def cmd_targets(args) -> int:
+    if args.rank < 1:
+        return fail(f"--rank {args.rank} is not allowed", "the rank must be ≥ 1")
+    try:
+        info = read_model_info(args.model)
+    except ModelError as exc:
+        return fail(exc.message, exc.hint)
+    report = discover_targets(info)
+    if args.json:
+        print(json.dumps(report.to_dict(args.rank, args.dora), indent=2))
+        return 0
+    print(f"{info.architecture} · {format_count(info.num_parameters)} parameters · rank {args.rank}"
+          f"{' · DoRA' if args.dora else ''}")
+    for group, targets in report.grouped().items():
+        if not targets:
+            continue
+        print(f"\n{group}")
+        for t in targets:
+            print(f"  {t.name:<22} {t.layers:>4} layers  {t.d_in:>6} → {t.d_out:<6} "
+                  f"{format_count(t.lora_params(args.rank, args.dora)):>9} LoRA params")
+    print(f"\nall-linear: {trainable_line(report, 'all-linear', args.rank, args.dora)}")
+    return 0
+
+
+# ---- train --------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    try:
+        config = resolve_paths(RunConfig.load(args.config), args.config.resolve().parent)
+        info, report = check_config(config)
+    except ConfigError as exc:
+        return fail(f"{args.config}: {exc}")
+    run_dir = args.run_dir or new_run_dir(config, args.runs_dir)
+    try:
+        prepare_run(config, run_dir)
+    except (FileExistsError, OSError) as exc:
+        return fail(str(exc))
+    lora = report.lora_params(config.lora.targets, config.lora.r, config.lora.use_dora)
+    print(f"Run folder: {run_dir}")
+    print(f"Model: {info.architecture} ({format_count(info.num_parameters)}), {config.quantization}; "
+          f"LoRA r={config.lora.r} on {config.lora.targets}: {format_count(lora)} trainable")
+    proc = start_worker(run_dir)
+    if args.detach:
+        print(f"Worker started (pid {proc.pid}); follow it in {run_dir / JOURNAL_FILE}")
+        return 0
+    return follow(run_dir, proc)
+
+
+class ProgressPrinter:
+    """One line rewritten in place on a terminal; a line every few seconds otherwise."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream, self.tty = stream, stream.isatty()
+        self.memory: dict = {}
+        self.last_print = 0.0
+        self.line_open = False
+
+    def _print_line(self, text: str) -> None:
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def event(self, ev: dict) -> None:
+        kind = ev["type"]
+        if kind == "phase":
+            self._print_line(f"· {ev.get('message') or ev['name']}")
+        elif kind == "start":
+            self._print_line(f"· {ev['trainable_params']:,} trainable of {ev['total_params']:,} parameters "
+                             f"on {', '.join(ev['devices'])}; {ev['total_steps']} steps")
+        elif kind == "memory":
+            self.memory = ev
+        elif kind == "step":
+            self.step(ev)
+        elif kind == "eval":
+            self._print_line(f"  eval @ step {ev['step']}: loss {ev['loss']:.4f}")
+        elif kind == "checkpoint":
+            self._print_line(f"  checkpoint: {ev['path']}")
+        elif kind == "log" and ev["level"] in ("warning", "error") and "Traceback" not in ev["message"]:
+            self._print_line(f"  {ev['level']}: {ev['message']}")
+        elif kind == "error":
+            self._print_line(f"error ({ev['kind']}): {ev['message']}\n  hint: {ev['hint']}")
+
+    def step(self, ev: dict) -> None:
+        done, total = ev["step"], ev["total_steps"]
+        width = 24
+        filled = int(width * done / max(total, 1))
+        eta = ev.get("eta_s")
+        text = (f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}  loss {ev['loss']:.4f}  "
+                f"{ev['tokens_per_s']:,.0f} tok/s  ETA {_clock(eta) if eta is not None else '?'}")
+        mem = self.memory
+        if mem.get("device_total"):
+            text += f"  VRAM {format_bytes(mem.get('cuda_peak', 0))} peak, " \
+                    f"{format_bytes(mem['device_used'])}/{format_bytes(mem['device_total'])}"
+        elif mem.get("rss"):
+            text += f"  RAM {format_bytes(mem['rss'])}"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(120)[:160])
+            self.stream.flush()
+            self.line_open = True
+        elif time.time() - self.last_print > 5 or done == total:
+            self._print_line(text)
+            self.last_print = time.time()
+
+    def close(self) -> None:
+        if self.line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.line_open = False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+def follow(run_dir: Path, proc) -> int:
+    """Print the journal until `end`; Ctrl+C asks the worker to stop gracefully."""
+    follower, printer = JournalFollower(run_dir / JOURNAL_FILE), ProgressPrinter()
+    interrupted = False
+
+    def on_sigint(_sig, _frame):
+        nonlocal interrupted
+        if interrupted:                 # second Ctrl+C: leave the worker running, detach
+            raise KeyboardInterrupt
+        interrupted = True
+        printer._print_line("Stopping: saving a checkpoint and the adapter (Ctrl+C again to detach)…")
+        proc.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        while True:
+            for ev in follower.poll():
+                printer.event(ev)
+                if ev["type"] == "end":
+                    printer.close()
+                    proc.wait()
+                    return report_end(ev, run_dir)
+            if proc.poll() is not None:
+                for ev in follower.poll():
+                    printer.event(ev)
+                    if ev["type"] == "end":
+                        printer.close()
+                        return report_end(ev, run_dir)
+                printer.close()
+                print(f"error: the worker exited with code {proc.returncode} without finishing; "
+                      f"see {run_dir / LOG_FILE}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        printer.close()
+        print(f"Detached; the worker (pid {proc.pid}) goes on. Journal: {run_dir / JOURNAL_FILE}")
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def report_end(ev: dict, run_dir: Path) -> int:
+    status = ev["status"]
+    if ev.get("adapter"):
+        print(f"{status.capitalize()}. Adapter: {ev['adapter']}")
+    else:
+        print(f"{status.capitalize()}. Run folder: {run_dir}")
+    return 0 if status in ("completed", "stopped") else 1
