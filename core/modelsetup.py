@@ -99,6 +99,15 @@ def load_base(config: RunConfig, info: ModelInfo, device: torch.device, compute_
         use_safetensors=None if config.allow_pickle else True)
 
 
+def enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing (transformers ≥ 5.x renamed the method)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def keep_cpu_4bit_trainable(model) -> None:
     """bitsandbytes' CPU backend repacks 4-bit weights for fast inference the first time a
     Linear4bit runs in eval mode without grad (our evaluation), and never unpacks them; the packed
@@ -133,7 +142,7 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     if device.type == "cpu":
         keep_cpu_4bit_trainable(model)
     if config.training.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     model.config.use_cache = False
     torch.manual_seed(config.training.seed)       # LoRA A's init is random: make it the seed's
     peft_model = get_peft_model(model, lora_config(config))

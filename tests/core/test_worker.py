@@ -1,0 +1,111 @@
+"""The worker as a real process: journal schema, graceful SIGTERM, failures as error events."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lorastudio.core.config import RunConfig
+from lorastudio.core.events import SCHEMA, read_events, validate
+from lorastudio.core.runs import prepare_run, read_status, start_worker
+
+pytestmark = pytest.mark.slow
+
+
+def launch(config_path: Path, run_dir: Path) -> subprocess.Popen:
+    prepare_run(RunConfig.load(config_path), run_dir)
+    return start_worker(run_dir)
+
+
+def wait_for(run_dir: Path, predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        events = read_events(run_dir / "events.jsonl")
+        if predicate(events):
+            return events
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; worker.log:\n{(run_dir / 'worker.log').read_text()[-3000:]}")
+
+
+def test_completed_run_journal_schema(make_config, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = launch(make_config(quantization="4bit", training__max_steps=6, training__save_every=3), run_dir)
+    assert proc.wait(timeout=180) == 0, (run_dir / "worker.log").read_text()
+    raw = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert all(validate(e) is None for e in raw)              # every line the worker wrote is valid
+    types = [e["type"] for e in raw]
+    assert types[0] == "phase" and types[-1] == "end"
+    for required in ("start", "phase", "step", "eval", "memory", "checkpoint", "end"):
+        assert required in types, required
+    start = next(e for e in raw if e["type"] == "start")
+    assert start["devices"] == ["cpu"] and start["trainable_params"] == 3584
+    assert set(start["versions"]) == {"torch", "transformers", "peft", "bitsandbytes"}
+    assert start["config"]["quantization"] == "4bit"
+    memory = next(e for e in raw if e["type"] == "memory")
+    assert memory["rss"] > 10_000_000 and memory["ram_total"] >= memory["ram_used"] > 0
+    end = raw[-1]
+    assert end["status"] == "completed" and Path(end["adapter"]) == run_dir / "adapter"
+    status = read_status(run_dir)
+    assert status["state"] == "completed" and status["pid"] == proc.pid
+
+
+def test_sigterm_stops_gracefully_with_a_loadable_adapter(make_config, tmp_path, tiny_llama):
+    run_dir = tmp_path / "run"
+    proc = launch(make_config(training__max_steps=100000, training__save_every=0, training__warmup_steps=0), run_dir)
+    wait_for(run_dir, lambda ev: any(e["type"] == "step" and e["step"] >= 3 for e in ev))
+    assert read_status(run_dir)["state"] == "running"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    events = read_events(run_dir / "events.jsonl")
+    end = events[-1]
+    assert end["type"] == "end" and end["status"] == "stopped" and end["adapter"]
+    last_step = max(e["step"] for e in events if e["type"] == "step")
+    checkpoint = [e for e in events if e["type"] == "checkpoint"][-1]
+    assert checkpoint["step"] == last_step and Path(checkpoint["path"]).is_dir()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), end["adapter"])
+    assert not any(p.name.endswith(".partial") for p in run_dir.iterdir())
+
+
+def test_bad_data_line_is_an_error_event_naming_the_line(make_config, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": broken}\n')
+    run_dir = tmp_path / "run"
+    proc = launch(make_config(data__path=str(data)), run_dir)
+    assert proc.wait(timeout=120) == 1
+    events = read_events(run_dir / "events.jsonl")
+    error = next(e for e in events if e["type"] == "error")
+    assert error["kind"] == "data" and "bad.jsonl, line 3" in error["message"]
+    assert error["hint"] and "Traceback" not in error["message"]
+    assert events[-1]["type"] == "end" and events[-1]["status"] == "failed"
+    assert "Traceback" in (run_dir / "worker.log").read_text()
+    assert read_status(run_dir)["state"] == "failed"
+
+
+def test_unexpected_exception_becomes_error_with_traceback_in_log(make_config, tmp_path):
+    run_dir = tmp_path / "run"
+    prepare_run(RunConfig.load(make_config()), run_dir)
+    (run_dir / "config.yaml").write_text("model: m\nlora: {r: 0}\ndata: {path: x}\n")   # edited by hand
+    proc = start_worker(run_dir)
+    assert proc.wait(timeout=60) == 1
+    error = next(e for e in read_events(run_dir / "events.jsonl") if e["type"] == "error")
+    assert error["kind"] == "config" and error["message"].startswith("lora.r: 0")
+
+
+def test_oom_hint_is_computed_from_the_config():
+    from lorastudio.core.worker import classify, oom_hint
+    cfg = RunConfig.from_dict({"model": "m", "data": {"path": "d"}, "quantization": "8bit",
+                               "training": {"batch_size": 8, "grad_accum": 2, "seq_len": 2048,
+                                            "gradient_checkpointing": False}})
+    hint = oom_hint(cfg)
+    assert "batch_size 8 → 4 with grad_accum 2 → 4" in hint and "seq_len 2048 → 1024" in hint
+    assert "8bit → 4bit" in hint and "gradient_checkpointing: true" in hint
+    class OutOfMemoryError(RuntimeError):
+        pass
+    kind, message, h = classify(OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), cfg)
+    assert kind == "oom" and h == hint
