@@ -19,10 +19,13 @@ def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
     candidate = (base_dir / model).expanduser()
     if not Path(model).expanduser().is_absolute() and candidate.exists():
         model = str(candidate.resolve())
-    data_path = Path(config.data.path).expanduser()
-    if not data_path.is_absolute():
-        data_path = (base_dir / data_path).resolve()
-    return replace(config, model=model, data=replace(config.data, path=str(data_path)))
+    def absolute(p: str) -> str:
+        if not p:
+            return p
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (base_dir / path).resolve())
+    return replace(config, model=model, data=replace(config.data, path=absolute(config.data.path),
+                                                     validation_path=absolute(config.data.validation_path)))
 
 
 def check_config(config: RunConfig) -> tuple[ModelInfo, TargetReport]:
@@ -42,6 +45,8 @@ def check_config(config: RunConfig) -> tuple[ModelInfo, TargetReport]:
     if not data.is_file():
         raise ConfigError("data.path", config.data.path,
                           "the file does not exist" if not data.exists() else "it is not a file")
+    if config.data.validation_path and not Path(config.data.validation_path).is_file():
+        raise ConfigError("data.validation_path", config.data.validation_path, "the file does not exist")
     report = discover_targets(info)
     if info.weight_files:
         unknown = report.unknown(config.lora.targets)

@@ -21,7 +21,8 @@ import yaml
 QUANTIZATIONS = ("4bit", "8bit", "none")
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "linear", "constant")
-DATA_FORMATS = ("auto", "text")
+DATA_FORMATS = ("auto", "text", "prompt_completion", "alpaca", "messages", "sharegpt")
+COLUMN_ROLES = ("text", "prompt", "completion", "instruction", "input", "output", "messages", "conversations")
 
 
 class ConfigError(ValueError):
@@ -87,22 +88,48 @@ class LoraSection:
 
 @dataclass
 class DataSection:
-    path: str = field(default="", metadata=_help("The training data file (JSONL with a 'text' field)."))
+    path: str = field(default="", metadata=_help(
+        "The training data: .jsonl, .json, .csv, .tsv, .parquet or .txt."))
     format: str = field(default="auto", metadata=_help(
-        "The data format: 'auto' detects it; 'text' is raw text trained on every token."))
-    text_field: str = field(default="text", metadata=_help("The field that holds the text."))
+        "auto detects it from the field names; or text, prompt_completion, alpaca, messages, sharegpt."))
+    columns: dict = field(default_factory=dict, metadata=_help(
+        "Map your column names to ours, e.g. {prompt: question, completion: reply} or {text: body}."))
+    text_field: str = field(default="text", metadata=_help("The field that holds raw text (format text)."))
+    train_on: str = field(default="completions", metadata=_help(
+        "completions: only assistant / completion tokens count toward the loss; all: every token."))
+    too_long: str = field(default="truncate", metadata=_help(
+        "What to do with examples longer than seq_len: truncate them, or drop them."))
+    on_bad_rows: str = field(default="error", metadata=_help(
+        "error: stop at the first broken row and say where; skip: leave broken rows out and count them."))
+    text_blocks: str = field(default="paragraph", metadata=_help(
+        "For .txt files: one example per blank-line-separated paragraph, or the whole file as one."))
     validation_split: float = field(default=0.1, metadata=_help(
         "Fraction of examples held out for evaluation, in [0, 0.5]. 0 disables evaluation."))
+    validation_path: str = field(default="", metadata=_help(
+        "A separate validation file (overrides validation_split)."))
 
     def __post_init__(self):
         _require(isinstance(self.path, str) and self.path.strip() != "", "data.path", self.path,
                  "give the path of a data file")
         _require(self.format in DATA_FORMATS, "data.format", self.format,
                  f"allowed formats: {', '.join(DATA_FORMATS)}")
+        _require(isinstance(self.columns, dict) and all(k in COLUMN_ROLES and isinstance(v, str) and v
+                 for k, v in self.columns.items()), "data.columns", self.columns,
+                 f"a mapping from {', '.join(COLUMN_ROLES)} to your column names")
         _require(isinstance(self.text_field, str) and self.text_field != "", "data.text_field",
                  self.text_field, "give the name of the field holding the text")
+        _require(self.train_on in ("completions", "all"), "data.train_on", self.train_on,
+                 "allowed: completions, all")
+        _require(self.too_long in ("truncate", "drop"), "data.too_long", self.too_long,
+                 "allowed: truncate, drop")
+        _require(self.on_bad_rows in ("error", "skip"), "data.on_bad_rows", self.on_bad_rows,
+                 "allowed: error, skip")
+        _require(self.text_blocks in ("paragraph", "file"), "data.text_blocks", self.text_blocks,
+                 "allowed: paragraph, file")
         _require(_is_num(self.validation_split) and 0 <= self.validation_split <= 0.5,
                  "data.validation_split", self.validation_split, "a fraction in [0, 0.5]")
+        _require(isinstance(self.validation_path, str), "data.validation_path", self.validation_path,
+                 "a file path, or empty")
 
 
 @dataclass

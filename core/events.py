@@ -28,6 +28,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "step": {"step": (int,), "total_steps": (int,), "epoch": _NUM, "loss": _NUM, "lr": _NUM,
              "grad_norm": _OPT_NUM, "tokens_per_s": _NUM, "elapsed_s": _NUM, "eta_s": _OPT_NUM},
     "eval": {"step": (int,), "loss": _NUM},
+    "data": {"format": (str,), "reason": (str,), "examples": (int,), "tokens": (int,),
+             "trained_tokens": (int,), "truncated": (int,), "bad_rows": (list,)},
     "memory": {"rss": (int,), "ram_used": (int,), "ram_total": (int,)},
     "checkpoint": {"step": (int,), "path": (str,)},
     "log": {"level": (str,), "message": (str,)},

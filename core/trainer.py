@@ -68,9 +68,7 @@ class Trainer:
         self.journal.emit("phase", name="data", message="Tokenizing the data")
         self.data: PreparedData = prepare_data(self.config.data, self.loaded.tokenizer, t.seq_len,
                                                t.batch_size, t.seed)
-        if self.data.train.data.truncated:
-            self.journal.emit("log", level="warning", message=f"{self.data.train.data.truncated} training "
-                              f"examples were longer than seq_len={t.seq_len} tokens and were truncated")
+        self.report_data(t.seq_len)
         self.total = total_steps(self.config, self.data.train.per_epoch)
         params = trainable_parameters(self.model)
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay,
@@ -83,6 +81,23 @@ class Trainer:
             state = ckpt.load_checkpoint(resume_from, self.model, self.optimizer, self.scheduler, self.scaler)
             self.step, self.micro = state["step"], state["micro_batch"]
             self.journal.emit("log", level="info", message=f"Resumed from {resume_from} at step {self.step}")
+
+    def report_data(self, seq_len: int) -> None:
+        summary = self.data.summary()
+        self.journal.emit("data", **summary)
+        self.journal.emit("log", level="info", message=f"Data: {summary['reason']}; {summary['examples']} "
+                          f"training and {summary['validation_examples']} validation examples, "
+                          f"{summary['trained_tokens']:,} of {summary['tokens']:,} tokens trained")
+        for note in summary["notes"]:
+            self.journal.emit("log", level="warning", message=f"Note: {note}")
+        counts = [(summary["truncated"], f"were longer than seq_len={seq_len} tokens and were truncated"),
+                  (summary["dropped_too_long"], f"were longer than seq_len={seq_len} tokens and were dropped"),
+                  (summary["dropped_no_target"], "had no token left to train on after masking and were dropped"),
+                  (len(summary["bad_rows"]), "rows were bad and skipped: " + ", ".join(
+                      f"{b['where']} ({b['problem']})" for b in summary["bad_rows"][:5]))]
+        for n, what in counts:
+            if n:
+                self.journal.emit("log", level="warning", message=f"{n} training examples {what}")
 
     def start_event(self) -> None:
         import bitsandbytes
@@ -174,7 +189,7 @@ class Trainer:
         if self.data.validation is None:
             return None
         self.model.eval()
-        rows, bs = self.data.validation.input_ids, self.config.training.batch_size
+        rows, bs = self.data.validation.items, self.config.training.batch_size
         loss_sum, count = 0.0, 0
         for i in range(0, len(rows), bs):
             batch = collate(rows[i:i + bs], self.data.train.pad_id)

@@ -58,7 +58,7 @@ def oom_hint(config: RunConfig) -> str:
 
 def classify(exc: BaseException, config: RunConfig | None) -> tuple[str, str, str]:
     """(kind, message, hint) for an exception, in words a user can act on."""
-    from lorastudio.core.data import DataError
+    from lorastudio.core.datafiles import DataError
     name = type(exc).__name__
     if isinstance(exc, ConfigError):
         return "config", str(exc), "fix the value in config.yaml and start again"
