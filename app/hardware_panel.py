@@ -30,6 +30,7 @@ class HardwarePanel(QGroupBox):
         super().__init__("Quantization and device", parent)
         self.gpus: list[GpuInfo] | None = None      # None until the probe answers
         self._user_touched = False
+        self._wanted_device: str | None = None      # a restored choice, applied once the probe answers
         self.quant_combo = _combo(QUANT_CHOICES, field_help(RunConfig, "quantization"))
         self.dtype_combo = _combo(DTYPE_CHOICES, field_help(RunConfig, "compute_dtype"))
         self.device_combo = QComboBox()
@@ -50,21 +51,25 @@ class HardwarePanel(QGroupBox):
 
     def _touched(self, _index: int) -> None:
         self._user_touched = True
+        if self.gpus is not None:
+            self._wanted_device = self.device_combo.currentData()
 
     def set_devices(self, probe: tuple[list[GpuInfo], dict]) -> None:
         gpus, host = probe
         self.gpus = gpus
-        wanted = self.device_combo.currentData() if self._user_touched else None
+        wanted = self._wanted_device
+        self.device_combo.blockSignals(True)
         self.device_combo.clear()
         if gpus:
             for g in gpus:
                 self.device_combo.addItem(f"cuda:{g.index} — {g.name} ({format_bytes(g.total)})", f"cuda:{g.index}")
         self.device_combo.addItem("CPU" + (f" ({format_bytes(host['ram_total'])} RAM)" if host else ""), "cpu")
-        self.notice.setText("" if gpus else NO_CUDA)
-        self.notice.setVisible(not gpus)
         if wanted is not None:
             _select(self.device_combo, wanted)
-        elif not self._user_touched:
+        self.device_combo.blockSignals(False)
+        self.notice.setText("" if gpus else NO_CUDA)
+        self.notice.setVisible(not gpus)
+        if not self._user_touched:
             _select(self.quant_combo, "4bit" if gpus else "none")
         self.probed.emit()
         self.changed.emit()
@@ -77,8 +82,9 @@ class HardwarePanel(QGroupBox):
         """Restore saved choices; the device only if that device still exists."""
         _select(self.quant_combo, v.get("quantization"))
         _select(self.dtype_combo, v.get("compute_dtype"))
-        if v.get("device") and self.device_combo.findData(v["device"]) >= 0:
-            _select(self.device_combo, v["device"])
+        self._wanted_device = v.get("device")
+        if self.gpus is not None:
+            _select(self.device_combo, self._wanted_device)
         self._user_touched = True
 
 

@@ -45,6 +45,8 @@ class LoraPanel(QGroupBox):
         self.error_label.setProperty("role", "reason")
         self.error_label.hide()
 
+        for widget in (self.rank_combo, self.alpha_spin, self.dropout_spin):
+            widget.setMinimumWidth(60)
         numbers = QHBoxLayout()
         for label, widget in (("Rank", self.rank_combo), ("Alpha", self.alpha_spin), ("Dropout", self.dropout_spin)):
             caption = QLabel(label)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                                QMenu, QPushButton, QToolButton, QVBoxLayout, QWidget)
 
@@ -54,10 +54,10 @@ class ModelPanel(QGroupBox):
         self.cache_button.setPopupMode(QToolButton.InstantPopup)
         self.cache_menu = QMenu(self.cache_button)
         self.cache_button.setMenu(self.cache_menu)
-        row = QHBoxLayout()
-        row.addWidget(self.source_edit, 1)
-        row.addWidget(self.browse_button)
-        row.addWidget(self.cache_button)
+        source_row = QHBoxLayout()
+        source_row.addWidget(self.source_edit, 1)
+        source_row.addWidget(self.browse_button)
+        source_row.addWidget(self.cache_button)
 
         self.status_label = QLabel("Choose a model folder, drop one here, or pick a model from the cache.")
         self.status_label.setProperty("role", "hint")
@@ -70,21 +70,26 @@ class ModelPanel(QGroupBox):
         grid.setContentsMargins(0, 4, 0, 0)
         grid.setHorizontalSpacing(12)
         self.values: dict[str, QLabel] = {}
-        for i, (key, title) in enumerate(FIELDS):
+        # Architecture on a row of its own (names like Qwen2_5_VLForConditionalGeneration are long).
+        positions = {"architecture": (0, 0, 3), "parameters": (1, 0, 1), "size": (1, 2, 1), "dtype": (2, 0, 1),
+                     "context": (2, 2, 1), "chat": (3, 0, 1)}
+        for key, title in FIELDS:
+            row, col, span = positions[key]
             name = QLabel(title)
             name.setProperty("role", "key")
-            value = QLabel("—")
+            value = QLabel("—", objectName=f"info_{key}")
             value.setProperty("role", "value")
-            value.setObjectName(f"info_{key}")
+            value.setTextInteractionFlags(Qt.TextSelectableByMouse)
             self.values[key] = value
-            grid.addWidget(name, i // 2, (i % 2) * 2)
-            grid.addWidget(value, i // 2, (i % 2) * 2 + 1)
+            grid.addWidget(name, row, col)
+            grid.addWidget(value, row, col + 1, 1, span)
+        self.values["architecture"].setMinimumWidth(40)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         self.info_box.hide()
 
         layout = QVBoxLayout(self)
-        layout.addLayout(row)
+        layout.addLayout(source_row)
         layout.addWidget(self.status_label)
         layout.addWidget(self.error_label)
         layout.addWidget(self.info_box)
@@ -136,7 +141,7 @@ class ModelPanel(QGroupBox):
             return
         self.info, self.report = result
         self._show_info()
-        self._set_state(READY, f"{self.info.path}")
+        self._set_state(READY, "")
 
     def _failed(self, request: int, exc: Exception) -> None:
         if request != self._request:
@@ -164,6 +169,7 @@ class ModelPanel(QGroupBox):
         s = self.info.summary()
         ctx = s["context_length"]
         self.values["architecture"].setText(s["architecture"])
+        self.values["architecture"].setToolTip(f"{s['architecture']} (model_type {s['model_type']})")
         self.values["parameters"].setText(format_count(s["parameters"]))
         self.values["dtype"].setText(s["dtype"])
         self.values["size"].setText(format_bytes(s["size_on_disk"]))

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lorastudio.core.devices import format_bytes
-
 MAX_LOG_LINES = 5000
 IDLE, STARTING, RUNNING, COMPLETED, STOPPED, FAILED = "idle", "starting", "running", "completed", "stopped", "failed"
 FINAL = (COMPLETED, STOPPED, FAILED)
@@ -180,8 +178,3 @@ def format_rate(tokens_per_s: float | None) -> str:
         return "—"
     return f"{tokens_per_s / 1000:.1f} k" if tokens_per_s >= 10_000 else f"{tokens_per_s:,.0f}"
 
-
-def memory_line(used: int | None, total: int | None) -> str:
-    if used is None:
-        return "—"
-    return f"{format_bytes(used)} / {format_bytes(total)}" if total else format_bytes(used)

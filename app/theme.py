@@ -57,7 +57,8 @@ def style_sheet() -> str:
 def apply_theme(app: QApplication) -> None:
     app.setStyle("Fusion")
     app.setPalette(dark_palette() if is_dark() else light_palette())
-    app.setStyleSheet(style_sheet().replace("@ACCENT", ACCENT))
+    icons = resources.files("lorastudio.resources").joinpath("icons")
+    app.setStyleSheet(style_sheet().replace("@ACCENT", ACCENT).replace("@ICONS", str(icons).replace("\\", "/")))
 
 
 def plot_colors() -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""The command line: `lorastudio train|targets ...`. Torch-free: training runs in a worker.
+"""The command line: `lorastudio train|targets|inspect ...`. Torch-free: training runs in a worker.
 
 Exit status of `train`: 0 completed or stopped (the adapter is saved), 1 failed or the worker
 died, 2 the config was refused before anything started.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,13 +45,35 @@ def build_parser() -> argparse.ArgumentParser:
     targets.add_argument("--rank", "-r", type=int, default=8, help="LoRA rank for the parameter counts")
     targets.add_argument("--dora", action="store_true", help="count DoRA's magnitude vectors too")
     targets.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect = sub.add_parser("inspect", help="show what a data file trains on: format, lengths, masks")
+    inspect_arguments(inspect)
     return parser
+
+
+def inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="the data file")
+    p.add_argument("--model", required=True, help="model folder or cached Hub id (for its tokenizer)")
+    p.add_argument("--example", type=int, default=1, help="which example to show (1-based)")
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--format", default="auto")
+    p.add_argument("--columns", default="", help="column mapping, e.g. prompt=question,completion=reply")
+    p.add_argument("--train-on", default="completions", choices=("completions", "all"))
+    p.add_argument("--too-long", default="truncate", choices=("truncate", "drop"))
+    p.add_argument("--skip-bad-rows", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-color", action="store_true")
+
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "inspect":
+        # The tokenizer needs transformers: run the inspector as a worker, keeping this process light.
+        raw = sys.argv[1:] if argv is None else list(argv)
+        return subprocess.run([sys.executable, "-m", "lorastudio.core.inspector",
+                               *raw[raw.index("inspect") + 1:]]).returncode
     return cmd_targets(args)
 
 

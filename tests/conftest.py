@@ -15,12 +15,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import make_tiny_model, write_text_jsonl  # noqa: E402
+from tiny_models import add_chat_template, make_tiny_model, write_text_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_llama(tmp_path_factory) -> Path:
+    """The tiny Llama with a ChatML chat template."""
+    folder = make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chat-llama", "llama")
+    return add_chat_template(folder)
 
 
 @pytest.fixture(scope="session")

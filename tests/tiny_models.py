@@ -31,11 +31,12 @@ def make_tokenizer(folder: Path):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "<s>", "</s>"],
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS + SENTENCES, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", model_max_length=256)
+                                   pad_token="<pad>", model_max_length=256,
+                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"])
     fast.save_pretrained(folder)
     return fast
 
@@ -73,3 +74,13 @@ def write_text_jsonl(path: Path, n: int = 48) -> Path:
     lines = [json.dumps({"text": SENTENCES[i % len(SENTENCES)]}) for i in range(n)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def add_chat_template(folder: Path) -> Path:
+    """Give a saved tiny model a ChatML chat template (as transformers 5 stores it)."""
+    (Path(folder) / "chat_template.jinja").write_text(CHATML, encoding="utf-8")
+    return folder

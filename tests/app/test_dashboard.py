@@ -40,7 +40,7 @@ def test_steps_move_the_progress_cards_and_plots(qtbot, page, journal):
     assert d.time_label.text() == "Elapsed 0:30  ·  ETA 1:30"
     assert d.cards["loss"].value.text() == "0.6000"
     assert d.cards["eval"].value.text() == "0.7500" and d.cards["eval"].detail.text() == "at step 5"
-    assert d.cards["speed"].value.text() == "1,234" and d.cards["speed"].detail.text() == "trainable 4.20 M"
+    assert d.cards["speed"].value.text() == "1,234" and d.cards["speed"].detail.text() == "4.20 M trainable"
     assert d.lr_plot.point_count("lr") == 5 and d.speed_plot.point_count("throughput") == 5
     assert d.loss_plot.plot.point_count("eval") == 1
     assert d.banner.title.text() == "Training" and d.banner.message.text() == "Training 20 steps"
@@ -70,8 +70,9 @@ def test_cpu_memory_shows_ram_figures_and_gauge(qtbot, page, journal):
     writer.emit("memory", rss=int(1.5 * GIB), ram_used=6 * GIB, ram_total=16 * GIB)
     d = page.dashboard
     qtbot.waitUntil(lambda: d.memory_plot.point_count("ram") == 1, timeout=5000)
-    assert d.cards["ram"].value.text() == "6.0 GiB / 16.0 GiB"
-    assert d.cards["ram"].detail.text() == "worker 1.5 GiB"
+    assert d.cards["ram"].value.text() == "6.0 GiB"
+    assert d.cards["ram"].detail.text() == "of 16.0 GiB"
+    assert "the worker holds 1.5 GiB" in d.cards["ram"].toolTip()
     assert (d.gauge.label, d.gauge.used, d.gauge.total) == ("RAM", 6 * GIB, 16 * GIB)
 
 
@@ -86,6 +87,7 @@ def test_cuda_memory_plots_allocated_reserved_and_the_device_total(qtbot, page, 
     qtbot.waitUntil(lambda: d.memory_plot.point_count("allocated") == 3, timeout=5000)
     assert list(d.memory_plot.curves["reserved"].yData) == pytest.approx([3, 4, 5])      # GiB
     assert list(d.memory_plot.curves["total"].yData) == pytest.approx([24, 24])
+    assert "ram" not in d.memory_plot.curves                 # the CPU lines give way to the GPU's
     assert (d.gauge.label, d.gauge.used, d.gauge.total) == ("VRAM", 6 * GIB, 24 * GIB)
     assert d.gauge.fraction == pytest.approx(0.25)
 

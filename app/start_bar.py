@@ -1,0 +1,44 @@
+"""The bar under the form: run name, Start, Stop, and why Start is disabled."""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+from lorastudio.core.config import RunConfig, field_help
+
+
+class StartBar(QWidget):
+    start_requested = Signal()
+    stop_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("StartBar")
+        self.name_edit = QLineEdit(placeholderText="Run name (optional)")
+        self.name_edit.setToolTip(field_help(RunConfig, "name"))
+        self.start_button = QPushButton("Start training", objectName="StartButton")
+        self.start_button.setToolTip("Write the run folder and start the worker (Ctrl+Return)")
+        self.stop_button = QPushButton("Stop", objectName="StopButton", enabled=False)
+        self.stop_button.setToolTip("Stop gracefully: the worker saves a checkpoint and the adapter (Esc)")
+        self.reason_label = QLabel(wordWrap=True)
+        self.reason_label.setProperty("role", "reason")
+        self.start_button.clicked.connect(self.start_requested)
+        self.stop_button.clicked.connect(self.stop_requested)
+        row = QHBoxLayout()
+        row.addWidget(self.name_edit, 1)
+        row.addWidget(self.stop_button)
+        row.addWidget(self.start_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.setSpacing(4)
+        layout.addLayout(row)
+        layout.addWidget(self.reason_label)
+
+    def set_state(self, can_start: bool, reason: str, running: bool) -> None:
+        self.start_button.setEnabled(can_start and not running)
+        self.stop_button.setEnabled(running)
+        self.name_edit.setEnabled(not running)
+        self.reason_label.setText("" if running or can_start else reason)
+        self.reason_label.setVisible(bool(self.reason_label.text()))
+        self.start_button.setToolTip(reason if not can_start and not running else
+                                     "Write the run folder and start the worker (Ctrl+Return)")
