@@ -1,4 +1,4 @@
-"""The command line: `lorastudio train|targets|inspect ...`. Torch-free: training runs in a worker.
+"""The command line: `lorastudio train|targets|inspect|export|merge ...`. Torch-free: training runs in a worker.
 
 Exit status of `train`: 0 completed or stopped (the adapter is saved), 1 failed or the worker
 died, 2 the config was refused before anything started.
@@ -45,6 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     targets.add_argument("--rank", "-r", type=int, default=8, help="LoRA rank for the parameter counts")
     targets.add_argument("--dora", action="store_true", help="count DoRA's magnitude vectors too")
     targets.add_argument("--json", action="store_true", help="machine-readable output")
+    export = sub.add_parser("export", help="export a run's adapter (PEFT format + tokenizer + model card)")
+    export.add_argument("run", type=Path, help="the run folder")
+    export.add_argument("out", type=Path, help="the output folder (or .zip file with --zip)")
+    export.add_argument("--checkpoint", type=int, help="export this checkpoint step instead of the final adapter")
+    export.add_argument("--zip", action="store_true", help="write one zip file")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty output")
+    merge = sub.add_parser("merge", help="merge a run's adapter into the base model and save it")
+    merge.add_argument("run", type=Path, help="the run folder")
+    merge.add_argument("out", type=Path, help="the output folder (must be empty or absent)")
+    merge.add_argument("--checkpoint", type=int, help="merge this checkpoint step instead of the final adapter")
+    merge.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
+    merge.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 2GB")
+    merge.add_argument("--prompts", type=Path, help="a file of prompts for the fidelity check (one a line)")
+    merge.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    merge.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     inspect = sub.add_parser("inspect", help="show what a data file trains on: format, lengths, masks")
     inspect_arguments(inspect)
     return parser
@@ -69,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "export":
+        from lorastudio.core.export import cmd_export
+        return cmd_export(args)
+    if args.command == "merge":
+        from lorastudio.core.merge import cmd_merge
+        return cmd_merge(args)
     if args.command == "inspect":
         # The tokenizer needs transformers: run the inspector as a worker, keeping this process light.
         raw = sys.argv[1:] if argv is None else list(argv)
