@@ -30,6 +30,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "eval": {"step": (int,), "loss": _NUM},
     "data": {"format": (str,), "reason": (str,), "examples": (int,), "tokens": (int,),
              "trained_tokens": (int,), "truncated": (int,), "bad_rows": (list,)},
+    "fidelity": {"prompts": (int,), "max_abs_diff": _NUM, "mean_abs_diff": _NUM, "greedy_agree": (int,),
+                 "flagged": (bool,), "tolerance": _NUM, "dtype": (str,)},
     "memory": {"rss": (int,), "ram_used": (int,), "ram_total": (int,)},
     "checkpoint": {"step": (int,), "path": (str,)},
     "log": {"level": (str,), "message": (str,)},
