@@ -7,6 +7,7 @@ from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from lorastudio.core.checkpoints_index import list_checkpoint_steps
 from lorastudio.app.run_state import COMPLETED, FAILED, IDLE, RUNNING, STARTING, STOPPED, RunState
 
 TITLES = {IDLE: "Ready to train", STARTING: "Starting…", RUNNING: "Training", COMPLETED: "Training completed",
@@ -27,7 +28,11 @@ class StatusBanner(QFrame):
         self.open_button = QPushButton("Open folder")
         self.open_button.hide()
         self.open_button.clicked.connect(self._open)
-        self._folder = ""
+        self.export_button = QPushButton("Export adapter…", clicked=self.open_export)
+        self.merge_button = QPushButton("Merge and save…", clicked=self.open_merge)
+        self.export_button.hide()
+        self.merge_button.hide()
+        self._folder = self._run_dir = ""
         text = QVBoxLayout()
         text.setSpacing(2)
         text.addWidget(self.title)
@@ -36,7 +41,12 @@ class StatusBanner(QFrame):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(14, 10, 12, 10)
         layout.addLayout(text, 1)
-        layout.addWidget(self.open_button, 0, Qt.AlignTop)
+        buttons = QVBoxLayout()
+        buttons.setSpacing(4)
+        for button in (self.open_button, self.export_button, self.merge_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
 
     def update_from(self, state: RunState) -> None:
         if self.property("state") != state.status:      # re-styling costs a few ms: only on change
@@ -51,6 +61,10 @@ class StatusBanner(QFrame):
         self._folder = state.adapter or (state.run_dir if state.finished else "")
         self.open_button.setText("Open adapter folder" if state.adapter else "Open run folder")
         self.open_button.setVisible(bool(self._folder))
+        self._run_dir = state.run_dir if state.finished else ""
+        has_result = bool(self._run_dir) and (bool(state.adapter) or bool(list_checkpoint_steps(Path(self._run_dir))))
+        self.export_button.setVisible(has_result)
+        self.merge_button.setVisible(has_result)
 
     def _message(self, state: RunState) -> str:
         if state.status == FAILED and state.error:
@@ -63,6 +77,16 @@ class StatusBanner(QFrame):
         if state.status in (RUNNING, STARTING):
             return state.phase or f"Run folder: {state.run_dir}"
         return "Choose a model and a dataset, then press Start (Ctrl+Return)."
+
+    def open_export(self) -> None:
+        from lorastudio.app.export_dialog import ExportDialog
+        run = Path(self._run_dir)
+        ExportDialog(run, run.parent, self.window()).open()
+
+    def open_merge(self) -> None:
+        from lorastudio.app.merge_dialog import MergeDialog
+        run = Path(self._run_dir)
+        MergeDialog(run, run.parent, self.window()).open()
 
     def _open(self) -> None:
         if self._folder and Path(self._folder).exists():

@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import add_chat_template, make_tiny_model, write_text_jsonl  # noqa: E402
+from tiny_models import add_chat_template, make_tiny_model, write_config, write_text_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -49,24 +49,6 @@ def text_jsonl(tmp_path) -> Path:
 def runs_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("LORASTUDIO_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
-
-
-def write_config(path: Path, model: Path, data: Path, **overrides) -> Path:
-    """A small, fast run config; `overrides` are dotted keys like training__max_steps=5."""
-    import yaml
-    cfg = {"model": str(model), "quantization": "none", "device": "cpu",
-           "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
-           "data": {"path": str(data), "format": "auto", "validation_split": 0.1},
-           "training": {"max_steps": 10, "lr": 5e-3, "batch_size": 4, "grad_accum": 1, "seq_len": 64,
-                        "seed": 0, "save_every": 5, "warmup_steps": 1, "gradient_checkpointing": True}}
-    for key, value in overrides.items():
-        node = cfg
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 @pytest.fixture

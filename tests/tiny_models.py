@@ -84,3 +84,47 @@ def add_chat_template(folder: Path) -> Path:
     """Give a saved tiny model a ChatML chat template (as transformers 5 stores it)."""
     (Path(folder) / "chat_template.jinja").write_text(CHATML, encoding="utf-8")
     return folder
+
+
+def write_config(path: Path, model: Path, data: Path, **overrides) -> Path:
+    """A small, fast run config; `overrides` are dotted keys like training__max_steps=5."""
+    import yaml
+
+    cfg = {"model": str(model), "quantization": "none", "device": "cpu",
+           "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+           "data": {"path": str(data), "format": "auto", "validation_split": 0.1},
+           "training": {"max_steps": 10, "lr": 5e-3, "batch_size": 4, "grad_accum": 1, "seq_len": 64,
+                        "seed": 0, "save_every": 5, "warmup_steps": 1, "gradient_checkpointing": True}}
+    for key, value in overrides.items():
+        node = cfg
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+
+def train_tiny_run(run_dir: Path, model: Path, data: Path, **overrides) -> Path:
+    """A real run folder (config, journal, checkpoints, adapter) trained in-process in seconds."""
+    from lorastudio.core.checks import check_config
+    from lorastudio.core.config import RunConfig
+    from lorastudio.core.events import JournalWriter
+    from lorastudio.core.runs import prepare_run
+    from lorastudio.core.trainer import Trainer
+
+    Path(run_dir).parent.mkdir(parents=True, exist_ok=True)
+    settings = {"quantization": "4bit", "training__max_steps": 4, "training__save_every": 2, **overrides}
+    config_path = write_config(Path(run_dir).parent / f"{Path(run_dir).name}.yaml", model, data, **settings)
+    config = RunConfig.load(config_path)
+    info, _ = check_config(config)
+    prepare_run(config, run_dir)
+    journal = JournalWriter(Path(run_dir) / "events.jsonl")
+    trainer = Trainer(config, info, Path(run_dir), journal)
+    trainer.setup()
+    trainer.start_event()
+    status = trainer.train()
+    journal.emit("end", status=status, adapter=str(trainer.adapter_path))
+    journal.close()
+    return Path(run_dir)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import write_config
+from tiny_models import write_config
 from test_trainer import train
 
 from lorastudio.core.events import read_events

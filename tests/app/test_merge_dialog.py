@@ -1,0 +1,91 @@
+"""The export and merge-and-save dialogs, driven with pytest-qt on a real 4-bit tiny run."""
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QMessageBox
+
+from tiny_models import train_tiny_run
+
+from lorastudio.app.export_dialog import ExportDialog
+from lorastudio.app.merge_dialog import MergeDialog
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_llama):
+    import json
+    root = tmp_path_factory.mktemp("runs")
+    data = root / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"the cat sat on the mat {i}"}) + "\n" for i in range(16)))
+    return train_tiny_run(root / "2026-11-22_1200_tiny", tiny_llama, data, training__lr=2e-2)
+
+
+def test_merge_dialog_merges_and_shows_fidelity(qtbot, run_dir, tmp_path):
+    dialog = MergeDialog(run_dir, run_dir.parent)
+    qtbot.addWidget(dialog)
+    assert dialog.picker.run_combo.currentText() == run_dir.name
+    assert [dialog.picker.checkpoint_combo.itemText(i) for i in range(dialog.picker.checkpoint_combo.count())] == [
+        "Final adapter", "Checkpoint at step 4", "Checkpoint at step 2"]
+    dialog.out_edit.setText(str(tmp_path / "merged"))
+    dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("fp32"))
+    dialog.device_combo.setCurrentText("cpu")
+    qtbot.mouseClick(dialog.merge_button, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.LeftButton)
+    qtbot.waitUntil(lambda: dialog.status is not None, timeout=180_000)
+    assert dialog.status == "completed", dialog.result_label.text()
+    assert dialog.progress.value() == 100
+    text = dialog.result_label.text()
+    assert f"Merged model saved to {tmp_path / 'merged'}" in text and "Fidelity on 4 prompts" in text
+    assert dialog.fidelity["max_abs_diff"] < 1e-4 and "within what rounding to fp32 explains" in text
+    assert (tmp_path / "merged" / "config.json").is_file() and not dialog.open_button.isHidden()
+
+
+def test_merge_dialog_asks_before_touching_a_non_empty_folder(qtbot, run_dir, tmp_path, monkeypatch):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine.txt").write_text("keep me")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.No)
+    dialog = MergeDialog(run_dir, run_dir.parent)
+    qtbot.addWidget(dialog)
+    dialog.out_edit.setText(str(busy))
+    dialog.start_merge()
+    qtbot.waitUntil(lambda: bool(asked) and "Nothing was written" in dialog.result_label.text(), timeout=30_000)
+    assert "is not empty" in asked[0]
+    assert [p.name for p in busy.iterdir()] == ["mine.txt"] and dialog.proc is None
+
+
+def test_merge_dialog_refuses_the_base_model_folder(qtbot, run_dir, tiny_llama):
+    dialog = MergeDialog(run_dir, run_dir.parent)
+    qtbot.addWidget(dialog)
+    dialog.out_edit.setText(str(tiny_llama / "merged"))
+    dialog.start_merge()
+    qtbot.waitUntil(lambda: "inside the base model's folder" in dialog.result_label.text(), timeout=30_000)
+    assert "What to do:" in dialog.result_label.text() and not (tiny_llama / "merged").exists()
+
+
+def test_export_dialog_exports_a_checkpoint_as_zip(qtbot, run_dir, tmp_path):
+    dialog = ExportDialog(run_dir, run_dir.parent)
+    qtbot.addWidget(dialog)
+    dialog.picker.checkpoint_combo.setCurrentIndex(2)          # step 2
+    dialog.out_edit.setText(str(tmp_path / "ck"))
+    dialog.zip_box.setChecked(True)
+    dialog.start_export()
+    qtbot.waitUntil(lambda: dialog.result_path is not None, timeout=30_000)
+    assert dialog.result_path == tmp_path / "ck.zip" and dialog.result_path.is_file()
+    assert "Exported to" in dialog.status.text()
+
+
+def test_banner_offers_export_and_merge_after_a_run(qtbot, run_dir):
+    from lorastudio.app.run_state import RunState
+    from lorastudio.app.status_banner import StatusBanner
+    from lorastudio.core.events import read_events
+    banner = StatusBanner()
+    qtbot.addWidget(banner)
+    banner.show()
+    state = RunState()
+    state.run_dir = str(run_dir)
+    for ev in read_events(run_dir / "events.jsonl"):
+        state.apply(ev)
+    banner.update_from(state)
+    assert banner.export_button.isVisible() and banner.merge_button.isVisible()
