@@ -9,6 +9,10 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv in (["--version"], ["-V"]):          # answered from package metadata, nothing imported
+        from importlib.metadata import version
+        print(f"lorastudio {version('lorastudio')}")
+        return 0
     if argv:
         from lorastudio.core.cli import main as cli_main
         return cli_main(argv)
