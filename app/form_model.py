@@ -51,6 +51,8 @@ def describe(exc: ConfigError) -> str:
 LABELS = {
     "lora.r": "Rank", "lora.alpha": "Alpha", "lora.dropout": "Dropout", "lora.targets": "Target modules",
     "data.path": "Dataset", "data.text_field": "Text field", "data.validation_split": "Validation split",
+    "data.format": "Data format", "data.columns": "Column mapping", "data.train_on": "Train on",
+    "data.too_long": "Too long", "data.on_bad_rows": "Bad rows", "data.validation_path": "Validation file",
     "training.max_steps": "Max steps", "training.epochs": "Epochs", "training.lr": "Learning rate",
     "training.batch_size": "Batch size", "training.grad_accum": "Gradient accumulation",
     "training.seq_len": "Sequence length", "training.warmup_steps": "Warm-up steps",

@@ -55,3 +55,16 @@ def test_parse_number_accepts_scientific_notation_and_names_garbage():
     assert parse_number("2e-4", "training.lr") == (2e-4, None)
     value, problem = parse_number("fast", "training.lr")
     assert problem == ("training.lr", "Learning rate: 'fast' is not a number")
+
+
+def test_the_data_options_reach_the_config_and_bad_ones_are_named():
+    values = good_form()
+    values["data"].update(format="prompt_completion", columns={"prompt": "q", "completion": "reply"},
+                          train_on="all", too_long="drop", on_bad_rows="skip", validation_path="/data/valid.jsonl")
+    d = check_form(values).config.data
+    assert (d.format, d.columns, d.train_on, d.too_long, d.on_bad_rows, d.validation_path) == (
+        "prompt_completion", {"prompt": "q", "completion": "reply"}, "all", "drop", "skip", "/data/valid.jsonl")
+    values["data"].update(format="xml", columns={"answer": "reply"})
+    check = check_form(values)
+    assert [p.key for p in check.problems] == ["data.format", "data.columns"]
+    assert check.reason.startswith("Data format: 'xml' is not allowed")

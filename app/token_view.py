@@ -1,0 +1,64 @@
+"""One example as the model sees it: every token, the trained ones highlighted.
+
+Tokens alternate between two shades so their boundaries show; trained tokens (those whose label
+counts toward the loss) sit on green, the rest are drawn muted. A trained line break is shown as
+"↵" so that an assistant turn's closing newline is visible. Each character's format carries
+TRAINED (a user property) so that tests read the highlight without guessing colours.
+"""
+from __future__ import annotations
+
+from PySide6.QtGui import QColor, QFont, QFontDatabase, QPalette, QTextCharFormat, QTextCursor, QTextFormat
+from PySide6.QtWidgets import QTextEdit, QWidget
+
+TRAINED = QTextFormat.UserProperty + 1
+TRAINED_SHADES = (QColor(42, 168, 118, 85), QColor(42, 168, 118, 140))
+UNTRAINED_SHADES = (QColor(128, 128, 140, 0), QColor(128, 128, 140, 38))
+NEWLINE_MARK = "↵"
+
+
+class TokenView(QTextEdit):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setLineWrapMode(QTextEdit.WidgetWidth)
+        font = QFontDatabase.systemFont(QFontDatabase.FixedFont)
+        font.setPointSizeF(max(8.5, font.pointSizeF() - 0.5))
+        self.document().setDefaultFont(font)
+        self.setMinimumHeight(120)
+        self.setMaximumHeight(240)
+        self.tokens: list[dict] = []
+
+    def set_tokens(self, tokens: list[dict]) -> None:
+        self.tokens = list(tokens)
+        self.clear()
+        cursor = QTextCursor(self.document())
+        cursor.beginEditBlock()
+        muted = self.palette().color(QPalette.PlaceholderText)
+        for i, tok in enumerate(self.tokens):
+            trained = bool(tok["trained"])
+            text = tok["text"].replace("\n", NEWLINE_MARK + "\n") if trained else tok["text"]
+            cursor.insertText(text, self._format(trained, i % 2, muted))
+        cursor.endEditBlock()
+        self.moveCursor(QTextCursor.Start)
+
+    @staticmethod
+    def _format(trained: bool, shade: int, muted: QColor) -> QTextCharFormat:
+        fmt = QTextCharFormat()
+        fmt.setProperty(TRAINED, trained)
+        fmt.setBackground((TRAINED_SHADES if trained else UNTRAINED_SHADES)[shade])
+        if trained:
+            fmt.setFontWeight(QFont.DemiBold)
+        else:
+            fmt.setForeground(muted)
+        return fmt
+
+    def trained_text(self) -> str:
+        """The highlighted characters in document order (line breaks and ↵ marks left out)."""
+        doc, out = self.document(), []
+        cursor = QTextCursor(doc)
+        for pos in range(doc.characterCount() - 1):
+            cursor.setPosition(pos + 1)
+            char = doc.characterAt(pos)
+            if char not in ("\u2029", "\u2028", NEWLINE_MARK) and cursor.charFormat().property(TRAINED):
+                out.append(char)
+        return "".join(out)

@@ -1,0 +1,204 @@
+"""The Dataset panel shows what the model will be trained on: preview, format, the inspector's
+stats and example N with its trained tokens, errors inline with Start disabled. Real files, real
+tiny models, the real inspector in a child process."""
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import load_data, load_model
+
+from lorastudio.app.data_inspection import DataInspection, InspectRequest, inspector_command, parse_output
+from lorastudio.app.dataset_panel import DatasetPanel
+from lorastudio.app.inspection_text import stat_rows
+
+INSPECT_MS = 90_000
+
+
+def write_chat(path, n=12):
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": f"what is {i} plus {i}?"},
+                {"role": "assistant", "content": f"the answer is {2 * i}. " * (1 + i % 4)}]}) + "\n")
+    return path
+
+
+def write_pairs(path, n=8, bad_at=None):
+    lines = [json.dumps({"prompt": f"what is {i}?", "completion": f"it is {i}"}) for i in range(n)]
+    if bad_at:
+        lines.insert(bad_at - 1, '{"prompt": "oops", "completion": ')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def inspected(qtbot, panel):
+    """Wait for the inspector's answer (a report or an error) to the latest question."""
+    qtbot.waitUntil(lambda: panel.inspector.current is not None, timeout=5_000)
+    qtbot.waitUntil(lambda: not panel.inspector.busy, timeout=INSPECT_MS)
+
+
+def run_inspector(req: InspectRequest) -> dict:
+    done = subprocess.run(inspector_command(req), capture_output=True, text=True)
+    result = parse_output(done.returncode, done.stdout, done.stderr)
+    return result.report or {"error": result.error}
+
+
+@pytest.fixture
+def panel(qtbot):
+    widget = DatasetPanel()
+    qtbot.addWidget(widget)
+    widget.resize(520, 900)
+    widget.show()
+    return widget
+
+
+@pytest.mark.parametrize("name, content, header, reason", [
+    ("d.jsonl", '{"text": "a cat"}\n{"text": "a dog"}\n', ["text"], "Raw text</b> — a 'text' field"),
+    ("d.csv", "question,answer\nwhat?,that\nwho?,them\n", ["question", "answer"],
+     "Prompt / completion</b> — fields 'question' and 'answer'"),
+    ("chat.jsonl", None, ["messages"], "Chat messages</b> — a 'messages' list in all of the first 12 rows"),
+])
+def test_preview_and_detected_format_with_reason(qtbot, panel, tmp_path, name, content, header, reason):
+    path = tmp_path / name
+    write_chat(path) if content is None else path.write_text(content)
+    panel.load(str(path))
+    qtbot.waitUntil(lambda: panel.preview is not None, timeout=10_000)
+    m = panel.model
+    assert [m.horizontalHeaderItem(i).text() for i in range(m.columnCount())] == header
+    assert m.rowCount() == len(panel.preview.rows) > 0 and panel.table.isVisible()
+    assert reason in panel.format_label.text() and name in panel.format_label.text()
+    assert panel.problem() is None and not panel.error_label.isVisible()
+    assert panel.inspector.current is None            # no model yet: nothing to tokenize with
+    assert "Choose a model" in panel.inspection.status_label.text()
+
+
+@pytest.mark.slow
+def test_stats_histogram_and_trained_tokens_match_the_inspector(qtbot, page, tiny_chat_llama, tmp_path):
+    panel = page.dataset_panel
+    page.training_panel.widgets["training.seq_len"].setValue(64)
+    load_model(qtbot, page, tiny_chat_llama)
+    load_data(qtbot, page, write_chat(tmp_path / "chat.jsonl"))
+    qtbot.waitUntil(lambda: panel.inspector.busy, timeout=5_000)
+    assert not panel.inspection.busy_bar.isHidden()        # the busy indicator shows
+    inspected(qtbot, panel)
+    report = panel.inspection.report
+    expected = run_inspector(panel.inspect_request())
+    assert report == expected and report["seq_len"] == 64 and report["chat_template"] == "model"
+    view = panel.inspection
+    assert [view.stats[k].text() for k in view.stats] == [v for _k, v in stat_rows(expected)]
+    assert sum(view.histogram.counts) == expected["usable_examples"] == 12
+    assert view.histogram.seq_line.value() == 64
+    trained = "".join(t["text"] for t in expected["example"]["tokens"] if t["trained"])
+    assert view.token_view.trained_text() == trained.replace("\n", "")
+    assert "the answer is 0." in trained and "what is" not in trained and "terse" not in trained
+    assert page.start_bar.start_button.isEnabled()
+
+    view.example_spin.setValue(3)                          # Example N: another example is rendered
+    inspected(qtbot, panel)
+    example = panel.inspection.report["example"]
+    assert example["index"] == 3 and example["where"] == "line 3"
+    assert view.token_view.trained_text() == "".join(
+        t["text"] for t in example["tokens"] if t["trained"]).replace("\n", "")
+    assert "the answer is 4." in view.token_view.trained_text()
+    assert "line 3" in view.example_caption.text()
+
+
+@pytest.mark.slow
+def test_a_malformed_line_is_located_inline_then_skipping_it_reenables_start(qtbot, page, tiny_chat_llama, tmp_path):
+    panel, bar = page.dataset_panel, page.start_bar
+    load_model(qtbot, page, tiny_chat_llama)
+    load_data(qtbot, page, write_pairs(tmp_path / "d.jsonl", bad_at=2))
+    text = panel.error_label.text()
+    assert panel.error_label.isVisible()
+    assert text.startswith("d.jsonl, line 2: not valid JSON") and "Traceback" not in text
+    assert "Fix or delete that line" in text                # the hint, on its own line
+    assert not bar.start_button.isEnabled()
+    assert bar.reason_label.text().startswith("Dataset: d.jsonl, line 2: not valid JSON")
+
+    panel.options.combos["on_bad_rows"].setCurrentIndex(panel.options.combos["on_bad_rows"].findData("skip"))
+    inspected(qtbot, panel)
+    assert not panel.error_label.isVisible()
+    assert panel.inspection.bad_rows_label.text().startswith("1 bad row skipped: line 2 (not valid JSON")
+    assert panel.inspection.report["examples"] == 8
+    assert bar.start_button.isEnabled(), bar.reason_label.text()
+    assert page.check.config.data.on_bad_rows == "skip"
+
+
+@pytest.mark.slow
+def test_a_bad_row_past_the_preview_comes_back_from_the_inspector(qtbot, page, tiny_chat_llama, tmp_path):
+    panel, bar = page.dataset_panel, page.start_bar
+    load_model(qtbot, page, tiny_chat_llama)
+    load_data(qtbot, page, write_pairs(tmp_path / "long.jsonl", n=30, bad_at=27))
+    assert panel.error() is None                           # the first 20 rows are fine
+    inspected(qtbot, panel)
+    assert panel.error_label.text().startswith("long.jsonl, line 27: not valid JSON")
+    assert bar.reason_label.text().startswith("Dataset: long.jsonl, line 27")
+    assert not bar.start_button.isEnabled()
+
+
+@pytest.mark.slow
+def test_a_column_mapping_makes_an_unknown_csv_usable(qtbot, page, tiny_chat_llama, tmp_path):
+    panel, bar = page.dataset_panel, page.start_bar
+    data = tmp_path / "qa.csv"
+    data.write_text("q,reply,source\n" + "".join(f"what is {i}?,it is {i},web\n" for i in range(6)))
+    load_model(qtbot, page, tiny_chat_llama)
+    load_data(qtbot, page, data)
+    assert "qa.csv, line 2: unknown format (fields: q, reply, source)" in panel.error_label.text()
+    assert panel.mapping.isVisible() and not bar.start_button.isEnabled()
+    assert panel.inspector.current is None                 # nothing to inspect until it is mapped
+
+    fmt = panel.options.combos["format"]
+    fmt.setCurrentIndex(fmt.findData("prompt_completion"))
+    assert set(panel.mapping.combos) == {"prompt", "completion"}
+    panel.mapping.combos["completion"].setCurrentText("reply")
+    assert panel.columns() == {"prompt": "q", "completion": "reply"}    # "q" guessed for the prompt
+    inspected(qtbot, panel)
+    assert panel.error() is None and panel.inspection.report["usable_examples"] == 6
+    assert "columns mapped: prompt ← q, completion ← reply" in panel.format_label.text()
+    assert bar.start_button.isEnabled(), bar.reason_label.text()
+    data_cfg = page.check.config.data
+    assert (data_cfg.format, data_cfg.columns) == ("prompt_completion", {"prompt": "q", "completion": "reply"})
+
+
+def test_the_forms_config_carries_the_data_options(qtbot, page, tiny_llama, text_jsonl, tmp_path):
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text('{"text": "held out"}\n')
+    load_model(qtbot, page, tiny_llama)
+    load_data(qtbot, page, text_jsonl)
+    o = page.dataset_panel.options
+    for name, value in (("format", "text"), ("train_on", "all"), ("too_long", "drop"), ("on_bad_rows", "skip")):
+        o.combos[name].setCurrentIndex(o.combos[name].findData(value))
+    o.validation_combo.setCurrentIndex(1)
+    o.validation_edit.setText(str(valid))
+    o.validation_edit.editingFinished.emit()
+    d = page.check.config.data
+    assert (d.path, d.format, d.train_on, d.too_long, d.on_bad_rows) == (str(text_jsonl), "text", "all", "drop", "skip")
+    assert d.validation_path == str(valid) and d.columns == {}
+    state = page.form_state()["data"]                      # and it survives a restart of the window
+    page.dataset_panel.options.set_values({})
+    page.dataset_panel.set_values(state)
+    assert page.dataset_panel.values() == {k: state[k] for k in page.dataset_panel.values()}
+
+
+def test_a_newer_question_discards_the_older_answer(qtbot, tiny_llama, text_jsonl):
+    inspection = DataInspection(debounce_ms=10)
+    reports = []
+    inspection.report.connect(reports.append)
+    first = InspectRequest(str(text_jsonl), str(tiny_llama), seq_len=64, example=1)
+    inspection.request(first)
+    qtbot.waitUntil(lambda: inspection.current == first, timeout=5_000)     # its child is running
+    inspection.request(first.with_example(2))
+    inspection.request(first.with_example(3))                               # debounced: 2 is never asked
+    qtbot.waitUntil(lambda: not inspection.busy, timeout=INSPECT_MS)
+    qtbot.wait(200)
+    assert [r["example"]["index"] for r in reports] == [3]
+
+
+def test_the_window_still_imports_no_heavy_library():
+    code = ("import sys; import lorastudio.app.main_window, lorastudio.app.dataset_panel; "
+            "heavy = {'torch', 'transformers', 'peft', 'bitsandbytes', 'datasets', 'lorastudio.core.data', "
+            "'lorastudio.core.rendering', 'lorastudio.core.inspector'} & set(sys.modules); print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
