@@ -12,17 +12,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+from lorastudio.core.errors import UserError
 
 SUFFIX_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
                 ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".md": "text", ".text": "text"}
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Bad data. The message names the file and the 1-based line or row; `hint` says what to do."""
-
-    def __init__(self, message: str, hint: str = ""):
-        self.message, self.hint = message, hint
-        super().__init__(message + (f" — {hint}" if hint else ""))
 
 
 @dataclass

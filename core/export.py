@@ -20,16 +20,15 @@ from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.events import last_of, read_events
 from lorastudio.core.fsutil import atomic_dir
 from lorastudio.core.runs import ADAPTER_DIR, CONFIG_FILE, JOURNAL_FILE
+from lorastudio.core.errors import UserError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "added_tokens.json")
 
 
-class ExportError(Exception):
-    def __init__(self, message: str, hint: str = ""):
-        self.message, self.hint = message, hint
-        super().__init__(message + (f" — {hint}" if hint else ""))
+class ExportError(UserError):
+    """An export or merge cannot go ahead; nothing was written."""
 
 
 @dataclass

@@ -121,7 +121,8 @@ def run(args) -> int:
         columns = dict(pair.split("=", 1) for pair in args.columns.split(",") if pair) if args.columns else {}
         data_cfg = DataSection(path=str(args.data), format=args.format, columns=columns,
                                train_on=args.train_on, too_long=args.too_long,
-                               on_bad_rows="skip" if args.skip_bad_rows else "error")
+                               on_bad_rows="skip" if args.skip_bad_rows else "error",
+                               text_blocks=args.text_blocks)
         if args.seq_len < 8:
             raise ConfigError("--seq-len", args.seq_len, "a whole number ≥ 8")
         report = inspect_data(data_cfg, args.model, args.seq_len, args.example)
