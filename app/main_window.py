@@ -1,20 +1,29 @@
-"""The main window: a sidebar of pages (Train now; Runs and Playground later), menus with the
-keyboard shortcuts, a status bar, and settings (geometry, last folders, the form) kept across runs."""
+"""The main window: a sidebar of pages (Train, Runs; Playground later), menus with the keyboard
+shortcuts, a status bar, and settings (geometry, last folders, the form) kept across runs.
+
+Training outlives the window: closing it while a run is live asks whether to keep training in the
+background or stop; on the next start the window finds live runs (status.json pid + heartbeat)
+and re-attaches the Train page's live view, its curves filled in from the journal."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QVBoxLayout, QWidget)
 
+from lorastudio.app.demo_defaults import apply_demo
+from lorastudio.app.playground_page import PlaygroundPage
+from lorastudio.app.runs_page import RunsPage
 from lorastudio.app.train_page import TrainPage
+from lorastudio.core.history import find_live_runs
+from lorastudio.core.runs import default_runs_dir
 
 PAGES = (("Train", True, "Set up and run a LoRA / QLoRA fine-tune"),
-         ("Runs", False, "Past runs, their curves and adapters — coming soon"),
-         ("Playground", False, "Chat with a base model and its adapters — coming soon"))
+         ("Runs", True, "Every run: status, curves, resume, clone, delete"),
+         ("Playground", True, "Try a prompt on the base model and on an adapter, side by side"))
 VERSION = "0.1.0"
 
 
@@ -24,10 +33,14 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings()
         self.setWindowTitle("LoRA Studio")
         self.train_page = TrainPage(runs_root=runs_root)
+        self.runs_page = RunsPage(runs_root or default_runs_dir())
+        self.playground_page = PlaygroundPage(runs_root or default_runs_dir())
         self._build()
         self._actions()
         self._status_bar()
+        self._connect_runs()
         self.restore_settings()
+        QTimer.singleShot(0, self.reattach_live_run)
 
     def _build(self) -> None:
         self.sidebar = QListWidget(objectName="Sidebar")
@@ -41,6 +54,8 @@ class MainWindow(QMainWindow):
         self.sidebar.setCurrentRow(0)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.train_page)
+        self.pages.addWidget(self.runs_page)
+        self.pages.addWidget(self.playground_page)
         self.sidebar.currentRowChanged.connect(lambda row: self.pages.setCurrentIndex(min(row, self.pages.count() - 1)))
         side = QWidget(objectName="Side")
         side.setAttribute(Qt.WA_StyledBackground)
@@ -75,7 +90,7 @@ class MainWindow(QMainWindow):
         self.open_model_action = self._action(file_menu, "Open &model folder…", "Ctrl+O", page.model_panel.browse)
         self.open_data_action = self._action(file_menu, "Open &dataset…", "Ctrl+Shift+O", page.dataset_panel.browse)
         file_menu.addSeparator()
-        self.quit_action = self._action(file_menu, "&Quit", "Ctrl+Q", self.close)
+        self.quit_action = self._action(file_menu, "&Quit", "Ctrl+Q", self.quit_asking)
         run_menu = self.menuBar().addMenu("&Run")
         self.start_action = self._action(run_menu, "&Start training", ["Ctrl+Return", "Ctrl+Enter"], page.start)
         self.stop_action = self._action(run_menu, "S&top training", "Esc", page.request_stop)
@@ -101,6 +116,37 @@ class MainWindow(QMainWindow):
             self.run_label.setText(f"{'Running' if running else 'Last run'}: {run_dir.name}")
         self.start_action.setEnabled(not running)
 
+    # ---- runs ---------------------------------------------------------------------------------
+    def _connect_runs(self) -> None:
+        self.runs_page.message.connect(lambda text: self.statusBar().showMessage(text, 0))
+        self.runs_page.open_live.connect(self.show_live_view)
+        self.runs_page.clone_config.connect(self._clone_config)
+
+    def show_page(self, page: QWidget) -> None:
+        self.sidebar.setCurrentRow(self.pages.indexOf(page))
+
+    def show_live_view(self, run_dir, popen=None) -> None:
+        self.train_page.attach(Path(run_dir), popen)
+        self.show_page(self.train_page)
+
+    def _clone_config(self, config) -> None:
+        if self.train_page.running:
+            QMessageBox.information(self, "A run is live", "The form is locked while the Train page follows "
+                                    "a live run; clone again when it has finished.")
+            return
+        self.train_page.load_config(config)
+        self.show_page(self.train_page)
+
+    def reattach_live_run(self) -> None:
+        """At start-up: follow the newest run whose worker is still alive."""
+        if self.train_page.running:
+            return
+        live = find_live_runs(self.runs_page.runs_root)
+        if live:
+            self.show_live_view(live[0])
+            self.statusBar().showMessage(f"Re-attached to {live[0].name}, still training in the background"
+                                         + (f" ({len(live) - 1} more on the Runs page)" if len(live) > 1 else ""), 0)
+
     def _about(self) -> None:
         QMessageBox.about(self, "About LoRA Studio",
                           f"<b>LoRA Studio {VERSION}</b><p>Local LoRA and QLoRA fine-tuning of language models.</p>")
@@ -123,6 +169,8 @@ class MainWindow(QMainWindow):
             form = {}
         if form:
             page.restore_form(form)
+        else:
+            apply_demo(page)
 
     def save_settings(self) -> None:
         s, page = self.settings, self.train_page
@@ -133,10 +181,41 @@ class MainWindow(QMainWindow):
         s.setValue("train/form", json.dumps(page.form_state()))
         s.sync()
 
+    def ask_keep_or_stop(self) -> str:
+        """'keep', 'stop' or 'cancel' for closing while a run is live."""
+        box = QMessageBox(QMessageBox.Question, "A run is still training",
+                          f"{self.train_page.process.run_dir.name} is still training.", parent=self)
+        box.setInformativeText("Keep training in the background — LoRA Studio re-attaches to it when you open "
+                               "it again — or stop it now (a checkpoint and the adapter are saved first)?")
+        keep = box.addButton("Keep training in background", QMessageBox.AcceptRole)
+        stop = box.addButton("Stop training", QMessageBox.DestructiveRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(keep)
+        box.exec()
+        return "keep" if box.clickedButton() is keep else "stop" if box.clickedButton() is stop else "cancel"
+
+    def quit_asking(self) -> bool:
+        """Ctrl+Q: close like the title bar's button does, asking about a live run."""
+        self._asked_to_quit = True
+        try:
+            return self.close()
+        finally:
+            self._asked_to_quit = False
+
     def closeEvent(self, event) -> None:
+        # Ask only when the user closes the window (title bar, Ctrl+Q); a programmatic close (the
+        # desktop session ending, tests) keeps the run training, which is always safe.
+        process, by_user = self.train_page.process, event.spontaneous() or getattr(self, "_asked_to_quit", False)
+        if by_user and self.train_page.running and process.following() and process.is_running():
+            choice = self.ask_keep_or_stop()
+            if choice == "cancel":
+                event.ignore()
+                return
+            if choice == "stop":
+                self.train_page.process.stop()
         self.save_settings()
-        if self.train_page.running:
-            # The worker runs in its own session and carries on; its journal stays in the run folder.
-            self.train_page.process.detach()
+        # The worker runs in its own session and carries on; its journal stays in the run folder.
+        self.train_page.process.detach()
+        self.runs_page.refresher.stop()
         super().closeEvent(event)
 

@@ -131,10 +131,44 @@ class ModelPanel(QGroupBox):
             self.last_folder = str(Path(source).expanduser().parent)
             self.last_folder_changed.emit(self.last_folder)
         request = self._request
+        if self._import_gguf_first(source):
+            return
         self._set_state(LOADING, f"Reading {source} …")
         run_in_background(read_model, source,
                           on_done=lambda result: self._loaded(request, result),
                           on_failed=lambda exc: self._failed(request, exc))
+
+    def _import_gguf_first(self, source: str) -> bool:
+        """A .gguf not yet in the model cache is imported by a worker (with progress), then read."""
+        from lorastudio.app.job_follower import JobFollower
+        from lorastudio.core.gguf_import import cached_import, is_gguf, start_import
+        path = Path(source).expanduser()
+        if not (is_gguf(source) and path.is_file()) or cached_import(path) is not None:
+            return False
+        if getattr(self, "gguf_job", None) is None:
+            self.gguf_job = JobFollower(self, poll_ms=200)
+            self.gguf_job.event.connect(self._import_event)
+            self.gguf_job.finished.connect(lambda status: self._imported(status))
+        self.gguf_job.stop()
+        self._set_state(LOADING, f"Importing {path.name} into the model cache (once) …")
+        self._import_source, self._import_error = source, None
+        self.gguf_job.follow(*start_import(path))
+        return True
+
+    def _import_event(self, ev: dict) -> None:
+        if ev["type"] == "phase" and self.state == LOADING:
+            self.status_label.setText(f"Importing: {int(100 * ev.get('fraction', 0))} % · {ev.get('message', '')}")
+        elif ev["type"] == "error":
+            self._import_error = ModelError(ev["message"], ev["hint"])
+
+    def _imported(self, status: str) -> None:
+        if self.source() != self._import_source:
+            return                                      # the user chose another model meanwhile
+        if status == "completed":
+            self.load(self._import_source)
+        else:
+            self._request += 1
+            self._failed(self._request, self._import_error or ModelError(f"the import {status}", ""))
 
     def _loaded(self, request: int, result) -> None:
         if request != self._request:
@@ -193,7 +227,8 @@ class ModelPanel(QGroupBox):
     # ---- drag and drop ------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
         urls = event.mimeData().urls()
-        if urls and urls[0].isLocalFile() and Path(urls[0].toLocalFile()).is_dir():
+        if urls and urls[0].isLocalFile() and (Path(urls[0].toLocalFile()).is_dir()
+                                               or urls[0].toLocalFile().lower().endswith(".gguf")):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:

@@ -75,8 +75,15 @@ class RunState:
         self.total_steps = e["total_steps"]
         self.trainable_params, self.total_params = e["trainable_params"], e["total_params"]
         self._t0 = e["time"]
+        resumed_at = e.get("resumed_at") or 0
+        self.step = resumed_at
+        for series in (self.loss, self.eval_loss, self.lr, self.tokens_per_s):    # steps redone after a resume
+            keep = next((i for i, x in enumerate(series.x) if x > resumed_at), len(series.x))
+            del series.x[keep:], series.y[keep:]
 
     def _on_phase(self, e: dict) -> None:
+        if self.status in FINAL or e["name"] == "resuming":    # the journal goes on: a resumed run
+            self.status, self.error, self.adapter = STARTING, None, None
         self.phase = e.get("message") or e["name"].replace("_", " ").capitalize()
         self.add_log(f"— {self.phase}")
 

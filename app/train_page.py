@@ -82,6 +82,9 @@ class TrainPage(QWidget):
         for signal in (self.dataset_panel.changed, self.lora_panel.changed, self.hardware_panel.changed,
                        self.training_panel.changed, self.start_bar.name_edit.textChanged):
             signal.connect(self.validate)
+        seq_len = self.training_panel.widgets["training.seq_len"]
+        seq_len.valueChanged.connect(self.dataset_panel.set_seq_len)
+        self.dataset_panel.set_seq_len(seq_len.value())
         self.start_bar.start_requested.connect(self.start)
         self.start_bar.stop_requested.connect(self.request_stop)
         p = self.process
@@ -94,6 +97,7 @@ class TrainPage(QWidget):
     def _model_changed(self) -> None:
         panel = self.model_panel
         self.lora_panel.set_report(panel.report if panel.state == READY else None)
+        self.dataset_panel.set_model(panel.source() if panel.state == READY else "")
         if panel.state == READY:
             self.message.emit(f"Model: {panel.info.architecture}, read from {panel.info.path}")
         self.validate()
@@ -103,8 +107,7 @@ class TrainPage(QWidget):
         training = self.training_panel.values()
         values = {"model": self.model_panel.source(), "name": self.start_bar.name_edit.text().strip(),
                   **self.hardware_panel.values(), "lora": self.lora_panel.values(), "training": training["training"],
-                  "data": {"path": self.dataset_panel.path(), "text_field": self.dataset_panel.text_field(),
-                           **training["data"]}}
+                  "data": {**self.dataset_panel.values(), **training["data"]}}
         problems = [self.model_panel.problem(), self.dataset_panel.problem()]
         problems += self.lora_panel.problems() + self.training_panel.problems()
         values["problems"] = [p for p in problems if p]
@@ -131,11 +134,24 @@ class TrainPage(QWidget):
             self.lora_panel.set_values(v["lora"])
         self.training_panel.set_values(v)
         self.hardware_panel.set_values(v)
-        if v.get("data", {}).get("path"):
-            self.dataset_panel.load(v["data"]["path"])
+        self.dataset_panel.set_values(v.get("data", {}))
         if v.get("model"):
             self.model_panel.load(v["model"])
         self.validate()
+
+    def load_config(self, config: RunConfig) -> None:
+        """Fill the form from a run's config (the Runs page's "Clone config")."""
+        self.restore_form(config.to_dict())
+        self.start_bar.name_edit.setText(config.name)
+
+    def attach(self, run_dir: Path, popen=None) -> None:
+        """Show the live view of a run found running or just resumed (its journal from the start)."""
+        self.process.detach()
+        self.process.popen = popen
+        self.dashboard.reset(str(run_dir), STARTING)
+        self.process.follow(Path(run_dir), popen)
+        self._set_running(True)
+        self.message.emit(f"Following {Path(run_dir).name}")
 
     # ---- start and stop -----------------------------------------------------------------------
     def start(self) -> None:

@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--prompts", type=Path, help="a file of prompts for the fidelity check (one a line)")
     merge.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     merge.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    resume = sub.add_parser("resume", help="resume a stopped, failed or crashed run from a checkpoint")
+    resume.add_argument("run", type=Path, help="the run folder (or its name under the runs directory)")
+    resume.add_argument("--checkpoint", type=int, metavar="STEP", help="resume from this step (default: the latest)")
+    resume.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a setting, e.g. --set training.batch_size=2 (repeatable)")
+    resume.add_argument("--detach", action="store_true", help="start the worker and return at once")
+    evaluate = sub.add_parser("eval", help="held-out loss and task metric: base model vs base + adapter")
+    evaluate.add_argument("run", type=Path, help="the run folder")
+    evaluate.add_argument("--data", type=Path, help="held-out data (default: the run's validation data)")
+    evaluate.add_argument("--checkpoint", type=int, metavar="STEP", help="evaluate this checkpoint's adapter")
+    evaluate.add_argument("--limit", type=int, default=48, help="prompts to answer for the task metric")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    gguf = sub.add_parser("import-gguf", help="convert a .gguf model into the model cache (once)")
+    gguf.add_argument("gguf", type=Path, help="the .gguf file")
     inspect = sub.add_parser("inspect", help="show what a data file trains on: format, lengths, masks")
     inspect_arguments(inspect)
     return parser
@@ -75,6 +89,8 @@ def inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-on", default="completions", choices=("completions", "all"))
     p.add_argument("--too-long", default="truncate", choices=("truncate", "drop"))
     p.add_argument("--skip-bad-rows", action="store_true")
+    p.add_argument("--text-blocks", default="paragraph", choices=("paragraph", "file"),
+                   help="for .txt files: one example per paragraph, or the whole file as one")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-color", action="store_true")
 
@@ -84,12 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "resume":
+        return cmd_resume(args)
     if args.command == "export":
         from lorastudio.core.export import cmd_export
         return cmd_export(args)
     if args.command == "merge":
         from lorastudio.core.merge import cmd_merge
         return cmd_merge(args)
+    if args.command == "eval":         # loads models: a worker process, like inspect
+        raw = sys.argv[1:] if argv is None else list(argv)
+        return subprocess.run([sys.executable, "-m", "lorastudio.core.evaluate",
+                               *raw[raw.index("eval") + 1:]]).returncode
+    if args.command == "import-gguf":
+        return cmd_import_gguf(args.gguf)
     if args.command == "inspect":
         # The tokenizer needs transformers: run the inspector as a worker, keeping this process light.
         raw = sys.argv[1:] if argv is None else list(argv)
@@ -130,10 +154,30 @@ def cmd_targets(args) -> int:
     return 0
 
 
+# ---- import-gguf ----------------------------------------------------------------------------
+def cmd_import_gguf(path: Path, quiet_if_cached: bool = False) -> int:
+    """Import a .gguf into the model cache with a progress display; 0 when it is there."""
+    from lorastudio.core.gguf_import import GgufError, cached_import, import_with_worker, is_gguf, print_progress
+    if not is_gguf(path) or (quiet_if_cached and not path.is_file()):     # check_config says why
+        return 0 if quiet_if_cached else fail(f"{path} is not a .gguf file")
+    folder = cached_import(path)
+    if folder is None:
+        print(f"Importing {path.name} into the model cache (once)")
+        try:
+            folder = import_with_worker(path, print_progress)
+        except GgufError as exc:
+            return fail(exc.message, exc.hint)
+    if not quiet_if_cached or folder is None:
+        print(f"Model folder: {folder}")
+    return 0
+
+
 # ---- train --------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     try:
         config = resolve_paths(RunConfig.load(args.config), args.config.resolve().parent)
+        if cmd_import_gguf(Path(config.model), quiet_if_cached=True):
+            return 2
         info, report = check_config(config)
     except ConfigError as exc:
         return fail(f"{args.config}: {exc}")
@@ -151,6 +195,21 @@ def cmd_train(args) -> int:
         print(f"Worker started (pid {proc.pid}); follow it in {run_dir / JOURNAL_FILE}")
         return 0
     return follow(run_dir, proc)
+
+
+def cmd_resume(args) -> int:
+    from lorastudio.core.resume import ResumeError, parse_overrides, resume_run
+    from lorastudio.core.runs import default_runs_dir
+    run_dir = args.run if args.run.is_dir() else default_runs_dir() / args.run
+    try:
+        proc, plan = resume_run(run_dir.resolve(), args.checkpoint, parse_overrides(args.overrides))
+    except ResumeError as exc:
+        return fail(exc.message, exc.hint)
+    print(f"Run folder: {plan.run_dir}\n{plan.describe()}")
+    if args.detach:
+        print(f"Worker started (pid {proc.pid}); follow it in {plan.run_dir / JOURNAL_FILE}")
+        return 0
+    return follow(plan.run_dir, proc, skip_existing=True)
 
 
 class ProgressPrinter:
@@ -223,9 +282,14 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
-def follow(run_dir: Path, proc) -> int:
+def follow(run_dir: Path, proc, skip_existing: bool = False) -> int:
     """Print the journal until `end`; Ctrl+C asks the worker to stop gracefully."""
     follower, printer = JournalFollower(run_dir / JOURNAL_FILE), ProgressPrinter()
+    if skip_existing:           # a resumed run: print from its last "resuming" mark on
+        old = follower.poll()
+        marks = [i for i, e in enumerate(old) if e["type"] == "phase" and e["name"] == "resuming"]
+        for ev in old[marks[-1] + 1:] if marks else []:
+            printer.event(ev)
     interrupted = False
 
     def on_sigint(_sig, _frame):

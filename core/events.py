@@ -37,6 +37,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "log": {"level": (str,), "message": (str,)},
     "error": {"kind": (str,), "message": (str,), "hint": (str,)},
     "end": {"status": (str,), "adapter": _OPT_STR},
+    "token": {"side": (str,), "text": (str,)},                  # the playground's streamed answers
+    "answer": {"side": (str,), "text": (str,), "tokens": (int,), "seconds": _NUM},
 }
 END_STATUSES = ("completed", "stopped", "failed")
 

@@ -11,6 +11,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from lorastudio.core.errors import UserError
 
 WEIGHT_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -18,12 +19,8 @@ DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
 
 
-class ModelError(Exception):
-    """A model cannot be used. `hint` says what to do about it."""
-
-    def __init__(self, message: str, hint: str = ""):
-        self.message, self.hint = message, hint
-        super().__init__(message + (f" — {hint}" if hint else ""))
+class ModelError(UserError):
+    """A model cannot be used. `hint` says what to do."""
 
 
 @dataclass
@@ -130,8 +127,12 @@ def list_cached_models(cache: Path | None = None) -> list[dict]:
 
 
 def resolve_model_path(source: str) -> Path:
-    """A local folder, or a Hub id found in the local cache. Raises ModelError naming what to do."""
+    """A local folder, or a Hub id found in the local cache, or an imported .gguf file (its folder
+    in the model cache). Raises ModelError naming what to do."""
     path = Path(source).expanduser()
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        from lorastudio.core.gguf_import import resolve_gguf
+        return resolve_gguf(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is not a model folder: it has no config.json",

@@ -94,20 +94,42 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def worker_command(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "lorastudio.core.worker", str(run_dir)]
+def worker_alive(run_dir: Path, status: dict | None = None, now: float | None = None) -> bool:
+    """A live worker: its pid runs, is our worker (where /proc says so), and its heartbeat is fresh."""
+    status = read_status(run_dir) if status is None else status
+    pid = status.get("pid")
+    if not pid_alive(pid):
+        return False
+    beat = status.get("heartbeat")
+    if not isinstance(beat, (int, float)) or (now or time.time()) - beat > STALE_AFTER_S:
+        return False
+    try:        # a pid reused by another program after a reboot is not our worker
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"lorastudio.core.worker" in cmdline or not cmdline
 
 
-def start_worker(run_dir: Path, env: dict | None = None) -> subprocess.Popen:
-    """Launch the training worker in its own session so it outlives the window or the CLI."""
+def worker_command(run_dir: Path, resume_from: Path | None = None) -> list[str]:
+    command = [sys.executable, "-m", "lorastudio.core.worker", str(run_dir)]
+    return command + ["--resume-from", str(resume_from)] if resume_from else command
+
+
+def start_worker(run_dir: Path, env: dict | None = None, resume_from: Path | None = None) -> subprocess.Popen:
+    """Launch the training worker in its own session so it outlives the window or the CLI.
+
+    Its pid goes into status.json at once, so a window scanning the runs never mistakes a worker
+    that is still importing torch for a crashed one."""
     run_dir = Path(run_dir)
     log = open(run_dir / LOG_FILE, "ab")
     try:
-        return subprocess.Popen(worker_command(run_dir), stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen(worker_command(run_dir, resume_from), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     finally:
         log.close()
+    write_status(run_dir, pid=proc.pid)
+    return proc
 
 
 def stop_worker(run_dir: Path, pid: int | None = None) -> bool:

@@ -39,6 +39,17 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def map_data_position(micro: int, old_batch: int, old_per_epoch: int, new_batch: int, new_per_epoch: int) -> int:
+    """Micro-batch index k under a new batch size, for a resume with changed settings.
+
+    The order within an epoch does not depend on the batch size, so what counts is how many
+    examples of the current epoch were seen: pos × old_batch. Rounding down re-trains at most
+    new_batch - 1 examples rather than skipping any (4 → 2: position 6 of epoch 1 = 24 examples
+    seen = position 12)."""
+    epoch, pos = divmod(micro, old_per_epoch)
+    return epoch * new_per_epoch + (pos * old_batch) // new_batch
+
+
 def total_steps(config: RunConfig, micro_per_epoch: int) -> int:
     t = config.training
     if t.max_steps:
@@ -78,9 +89,26 @@ class Trainer:
         fp16 = self.loaded.compute_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
         if resume_from is not None:
-            state = ckpt.load_checkpoint(resume_from, self.model, self.optimizer, self.scheduler, self.scaler)
-            self.step, self.micro = state["step"], state["micro_batch"]
-            self.journal.emit("log", level="info", message=f"Resumed from {resume_from} at step {self.step}")
+            self.restore(resume_from)
+
+    def restore(self, resume_from: Path) -> None:
+        """Load a checkpoint; map the data position and lr schedule if the settings changed since."""
+        t = self.config.training
+        state = ckpt.load_checkpoint(resume_from, self.model, self.optimizer, self.scheduler, self.scaler)
+        self.step, self.micro = state["step"], state["micro_batch"]
+        old_batch = state.get("batch_size", t.batch_size)
+        if old_batch != t.batch_size:
+            old_per_epoch = state.get("per_epoch") or -(-self.data.examples // old_batch)
+            self.micro = map_data_position(self.micro, old_batch, old_per_epoch, t.batch_size,
+                                           self.data.train.per_epoch)
+            self.journal.emit("log", level="info", message=f"batch_size {old_batch} → {t.batch_size}: "
+                              f"data position {state['micro_batch']} → {self.micro} (micro-batches)")
+        if state.get("total_steps", self.total) != self.total or self.scheduler.base_lrs[0] != t.lr:
+            self.scheduler.base_lrs = [t.lr] * len(self.optimizer.param_groups)
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] = t.lr
+                group["lr"] = t.lr * lr_factor(self.step, t.warmup_steps, self.total, t.schedule)
+        self.journal.emit("log", level="info", message=f"Resumed from {resume_from} at step {self.step}")
 
     def report_data(self, seq_len: int) -> None:
         summary = self.data.summary()
@@ -223,7 +251,9 @@ class Trainer:
         root = self.run_dir / CHECKPOINTS_DIR
         path = ckpt.save_checkpoint(root, self.step, self.model, self.optimizer, self.scheduler,
                                     self.scaler, {"micro_batch": self.micro, "loss": self.last_loss,
-                                                  "total_steps": self.total})
+                                                  "total_steps": self.total,
+                                                  "batch_size": self.config.training.batch_size,
+                                                  "per_epoch": self.data.train.per_epoch})
         self.journal.emit("checkpoint", step=self.step, path=str(path))
         for old in ckpt.prune_checkpoints(root, self.config.training.keep_checkpoints):
             self.journal.emit("log", level="info", message=f"Removed old checkpoint {old.name}")

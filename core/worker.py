@@ -1,24 +1,36 @@
-"""`python -m lorastudio.core.worker RUN_DIR`: train from RUN_DIR/config.yaml, journal to events.jsonl.
+"""`python -m lorastudio.core.worker RUN_DIR [--resume-from CHECKPOINT]`: train from
+RUN_DIR/config.yaml, journal to events.jsonl (appending: a resumed run keeps one journal).
 
 Exit status: 0 completed or stopped (the adapter is saved), 1 failed. SIGTERM or SIGINT asks for
 a graceful stop after the current step; a second one stops at once. Every failure becomes an
 `error` event (kind, message, hint) before `end`; the traceback goes to worker.log and a `log` event.
+An out-of-memory error also carries `overrides`, the settings a one-click resume applies. What no
+Python code can report (SIGKILL, a segfault) leaves no `end`: readers see a dead pid in status.json
+and call the run crashed; faulthandler puts the native stack of a segfault into worker.log.
+
+LORASTUDIO_FAULT=KIND:STEP (oom, exception, segfault, kill) makes the worker fail on purpose before
+optimizer step STEP+1 — the tests' way to produce each failure in a real process.
 """
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from lorastudio.core.checks import check_config
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.events import JournalWriter
 from lorastudio.core.modelinfo import ModelError
+from lorastudio.core.resume import oom_hint, oom_overrides
 from lorastudio.core.runs import CONFIG_FILE, HEARTBEAT_S, JOURNAL_FILE, write_status
+
+__all__ = ["classify", "main", "oom_hint", "run"]
 
 
 class StopFlag:
@@ -36,24 +48,6 @@ class StopFlag:
 
     def __call__(self) -> bool:
         return self.requested
-
-
-def oom_hint(config: RunConfig) -> str:
-    """Concrete settings that need less memory, computed from this run's config."""
-    t, tips = config.training, []
-    if t.batch_size > 1:
-        tips.append(f"batch_size {t.batch_size} → {t.batch_size // 2} with grad_accum "
-                    f"{t.grad_accum} → {t.grad_accum * 2} (same effective batch)")
-    if t.seq_len > 256:
-        tips.append(f"seq_len {t.seq_len} → {t.seq_len // 2}")
-    if config.quantization != "4bit":
-        tips.append(f"quantization {config.quantization} → 4bit")
-    if not t.gradient_checkpointing:
-        tips.append("gradient_checkpointing: true")
-    if config.lora.r > 16:
-        tips.append(f"lora.r {config.lora.r} → 16")
-    return ("Out of GPU memory. Try: " + "; ".join(tips)) if tips else \
-        "Out of GPU memory even at the smallest settings; use a smaller model or a larger GPU."
 
 
 def classify(exc: BaseException, config: RunConfig | None) -> tuple[str, str, str]:
@@ -75,22 +69,58 @@ def classify(exc: BaseException, config: RunConfig | None) -> tuple[str, str, st
 
 def heartbeat(run_dir: Path, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_S):
-        write_status(run_dir)
+        write_status(run_dir, state="running", pid=os.getpid())
+
+
+def injected_fault(stop: StopFlag, trainer_step: Callable[[], int]) -> Callable[[], bool]:
+    """`should_stop` for the trainer, failing on purpose when LORASTUDIO_FAULT asks (tests only)."""
+    kind, _, at = os.environ.get("LORASTUDIO_FAULT", "").partition(":")
+    if not kind:
+        return stop
+    at_step = int(at or 0)
+
+    def check() -> bool:
+        if trainer_step() >= at_step:
+            if kind == "oom":
+                import torch
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated by "
+                                             "LORASTUDIO_FAULT)")
+            if kind == "segfault":
+                import ctypes
+                ctypes.string_at(0)
+            if kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError(f"injected failure at step {at_step}")
+        return stop()
+    return check
+
+
+def import_gguf_model(model: str, journal: JournalWriter) -> None:
+    """A .gguf base is imported into the model cache first (once), with progress in the journal."""
+    from lorastudio.core.gguf_convert import convert
+    from lorastudio.core.gguf_import import cached_import, is_gguf
+    if is_gguf(model) and Path(model).expanduser().is_file() and cached_import(model) is None:
+        convert(model, lambda name, fraction, message: journal.emit(
+            "phase", name="importing", step=name, fraction=fraction, message=message))
 
 
 def run(run_dir: Path, resume_from: Path | None = None) -> int:
+    faulthandler.enable()           # a segfault's native stack goes to worker.log
     journal = JournalWriter(run_dir / JOURNAL_FILE)
     write_status(run_dir, pid=os.getpid(), state="running")
     beating = threading.Event()
-    threading.Thread(target=heartbeat, args=(run_dir, beating), daemon=True).start()
+    beat = threading.Thread(target=heartbeat, args=(run_dir, beating), daemon=True)
+    beat.start()
     stop = StopFlag()
     stop.install()
     config, status, adapter = None, "failed", None
     try:
         config = RunConfig.load(run_dir / CONFIG_FILE)
+        import_gguf_model(config.model, journal)
         info, _report = check_config(config)
         from lorastudio.core.trainer import Trainer
-        trainer = Trainer(config, info, run_dir, journal, should_stop=stop)
+        trainer = Trainer(config, info, run_dir, journal)
+        trainer.should_stop = injected_fault(stop, lambda: trainer.step)
         trainer.setup(resume_from)
         trainer.start_event()
         status = trainer.train()
@@ -103,10 +133,12 @@ def run(run_dir: Path, resume_from: Path | None = None) -> int:
         trace = traceback.format_exc()
         print(trace, file=sys.stderr, flush=True)
         journal.emit("log", level="error", message=trace)
-        journal.emit("error", kind=kind, message=message, hint=hint)
+        extra = {"overrides": oom_overrides(config)} if kind == "oom" and config else {}
+        journal.emit("error", kind=kind, message=message, hint=hint, **extra)
         status = "failed"
     finally:
         beating.set()
+        beat.join(timeout=2 * HEARTBEAT_S)
     journal.emit("end", status=status, adapter=str(adapter) if adapter else None)
     journal.close()
     write_status(run_dir, state=status, pid=os.getpid())

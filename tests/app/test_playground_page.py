@@ -1,0 +1,76 @@
+"""The Playground page follows a real generation worker: both answers stream in, side by side."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lorastudio.app.playground_page import PlaygroundPage, list_runs
+
+ANSWER = '{"answer": "yes", "confidence": 0.9}'
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory, tiny_chat_llama):
+    from tiny_models import train_tiny_run
+    root = tmp_path_factory.mktemp("pg")
+    rows = [{"messages": [{"role": "system", "content": "Answer in JSON."},
+                          {"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]}
+            for q in ["the cat sat on the mat", "a small model learns", "the quick brown fox"] * 8]
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train_tiny_run(root / "runs" / "2026-01-01_1200_tiny", tiny_chat_llama, data, quantization="none",
+                   training__max_steps=6, training__save_every=3, lora__targets="all-linear", training__lr=2e-2)
+    (root / "runs" / "2026-01-02_1200_no-adapter").mkdir()
+    return root / "runs"
+
+
+def test_the_page_lists_runs_adapters_and_heldout_prompts(qtbot, trained_runs):
+    page = PlaygroundPage(trained_runs)
+    qtbot.addWidget(page)
+    assert [p.name for p in list_runs(trained_runs)] == ["2026-01-01_1200_tiny"]
+    assert page.run_combo.count() == 1
+    assert [page.adapter_combo.itemText(i) for i in range(page.adapter_combo.count())] == \
+        ["final adapter", "checkpoint step 6", "checkpoint step 3"]
+    assert page.prompt_list.count() >= 1           # from the run's validation split
+    page.use_prompt(page.prompt_list.item(0))
+    assert page.messages()[0] == {"role": "system", "content": "Answer in JSON."}
+    assert page.reference.text() == f"Expected: {ANSWER}"
+    page.prompt_edit.setPlainText("something else")
+    assert page.messages() == [{"role": "user", "content": "something else"}]
+    assert "lorastudio eval 2026-01-01_1200_tiny" in page.eval_summary.note.text()
+
+
+@pytest.mark.slow
+def test_the_page_streams_both_answers(qtbot, trained_runs):
+    page = PlaygroundPage(trained_runs)
+    qtbot.addWidget(page)
+    page.resize(1100, 700)
+    page.show()
+    page.prompt_edit.setPlainText("the cat sat on the mat")
+    page.settings.max_new_tokens.setValue(24)
+    events = []
+    page.job.event.connect(events.append)
+    with qtbot.waitSignal(page.generation_finished, timeout=120_000) as done:
+        page.generate()
+        assert not page.generate_button.isEnabled() and page.stop_button.isEnabled()
+        qtbot.waitUntil(lambda: bool(page.base_pane.answer() and page.adapter_pane.answer()), timeout=120_000)
+    assert done.args == ["completed"]
+    answers = {e["side"]: e["text"] for e in events if e["type"] == "answer"}
+    assert page.base_pane.answer() == answers["base"] and page.adapter_pane.answer() == answers["adapter"]
+    assert sum(e["type"] == "token" for e in events) >= 2
+    assert "tokens ·" in page.adapter_pane.status.text() and page.generate_button.isEnabled()
+    assert page.status.text() == "Done."
+
+
+def test_the_page_shows_stored_eval_figures(qtbot, trained_runs):
+    run = trained_runs / "2026-01-01_1200_tiny"
+    (run / "eval.json").write_text(json.dumps({
+        "data": "heldout.jsonl", "base": {"loss": 2.5, "exact_match": 0.0, "json_valid": 0.1, "prompts": 10},
+        "adapter": {"loss": 0.4, "exact_match": 0.7, "json_valid": 1.0, "prompts": 10}}))
+    page = PlaygroundPage(trained_runs)
+    qtbot.addWidget(page)
+    labels = [page.eval_summary.grid.itemAt(i).widget().text() for i in range(page.eval_summary.grid.count())]
+    assert labels[:3] == ["", "Base", "Adapter"]
+    assert "2.500" in labels and "0.400" in labels and "70%" in labels and "100%" in labels
+    (run / "eval.json").unlink()
