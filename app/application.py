@@ -4,12 +4,32 @@ from __future__ import annotations
 import sys
 
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from lorastudio.app.compat import pin_none
 from lorastudio.app.theme import apply_theme
 
 ORGANIZATION = APPLICATION = "LoRA Studio"
+DESKTOP_ID = "io.github.lorastudio.LoRAStudio"      # matches packaging/linux/*.desktop
+
+
+def app_version() -> str:
+    """The installed distribution's version (package metadata), shown in About and --version."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("lorastudio")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def app_icon() -> QIcon:
+    from importlib.resources import files
+    icons = files("lorastudio.resources") / "icons"
+    icon = QIcon()
+    for size in (16, 24, 32, 48, 64, 128, 256, 512):
+        icon.addFile(str(icons / "hicolor" / f"{size}x{size}" / "lorastudio.png"))
+    return icon
 
 
 def create_app(argv: list[str] | None = None) -> QApplication:
@@ -18,7 +38,9 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APPLICATION)
-    app.setDesktopFileName("lorastudio")
+    app.setDesktopFileName(DESKTOP_ID)
+    app.setApplicationVersion(app_version())
+    app.setWindowIcon(app_icon())
     QSettings.setDefaultFormat(QSettings.IniFormat)
     apply_theme(app)
     app.styleHints().colorSchemeChanged.connect(lambda _scheme: apply_theme(app))

@@ -20,11 +20,12 @@ from lorastudio.app.runs_page import RunsPage
 from lorastudio.app.train_page import TrainPage
 from lorastudio.core.history import find_live_runs
 from lorastudio.core.runs import default_runs_dir
+from lorastudio.app.application import app_version
 
 PAGES = (("Train", True, "Set up and run a LoRA / QLoRA fine-tune"),
          ("Runs", True, "Every run: status, curves, resume, clone, delete"),
          ("Playground", True, "Try a prompt on the base model and on an adapter, side by side"))
-VERSION = "0.1.0"
+VERSION = app_version()
 
 
 class MainWindow(QMainWindow):
@@ -149,7 +150,8 @@ class MainWindow(QMainWindow):
 
     def _about(self) -> None:
         QMessageBox.about(self, "About LoRA Studio",
-                          f"<b>LoRA Studio {VERSION}</b><p>Local LoRA and QLoRA fine-tuning of language models.</p>")
+                          f"<b>LoRA Studio {VERSION}</b><p>Local LoRA and QLoRA fine-tuning of language models.</p>"
+                          "<p>Apache-2.0 licence.</p>")
 
     # ---- settings -----------------------------------------------------------------------------
     def restore_settings(self) -> None:

@@ -43,6 +43,7 @@ def test_wheel_in_a_fresh_venv_has_version_and_resources(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "lorastudio/resources/icons/hicolor/256x256/lorastudio.png" in names
     assert "lorastudio/resources/style.qss" in names
+    assert "lorastudio/resources/data/sample_train.jsonl" in names and "lorastudio/resources/presets/demo.yaml" in names
     assert not any(n.startswith(("app/", "core/")) for n in names)     # no generic top-level packages
     venv.create(tmp_path / "env", with_pip=True)
     py = tmp_path / "env" / "bin" / "python"
@@ -53,4 +54,4 @@ def test_wheel_in_a_fresh_venv_has_version_and_resources(tmp_path):
     listing = subprocess.run([py, "-c", "import importlib.resources as r; "
                               "print(sorted(p.name for p in r.files('lorastudio.resources').iterdir()))"],
                              capture_output=True, text=True, check=True).stdout
-    assert "icons" in listing and "style.qss" in listing
+    assert "icons" in listing and "style.qss" in listing and "data" in listing
