@@ -45,11 +45,17 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_folder(tmp, target)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put folder `new` where `target` is; an existing target is moved aside first and deleted
+    only once the new one is in place."""
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
-    os.replace(tmp, target)
+    os.replace(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

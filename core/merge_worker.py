@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from lorastudio.core.events import JournalWriter
+from lorastudio.core.fsutil import replace_folder
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Largest |Δlogit| / max(1, max |logit|) that rounding to the dtype explains (a merge adds the
@@ -127,17 +128,6 @@ def compare(reference: list[dict], merged: list[dict], dtype: str) -> dict:
     agree = sum(r["greedy"] == m["greedy"] for r, m in zip(reference, merged))
     return {"prompts": len(reference), "max_abs_diff": max_diff, "mean_abs_diff": mean_diff,
             "greedy_agree": agree, "flagged": max_diff > tolerance, "tolerance": tolerance, "dtype": dtype}
-
-
-def replace_folder(tmp: Path, out: Path) -> None:
-    """Put tmp where out is; an existing out (empty, or --overwrite) is moved aside first."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _test_pause(phase: str, cancelled) -> None:
