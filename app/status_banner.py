@@ -62,7 +62,7 @@ class StatusBanner(QFrame):
         self.open_button.setText("Open adapter folder" if state.adapter else "Open run folder")
         self.open_button.setVisible(bool(self._folder))
         self._run_dir = state.run_dir if state.finished else ""
-        has_result = bool(self._run_dir) and (bool(state.adapter) or bool(list_checkpoint_steps(Path(self._run_dir))))
+        has_result = self._has_result(self._run_dir, state.adapter)
         self.export_button.setVisible(has_result)
         self.merge_button.setVisible(has_result)
 
@@ -77,6 +77,17 @@ class StatusBanner(QFrame):
         if state.status in (RUNNING, STARTING):
             return state.phase or f"Run folder: {state.run_dir}"
         return "Choose a model and a dataset, then press Start (Ctrl+Return)."
+
+    def _has_result(self, run_dir: str, adapter: str | None) -> bool:
+        """An adapter or a checkpoint to export; the folder is listed once per finished run,
+        not on every redraw."""
+        if not run_dir:
+            return False
+        key = (run_dir, bool(adapter))
+        if getattr(self, "_result_key", None) != key:
+            self._result_key = key
+            self._result_found = bool(adapter) or bool(list_checkpoint_steps(Path(run_dir)))
+        return self._result_found
 
     def open_export(self) -> None:
         from lorastudio.app.export_dialog import ExportDialog

@@ -47,21 +47,6 @@ def list_gpus() -> list[GpuInfo]:
     return gpus
 
 
-def gpu_memory(index: int) -> tuple[int, int] | None:
-    """(used, total) bytes of one device from NVML, or None when NVML is unavailable."""
-    nvml = _nvml()
-    if nvml is None:
-        return None
-    try:
-        mem = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(index))
-        return int(mem.used), int(mem.total)
-    except Exception:
-        return None
-    finally:
-        with contextlib.suppress(Exception):
-            nvml.nvmlShutdown()
-
-
 def host_memory() -> dict:
     vm = psutil.virtual_memory()
     return {"rss": psutil.Process().memory_info().rss, "ram_used": int(vm.total - vm.available),
