@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from lorastudio.core.events import JournalFollower
+from lorastudio.core.journal import JournalFollower
 
 POLL_MS = 60            # tokens arrive a few dozen a second: poll often, the reads are tiny
 

@@ -14,12 +14,12 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QVBoxLayout, QWidget)
 
-from lorastudio.app.demo_defaults import apply_demo
-from lorastudio.app.playground_page import PlaygroundPage
-from lorastudio.app.runs_page import RunsPage
-from lorastudio.app.train_page import TrainPage
-from lorastudio.core.history import find_live_runs
-from lorastudio.core.runs import default_runs_dir
+from lorastudio.app.train.demo_defaults import apply_demo
+from lorastudio.app.playground.playground_page import PlaygroundPage
+from lorastudio.app.runs.runs_page import RunsPage
+from lorastudio.app.train.train_page import TrainPage
+from lorastudio.core.runs.listing import find_live_runs
+from lorastudio.core.runs.folders import default_runs_dir
 from lorastudio.app.application import app_version
 
 PAGES = (("Train", True, "Set up and run a LoRA / QLoRA fine-tune"),

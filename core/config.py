@@ -255,7 +255,7 @@ class RunConfig:
         return cls.from_yaml(text, source=str(path))
 
     def save(self, path: str | Path) -> None:
-        from lorastudio.core.fsutil import atomic_write_text
+        from lorastudio.core.atomic_files import atomic_write_text
         atomic_write_text(Path(path), self.to_yaml())
 
 

@@ -9,6 +9,7 @@ import contextlib
 from dataclasses import dataclass
 
 import psutil
+from lorastudio.core.formatting import format_bytes  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -53,12 +54,6 @@ def host_memory() -> dict:
             "ram_total": int(vm.total)}
 
 
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def gpu_memory_by_uuid(uuid: str) -> tuple[int, int] | None:

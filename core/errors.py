@@ -1,9 +1,25 @@
 """The one shape of a user-facing error: what went wrong (naming the file, line or field) and
-what to do about it. The CLI prints both; the window shows both; neither shows a traceback."""
+what to do about it. The CLI prints both; the window shows both; neither shows a traceback.
+
+`kind` names the class of failure in the journal's `error` events ("data", "model", "export"…);
+subclasses set it."""
 from __future__ import annotations
+
+import sys
 
 
 class UserError(Exception):
+    kind = "error"
+
     def __init__(self, message: str, hint: str = ""):
         self.message, self.hint = message, hint
         super().__init__(message + (f" — {hint}" if hint else ""))
+
+
+def error_lines(message: str, hint: str = "") -> str:
+    """The terminal's form: `error: …` and, on the next line, `  hint: …`."""
+    return f"error: {message}" + (f"\n  hint: {hint}" if hint else "")
+
+
+def print_error(message: str, hint: str = "", stream=None) -> None:
+    print(error_lines(message, hint), file=stream or sys.stderr, flush=True)

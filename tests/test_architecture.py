@@ -16,8 +16,8 @@ def test_import_contracts_hold():
 
 
 def test_app_and_cli_import_without_heavy_libraries():
-    code = ("import sys, lorastudio.app.launcher, lorastudio.core.cli, lorastudio.core.checks, "
-            "lorastudio.core.runs, lorastudio.core.devices\n"
+    code = ("import sys, lorastudio.app.launcher, lorastudio.core.cli, lorastudio.core.preflight, "
+            "lorastudio.core.runs.folders, lorastudio.core.devices\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets') if m in sys.modules]\n"
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

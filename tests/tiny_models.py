@@ -108,11 +108,11 @@ def write_config(path: Path, model: Path, data: Path, **overrides) -> Path:
 
 def train_tiny_run(run_dir: Path, model: Path, data: Path, **overrides) -> Path:
     """A real run folder (config, journal, checkpoints, adapter) trained in-process in seconds."""
-    from lorastudio.core.checks import check_config
+    from lorastudio.core.preflight import check_config
     from lorastudio.core.config import RunConfig
-    from lorastudio.core.events import JournalWriter
-    from lorastudio.core.runs import prepare_run
-    from lorastudio.core.trainer import Trainer
+    from lorastudio.core.journal import JournalWriter
+    from lorastudio.core.runs.folders import prepare_run
+    from lorastudio.core.engine.trainer import Trainer
 
     Path(run_dir).parent.mkdir(parents=True, exist_ok=True)
     settings = {"quantization": "4bit", "training__max_steps": 4, "training__save_every": 2, **overrides}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import QSettings
 
-from lorastudio.app.background import wait_for_background
+from lorastudio.app.thread_pool import wait_for_background
 from lorastudio.app.compat import pin_none
 
 pin_none()          # see app/compat.py: PySide6 6.12.0 on Python 3.11 leaks references to None

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from lorastudio.core.config import RunConfig
-from lorastudio.core.events import validate
-from lorastudio.core.fsutil import atomic_write_json
-from lorastudio.core.resume import oom_hint, oom_overrides
+from lorastudio.core.journal import validate
+from lorastudio.core.atomic_files import atomic_write_json
+from lorastudio.core.runs.resume import oom_hint, oom_overrides
 
 
 def config(name: str, **training) -> RunConfig:
@@ -86,7 +86,7 @@ def fake_worker():
     """A process whose command line names the worker module: `worker_alive` takes it for one."""
     import subprocess
     import sys
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "lorastudio.core.worker"])
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "lorastudio.core.jobs.train"])
 
 
 def answer_next_dialog(button_text: str, seen: list) -> None:

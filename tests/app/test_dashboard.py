@@ -1,7 +1,7 @@
 """The dashboard follows a journal written with JournalWriter, as it would a worker's."""
 import pytest
 
-from lorastudio.core.events import JournalWriter
+from lorastudio.core.journal import JournalWriter
 
 GIB = 1024 ** 3
 

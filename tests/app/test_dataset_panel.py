@@ -8,9 +8,9 @@ import sys
 import pytest
 from conftest import load_data, load_model
 
-from lorastudio.app.data_inspection import DataInspection, InspectRequest, inspector_command, parse_output
-from lorastudio.app.dataset_panel import DatasetPanel
-from lorastudio.app.inspection_text import stat_rows
+from lorastudio.app.dataset.data_inspection import DataInspection, InspectRequest, inspector_command, parse_output
+from lorastudio.app.dataset.dataset_panel import DatasetPanel
+from lorastudio.app.dataset.inspection_text import stat_rows
 
 INSPECT_MS = 90_000
 
@@ -197,8 +197,8 @@ def test_a_newer_question_discards_the_older_answer(qtbot, tiny_llama, text_json
 
 
 def test_the_window_still_imports_no_heavy_library():
-    code = ("import sys; import lorastudio.app.main_window, lorastudio.app.dataset_panel; "
-            "heavy = {'torch', 'transformers', 'peft', 'bitsandbytes', 'datasets', 'lorastudio.core.data', "
-            "'lorastudio.core.rendering', 'lorastudio.core.inspector'} & set(sys.modules); print(sorted(heavy))")
+    code = ("import sys; import lorastudio.app.main_window, lorastudio.app.dataset.dataset_panel; "
+            "heavy = {'torch', 'transformers', 'peft', 'bitsandbytes', 'datasets', 'lorastudio.core.engine.batches', "
+            "'lorastudio.core.data.chat_masks', 'lorastudio.core.jobs.inspect_data'} & set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

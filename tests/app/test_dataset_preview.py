@@ -1,7 +1,7 @@
 """The torch-free preview: first rows of every file type, the detected format and its reason."""
 import json
 
-from lorastudio.app.dataset_preview import detect, guess_column, read_preview, short_message
+from lorastudio.app.dataset.dataset_preview import detect, guess_column, read_preview, short_message
 
 
 def test_jsonl_preview_reads_only_the_first_rows_and_detects_text(text_jsonl):

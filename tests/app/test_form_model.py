@@ -1,5 +1,5 @@
 """The Qt-free form check: every bad field is named, combinations are caught, good forms pass."""
-from lorastudio.app.form_model import build_section, check_form, parse_number
+from lorastudio.app.train.train_form import build_section, check_form, parse_number
 
 
 def good_form(**training) -> dict:

@@ -1,8 +1,8 @@
 """Target checkboxes come from the model's modules; the Trainable line follows rank and targets."""
 from conftest import load_model
 
-from lorastudio.core.modelinfo import read_model_info
-from lorastudio.core.targets import discover_targets, format_count
+from lorastudio.core.models.info import read_model_info
+from lorastudio.core.models.targets import discover_targets, format_count
 
 
 def expected_line(report, selection, r, dora=False):
@@ -62,7 +62,7 @@ def test_gpt2_offers_per_parent_c_proj_and_defaults_to_c_attn(qtbot, page, tiny_
 
 
 def test_tooltips_reuse_the_config_help():
-    from lorastudio.app.lora_panel import LoraPanel
+    from lorastudio.app.train.lora_panel import LoraPanel
     from lorastudio.core.config import LoraSection, field_help
     panel = LoraPanel()
     try:

@@ -6,8 +6,8 @@ from PySide6.QtWidgets import QMessageBox
 
 from tiny_models import train_tiny_run
 
-from lorastudio.app.export_dialog import ExportDialog
-from lorastudio.app.merge_dialog import MergeDialog
+from lorastudio.app.dialogs.export_dialog import ExportDialog
+from lorastudio.app.dialogs.merge_dialog import MergeDialog
 
 pytestmark = pytest.mark.slow
 
@@ -77,9 +77,9 @@ def test_export_dialog_exports_a_checkpoint_as_zip(qtbot, run_dir, tmp_path):
 
 
 def test_banner_offers_export_and_merge_after_a_run(qtbot, run_dir):
-    from lorastudio.app.run_state import RunState
-    from lorastudio.app.status_banner import StatusBanner
-    from lorastudio.core.events import read_events
+    from lorastudio.app.dashboard.run_state import RunState
+    from lorastudio.app.dashboard.status_banner import StatusBanner
+    from lorastudio.core.journal import read_events
     banner = StatusBanner()
     qtbot.addWidget(banner)
     banner.show()

@@ -3,7 +3,7 @@ import shutil
 
 from conftest import load_model
 
-from lorastudio.core.modelinfo import read_model_info
+from lorastudio.core.models.info import read_model_info
 
 
 def test_tiny_llama_shows_architecture_parameters_dtype_size_context(qtbot, page, tiny_llama):

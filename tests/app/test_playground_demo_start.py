@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorastudio.core import demo
+from lorastudio.core.models import demo
 
 
 def test_first_start_preselects_the_demo(qtbot, settings, runs_home, monkeypatch, tmp_path):
@@ -12,7 +12,7 @@ def test_first_start_preselects_the_demo(qtbot, settings, runs_home, monkeypatch
     fake.write_bytes(b"not really")                     # no import is started for a non-GGUF here
     monkeypatch.delenv("LORASTUDIO_NO_DEMO")
     monkeypatch.setattr(demo, "demo_gguf", lambda: fake)
-    monkeypatch.setattr("lorastudio.app.model_panel.ModelPanel._import_gguf_first", lambda self, source: True)
+    monkeypatch.setattr("lorastudio.app.train.model_panel.ModelPanel._import_gguf_first", lambda self, source: True)
     win = MainWindow(settings=settings, runs_root=runs_home / "runs")
     qtbot.addWidget(win)
     values = win.train_page.values()

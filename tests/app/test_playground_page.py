@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lorastudio.app.playground_page import PlaygroundPage, list_runs
+from lorastudio.app.playground.playground_page import PlaygroundPage, list_runs
 
 ANSWER = '{"answer": "yes", "confidence": 0.9}'
 

@@ -1,7 +1,7 @@
 """The dashboard's Qt-free model: events folded into series, figures and a final status."""
 import pytest
 
-from lorastudio.app.run_state import RunState, ema, format_duration, format_rate
+from lorastudio.app.dashboard.run_state import RunState, ema, format_duration, format_rate
 
 GIB = 1024 ** 3
 

@@ -5,7 +5,7 @@ import yaml
 from PySide6.QtCore import Qt
 from runs_fixtures import answer_next_dialog, config, fake_worker, make_all, make_run, oom_error
 
-from lorastudio.app.runs_columns import COLUMNS
+from lorastudio.app.runs.runs_columns import COLUMNS
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_clone_config_fills_the_train_form(qtbot, window, runs_home, tiny_llama,
 @pytest.mark.slow
 def test_out_of_memory_resumes_with_suggested_settings_in_one_click(qtbot, window, runs_home, make_config):
     from lorastudio.core.config import RunConfig
-    from lorastudio.core.runs import prepare_run, start_worker
+    from lorastudio.core.runs.folders import prepare_run, start_worker
     run_dir = runs_home / "runs" / "oom"
     prepare_run(RunConfig.load(make_config(training__max_steps=6, training__save_every=2)), run_dir)
     worker = start_worker(run_dir, env={"LORASTUDIO_FAULT": "oom:3"})

@@ -6,8 +6,8 @@ import pytest
 from runs_fixtures import answer_next_dialog
 
 from lorastudio.core.config import RunConfig
-from lorastudio.core.events import read_events
-from lorastudio.core.runs import pid_alive, prepare_run, start_worker
+from lorastudio.core.journal import read_events
+from lorastudio.core.runs.folders import pid_alive, prepare_run, start_worker
 
 pytestmark = pytest.mark.slow
 

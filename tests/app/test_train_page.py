@@ -86,7 +86,7 @@ def test_no_cuda_means_cpu_and_no_quantization_by_default(page):
 def test_ctrl_return_starts_a_run_folder_with_the_forms_config(qtbot, window, page, tiny_llama, text_jsonl,
                                                                runs_home, monkeypatch):
     launched = []
-    monkeypatch.setattr("lorastudio.core.runs.start_worker", lambda run_dir: launched.append(run_dir) or _FakePopen())
+    monkeypatch.setattr("lorastudio.core.runs.folders.start_worker", lambda run_dir: launched.append(run_dir) or _FakePopen())
     fill(qtbot, page, tiny_llama, text_jsonl)
     page.start_bar.name_edit.setText("shortcut test")
     qtbot.keyClick(window, Qt.Key_Return, Qt.ControlModifier)

@@ -3,8 +3,8 @@ worker that dies without an `end` event reported as a failure instead of waited 
 import subprocess
 import sys
 
-from lorastudio.app.training_process import TrainingProcess
-from lorastudio.core.events import JournalWriter
+from lorastudio.app.train.training_process import TrainingProcess
+from lorastudio.core.journal import JournalWriter
 
 
 def test_typed_signals_and_log_tail(qtbot, tmp_path):

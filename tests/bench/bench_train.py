@@ -52,7 +52,7 @@ def main() -> int:
     run_dir = work / "run"
     proc = subprocess.run([sys.executable, "-m", "lorastudio.app.launcher", "train", str(work / "c.yaml"),
                            "--run-dir", str(run_dir)], capture_output=True, text=True)
-    from lorastudio.core.events import read_events
+    from lorastudio.core.journal import read_events
     events = read_events(run_dir / "events.jsonl")
     steps = [e for e in events if e["type"] == "step"]
     memory = [e for e in events if e["type"] == "memory"]

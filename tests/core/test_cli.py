@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lorastudio.core.events import read_events
+from lorastudio.core.journal import read_events
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from lorastudio.core.checks import check_config
+from lorastudio.core.preflight import check_config
 from lorastudio.core.config import ConfigError, RunConfig
 
 ISSUE_EXAMPLE = """

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from lorastudio.core.config import DataSection
-from lorastudio.core.data import encode_examples, load_examples, prepare_data
-from lorastudio.core.datafiles import DataError
-from lorastudio.core.modelsetup import load_tokenizer
+from lorastudio.core.engine.batches import encode_examples, load_examples, prepare_data
+from lorastudio.core.data.files import DataError
+from lorastudio.core.engine.model_loading import load_tokenizer
 
 CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the cat sat"},
                      {"role": "assistant", "content": "on the mat"}, {"role": "user", "content": "and then"},

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lorastudio.core.events import JournalFollower, JournalWriter, read_events, validate
+from lorastudio.core.journal import JournalFollower, JournalWriter, read_events, validate
 
 
 def step_fields(step=1):

@@ -15,9 +15,9 @@ import torch
 from tiny_models import write_config
 from test_trainer import train
 
-from lorastudio.core.events import read_events
-from lorastudio.core.export import ExportError, export_adapter
-from lorastudio.core.merge import MergeError, parse_size, prepare_job
+from lorastudio.core.journal import read_events
+from lorastudio.core.runs.export import ExportError, export_adapter
+from lorastudio.core.runs.merge_plan import MergeError, parse_size, prepare_job
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def run_4bit(tmp_path_factory, tiny_llama):
                           lora__targets=["q_proj", "v_proj", "down_proj"], lora__r=4, training__lr=2e-2,
                           training__max_steps=6, training__save_every=3)
     from lorastudio.core.config import RunConfig
-    from lorastudio.core.runs import prepare_run
+    from lorastudio.core.runs.folders import prepare_run
     prepare_run(RunConfig.load(config), root / "run")     # config.yaml + status.json, as a real run
     train(config, root / "run")
     return root / "run"
@@ -162,7 +162,7 @@ def _worker_pid(job: Path) -> int:
                 cmd = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"lorastudio.core.merge_worker" in cmd and str(job).encode() in cmd:
+            if b"lorastudio.core.jobs.merge" in cmd and str(job).encode() in cmd:
                 return int(entry.name)
     raise AssertionError("merge worker not found")
 

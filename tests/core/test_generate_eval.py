@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from lorastudio.core import cli
-from lorastudio.core.evaluate import format_table, score
-from lorastudio.core.events import JournalFollower
-from lorastudio.core.playground import adapter_choices, heldout_prompts, read_eval, start_generation
+from lorastudio.core.jobs.evaluate import format_table, score
+from lorastudio.core.journal import JournalFollower
+from lorastudio.core.runs.heldout import adapter_choices, heldout_prompts, read_eval, start_generation
 
 ANSWER = '{"answer": "yes", "confidence": 0.9}'
 

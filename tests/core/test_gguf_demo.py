@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from lorastudio.core import cli
-from lorastudio.core.demo import demo_gguf, demo_preset
-from lorastudio.core.playground import read_eval
+from lorastudio.core.models.demo import demo_gguf, demo_preset
+from lorastudio.core.runs.heldout import read_eval
 
 pytestmark = pytest.mark.slow
 

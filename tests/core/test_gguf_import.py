@@ -9,10 +9,10 @@ import pytest
 
 from gguf_tiny import write_tiny_gguf
 from lorastudio.core import cli
-from lorastudio.core.events import read_events
-from lorastudio.core.gguf_convert import check_gguf, convert
-from lorastudio.core.gguf_import import GgufError, cached_import, import_with_worker
-from lorastudio.core.modelinfo import ModelError, read_model_info
+from lorastudio.core.journal import read_events
+from lorastudio.core.engine.gguf_convert import check_gguf, convert
+from lorastudio.core.models.gguf_cache import GgufError, cached_import, import_with_worker
+from lorastudio.core.models.info import ModelError, read_model_info
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def test_the_worker_journals_progress_and_a_second_import_is_a_cache_hit(tiny_gg
 def test_training_from_a_gguf_imports_it_first(tiny_gguf, runs_home, tmp_path, text_jsonl):
     from tiny_models import write_config
     from lorastudio.core.config import RunConfig
-    from lorastudio.core.runs import prepare_run
-    from lorastudio.core.worker import run
+    from lorastudio.core.runs.folders import prepare_run
+    from lorastudio.core.jobs.train import run
     config = RunConfig.load(write_config(tmp_path / "c.yaml", tiny_gguf[0], text_jsonl,
                                          training__max_steps=2, training__save_every=0))
     run_dir = prepare_run(config, tmp_path / "run")

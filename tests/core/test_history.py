@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from lorastudio.core.config import ConfigError, RunConfig
-from lorastudio.core.events import JournalWriter
-from lorastudio.core.fsutil import atomic_write_json
-from lorastudio.core.history import RunHistory, find_live_runs, summarize
-from lorastudio.core.resume import apply_overrides, oom_hint, oom_overrides, parse_overrides
+from lorastudio.core.journal import JournalWriter
+from lorastudio.core.atomic_files import atomic_write_json
+from lorastudio.core.runs.listing import RunHistory, find_live_runs, summarize
+from lorastudio.core.runs.resume import apply_overrides, oom_hint, oom_overrides, parse_overrides
 
 CFG = {"model": "/m/tiny", "data": {"path": "/d/train.jsonl"}, "lora": {"r": 4}, "quantization": "8bit",
        "training": {"max_steps": 10}}
@@ -42,7 +42,7 @@ def write_run(root: Path, name: str, steps=3, end: str | None = None, pid=None, 
 
 @pytest.fixture
 def sleeper():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lorastudio.core.worker"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lorastudio.core.jobs.train"])
     yield proc
     proc.kill()
     proc.wait()
@@ -74,7 +74,7 @@ def test_a_resumed_journal_is_read_by_its_last_segment(tmp_path):
     run_dir = write_run(tmp_path, "run", steps=5, pid=2 ** 22 + 12345)      # crashed after step 5
     with open(run_dir / "events.jsonl", "a") as fh:
         fh.write('{"v": 1, "type": "step", "ti')                          # killed mid-line
-    from lorastudio.core.resume import _end_partial_line
+    from lorastudio.core.runs.resume import _end_partial_line
     _end_partial_line(run_dir / "events.jsonl")
     journal = JournalWriter(run_dir / "events.jsonl")
     journal.emit("phase", name="resuming", message="Resuming from step 3")
@@ -96,7 +96,7 @@ def test_refresh_reads_only_what_changed(tmp_path, monkeypatch):
     history = RunHistory(root)
     first = history.refresh()
     polls = []
-    from lorastudio.core import history as module
+    from lorastudio.core.runs import listing as module
     monkeypatch.setattr(module.JournalFollower, "poll", lambda self: polls.append(self.path) or [])
     again = history.refresh()
     assert again[0] is first[0] and polls == []                       # unchanged: no journal read
@@ -123,7 +123,7 @@ def test_overrides_and_out_of_memory_suggestions():
 
 
 def test_data_position_maps_to_a_new_batch_size():
-    from lorastudio.core.trainer import map_data_position
+    from lorastudio.core.engine.trainer import map_data_position
     # 45 examples: 12 micro-batches of 4 per epoch, 23 of 2. Epoch 1, position 6 = 24 examples seen.
     assert map_data_position(12 + 6, 4, 12, 2, 23) == 23 + 12
     assert map_data_position(5, 2, 23, 4, 12) == 2                     # 10 seen -> 8 (re-train 2, skip none)

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from lorastudio.core.config import DataSection
-from lorastudio.core.data import prepare_data
-from lorastudio.core.events import read_events
-from lorastudio.core.modelsetup import load_tokenizer
+from lorastudio.core.engine.batches import prepare_data
+from lorastudio.core.journal import read_events
+from lorastudio.core.engine.model_loading import load_tokenizer
 
 from test_data import CHAT, jsonl
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from lorastudio.core.config import RunConfig
-from lorastudio.core.events import read_events
-from lorastudio.core.history import summarize
-from lorastudio.core.runs import prepare_run, read_status, start_worker
+from lorastudio.core.journal import read_events
+from lorastudio.core.runs.listing import summarize
+from lorastudio.core.runs.folders import prepare_run, read_status, start_worker
 
 pytestmark = pytest.mark.slow
 

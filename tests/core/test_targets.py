@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from lorastudio.core.modelinfo import ModelError, read_model_info
-from lorastudio.core.targets import discover_targets, trainable_line
+from lorastudio.core.models.info import ModelError, read_model_info
+from lorastudio.core.models.targets import discover_targets, trainable_line
 
 
 def peft_lora_count(folder, targets, r, dora=False) -> int:

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorastudio.core.checks import check_config
+from lorastudio.core.preflight import check_config
 from lorastudio.core.config import RunConfig
-from lorastudio.core.events import JournalWriter, read_events
-from lorastudio.core.trainer import Trainer, lr_factor
+from lorastudio.core.journal import JournalWriter, read_events
+from lorastudio.core.engine.trainer import Trainer, lr_factor
 
 
 def train(config_path: Path, run_dir: Path, stop_after: int | None = None, resume_from=None):

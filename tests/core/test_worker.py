@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lorastudio.core.config import RunConfig
-from lorastudio.core.events import SCHEMA, read_events, validate
-from lorastudio.core.runs import prepare_run, read_status, start_worker
+from lorastudio.core.journal import SCHEMA, read_events, validate
+from lorastudio.core.runs.folders import prepare_run, read_status, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,7 @@ def test_unexpected_exception_becomes_error_with_traceback_in_log(make_config, t
 
 
 def test_oom_hint_is_computed_from_the_config():
-    from lorastudio.core.worker import classify, oom_hint
+    from lorastudio.core.jobs.train import classify, oom_hint
     cfg = RunConfig.from_dict({"model": "m", "data": {"path": "d"}, "quantization": "8bit",
                                "training": {"batch_size": 8, "grad_accum": 2, "seq_len": 2048,
                                             "gradient_checkpointing": False}})

@@ -1,0 +1,164 @@
+"""The live dashboard: banner, progress, figures, loss / LR / memory / throughput plots, log pane.
+
+It folds journal events into a RunState (Qt-free) and redraws at most every REDRAW_MS, so a
+worker that logs 50 steps a second costs the window a few redraws, not 50.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget)
+
+from lorastudio.app.dashboard.log_pane import LogPane
+from lorastudio.app.dashboard.loss_plot import LossPlot
+from lorastudio.app.widgets.memory_gauge import MemoryGauge
+from lorastudio.app.dashboard.run_state import STARTING, RunState, format_duration, format_rate
+from lorastudio.app.widgets.series_plot import SeriesPlot
+from lorastudio.app.widgets.stat_card import StatCard
+from lorastudio.app.dashboard.status_banner import StatusBanner
+from lorastudio.core.devices import format_bytes
+from lorastudio.core.models.targets import format_count
+
+REDRAW_MS = 150
+GIB = 1024 ** 3
+
+
+class Dashboard(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = RunState()
+        self._logged = 0
+        self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS)
+        self._redraw_timer.timeout.connect(self.redraw)
+        self._build()
+        self.redraw()
+
+    def _build(self) -> None:
+        self.banner = StatusBanner()
+        self.progress = QProgressBar(minimum=0, maximum=1000, value=0, textVisible=False)
+        self.progress_label = QLabel("Step — / —")
+        self.progress_label.setProperty("role", "value")
+        self.time_label = QLabel("Elapsed — · ETA —")
+        self.time_label.setProperty("role", "hint")
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress_label)
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.time_label)
+
+        self.cards = {"loss": StatCard("Loss", "Latest train loss"), "eval": StatCard("Eval loss", "Latest eval loss"),
+                      "speed": StatCard("Tokens/s", "Training throughput"),
+                      "ram": StatCard("System RAM", "Memory in use on this computer, and the worker's share")}
+        self.gauge = MemoryGauge()
+        cards = QHBoxLayout()
+        cards.setSpacing(8)
+        for card in self.cards.values():
+            cards.addWidget(card)
+        cards.addWidget(self.gauge)
+
+        self.loss_plot = LossPlot()
+        self.lr_plot = SeriesPlot("Learning rate", "lr")
+        self.memory_plot = SeriesPlot("Memory", "GiB", "seconds")
+        self.speed_plot = SeriesPlot("Throughput", "tokens/s")
+        plots = QWidget()
+        grid = QGridLayout(plots)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(8)
+        grid.addWidget(self.lr_plot, 1, 0)
+        grid.addWidget(self.memory_plot, 1, 1)
+        grid.addWidget(self.speed_plot, 1, 2)
+        grid.setRowStretch(0, 3)
+        grid.setRowStretch(1, 2)
+        grid.addWidget(self.loss_plot, 0, 0, 1, 3)
+
+        self.log_pane = LogPane()
+        self.splitter = QSplitter(Qt.Vertical)
+        self.splitter.addWidget(plots)
+        self.splitter.addWidget(self.log_pane)
+        self.splitter.setStretchFactor(0, 4)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(8)
+        layout.addWidget(self.banner)
+        layout.addLayout(progress_row)
+        layout.addLayout(cards)
+        layout.addWidget(self.splitter, 1)
+
+    # ---- input --------------------------------------------------------------------------------
+    def reset(self, run_dir: str = "", status: str = STARTING) -> None:
+        self.state = RunState(status=status, run_dir=run_dir)
+        self._logged = 0
+        self.log_pane.clear()
+        for plot in (self.loss_plot.plot, self.lr_plot, self.memory_plot, self.speed_plot):
+            plot.clear_data()
+        self.redraw()
+
+    def apply(self, event: dict) -> None:
+        self.state.apply(event)
+        if event["type"] == "end":          # the final picture at once, not a tick later
+            self._redraw_timer.stop()
+            self.redraw()
+        else:
+            self._schedule()
+
+    def add_log_line(self, line: str) -> None:
+        self.state.add_log(line)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    # ---- output -------------------------------------------------------------------------------
+    def redraw(self) -> None:
+        s = self.state
+        self.banner.update_from(s)
+        self._draw_progress(s)
+        self._draw_cards(s)
+        self.loss_plot.update_from(s)
+        self.lr_plot.set_data("lr", s.lr.x, s.lr.y)
+        self.speed_plot.set_data("throughput", s.tokens_per_s.x, s.tokens_per_s.y)
+        self._draw_memory(s)
+        new = s.log[self._logged:] if self._logged <= len(s.log) else s.log[-200:]
+        self.log_pane.append_lines(new)
+        self._logged = len(s.log)
+
+    def _draw_progress(self, s: RunState) -> None:
+        self.progress.setValue(int(1000 * s.fraction))
+        total = f"{s.total_steps:,}" if s.total_steps else "—"
+        self.progress_label.setText(f"Step {s.step:,} / {total}" + (f"  ·  {s.fraction:.0%}" if s.total_steps else ""))
+        self.time_label.setText(f"Elapsed {format_duration(s.elapsed_s if s.step else None)}"
+                                f"  ·  ETA {format_duration(s.eta_s)}")
+
+    def _draw_cards(self, s: RunState) -> None:
+        loss = s.loss.last
+        self.cards["loss"].set(f"{loss:.4f}" if loss is not None else "—", f"epoch {s.epoch:.1f}" if s.step else "")
+        ev = s.eval_loss.last
+        self.cards["eval"].set(f"{ev:.4f}" if ev is not None else "—",
+                               f"at step {int(s.eval_loss.x[-1])}" if ev is not None else "")
+        self.cards["speed"].set(format_rate(s.tokens_per_s.last),
+                                f"{format_count(s.trainable_params)} trainable" if s.trainable_params else "")
+        rss, used = s.rss.last, s.ram_used.last
+        self.cards["ram"].set(format_bytes(used) if used is not None else "—",
+                              f"of {format_bytes(s.ram_total)}" if s.ram_total else "")
+        self.cards["ram"].setToolTip(f"Memory in use on this computer; the worker holds {format_bytes(rss)}"
+                                     if rss else "Memory in use on this computer")
+        gauge = s.memory_gauge()
+        if gauge:
+            self.gauge.set_value(*gauge)
+
+    def _draw_memory(self, s: RunState) -> None:
+        p = self.memory_plot
+        gib = lambda ys: [y / GIB for y in ys]  # noqa: E731
+        if s.has_cuda:
+            p.drop("ram")
+            p.drop("rss")
+            p.set_data("allocated", s.vram_allocated.x, gib(s.vram_allocated.y), label="allocated")
+            p.set_data("reserved", s.vram_reserved.x, gib(s.vram_reserved.y), label="reserved")
+            if s.device_total and len(s.vram_allocated):
+                xs = [s.vram_allocated.x[0], s.vram_allocated.x[-1]]
+                p.set_data("total", xs, [s.device_total / GIB] * 2, label="device total", dashed=True)
+        else:
+            p.set_data("ram", s.ram_used.x, gib(s.ram_used.y), label="system RAM")
+            p.set_data("rss", s.rss.x, gib(s.rss.y), label="worker")

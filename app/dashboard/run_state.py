@@ -1,0 +1,176 @@
+"""What the dashboard shows, as plain data: the journal's events folded into series and figures.
+
+Qt-free: `RunState.apply(event)` is the whole logic of the live dashboard, and the widgets only
+draw what it holds. Memory is plotted against seconds since the run started; loss, learning rate
+and throughput against the optimizer step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from lorastudio.core.formatting import format_duration, format_rate  # noqa: F401 (re-exported)
+
+
+MAX_LOG_LINES = 5000
+IDLE, STARTING, RUNNING, COMPLETED, STOPPED, FAILED = "idle", "starting", "running", "completed", "stopped", "failed"
+FINAL = (COMPLETED, STOPPED, FAILED)
+
+
+@dataclass
+class Series:
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+
+    def add(self, x: float, y: float | None) -> None:
+        if y is not None:
+            self.x.append(x)
+            self.y.append(y)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def last(self) -> float | None:
+        return self.y[-1] if self.y else None
+
+
+@dataclass
+class RunState:
+    status: str = IDLE
+    phase: str = ""
+    run_dir: str = ""
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    trainable_params: int = 0
+    total_params: int = 0
+    loss: Series = field(default_factory=Series)
+    eval_loss: Series = field(default_factory=Series)
+    lr: Series = field(default_factory=Series)
+    tokens_per_s: Series = field(default_factory=Series)
+    vram_allocated: Series = field(default_factory=Series)
+    vram_reserved: Series = field(default_factory=Series)
+    ram_used: Series = field(default_factory=Series)
+    rss: Series = field(default_factory=Series)
+    device_total: int | None = None
+    device_used: int | None = None
+    device_name: str = ""
+    ram_total: int | None = None
+    last_memory: dict = field(default_factory=dict)
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)
+    error: dict | None = None
+    adapter: str | None = None
+    log: list[str] = field(default_factory=list)
+    _t0: float | None = None
+
+    # ---- folding events ---------------------------------------------------------------------
+    def apply(self, event: dict) -> None:
+        if self._t0 is None:
+            self._t0 = event["time"]
+        handler = getattr(self, "_on_" + event["type"], None)
+        if handler is not None:
+            handler(event)
+
+    def _on_start(self, e: dict) -> None:
+        self.status = RUNNING
+        self.total_steps = e["total_steps"]
+        self.trainable_params, self.total_params = e["trainable_params"], e["total_params"]
+        self._t0 = e["time"]
+        resumed_at = e.get("resumed_at") or 0
+        self.step = resumed_at
+        for series in (self.loss, self.eval_loss, self.lr, self.tokens_per_s):    # steps redone after a resume
+            keep = next((i for i, x in enumerate(series.x) if x > resumed_at), len(series.x))
+            del series.x[keep:], series.y[keep:]
+
+    def _on_phase(self, e: dict) -> None:
+        if self.status in FINAL or e["name"] == "resuming":    # the journal goes on: a resumed run
+            self.status, self.error, self.adapter = STARTING, None, None
+        self.phase = e.get("message") or e["name"].replace("_", " ").capitalize()
+        self.add_log(f"— {self.phase}")
+
+    def _on_step(self, e: dict) -> None:
+        self.status = RUNNING
+        self.step, self.total_steps, self.epoch = e["step"], e["total_steps"], e["epoch"]
+        self.elapsed_s, self.eta_s = e["elapsed_s"], e["eta_s"]
+        self.loss.add(e["step"], e["loss"])
+        self.lr.add(e["step"], e["lr"])
+        self.tokens_per_s.add(e["step"], e["tokens_per_s"])
+
+    def _on_eval(self, e: dict) -> None:
+        self.eval_loss.add(e["step"], e["loss"])
+        self.add_log(f"eval at step {e['step']}: loss {e['loss']:.4f}")
+
+    def _on_memory(self, e: dict) -> None:
+        t = e["time"] - (self._t0 or e["time"])
+        self.last_memory = e
+        self.ram_total = e["ram_total"]
+        self.ram_used.add(t, e["ram_used"])
+        self.rss.add(t, e["rss"])
+        if e.get("cuda_allocated") is not None:
+            self.vram_allocated.add(t, e["cuda_allocated"])
+            self.vram_reserved.add(t, e.get("cuda_reserved"))
+            self.device_total = e.get("device_total") or self.device_total
+            self.device_used = e.get("device_used")
+            self.device_name = e.get("device_name") or self.device_name
+
+    def _on_checkpoint(self, e: dict) -> None:
+        self.checkpoints.append((e["step"], e["path"]))
+        self.add_log(f"checkpoint at step {e['step']}: {e['path']}")
+
+    def _on_log(self, e: dict) -> None:
+        self.add_log(e["message"] if e["level"].lower() == "info" else f"[{e['level']}] {e['message']}")
+
+    def _on_error(self, e: dict) -> None:
+        self.error = e
+        self.add_log(f"[error] {e['kind']}: {e['message']}")
+        if e.get("traceback"):
+            self.add_log(str(e["traceback"]).rstrip())
+
+    def _on_end(self, e: dict) -> None:
+        self.status = e["status"]
+        self.adapter = e.get("adapter")
+        self.eta_s = 0 if self.status == COMPLETED else None
+        self.add_log(f"— run {self.status}" + (f"; adapter saved to {self.adapter}" if self.adapter else ""))
+
+    def add_log(self, line: str) -> None:
+        self.log.append(line)
+        if len(self.log) > MAX_LOG_LINES:
+            del self.log[: len(self.log) - MAX_LOG_LINES]
+
+    # ---- figures for the widgets --------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+    @property
+    def has_cuda(self) -> bool:
+        return len(self.vram_allocated) > 0
+
+    def memory_gauge(self) -> tuple[str, int, int] | None:
+        """(label, used, total) for the gauge: the GPU when there is one, else system RAM."""
+        if self.has_cuda and self.device_total:
+            used = self.device_used if self.device_used is not None else int(self.vram_reserved.last or 0)
+            return ("VRAM", used, self.device_total)
+        if self.ram_total and len(self.ram_used):
+            return ("RAM", int(self.ram_used.last), self.ram_total)
+        return None
+
+
+def ema(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average with bias correction (as TensorBoard's smoothing slider):
+    s_t = w·s_(t-1) + (1-w)·x_t, divided by 1 - w^t so the first points are not pulled to 0."""
+    if weight <= 0:
+        return list(values)
+    out, s = [], 0.0
+    for t, x in enumerate(values, start=1):
+        s = weight * s + (1 - weight) * x
+        out.append(s / (1 - weight ** t))
+    return out
+
+
+

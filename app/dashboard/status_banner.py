@@ -1,0 +1,104 @@
+"""The run's headline: what is happening, how it ended, the adapter's path or the error and its hint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from lorastudio.core.runs.checkpoints import list_checkpoint_steps
+from lorastudio.app.dashboard.run_state import COMPLETED, FAILED, IDLE, RUNNING, STARTING, STOPPED, RunState
+
+TITLES = {IDLE: "Ready to train", STARTING: "Starting…", RUNNING: "Training", COMPLETED: "Training completed",
+          STOPPED: "Training stopped", FAILED: "Training failed"}
+
+
+class StatusBanner(QFrame):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("Banner")
+        self.title = QLabel(TITLES[IDLE], objectName="BannerTitle")
+        self.message = QLabel("Choose a model and a dataset, then press Start (Ctrl+Return).", wordWrap=True)
+        self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.hint = QLabel(wordWrap=True)
+        self.hint.setProperty("role", "hint")
+        self.hint.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.hint.hide()
+        self.open_button = QPushButton("Open folder")
+        self.open_button.hide()
+        self.open_button.clicked.connect(self._open)
+        self.export_button = QPushButton("Export adapter…", clicked=self.open_export)
+        self.merge_button = QPushButton("Merge and save…", clicked=self.open_merge)
+        self.export_button.hide()
+        self.merge_button.hide()
+        self._folder = self._run_dir = ""
+        text = QVBoxLayout()
+        text.setSpacing(2)
+        text.addWidget(self.title)
+        text.addWidget(self.message)
+        text.addWidget(self.hint)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(14, 10, 12, 10)
+        layout.addLayout(text, 1)
+        buttons = QVBoxLayout()
+        buttons.setSpacing(4)
+        for button in (self.open_button, self.export_button, self.merge_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
+
+    def update_from(self, state: RunState) -> None:
+        if self.property("state") != state.status:      # re-styling costs a few ms: only on change
+            self.setProperty("state", state.status)
+            self.style().polish(self)
+        self.title.setText(TITLES.get(state.status, state.status.capitalize()))
+        self.message.setText(self._message(state))
+        error = state.error if state.status in (FAILED, RUNNING, STOPPED) else None
+        hint = error.get("hint", "") if error else ""
+        self.hint.setText(f"What to do: {hint}" if hint else "")
+        self.hint.setVisible(bool(hint))
+        self._folder = state.adapter or (state.run_dir if state.finished else "")
+        self.open_button.setText("Open adapter folder" if state.adapter else "Open run folder")
+        self.open_button.setVisible(bool(self._folder))
+        self._run_dir = state.run_dir if state.finished else ""
+        has_result = self._has_result(self._run_dir, state.adapter)
+        self.export_button.setVisible(has_result)
+        self.merge_button.setVisible(has_result)
+
+    def _message(self, state: RunState) -> str:
+        if state.status == FAILED and state.error:
+            return state.error["message"]
+        if state.status == COMPLETED:
+            return f"Adapter saved to {state.adapter}" if state.adapter else "Finished."
+        if state.status == STOPPED:
+            return (f"Stopped at step {state.step}; adapter saved to {state.adapter}" if state.adapter
+                    else f"Stopped at step {state.step}.")
+        if state.status in (RUNNING, STARTING):
+            return state.phase or f"Run folder: {state.run_dir}"
+        return "Choose a model and a dataset, then press Start (Ctrl+Return)."
+
+    def _has_result(self, run_dir: str, adapter: str | None) -> bool:
+        """An adapter or a checkpoint to export; the folder is listed once per finished run,
+        not on every redraw."""
+        if not run_dir:
+            return False
+        key = (run_dir, bool(adapter))
+        if getattr(self, "_result_key", None) != key:
+            self._result_key = key
+            self._result_found = bool(adapter) or bool(list_checkpoint_steps(Path(run_dir)))
+        return self._result_found
+
+    def open_export(self) -> None:
+        from lorastudio.app.dialogs.export_dialog import ExportDialog
+        run = Path(self._run_dir)
+        ExportDialog(run, run.parent, self.window()).open()
+
+    def open_merge(self) -> None:
+        from lorastudio.app.dialogs.merge_dialog import MergeDialog
+        run = Path(self._run_dir)
+        MergeDialog(run, run.parent, self.window()).open()
+
+    def _open(self) -> None:
+        if self._folder and Path(self._folder).exists():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self._folder))

@@ -1,0 +1,150 @@
+"""A small, bounded look at a dataset file: its first rows, and what shape they have. Qt-free.
+
+Reading goes through core.datafiles (the trainer's own reader), so the preview accepts exactly the
+files training accepts: JSONL, JSON, CSV, TSV, Parquet, text. Only the first `limit` good rows are
+read (a 10 GB JSONL costs a few KB). `read_preview` touches the disk: call it off the GUI thread.
+`detect` works on the rows in memory (format override and column mapping), cheap enough to run
+on every change of a combo box.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lorastudio.core.data.files import BadRow, DataError, Row, iter_rows
+from lorastudio.core.data.formats import FORMAT_TITLES, apply_columns, detect_format, to_example
+
+PREVIEW_ROWS = 20
+# Which of our column roles each format reads; the ones in OPTIONAL_ROLES may stay unmapped.
+FORMAT_ROLES = {"text": ("text",), "prompt_completion": ("prompt", "completion"),
+                "alpaca": ("instruction", "input", "output"), "messages": ("messages",),
+                "sharegpt": ("conversations",)}
+OPTIONAL_ROLES = {"input"}
+# Names people give their columns, tried in order when guessing a mapping.
+SYNONYMS = {"text": ("text", "content", "body", "document", "passage"),
+            "prompt": ("prompt", "question", "query", "input", "instruction", "q"),
+            "completion": ("completion", "answer", "response", "output", "reply", "a"),
+            "instruction": ("instruction", "prompt", "question"), "input": ("input", "context"),
+            "output": ("output", "response", "answer", "completion"),
+            "messages": ("messages", "conversation", "chat"), "conversations": ("conversations", "conversation")}
+
+
+@dataclass
+class DatasetPreview:
+    path: str
+    rows: list[Row] = field(default_factory=list)        # the first good rows, as core reads them
+    columns: list[str] = field(default_factory=list)     # every field seen in them, in order
+    bad_rows: list[BadRow] = field(default_factory=list)  # broken rows met on the way
+    error: tuple[str, str] | None = None                  # (message, hint): the file cannot be used
+    strict_error: tuple[str, str] | None = None           # the first bad row, as "stop with an error" says it
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def cells(self) -> list[list[str]]:
+        return [[cell_text(r.value.get(c)) for c in self.columns] for r in self.rows]
+
+
+@dataclass
+class Detection:
+    format: str = ""                                     # one of FORMAT_ROLES, "" when unknown
+    reason: str = ""
+    error: tuple[str, str] | None = None
+    unknown: bool = False                                 # no format recognised: a mapping is needed
+    bad_rows: list[BadRow] = field(default_factory=list)  # previewed rows the format refuses (skip policy)
+
+
+def read_preview(path: str | Path, limit: int = PREVIEW_ROWS) -> DatasetPreview:
+    path = Path(path).expanduser()
+    preview = DatasetPreview(str(path))
+    if path.is_dir():
+        preview.error = (f"{path}: this is a folder, not a file", "choose a data file inside it")
+        return preview
+    try:
+        preview.rows = list(itertools.islice(iter_rows(path, bad=preview.bad_rows), limit))
+        if preview.bad_rows:
+            preview.strict_error = _first_error(path, limit + len(preview.bad_rows))
+    except DataError as exc:
+        preview.error = (exc.message, exc.hint)
+    except OSError as exc:
+        preview.error = (f"{path}: cannot be read ({exc.strerror or exc})", "check the file's permissions")
+    if preview.ok and not preview.rows:
+        preview.error = (f"{path}: no valid examples in the file", "every row read was broken; fix the file")
+    preview.columns = list(dict.fromkeys(k for r in preview.rows for k in r.value))
+    return preview
+
+
+def _first_error(path: Path, limit: int) -> tuple[str, str] | None:
+    try:
+        for _ in itertools.islice(iter_rows(path, bad=None), limit):
+            pass
+    except DataError as exc:
+        return exc.message, exc.hint
+    return None
+
+
+def detect(preview: DatasetPreview, fmt: str = "auto", columns: dict | None = None,
+           skip_bad: bool = False) -> Detection:
+    """The format of the previewed rows under the user's choices, as the trainer will see it."""
+    source, columns = preview.path, dict(columns or {})
+    try:
+        rows = preview.rows
+        if columns:
+            rows = [Row(r.where, apply_columns(r.value, columns, r.where, source)) for r in rows]
+        if fmt == "auto":
+            found, reason = detect_format(rows, source)
+        else:
+            found, reason = fmt, f"{FORMAT_TITLES[fmt]}: chosen by you"
+        bad = _refused_rows(rows, found, source, skip_bad)
+    except DataError as exc:
+        return Detection(error=(exc.message, exc.hint), unknown="unknown format" in exc.message)
+    if columns:
+        reason += f" (columns mapped: {', '.join(f'{k} ← {v}' for k, v in columns.items())})"
+    return Detection(found, reason, bad_rows=bad)
+
+
+def _refused_rows(rows: list[Row], fmt: str, source: str, skip_bad: bool) -> list[BadRow]:
+    bad = []
+    for row in rows:
+        try:
+            to_example(row, fmt, source)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            bad.append(BadRow(row.where, exc.message.split(": ", 1)[-1]))
+    return bad
+
+
+def guess_column(role: str, columns: list[str]) -> str:
+    """The column most likely to hold `role` ("" if none looks like it)."""
+    lower = {c.lower(): c for c in columns}
+    return next((lower[name] for name in SYNONYMS.get(role, (role,)) if name in lower), "")
+
+
+def short_message(message: str, path: str) -> str:
+    """'/long/folder/d.jsonl, line 2: …' -> 'd.jsonl, line 2: …' (the full path is in the tooltip)."""
+    if path and message.startswith(path):
+        return Path(path).name + message[len(path):]
+    return message
+
+
+def cell_text(value) -> str:
+    if value is None:
+        return ""
+    turns = _turns(value)
+    text = turns if turns is not None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = text.replace("\n", " ⏎ ")
+    return text if len(text) <= 300 else text[:297] + "…"
+
+
+def _turns(value) -> str | None:
+    """A chat list as 'user: hi · assistant: hello' (messages or ShareGPT), else None."""
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        return None
+    keys = next(((r, t) for r, t in (("role", "content"), ("from", "value")) if r in value[0]), None)
+    if keys is None:
+        return None
+    return " · ".join(f"{m.get(keys[0])}: {m.get(keys[1])}" for m in value)

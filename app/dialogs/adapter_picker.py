@@ -1,0 +1,66 @@
+"""Choose a run and which of its adapters: the final one or a saved checkpoint (export and merge)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QComboBox, QFormLayout, QWidget
+
+from lorastudio.core.runs.checkpoints import list_checkpoint_steps
+from lorastudio.core.runs.folders import ADAPTER_DIR, CONFIG_FILE
+
+FINAL = None
+
+
+def runs_with_adapters(runs_root: Path) -> list[Path]:
+    """Run folders that have a final adapter or at least one checkpoint, newest first."""
+    if not runs_root or not Path(runs_root).is_dir():
+        return []
+    found = [p for p in Path(runs_root).iterdir() if (p / CONFIG_FILE).is_file()
+             and ((p / ADAPTER_DIR / "adapter_model.safetensors").is_file() or list_checkpoint_steps(p))]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+class AdapterPicker(QWidget):
+    changed = Signal()
+
+    def __init__(self, run_dir: Path | None, runs_root: Path | None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.run_combo, self.checkpoint_combo = QComboBox(), QComboBox()
+        self.run_combo.setMinimumContentsLength(28)
+        self.run_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        runs = runs_with_adapters(runs_root) if runs_root else []
+        if run_dir is not None and Path(run_dir) not in runs:
+            runs.insert(0, Path(run_dir))
+        for run in runs:
+            self.run_combo.addItem(run.name, str(run))
+        if run_dir is not None:
+            self.run_combo.setCurrentIndex(self.run_combo.findData(str(run_dir)))
+        layout = QFormLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addRow("Run", self.run_combo)
+        layout.addRow("Adapter", self.checkpoint_combo)
+        self.run_combo.currentIndexChanged.connect(self._fill_checkpoints)
+        self.checkpoint_combo.currentIndexChanged.connect(lambda _i: self.changed.emit())
+        self._fill_checkpoints()
+
+    @property
+    def run_dir(self) -> Path | None:
+        data = self.run_combo.currentData()
+        return Path(data) if data else None
+
+    @property
+    def checkpoint(self) -> int | None:
+        return self.checkpoint_combo.currentData()
+
+    def _fill_checkpoints(self) -> None:
+        self.checkpoint_combo.blockSignals(True)
+        self.checkpoint_combo.clear()
+        run = self.run_dir
+        if run is not None:
+            if (run / ADAPTER_DIR / "adapter_model.safetensors").is_file():
+                self.checkpoint_combo.addItem("Final adapter", FINAL)
+            for step in reversed(list_checkpoint_steps(run)):
+                self.checkpoint_combo.addItem(f"Checkpoint at step {step}", step)
+        self.checkpoint_combo.blockSignals(False)
+        self.changed.emit()

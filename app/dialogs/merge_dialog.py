@@ -1,0 +1,212 @@
+"""Merge and save…: fold an adapter into its base model, in a worker, with a fidelity check.
+
+The checks (target folder, disk space) run off the GUI thread through core.merge.prepare_job;
+the merge itself is core/merge_worker.py in its own process, followed through its journal.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+from PySide6.QtCore import Qt, QTimer, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+from lorastudio.app.dialogs.adapter_picker import AdapterPicker
+from lorastudio.app.thread_pool import run_in_background
+from lorastudio.core.devices import format_bytes
+from lorastudio.core.journal import JournalFollower
+from lorastudio.core.runs.export import ExportError
+from lorastudio.core.runs.merge_plan import prepare_job, start_merge
+
+DTYPES = [("bf16 (recommended on GPUs)", "bf16"), ("fp16", "fp16"), ("fp32 (exact, twice the size)", "fp32")]
+SHARD_SIZES = ["5GB", "2GB", "1GB", "500MB"]
+
+
+def fidelity_text(f: dict) -> str:
+    verdict = ("⚠ beyond what rounding to {0} explains — compare before shipping".format(f["dtype"])
+               if f["flagged"] else "within what rounding to {0} explains".format(f["dtype"]))
+    return (f"Fidelity on {f['prompts']} prompts: largest |Δ logit| {f['max_abs_diff']:.3g}, "
+            f"mean {f['mean_abs_diff']:.3g} ({verdict}); greedy continuations agree on "
+            f"{f['greedy_agree']} of {f['prompts']}.")
+
+
+class MergeDialog(QDialog):
+    def __init__(self, run_dir: Path | None, runs_root: Path | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Merge and save")
+        self.setMinimumWidth(600)
+        self.proc = self.follower = None
+        self.status: str | None = None          # completed / stopped / failed once finished
+        self.fidelity: dict | None = None
+        self.output: Path | None = None
+        self._build(run_dir, runs_root)
+        self.timer = QTimer(self, interval=250)
+        self.timer.timeout.connect(self._poll)
+        self._update()
+
+    # ---- layout ---------------------------------------------------------------------------
+    def _build(self, run_dir, runs_root) -> None:
+        self.picker = AdapterPicker(run_dir, runs_root)
+        self.out_edit = QLineEdit(placeholderText="A new or empty folder for the merged model")
+        if run_dir is not None:
+            self.out_edit.setText(str(Path.home() / f"{Path(run_dir).name}-merged"))
+        browse = QPushButton("Browse…", clicked=self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.out_edit, 1)
+        row.addWidget(browse)
+        self.dtype_combo, self.shard_combo = QComboBox(), QComboBox(editable=True)
+        for label, value in DTYPES:
+            self.dtype_combo.addItem(label, value)
+        self.shard_combo.addItems(SHARD_SIZES)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        form = QFormLayout()
+        form.addRow(self.picker)
+        form.addRow("Output", row)
+        form.addRow("Precision", self.dtype_combo)
+        form.addRow("Shard size", self.shard_combo)
+        form.addRow("Device", self.device_combo)
+        note = QLabel("The base model is loaded unquantized in this precision (even if training used "
+                      "4-bit or 8-bit), merged, saved as safetensors shards with its tokenizer, then "
+                      "loaded back and compared with base + adapter.", wordWrap=True)
+        note.setProperty("role", "hint")
+        self.phase_label = QLabel(wordWrap=True)
+        self.progress = QProgressBar(maximum=100, textVisible=True)
+        self.progress.hide()
+        self.result_label = QLabel(wordWrap=True)
+        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.result_label.hide()
+        self.buttons = QDialogButtonBox()
+        self.merge_button = self.buttons.addButton("Merge", QDialogButtonBox.ActionRole)
+        self.open_button = self.buttons.addButton("Open folder", QDialogButtonBox.ActionRole)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.open_button.hide()
+        self.merge_button.clicked.connect(lambda: self.start_merge())
+        self.open_button.clicked.connect(self._open)
+        self.close_button.clicked.connect(self.close)
+        layout = QVBoxLayout(self)
+        for item in (form, note, self.phase_label, self.progress, self.result_label, self.buttons):
+            (layout.addLayout if isinstance(item, QFormLayout) else layout.addWidget)(item)
+        self.out_edit.textChanged.connect(self._update)
+        self.picker.changed.connect(self._update)
+
+    def _update(self) -> None:
+        idle = self.proc is None
+        ready = self.picker.run_dir is not None and self.picker.checkpoint_combo.count() > 0 \
+            and bool(self.out_edit.text().strip())
+        self.merge_button.setEnabled(idle and ready)
+        self.merge_button.setText("Merge")
+        self.close_button.setText("Close" if idle else "Cancel merge")
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Save the merged model into", str(Path.home()))
+        if folder:
+            self.out_edit.setText(folder)
+
+    # ---- running --------------------------------------------------------------------------
+    def job_args(self, overwrite: bool) -> SimpleNamespace:
+        return SimpleNamespace(run=self.picker.run_dir, out=Path(self.out_edit.text().strip()).expanduser(),
+                               checkpoint=self.picker.checkpoint, dtype=self.dtype_combo.currentData(),
+                               max_shard_size=self.shard_combo.currentText().strip(),
+                               device=self.device_combo.currentText(), prompts=None, overwrite=overwrite)
+
+    def start_merge(self, overwrite: bool = False) -> None:
+        self.merge_button.setEnabled(False)
+        self._result("Checking the output folder and the free disk space…", "hint")
+        args = self.job_args(overwrite)
+        run_in_background(prepare_job, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
+
+    def _refused(self, exc: Exception, args) -> None:
+        self._update()
+        if isinstance(exc, ExportError) and "is not empty" in exc.message and not args.overwrite:
+            answer = QMessageBox.question(self, "Replace?", f"{args.out} is not empty.\n\nReplace its contents "
+                                          "with the merged model? (They are removed only once the merge "
+                                          "has succeeded.)", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            if answer == QMessageBox.Yes:
+                self.start_merge(overwrite=True)
+            else:
+                self._result("Nothing was written. Choose an empty or new folder.", "notice")
+            return
+        self._result(f"{exc.message}\nWhat to do: {exc.hint}" if isinstance(exc, ExportError) else str(exc), "error")
+
+    def _launch(self, job) -> None:
+        self.output = job.out
+        job_dir, self.proc = start_merge(job)
+        self.follower = JournalFollower(job_dir / "events.jsonl")
+        self.progress.setValue(0)
+        self.progress.show()
+        self._result(f"About {format_bytes(job.estimate)} to write.", "hint")
+        self.timer.start()
+        self._update()
+
+    def _poll(self) -> None:
+        exited = self.proc.poll() is not None
+        for ev in self.follower.poll():
+            self._event(ev)
+        if exited and self.status is None:
+            self._finish("failed", f"The merge worker exited (code {self.proc.returncode}) without finishing; "
+                         "see worker.log in the run's merges folder.")
+
+    def _event(self, ev: dict) -> None:
+        if ev["type"] == "phase":
+            self.progress.setValue(int(100 * ev.get("fraction", 0)))
+            self.phase_label.setText(ev.get("message", ev["name"]))
+        elif ev["type"] == "fidelity":
+            self.fidelity = ev
+        elif ev["type"] == "error":
+            self._error = f"{ev['message']}\nWhat to do: {ev['hint']}"
+        elif ev["type"] == "end":
+            text = {"completed": f"Merged model saved to {ev.get('output')}",
+                    "stopped": "Merge cancelled; nothing was written."}.get(ev["status"], getattr(self, "_error", "Failed."))
+            self._finish(ev["status"], text)
+
+    def _finish(self, status: str, text: str) -> None:
+        self.status = status
+        self.timer.stop()
+        self.proc.wait()
+        self.proc = None
+        if status == "completed":
+            self.progress.setValue(100)
+            self.phase_label.setText("Done.")
+            text += "\n" + fidelity_text(self.fidelity) if self.fidelity else ""
+            self.open_button.show()
+        else:
+            self.progress.hide()
+        flagged = bool(self.fidelity and self.fidelity["flagged"])
+        self._result(text, "notice" if status == "completed" and not flagged else "error")
+        self._update()
+
+    def _result(self, text: str, role: str) -> None:
+        self.result_label.setText(text)
+        self.result_label.setProperty("role", role)
+        self.result_label.style().polish(self.result_label)
+        self.result_label.show()
+
+    def cancel(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.phase_label.setText("Cancelling…")
+
+    def closeEvent(self, event) -> None:
+        if self.proc is not None:
+            answer = QMessageBox.question(self, "Cancel the merge?", "A merge is running. Cancel it? Nothing "
+                                          "will be written.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            if answer == QMessageBox.Yes:
+                self.cancel()
+            event.ignore()
+            return
+        super().closeEvent(event)
+
+    def reject(self) -> None:           # Esc
+        if self.proc is None:
+            super().reject()
+        else:
+            self.close()
+
+    def _open(self) -> None:
+        if self.output is not None and self.output.exists():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.output)))

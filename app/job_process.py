@@ -1,0 +1,97 @@
+"""One QObject around every job process the window starts or re-attaches to (as qutebrowser's
+GUIProcess serves all of its children): training, merge, generation, GGUF import, inspection.
+
+It launches through core's one launcher (`core.runtime.launcher.launch`), polls the job's journal
+with core's `JobWatch` from a QTimer (a few hundred bytes a tick, never blocking), re-emits each
+event, optionally follows the tail of worker.log, and ends with one `Outcome` — a process that
+died without `end` is put into words by core, not here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from lorastudio.core.runtime.follower import JobWatch, Outcome
+from lorastudio.core.runtime.launcher import JobHandle, launch
+
+POLL_MS = 250
+LOG_TAIL_BYTES = 64 * 1024      # read at most this much new worker.log per tick
+
+
+class JobProcess(QObject):
+    started = Signal(str)               # the job folder
+    event = Signal(dict)                # every journal event, in order (synthesized crash events too)
+    log_line = Signal(str)              # a line of worker.log (with tail_log)
+    finished = Signal(object)           # Outcome
+
+    def __init__(self, parent: QObject | None = None, poll_ms: int = POLL_MS, tail_log: bool = False):
+        super().__init__(parent)
+        self.handle: JobHandle | None = None
+        self.watch: JobWatch | None = None
+        self.tail_log = tail_log
+        self._log_offset, self._log_partial = 0, b""
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self.poll)
+
+    # ---- control ------------------------------------------------------------------------------
+    def start(self, verb: str, job_dir: Path, spec: dict[str, Any] | None = None, args: tuple | list = (),
+              *, detach: bool = False, niceness: int = 0, crash_hint: str = "") -> JobHandle:
+        handle = launch(verb, job_dir, spec, args, detach=detach, niceness=niceness)
+        self.attach(handle, crash_hint=crash_hint)
+        return handle
+
+    def attach(self, handle: JobHandle, alive: Callable[[], bool] | None = None, crash_hint: str = "") -> None:
+        """Follow `handle`'s journal from its first line (one we started, one found running, or one
+        just resumed: an `end` followed by more events is an earlier segment, not the end)."""
+        self.handle = handle
+        self.watch = JobWatch(handle, alive=alive, crash_hint=crash_hint)
+        self._log_offset, self._log_partial = 0, b""
+        self._timer.start()
+        self.started.emit(str(handle.job_dir))
+
+    def stop(self) -> bool:
+        """Ask the job to stop gracefully (SIGTERM)."""
+        return self.handle is not None and self.running and self.handle.stop()
+
+    def detach(self) -> None:
+        """Stop following (a detached job carries on)."""
+        self._timer.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._timer.isActive()
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return self.watch.outcome if self.watch else None
+
+    # ---- following ----------------------------------------------------------------------------
+    def poll(self) -> None:
+        if self.watch is None:
+            return
+        for ev in self.watch.poll():
+            self.event.emit(ev)
+        if self.tail_log:
+            self._read_log()
+        if self.watch.outcome is not None and self._timer.isActive():
+            self._timer.stop()
+            self.handle.returncode()            # reap it if it has exited (no zombie left behind)
+            self.finished.emit(self.watch.outcome)
+
+    def _read_log(self) -> None:
+        try:
+            with open(self.handle.log, "rb") as fh:
+                fh.seek(self._log_offset)
+                chunk = fh.read(LOG_TAIL_BYTES)
+        except FileNotFoundError:
+            return
+        self._log_offset += len(chunk)
+        lines = (self._log_partial + chunk).split(b"\n")
+        self._log_partial = lines.pop()
+        for raw in lines:
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if line:
+                self.log_line.emit(line)

@@ -1,0 +1,206 @@
+"""The Playground page: a prompt answered by the base model and by base + adapter, side by side.
+
+Pick a run and its adapter (final or a checkpoint), type a prompt or click a held-out one, and
+press Generate: a generation worker (core/generate_worker.py) streams both answers token by
+token into a journal that a JobFollower re-emits here. The window never loads a model itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPlainTextEdit,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from lorastudio.app.playground.answer_pane import AnswerPane
+from lorastudio.app.playground.eval_summary import EvalSummary
+from lorastudio.app.playground.generation_settings import GenerationSettings
+from lorastudio.app.job_follower import JobFollower
+from lorastudio.core.runs.heldout import adapter_choices, heldout_prompts, read_eval, start_generation
+from lorastudio.core.runs.folders import CONFIG_FILE, default_runs_dir
+
+
+def list_runs(runs_root: Path) -> list[Path]:
+    """Run folders that have an adapter to try, newest first."""
+    if not runs_root.is_dir():
+        return []
+    found = [p for p in runs_root.iterdir() if (p / CONFIG_FILE).is_file() and adapter_choices(p)]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+class PlaygroundPage(QWidget):
+    generation_finished = Signal(str)           # status
+
+    def __init__(self, runs_root: Path | None = None, parent=None):
+        super().__init__(parent)
+        self.runs_root = Path(runs_root or default_runs_dir())
+        self.job = JobFollower(self)
+        self.job.event.connect(self.on_event)
+        self.job.finished.connect(self.on_finished)
+        self.prompts: list[dict] = []
+        self._build()
+        self.refresh()
+
+    # ---- layout -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.run_combo = QComboBox(minimumWidth=280)
+        self.run_combo.currentIndexChanged.connect(self.on_run_changed)
+        self.adapter_combo = QComboBox(minimumWidth=160)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Run"))
+        top.addWidget(self.run_combo, 1)
+        top.addWidget(QLabel("Adapter"))
+        top.addWidget(self.adapter_combo)
+        top.addWidget(self.refresh_button)
+
+        self.prompt_list = QListWidget(objectName="PromptList")
+        self.prompt_list.setToolTip("Held-out prompts: click one to put it in the prompt box")
+        self.prompt_list.itemClicked.connect(self.use_prompt)
+        self.prompt_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.prompt_list.setTextElideMode(Qt.ElideRight)
+        self.prompt_edit = QPlainTextEdit(objectName="PromptEdit")
+        self.prompt_edit.setPlaceholderText("Type a prompt, or click a held-out one above")
+        self.prompt_edit.setMaximumHeight(110)
+        self.settings = GenerationSettings()
+        self.generate_button = QPushButton("Generate", objectName="Primary")
+        self.generate_button.clicked.connect(self.generate)
+        self.stop_button = QPushButton("Stop", enabled=False)
+        self.stop_button.clicked.connect(self.job.stop)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button, 1)
+        buttons.addWidget(self.stop_button)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(QLabel("Held-out prompts", objectName="CardTitle"))
+        left_layout.addWidget(self.prompt_list, 1)
+        left_layout.addWidget(QLabel("Prompt", objectName="CardTitle"))
+        left_layout.addWidget(self.prompt_edit)
+        left_layout.addWidget(self.settings)
+        left_layout.addLayout(buttons)
+
+        self.base_pane = AnswerPane("Base model", "without the adapter")
+        self.adapter_pane = AnswerPane("Base + adapter", "")
+        answers = QHBoxLayout()
+        answers.addWidget(self.base_pane)
+        answers.addWidget(self.adapter_pane)
+        self.reference = QLabel("", objectName="Muted", wordWrap=True,
+                                textInteractionFlags=Qt.TextSelectableByMouse)
+        self.status = QLabel("", objectName="Muted", wordWrap=True)
+        self.eval_summary = EvalSummary()
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addLayout(answers, 1)
+        right_layout.addWidget(self.reference)
+        right_layout.addWidget(self.status)
+        right_layout.addWidget(self.eval_summary)
+
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        split.setSizes([320, 800])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 12, 16, 12)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+
+    # ---- runs, adapters, prompts ---------------------------------------------------------------
+    def run_dir(self) -> Path | None:
+        data = self.run_combo.currentData()
+        return Path(data) if data else None
+
+    def refresh(self) -> None:
+        current = self.run_combo.currentData()
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        for run in list_runs(self.runs_root):
+            self.run_combo.addItem(run.name, str(run))
+        if current:
+            self.run_combo.setCurrentIndex(max(0, self.run_combo.findData(current)))
+        self.run_combo.blockSignals(False)
+        self.on_run_changed()
+
+    def select_run(self, run_dir: Path) -> None:
+        index = self.run_combo.findData(str(run_dir))
+        if index < 0:
+            self.refresh()
+            index = self.run_combo.findData(str(run_dir))
+        self.run_combo.setCurrentIndex(max(index, 0))
+
+    def on_run_changed(self, *_args) -> None:
+        run = self.run_dir()
+        self.adapter_combo.clear()
+        for label, step in adapter_choices(run) if run else []:
+            self.adapter_combo.addItem(label, step)
+        self.prompts = heldout_prompts(run)
+        self.prompt_list.clear()
+        for prompt in self.prompts:
+            item = QListWidgetItem(" ".join(prompt["label"].split()))
+            item.setToolTip(prompt["label"])
+            self.prompt_list.addItem(item)
+        self.eval_summary.show_result(read_eval(run) if run else None, run.name if run else "")
+        self.adapter_pane.subtitle.setText(run.name if run else "no run with an adapter yet")
+        self.generate_button.setEnabled(run is not None and not self.job.running)
+        if run is None:
+            self.status.setText("Train a run first: the playground compares a run's adapter with its base model.")
+
+    def use_prompt(self, item: QListWidgetItem) -> None:
+        prompt = self.prompts[self.prompt_list.row(item)]
+        self.prompt_edit.setPlainText(prompt["label"])
+        self.reference.setText(f"Expected: {prompt['reference']}" if prompt.get("reference") else "")
+
+    def messages(self) -> list[dict]:
+        """The chat to answer: a held-out prompt keeps its system turn; typed text is one user turn."""
+        text = self.prompt_edit.toPlainText().strip()
+        for prompt in self.prompts:
+            if prompt["label"].strip() == text:
+                return prompt["messages"]
+        return [{"role": "user", "content": text}]
+
+    # ---- generation ----------------------------------------------------------------------------
+    def generate(self) -> None:
+        run = self.run_dir()
+        if run is None or not self.prompt_edit.toPlainText().strip() or self.job.running:
+            self.status.setText("Type a prompt first." if run else self.status.text())
+            return
+        self.base_pane.clear("loading…")
+        self.adapter_pane.clear("loading…")
+        self.status.setText("Starting a generation worker (loading the model takes a few seconds)…")
+        job_dir, popen = start_generation(run, self.messages(), self.settings.values(),
+                                          checkpoint=self.adapter_combo.currentData())
+        self.job.follow(job_dir, popen)
+        self.generate_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+
+    def pane(self, side: str) -> AnswerPane:
+        return self.base_pane if side == "base" else self.adapter_pane
+
+    def on_event(self, ev: dict) -> None:
+        kind = ev["type"]
+        if kind == "token":
+            self.pane(ev["side"]).append(ev["text"])
+        elif kind == "answer":
+            self.pane(ev["side"]).finish(ev["tokens"], ev["seconds"])
+        elif kind == "phase":
+            self.status.setText(ev.get("message") or ev["name"])
+            if ev["name"] == "generating":
+                self.base_pane.status.setText("")
+                self.adapter_pane.status.setText("")
+        elif kind == "error":
+            self.status.setText(f"{ev['message']} — {ev['hint']}")
+
+    def on_finished(self, status: str) -> None:
+        self.generate_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        if status == "completed":
+            self.status.setText("Done.")
+        elif status == "stopped":
+            self.status.setText("Stopped.")
+        self.generation_finished.emit(status)
+
+    def shutdown(self) -> None:
+        self.job.stop()

@@ -1,0 +1,209 @@
+"""The Train page: the setup form on the left, the live dashboard on the right.
+
+Owns the TrainingProcess. Every change in the form runs `check_form` (microseconds: it builds
+the config dataclasses) and Start is enabled only when it passes; the reason is shown otherwise.
+At Start the file-system checks (`check_config`) run on the thread pool, then the worker starts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QMessageBox, QScrollArea, QSplitter, QVBoxLayout, QWidget
+
+from lorastudio.app.thread_pool import run_in_background
+from lorastudio.app.dashboard.dashboard import Dashboard
+from lorastudio.app.dataset.dataset_panel import DatasetPanel
+from lorastudio.app.train.train_form import FormCheck, check_form
+from lorastudio.app.train.hardware_panel import HardwarePanel
+from lorastudio.app.train.lora_panel import LoraPanel
+from lorastudio.app.train.model_panel import READY, ModelPanel
+from lorastudio.app.dashboard.run_state import FAILED, STARTING
+from lorastudio.app.train.start_bar import StartBar
+from lorastudio.app.train.training_panel import TrainingPanel
+from lorastudio.app.train.training_process import TrainingProcess
+from lorastudio.core.preflight import check_config
+from lorastudio.core.config import ConfigError, RunConfig
+
+
+class TrainPage(QWidget):
+    message = Signal(str)              # for the status bar
+    running_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None, runs_root: Path | None = None):
+        super().__init__(parent)
+        self.runs_root = runs_root
+        self.check = FormCheck(config=None)
+        self.running = self._checking = False
+        self.process = TrainingProcess(self)
+        self._build()
+        self._connect()
+        self.validate()
+
+    def _build(self) -> None:
+        self.model_panel, self.dataset_panel = ModelPanel(), DatasetPanel()
+        self.lora_panel, self.hardware_panel, self.training_panel = LoraPanel(), HardwarePanel(), TrainingPanel()
+        inner = QWidget(objectName="SetupInner")
+        form = QVBoxLayout(inner)
+        form.setContentsMargins(10, 0, 10, 10)
+        form.setSpacing(4)
+        for panel in (self.model_panel, self.dataset_panel, self.lora_panel, self.hardware_panel, self.training_panel):
+            form.addWidget(panel)
+        form.addStretch(1)
+        self.scroll = QScrollArea(objectName="SetupScroll", widgetResizable=True)
+        self.scroll.setWidget(inner)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.start_bar = StartBar()
+        setup = QWidget()
+        setup.setMinimumWidth(476)
+        column = QVBoxLayout(setup)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.scroll, 1)
+        column.addWidget(self.start_bar)
+
+        self.dashboard = Dashboard()
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(6, 12, 12, 10)
+        right_layout.addWidget(self.dashboard)
+        self.splitter = QSplitter(Qt.Horizontal)
+        self.splitter.addWidget(setup)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.setSizes([520, 900])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.splitter)
+
+    def _connect(self) -> None:
+        self.model_panel.model_changed.connect(self._model_changed)
+        for signal in (self.dataset_panel.changed, self.lora_panel.changed, self.hardware_panel.changed,
+                       self.training_panel.changed, self.start_bar.name_edit.textChanged):
+            signal.connect(self.validate)
+        seq_len = self.training_panel.widgets["training.seq_len"]
+        seq_len.valueChanged.connect(self.dataset_panel.set_seq_len)
+        self.dataset_panel.set_seq_len(seq_len.value())
+        self.start_bar.start_requested.connect(self.start)
+        self.start_bar.stop_requested.connect(self.request_stop)
+        p = self.process
+        p.event.connect(self.dashboard.apply)
+        p.log_line.connect(self.dashboard.add_log_line)
+        p.step.connect(lambda e: self.message.emit(f"Step {e['step']} / {e['total_steps']} · loss {e['loss']:.4f}"))
+        p.finished.connect(self._finished)
+
+    # ---- form ---------------------------------------------------------------------------------
+    def _model_changed(self) -> None:
+        panel = self.model_panel
+        self.lora_panel.set_report(panel.report if panel.state == READY else None)
+        self.dataset_panel.set_model(panel.source() if panel.state == READY else "")
+        if panel.state == READY:
+            self.message.emit(f"Model: {panel.info.architecture}, read from {panel.info.path}")
+        self.validate()
+
+    def values(self) -> dict:
+        """The form as a RunConfig-shaped dict, plus the problems the widgets found themselves."""
+        training = self.training_panel.values()
+        values = {"model": self.model_panel.source(), "name": self.start_bar.name_edit.text().strip(),
+                  **self.hardware_panel.values(), "lora": self.lora_panel.values(), "training": training["training"],
+                  "data": {**self.dataset_panel.values(), **training["data"]}}
+        problems = [self.model_panel.problem(), self.dataset_panel.problem()]
+        problems += self.lora_panel.problems() + self.training_panel.problems()
+        values["problems"] = [p for p in problems if p]
+        return values
+
+    def validate(self) -> FormCheck:
+        self.check = check_form(self.values())
+        self.training_panel.show_problems(self.check.for_prefix("training") + self.check.for_prefix("data.validation_split"))
+        self.lora_panel.show_problems([p.message for p in self.check.for_prefix("lora")])
+        self._update_buttons()
+        return self.check
+
+    def _update_buttons(self) -> None:
+        reason = "Checking the model and data…" if self._checking else self.check.reason
+        self.start_bar.set_state(self.check.ok and not self._checking, reason, self.running)
+
+    def form_state(self) -> dict:
+        v = self.values()
+        v.pop("problems")
+        return v
+
+    def restore_form(self, v: dict) -> None:
+        if v.get("lora"):
+            self.lora_panel.set_values(v["lora"])
+        self.training_panel.set_values(v)
+        self.hardware_panel.set_values(v)
+        self.dataset_panel.set_values(v.get("data", {}))
+        if v.get("model"):
+            self.model_panel.load(v["model"])
+        self.validate()
+
+    def load_config(self, config: RunConfig) -> None:
+        """Fill the form from a run's config (the Runs page's "Clone config")."""
+        self.restore_form(config.to_dict())
+        self.start_bar.name_edit.setText(config.name)
+
+    def attach(self, run_dir: Path, popen=None) -> None:
+        """Show the live view of a run found running or just resumed (its journal from the start)."""
+        self.process.detach()
+        self.process.popen = popen
+        self.dashboard.reset(str(run_dir), STARTING)
+        self.process.follow(Path(run_dir), popen)
+        self._set_running(True)
+        self.message.emit(f"Following {Path(run_dir).name}")
+
+    # ---- start and stop -----------------------------------------------------------------------
+    def start(self) -> None:
+        if self.running or self._checking or not self.validate().ok:
+            return
+        config = self.check.config
+        self._checking = True
+        self._update_buttons()
+        self.message.emit("Checking the model and data…")
+        run_in_background(check_config, config, on_done=lambda _r: self._launch(config),
+                          on_failed=self._check_failed)
+
+    def _check_failed(self, exc: Exception) -> None:
+        self._checking = False
+        text = str(exc) if isinstance(exc, ConfigError) else f"The checks failed: {exc}"
+        self.dashboard.reset(status=FAILED)
+        self.dashboard.apply({"v": 1, "type": "error", "time": 0.0, "kind": "ConfigError", "message": text,
+                              "hint": "Fix the setting in the form and press Start again."})
+        self.dashboard.apply({"v": 1, "type": "end", "time": 0.0, "status": "failed", "adapter": None})
+        self._update_buttons()
+        self.message.emit(text)
+
+    def _launch(self, config: RunConfig) -> None:
+        self._checking = False
+        try:
+            run_dir = self.process.start(config, self.runs_root)
+        except OSError as exc:
+            self._check_failed(exc)
+            return
+        self.dashboard.reset(str(run_dir), STARTING)
+        self.dashboard.add_log_line(f"run folder: {run_dir}")
+        self._set_running(True)
+        self.message.emit(f"Started: {run_dir}")
+
+    def request_stop(self) -> None:
+        if not self.running:
+            return
+        answer = QMessageBox.question(self, "Stop training?",
+                                      "Stop this run? The worker saves a checkpoint and the adapter "
+                                      "before it exits, so nothing trained so far is lost.",
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        if answer == QMessageBox.Yes and self.process.stop():
+            self.dashboard.add_log_line("— stop requested; waiting for the worker to save and exit")
+            self.message.emit("Stopping: saving a checkpoint and the adapter…")
+
+    def _finished(self, status: str, adapter) -> None:
+        self._set_running(False)
+        self.message.emit(f"Run {status}" + (f": adapter in {adapter}" if adapter else ""))
+
+    def _set_running(self, running: bool) -> None:
+        self.running = running
+        self.scroll.widget().setEnabled(not running)
+        self._update_buttons()
+        self.running_changed.emit(running)
+

@@ -1,0 +1,62 @@
+"""The command line: `lorastudio COMMAND ...`, one table of commands (as LitGPT's PARSER_DATA).
+
+Each command is a pair of functions in a module of this package: `<name>_arguments(parser)` adds
+its arguments and `<name>(args)` runs it and returns the exit status (0 done, 1 the job failed,
+2 refused before anything started). Modules are imported only for the command that runs, so
+`lorastudio --version` and `lorastudio targets` stay quick. Torch-free: heavy work runs as jobs
+(core/runtime, core/jobs).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str         # under lorastudio.core.cli
+    function: str       # `<function>(args)` runs it, `<function>_arguments(parser)` declares it
+    help: str
+
+
+COMMANDS = (
+    Command("train", "train", "train", "train a LoRA adapter from a YAML config"),
+    Command("targets", "models", "targets", "list a model's LoRA target modules (reads headers only)"),
+    Command("export", "results", "export", "export a run's adapter (PEFT format + tokenizer + model card)"),
+    Command("merge", "results", "merge", "merge a run's adapter into the base model and save it"),
+    Command("resume", "train", "resume", "resume a stopped, failed or crashed run from a checkpoint"),
+    Command("eval", "evaluate", "evaluate", "held-out loss and task metric: base model vs base + adapter"),
+    Command("import-gguf", "models", "import_gguf", "convert a .gguf model into the model cache (once)"),
+    Command("inspect", "data", "inspect", "show what a data file trains on: format, lengths, masks"),
+)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("lorastudio")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _module(command: Command):
+    return importlib.import_module(f"{__name__}.{command.module}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorastudio", description="Local LoRA / QLoRA fine-tuning. "
+                                     "Run without arguments to open the window.")
+    parser.add_argument("--version", action="version", version=f"lorastudio {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help)
+        getattr(_module(command), f"{command.function}_arguments")(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = next(c for c in COMMANDS if c.name == args.command)
+    return getattr(_module(command), command.function)(args)

@@ -1,0 +1,87 @@
+"""What the command line prints: errors, progress lines and the live training line."""
+from __future__ import annotations
+
+import sys
+import time
+
+from lorastudio.core.devices import format_bytes
+from lorastudio.core.errors import print_error
+from lorastudio.core.formatting import format_duration
+
+
+def fail(message: str, hint: str = "") -> int:
+    """Print `error: …` / `  hint: …` and return 2 (refused before anything started)."""
+    print_error(message, hint)
+    return 2
+
+
+def print_phase(ev: dict) -> None:
+    """A job's `phase` (with fraction) and `error` events, one line each."""
+    if ev["type"] == "phase":
+        print(f"[{int(100 * ev.get('fraction', 0)):3d}%] {ev.get('message') or ev['name']}", flush=True)
+    elif ev["type"] == "error":
+        print_error(f"({ev['kind']}) {ev['message']}", ev.get("hint", ""))
+
+
+class ProgressPrinter:
+    """One line rewritten in place on a terminal; a line every few seconds otherwise."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream, self.tty = stream, stream.isatty()
+        self.memory: dict = {}
+        self.last_print = 0.0
+        self.line_open = False
+
+    def line(self, text: str) -> None:
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def event(self, ev: dict) -> None:
+        kind = ev["type"]
+        if kind == "phase":
+            self.line(f"· {ev.get('message') or ev['name']}")
+        elif kind == "start":
+            self.line(f"· {ev['trainable_params']:,} trainable of {ev['total_params']:,} parameters "
+                      f"on {', '.join(ev['devices'])}; {ev['total_steps']} steps")
+        elif kind == "memory":
+            self.memory = ev
+        elif kind == "step":
+            self.step(ev)
+        elif kind == "eval":
+            self.line(f"  eval @ step {ev['step']}: loss {ev['loss']:.4f}")
+        elif kind == "checkpoint":
+            self.line(f"  checkpoint: {ev['path']}")
+        elif kind == "log" and ev["level"] in ("warning", "error") and "Traceback" not in ev["message"]:
+            self.line(f"  {ev['level']}: {ev['message']}")
+        elif kind == "error":
+            self.line(f"error ({ev['kind']}): {ev['message']}\n  hint: {ev['hint']}")
+
+    def step(self, ev: dict) -> None:
+        done, total = ev["step"], ev["total_steps"]
+        width = 24
+        filled = int(width * done / max(total, 1))
+        eta = ev.get("eta_s")
+        text = (f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}  loss {ev['loss']:.4f}  "
+                f"{ev['tokens_per_s']:,.0f} tok/s  ETA {format_duration(eta) if eta is not None else '?'}")
+        mem = self.memory
+        if mem.get("device_total"):
+            text += f"  VRAM {format_bytes(mem.get('cuda_peak', 0))} peak, " \
+                    f"{format_bytes(mem['device_used'])}/{format_bytes(mem['device_total'])}"
+        elif mem.get("rss"):
+            text += f"  RAM {format_bytes(mem['rss'])}"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(120)[:160])
+            self.stream.flush()
+            self.line_open = True
+        elif time.time() - self.last_print > 5 or done == total:
+            self.line(text)
+            self.last_print = time.time()
+
+    def close(self) -> None:
+        if self.line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.line_open = False

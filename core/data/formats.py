@@ -1,0 +1,150 @@
+"""Recognising what shape the examples have, and bringing every shape to one of two. Torch-free.
+
+Five shapes are recognised from their field names:
+  text               {"text": ...}                                  raw text, every token trained
+  prompt_completion  {"prompt","completion"} / {"input","output"} / {"question","answer"}
+  alpaca             {"instruction", "input"?, "output"}
+  messages           {"messages": [{"role": system|user|assistant, "content": ...}]}
+  sharegpt           {"conversations": [{"from": system|human|gpt, "value": ...}]}
+Anything else is named with a column mapping (data.columns). All but `text` become chat
+messages, so instruction data goes through the model's chat template like chat data does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lorastudio.core.data.files import DataError, Row
+
+FORMATS = ("text", "prompt_completion", "alpaca", "messages", "sharegpt")
+FORMAT_TITLES = {"text": "raw text", "prompt_completion": "prompt / completion", "alpaca": "Alpaca",
+                 "messages": "chat messages", "sharegpt": "ShareGPT conversations"}
+PAIRS = (("prompt", "completion"), ("input", "output"), ("question", "answer"))
+CHAT_ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant"}
+DETECT_ROWS = 200
+
+
+@dataclass
+class Example:
+    where: str
+    text: str | None = None                              # raw text
+    messages: list[dict] = field(default_factory=list)   # chat: [{"role", "content"}]
+
+    @property
+    def is_chat(self) -> bool:
+        return self.text is None
+
+
+def row_format(value: dict) -> str | None:
+    keys = set(value)
+    if isinstance(value.get("messages"), list):
+        return "messages"
+    if isinstance(value.get("conversations"), list):
+        return "sharegpt"
+    if {"instruction", "output"} <= keys:
+        return "alpaca"
+    if any({a, b} <= keys for a, b in PAIRS):
+        return "prompt_completion"
+    if "text" in keys:
+        return "text"
+    return None
+
+
+def detect_format(rows: list[Row], source: str) -> tuple[str, str]:
+    """(format, reason) from the first rows; a clear DataError for unknown or mixed shapes."""
+    if not rows:
+        raise DataError(f"{source}: no examples found", "the file holds no rows")
+    sample = rows[:DETECT_ROWS]
+    first = row_format(sample[0].value)
+    if first is None:
+        keys = ", ".join(sorted(sample[0].value)) or "(none)"
+        raise DataError(f"{source}, {sample[0].where}: unknown format (fields: {keys})",
+                        "use text, prompt/completion, instruction/input/output, messages or conversations "
+                        "fields, or map your columns with data.columns (e.g. {prompt: question, "
+                        "completion: reply})")
+    for row in sample[1:]:
+        fmt = row_format(row.value)
+        if fmt != first:
+            raise DataError(f"{source}: mixed formats — {sample[0].where} is {FORMAT_TITLES[first]} but "
+                            f"{row.where} is {FORMAT_TITLES.get(fmt, 'unrecognised')} "
+                            f"(fields: {', '.join(sorted(row.value))})",
+                            "keep one format per file, or set data.format to the one you mean")
+    return first, f"{FORMAT_TITLES[first]}: {_reason(first, sample[0].value)} in all of the first {len(sample)} rows"
+
+
+def _reason(fmt: str, value: dict) -> str:
+    if fmt == "prompt_completion":
+        a, b = next((a, b) for a, b in PAIRS if {a, b} <= set(value))
+        return f"fields '{a}' and '{b}'"
+    return {"text": "a 'text' field", "alpaca": "fields 'instruction' and 'output'",
+            "messages": "a 'messages' list", "sharegpt": "a 'conversations' list"}[fmt]
+
+
+def apply_columns(value: dict, columns: dict[str, str], where: str, source: str) -> dict:
+    """Rename the user's columns to ours: columns = {our name: their column}."""
+    out = {}
+    for ours, theirs in columns.items():
+        if theirs not in value:
+            raise DataError(f"{source}, {where}: column '{theirs}' (mapped to {ours}) is missing; "
+                            f"this row has {', '.join(sorted(value)) or 'no fields'}",
+                            "fix data.columns or the row")
+        out[ours] = value[theirs]
+    return out
+
+
+def _text_field(value: dict, key: str, where: str, source: str, optional: bool = False) -> str:
+    item = value.get(key)
+    if item is None and optional:
+        return ""
+    if not isinstance(item, str):
+        problem = "is missing" if key not in value else f"must be text, found {type(item).__name__}"
+        raise DataError(f"{source}, {where}: field '{key}' {problem}",
+                        "fix that row, or set data.on_bad_rows: skip")
+    return item
+
+
+def to_example(row: Row, fmt: str, source: str) -> Example:
+    v, where = row.value, row.where
+    if fmt == "text":
+        return Example(where, text=_text_field(v, "text", where, source))
+    if fmt == "prompt_completion":
+        a, b = next(((a, b) for a, b in PAIRS if a in v or b in v), PAIRS[0])
+        return Example(where, messages=[{"role": "user", "content": _text_field(v, a, where, source)},
+                                        {"role": "assistant", "content": _text_field(v, b, where, source)}])
+    if fmt == "alpaca":
+        instruction = _text_field(v, "instruction", where, source)
+        extra = _text_field(v, "input", where, source, optional=True)
+        prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        messages = []
+        if isinstance(v.get("system"), str) and v["system"].strip():
+            messages.append({"role": "system", "content": v["system"]})
+        return Example(where, messages=messages + [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": _text_field(v, "output", where, source)}])
+    if fmt == "messages":
+        return Example(where, messages=_messages(v.get("messages"), "messages", "role", "content",
+                                                 {r: r for r in CHAT_ROLES}, where, source))
+    if fmt == "sharegpt":
+        return Example(where, messages=_messages(v.get("conversations"), "conversations", "from", "value",
+                                                 SHAREGPT_ROLES, where, source))
+    raise DataError(f"{source}: unknown data.format '{fmt}'", f"use one of: auto, {', '.join(FORMATS)}")
+
+
+def _messages(items, key, role_key, text_key, roles: dict, where: str, source: str) -> list[dict]:
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{source}, {where}: '{key}' must be a non-empty list", "fix that row")
+    out = []
+    for i, m in enumerate(items, start=1):
+        if not isinstance(m, dict) or not isinstance(m.get(text_key), str):
+            raise DataError(f"{source}, {where}: {key}[{i}] needs '{role_key}' and a text '{text_key}'",
+                            "fix that message")
+        role = roles.get(m.get(role_key))
+        if role is None:
+            raise DataError(f"{source}, {where}: {key}[{i}] has unknown {role_key} '{m.get(role_key)}'",
+                            f"allowed: {', '.join(roles)}")
+        out.append({"role": role, "content": m[text_key]})
+    if not any(m["role"] == "assistant" for m in out):
+        raise DataError(f"{source}, {where}: the conversation has no assistant turn, so nothing to learn",
+                        "add the answer the model should give, or remove the row")
+    return out

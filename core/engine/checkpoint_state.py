@@ -1,0 +1,88 @@
+"""Resumable checkpoints: the adapter plus optimizer, scheduler, RNG and data position.
+
+checkpoints/step-000100/
+  adapter_config.json, adapter_model.safetensors   (PEFT format: also usable as an adapter)
+  trainer_state.pt     optimizer, scheduler, grad scaler, RNG states
+  state.json           step, micro-batch position, loss — readable without torch
+Each is written into a temporary folder and renamed into place, so a crash or a full disk
+never replaces a good checkpoint with a broken one.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lorastudio.core.atomic_files import atomic_dir
+
+STATE_FILE, TRAINER_STATE_FILE = "state.json", "trainer_state.pt"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, scaler, position: dict) -> Path:
+    target = Path(root) / checkpoint_name(step)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state()},
+                   tmp / TRAINER_STATE_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **position}, indent=2))
+    return target
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
+
+
+def prune_checkpoints(root: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints (0 keeps all); returns what was deleted."""
+    found = list_checkpoints(root)
+    doomed = found[:-keep] if keep and len(found) > keep else []
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler) -> dict:
+    """Restore everything saved by `save_checkpoint`; returns its state.json."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = load_file(str(path / "adapter_model.safetensors"), device=str(next(model.parameters()).device))
+    result = set_peft_model_state_dict(model, weights)
+    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} does not match this model's adapter ({missing[:3]})")
+    state = torch.load(path / TRAINER_STATE_FILE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return json.loads((path / STATE_FILE).read_text())

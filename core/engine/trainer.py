@@ -1,0 +1,278 @@
+"""The training loop. An explicit loop rather than transformers' Trainer, because we need:
+  * a journal line per step with tokens/s, memory and ETA, written by us, in our schema;
+  * a graceful stop between any two steps (signal -> checkpoint + adapter -> `end`);
+  * exact resume: the data order is a pure function of (seed, epoch), so a checkpoint stores the
+    micro-batch index k, and optimizer, scheduler and RNG states — nothing else to reconstruct;
+  * one place that owns precision and memory (modelsetup), with no hidden accelerate wrapping.
+Loss under gradient accumulation is the mean over every trained token of the whole step: each
+micro-batch passes `num_items_in_batch` (the step's token count), so its loss is sum / N.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lorastudio.core.engine import checkpoint_state as ckpt
+from lorastudio.core.config import RunConfig
+from lorastudio.core.engine.batches import PreparedData, collate, count_label_tokens, prepare_data
+from lorastudio.core.devices import gpu_memory_by_uuid, host_memory
+from lorastudio.core.journal import JournalWriter
+from lorastudio.core.atomic_files import atomic_dir
+from lorastudio.core.models.info import ModelInfo
+from lorastudio.core.engine.model_loading import LoadedModel, load_for_training, trainable_parameters
+from lorastudio.core.runs.folders import ADAPTER_DIR, CHECKPOINTS_DIR
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak lr for optimizer step `step` (0-based)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def map_data_position(micro: int, old_batch: int, old_per_epoch: int, new_batch: int, new_per_epoch: int) -> int:
+    """Micro-batch index k under a new batch size, for a resume with changed settings.
+
+    The order within an epoch does not depend on the batch size, so what counts is how many
+    examples of the current epoch were seen: pos × old_batch. Rounding down re-trains at most
+    new_batch - 1 examples rather than skipping any (4 → 2: position 6 of epoch 1 = 24 examples
+    seen = position 12)."""
+    epoch, pos = divmod(micro, old_per_epoch)
+    return epoch * new_per_epoch + (pos * old_batch) // new_batch
+
+
+def total_steps(config: RunConfig, micro_per_epoch: int) -> int:
+    t = config.training
+    if t.max_steps:
+        return t.max_steps
+    return max(1, math.ceil(t.epochs * micro_per_epoch / t.grad_accum))
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, info: ModelInfo, run_dir: Path, journal: JournalWriter,
+                 should_stop: Callable[[], bool] = lambda: False):
+        self.config, self.info, self.run_dir, self.journal = config, info, Path(run_dir), journal
+        self.should_stop = should_stop
+        self.step = 0            # optimizer steps done
+        self.micro = 0           # micro-batches consumed (the data position)
+        self.last_loss = float("nan")
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def setup(self, resume_from: Path | None = None) -> None:
+        t = self.config.training
+        self.journal.emit("phase", name="loading", message=f"Loading {self.info.architecture} "
+                          f"({self.config.quantization})")
+        self.loaded: LoadedModel = load_for_training(self.config, self.info)
+        for note in self.loaded.notes:
+            self.journal.emit("log", level="info", message=note)
+        self.model = self.loaded.model
+        self.device = self.loaded.device
+        self.journal.emit("phase", name="data", message="Tokenizing the data")
+        self.data: PreparedData = prepare_data(self.config.data, self.loaded.tokenizer, t.seq_len,
+                                               t.batch_size, t.seed)
+        self.report_data(t.seq_len)
+        self.total = total_steps(self.config, self.data.train.per_epoch)
+        params = trainable_parameters(self.model)
+        self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay,
+                                           fused=self.device.type == "cuda")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, t.warmup_steps, self.total, t.schedule))
+        fp16 = self.loaded.compute_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
+        if resume_from is not None:
+            self.restore(resume_from)
+
+    def restore(self, resume_from: Path) -> None:
+        """Load a checkpoint; map the data position and lr schedule if the settings changed since."""
+        t = self.config.training
+        state = ckpt.load_checkpoint(resume_from, self.model, self.optimizer, self.scheduler, self.scaler)
+        self.step, self.micro = state["step"], state["micro_batch"]
+        old_batch = state.get("batch_size", t.batch_size)
+        if old_batch != t.batch_size:
+            old_per_epoch = state.get("per_epoch") or -(-self.data.examples // old_batch)
+            self.micro = map_data_position(self.micro, old_batch, old_per_epoch, t.batch_size,
+                                           self.data.train.per_epoch)
+            self.journal.emit("log", level="info", message=f"batch_size {old_batch} → {t.batch_size}: "
+                              f"data position {state['micro_batch']} → {self.micro} (micro-batches)")
+        if state.get("total_steps", self.total) != self.total or self.scheduler.base_lrs[0] != t.lr:
+            self.scheduler.base_lrs = [t.lr] * len(self.optimizer.param_groups)
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] = t.lr
+                group["lr"] = t.lr * lr_factor(self.step, t.warmup_steps, self.total, t.schedule)
+        self.journal.emit("log", level="info", message=f"Resumed from {resume_from} at step {self.step}")
+
+    def report_data(self, seq_len: int) -> None:
+        summary = self.data.summary()
+        self.journal.emit("data", **summary)
+        self.journal.emit("log", level="info", message=f"Data: {summary['reason']}; {summary['examples']} "
+                          f"training and {summary['validation_examples']} validation examples, "
+                          f"{summary['trained_tokens']:,} of {summary['tokens']:,} tokens trained")
+        for note in summary["notes"]:
+            self.journal.emit("log", level="warning", message=f"Note: {note}")
+        counts = [(summary["truncated"], f"were longer than seq_len={seq_len} tokens and were truncated"),
+                  (summary["dropped_too_long"], f"were longer than seq_len={seq_len} tokens and were dropped"),
+                  (summary["dropped_no_target"], "had no token left to train on after masking and were dropped"),
+                  (len(summary["bad_rows"]), "rows were bad and skipped: " + ", ".join(
+                      f"{b['where']} ({b['problem']})" for b in summary["bad_rows"][:5]))]
+        for n, what in counts:
+            if n:
+                self.journal.emit("log", level="warning", message=f"{n} training examples {what}")
+
+    def start_event(self) -> None:
+        import bitsandbytes
+        import peft
+        import transformers
+        trainable = sum(p.numel() for p in trainable_parameters(self.model))
+        devices = ([torch.cuda.get_device_name(self.device)] if self.device.type == "cuda" else ["cpu"])
+        self.journal.emit(
+            "start", config=self.config.to_dict(), devices=devices, total_steps=self.total,
+            trainable_params=trainable, total_params=self.info.num_parameters + trainable,
+            examples=self.data.examples, validation_examples=self.data.validation_examples,
+            resumed_at=self.step,
+            versions={"torch": torch.__version__, "transformers": transformers.__version__,
+                      "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__})
+
+    # ---- the loop -------------------------------------------------------------------------
+    def train(self) -> str:
+        """Train until done or asked to stop; returns 'completed' or 'stopped'."""
+        t = self.config.training
+        self.journal.emit("phase", name="training", message=f"Training {self.total} steps")
+        self.model.train()
+        began, tokens_window, window_start = time.time(), 0, time.time()
+        first_step = self.step
+        step_times: list[float] = []
+        while self.step < self.total:
+            if self.should_stop():
+                return self.finish("stopped")
+            t0 = time.time()
+            loss, grad_norm, tokens = self.one_step()
+            self.step += 1
+            self.last_loss = loss
+            step_times.append(time.time() - t0)
+            tokens_window += tokens
+            if self.step % t.log_every == 0 or self.step == self.total:
+                now = time.time()
+                recent = step_times[-20:]
+                eta = (self.total - self.step) * (sum(recent) / len(recent))
+                self.emit_memory()
+                self.journal.emit("step", step=self.step, total_steps=self.total,
+                                  epoch=round(self.data.train.epoch_of(self.micro), 4), loss=loss,
+                                  lr=self.scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                                  tokens_per_s=tokens_window / max(now - window_start, 1e-9),
+                                  elapsed_s=now - began, eta_s=eta, steps_this_session=self.step - first_step)
+                tokens_window, window_start = 0, now
+            if t.save_every and self.step % t.save_every == 0 and self.step < self.total:
+                self.save_checkpoint()
+            if self.should_eval():
+                self.evaluate()
+        return self.finish("completed")
+
+    def one_step(self) -> tuple[float, float | None, int]:
+        t = self.config.training
+        batches = [self.data.train.batch(self.micro + i) for i in range(t.grad_accum)]
+        n_items = sum(count_label_tokens(b) for b in batches)
+        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        total_loss = 0.0
+        for batch in batches:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            out = self.model(**batch, num_items_in_batch=n_items)
+            loss = out.loss
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total_loss += float(loss.detach())
+        self.micro += t.grad_accum
+        grad_norm = None
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if t.max_grad_norm:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), t.max_grad_norm))
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(total_loss):
+            raise FloatingPointError(f"the loss became {total_loss} at step {self.step + 1}")
+        return total_loss, grad_norm if grad_norm is None or math.isfinite(grad_norm) else None, tokens
+
+    def should_eval(self) -> bool:
+        t = self.config.training
+        if self.data.validation is None or self.step >= self.total:
+            return False
+        every = t.eval_every or t.save_every
+        return bool(every) and self.step % every == 0
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        if self.data.validation is None:
+            return None
+        self.model.eval()
+        rows, bs = self.data.validation.items, self.config.training.batch_size
+        loss_sum, count = 0.0, 0
+        for i in range(0, len(rows), bs):
+            batch = collate(rows[i:i + bs], self.data.train.pad_id)
+            n = count_label_tokens(batch)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out = self.model(**batch, num_items_in_batch=n)
+            loss_sum += float(out.loss) * n
+            count += n
+        self.model.train()
+        loss = loss_sum / max(count, 1)
+        self.journal.emit("eval", step=self.step, loss=loss, tokens=count)
+        return loss
+
+    # ---- memory, checkpoints, the end ------------------------------------------------------
+    def emit_memory(self) -> None:
+        fields = host_memory()
+        if self.device.type == "cuda":
+            fields.update(cuda_allocated=torch.cuda.memory_allocated(self.device),
+                          cuda_reserved=torch.cuda.memory_reserved(self.device),
+                          cuda_peak=torch.cuda.max_memory_allocated(self.device),
+                          device_name=torch.cuda.get_device_name(self.device))
+            props = torch.cuda.get_device_properties(self.device)
+            nvml = gpu_memory_by_uuid(str(getattr(props, "uuid", "")))
+            if nvml is None:          # no NVML: the driver's view through CUDA itself
+                free, total = torch.cuda.mem_get_info(self.device)
+                nvml = (total - free, total)
+            fields.update(device_used=nvml[0], device_total=nvml[1])
+        self.journal.emit("memory", step=self.step, **fields)
+
+    def save_checkpoint(self) -> Path:
+        root = self.run_dir / CHECKPOINTS_DIR
+        path = ckpt.save_checkpoint(root, self.step, self.model, self.optimizer, self.scheduler,
+                                    self.scaler, {"micro_batch": self.micro, "loss": self.last_loss,
+                                                  "total_steps": self.total,
+                                                  "batch_size": self.config.training.batch_size,
+                                                  "per_epoch": self.data.train.per_epoch})
+        self.journal.emit("checkpoint", step=self.step, path=str(path))
+        for old in ckpt.prune_checkpoints(root, self.config.training.keep_checkpoints):
+            self.journal.emit("log", level="info", message=f"Removed old checkpoint {old.name}")
+        return path
+
+    def save_adapter(self) -> Path:
+        target = self.run_dir / ADAPTER_DIR
+        with atomic_dir(target) as tmp:
+            self.model.save_pretrained(tmp)
+            self.loaded.tokenizer.save_pretrained(tmp)
+        return target
+
+    def finish(self, status: str) -> str:
+        if self.step == 0:
+            return status               # nothing trained: no adapter to save
+        self.journal.emit("phase", name="saving", message="Saving the checkpoint and the adapter")
+        if status == "stopped" or self.config.training.save_every:
+            self.save_checkpoint()
+        if status == "completed":
+            self.evaluate()
+        self.adapter_path = self.save_adapter()
+        return status

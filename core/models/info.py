@@ -1,0 +1,215 @@
+"""Model metadata from `config.json`, safetensors headers and the tokenizer config. Torch-free.
+
+Nothing here reads a weight: a safetensors file starts with an 8-byte little-endian header length
+followed by a JSON header naming every tensor's dtype and shape, which is all we need to count
+parameters and discover LoRA targets (a few KB read per file, however large the model).
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from lorastudio.core.errors import UserError
+
+WEIGHT_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+
+
+class ModelError(UserError):
+    """A model cannot be used. `hint` says what to do."""
+    kind = "model"
+
+
+@dataclass
+class ModelInfo:
+    path: Path
+    source: str                      # what the user gave: a folder or a Hub id
+    config: dict
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)  # name -> (dtype, shape)
+    weight_files: list[Path] = field(default_factory=list)
+    pickle_files: list[Path] = field(default_factory=list)
+    has_chat_template: bool = False
+
+    @property
+    def model_type(self) -> str:
+        return self.config.get("model_type", "unknown")
+
+    @property
+    def architecture(self) -> str:
+        archs = self.config.get("architectures") or []
+        return archs[0] if archs else self.model_type
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(_numel(shape) for _dtype, shape in self.tensors.values())
+
+    @property
+    def dtype(self) -> str:
+        declared = self.config.get("dtype") or self.config.get("torch_dtype")
+        if declared:
+            return str(declared)
+        counts: dict[str, int] = {}
+        for dt, shape in self.tensors.values():
+            counts[dt] = counts.get(dt, 0) + _numel(shape)
+        return max(counts, key=counts.get).lower() if counts else "unknown"
+
+    @property
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.weight_files + self.pickle_files if p.exists())
+
+    @property
+    def context_length(self) -> int | None:
+        for cfg in (self.config, self.config.get("text_config") or {}):
+            for key in CONTEXT_KEYS:
+                if isinstance(cfg.get(key), int):
+                    return cfg[key]
+        return None
+
+    @property
+    def tie_word_embeddings(self) -> bool:
+        return bool(self.config.get("tie_word_embeddings", self.model_type in ("gpt2",)))
+
+    def summary(self) -> dict:
+        return {"path": str(self.path), "source": self.source, "architecture": self.architecture,
+                "model_type": self.model_type, "parameters": self.num_parameters, "dtype": self.dtype,
+                "size_on_disk": self.size_on_disk, "context_length": self.context_length,
+                "has_chat_template": self.has_chat_template,
+                "weights": "safetensors" if self.weight_files else ("pickle" if self.pickle_files else "none")}
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def hf_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "hub"
+
+
+def cached_snapshot(hub_id: str, cache: Path | None = None) -> Path | None:
+    """The snapshot folder of `org/name` in the local HF cache (no network), or None."""
+    repo = (cache or hf_cache_dir()) / ("models--" + hub_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snap = snapshots / ref.read_text().strip()
+        if (snap / "config.json").is_file():
+            return snap
+    candidates = sorted((p for p in snapshots.iterdir() if (p / "config.json").is_file()),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    return candidates[0] if candidates else None
+
+
+def list_cached_models(cache: Path | None = None) -> list[dict]:
+    """Models in the local HF cache with a config.json: [{"id", "path", "size"}], by id."""
+    cache = cache or hf_cache_dir()
+    found = []
+    if not cache.is_dir():
+        return found
+    for repo in sorted(cache.glob("models--*")):
+        snap = cached_snapshot(repo.name[len("models--"):].replace("--", "/"), cache)
+        if snap is None:
+            continue
+        blobs = repo / "blobs"
+        size = sum(p.stat().st_size for p in blobs.iterdir() if p.is_file()) if blobs.is_dir() else 0
+        found.append({"id": repo.name[len("models--"):].replace("--", "/"), "path": str(snap), "size": size})
+    return found
+
+
+def resolve_model_path(source: str) -> Path:
+    """A local folder, or a Hub id found in the local cache, or an imported .gguf file (its folder
+    in the model cache). Raises ModelError naming what to do."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        from lorastudio.core.models.gguf_cache import resolve_gguf
+        return resolve_gguf(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a model folder: it has no config.json",
+                             "choose the folder that holds config.json and the *.safetensors files")
+        return path
+    if path.exists():
+        raise ModelError(f"{path} is a file, not a model folder",
+                         "choose the folder that holds config.json and the weights")
+    looks_like_id = source.count("/") == 1 and not source.startswith((".", "/", "~"))
+    if looks_like_id:
+        snap = cached_snapshot(source)
+        if snap is not None:
+            return snap
+        raise ModelError(f"model '{source}' is not a local folder and is not in the local "
+                         f"Hugging Face cache ({hf_cache_dir()})",
+                         f"download it first (huggingface-cli download {source}) or pick a local folder")
+    raise ModelError(f"model folder {path} does not exist", "check the path, or pick the folder again")
+
+
+def read_safetensors_header(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise ModelError(f"{path} is too short to be a safetensors file", "re-download the model")
+        (length,) = struct.unpack("<Q", raw)
+        if length > 100_000_000:
+            raise ModelError(f"{path} has an implausible safetensors header ({length} bytes)",
+                             "the file is damaged or not safetensors; re-download the model")
+        try:
+            return json.loads(fh.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelError(f"{path} has a damaged safetensors header", "re-download the model") from None
+
+
+def _weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        safes = [folder / s for s in shards]
+    else:
+        safes = sorted(folder.glob("*.safetensors"))
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_PICKLE_SUFFIXES
+                     and not p.name.startswith(("training_args", "optimizer", "scheduler", "rng")))
+    return safes, pickles
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    tok = folder / "tokenizer_config.json"
+    if tok.is_file():
+        try:
+            return bool(json.loads(tok.read_text(encoding="utf-8")).get("chat_template"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            return False
+    return False
+
+
+def read_model_info(source: str) -> ModelInfo:
+    """Everything the window and the checks need about a model, without loading weights."""
+    folder = resolve_model_path(str(source))
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{folder / 'config.json'} is not valid JSON ({exc})",
+                         "the model folder is damaged; re-download it") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{folder / 'config.json'} does not hold a JSON object", "re-download the model")
+    safes, pickles = _weight_files(folder)
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for shard in safes:
+        if not shard.is_file():
+            raise ModelError(f"weight shard {shard.name} listed in the index is missing from {folder}",
+                             "the download is incomplete; download the model again")
+        for name, meta in read_safetensors_header(shard).items():
+            if name != "__metadata__":
+                tensors[name] = (meta["dtype"], tuple(meta["shape"]))
+    return ModelInfo(path=folder, source=str(source), config=config, tensors=tensors,
+                     weight_files=safes, pickle_files=pickles, has_chat_template=_has_chat_template(folder))

@@ -1,0 +1,191 @@
+"""Export a run's adapter: PEFT files + tokenizer + a model card, as a folder or one zip. Torch-free.
+
+`lorastudio export RUN OUT [--checkpoint STEP] [--zip] [--overwrite]`. The run folder is only
+read; the output is written beside its target and renamed into place, so a failed export never
+leaves half a folder (or half a zip) where a user looks for one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorastudio.core.runs.checkpoints import checkpoint_dir, list_checkpoint_steps
+from lorastudio.core.config import ConfigError, RunConfig
+from lorastudio.core.journal import last_of, read_events
+from lorastudio.core.atomic_files import atomic_dir
+from lorastudio.core.runs.folders import ADAPTER_DIR, CONFIG_FILE, JOURNAL_FILE
+from lorastudio.core.errors import UserError
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "added_tokens.json")
+
+
+class ExportError(UserError):
+    """An export or merge cannot go ahead; nothing was written."""
+    kind = "export"
+
+
+@dataclass
+class RunSummary:
+    """What a model card needs, read from the run's config and journal."""
+    config: RunConfig
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    examples: int | None
+    data_format: str | None
+    status: str | None
+
+
+def read_run(run_dir: Path) -> RunSummary:
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ExportError(f"{run_dir} is not a run folder (no {CONFIG_FILE})", "choose a folder under runs/")
+    try:
+        config = RunConfig.load(run_dir / CONFIG_FILE)
+    except ConfigError as exc:
+        raise ExportError(f"{run_dir / CONFIG_FILE}: {exc}", "the run's config was edited by hand") from None
+    events = read_events(run_dir / JOURNAL_FILE)
+    step, ev, data, end = (last_of(events, t) for t in ("step", "eval", "data", "end"))
+    return RunSummary(config, step["step"] if step else 0, step["loss"] if step else None,
+                      ev["loss"] if ev else None, data["examples"] if data else None,
+                      data["format"] if data else None, end["status"] if end else None)
+
+
+def adapter_source(run_dir: Path, checkpoint: int | None) -> Path:
+    """The folder holding the adapter to export: the final one, or a checkpoint's."""
+    run_dir = Path(run_dir)
+    if checkpoint is None:
+        src = run_dir / ADAPTER_DIR
+        if not all((src / f).is_file() for f in ADAPTER_FILES):
+            steps = list_checkpoint_steps(run_dir)
+            hint = (f"use --checkpoint {steps[-1]} (saved steps: {', '.join(map(str, steps))})" if steps
+                    else "the run saved no adapter and no checkpoint; train (or resume) it first")
+            raise ExportError(f"{run_dir} has no final adapter", hint)
+        return src
+    src = checkpoint_dir(run_dir, checkpoint)
+    if not all((src / f).is_file() for f in ADAPTER_FILES):
+        steps = list_checkpoint_steps(run_dir)
+        raise ExportError(f"{run_dir} has no checkpoint at step {checkpoint}",
+                          f"saved steps: {', '.join(map(str, steps)) or 'none'}")
+    return src
+
+
+def model_card(summary: RunSummary, adapter_name: str, checkpoint: int | None) -> str:
+    c = summary.config
+    targets = c.lora.targets if isinstance(c.lora.targets, str) else ", ".join(c.lora.targets)
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "—"   # noqa: E731
+    data_name = Path(c.data.path).name
+    size = f"{summary.examples:,} training examples" if summary.examples is not None else "size unknown"
+    step_note = f"checkpoint at step {checkpoint}" if checkpoint is not None else f"final adapter, {summary.steps} steps"
+    return f"""---
+library_name: peft
+base_model: {c.model}
+tags: [lora, lorastudio{', qlora' if c.quantization != 'none' else ''}]
+---
+
+# {adapter_name}
+
+A LoRA adapter trained with LoRA Studio ({step_note}).
+
+| | |
+| --- | --- |
+| Base model | `{c.model}` |
+| Rank (r) / alpha | {c.lora.r} / {c.lora.alpha:g}{' (rsLoRA)' if c.lora.use_rslora else ''}{' (DoRA)' if c.lora.use_dora else ''} |
+| Dropout | {c.lora.dropout:g} |
+| Target modules | {targets} |
+| Quantization during training | {c.quantization} |
+| Dataset | `{data_name}` ({summary.data_format or 'format unknown'}, {size}) |
+| Steps | {summary.steps} (batch {c.training.batch_size} × accumulation {c.training.grad_accum}, sequence {c.training.seq_len}) |
+| Learning rate | {c.training.lr:g}, {c.training.schedule}, warm-up {c.training.warmup_steps} steps |
+| Final train loss | {fmt(summary.train_loss)} |
+| Final eval loss | {fmt(summary.eval_loss)} |
+
+## Load it
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import PeftModel
+
+base = AutoModelForCausalLM.from_pretrained("{c.model}")
+model = PeftModel.from_pretrained(base, "path/to/this/folder")
+tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
+```
+
+To ship one model instead, merge it: `lorastudio merge RUN OUT`.
+"""
+
+
+def ensure_free_target(out: Path, overwrite: bool) -> None:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        if out.is_file() or any(out.iterdir()):
+            raise ExportError(f"{out} is not empty", "choose an empty or new folder, or pass --overwrite")
+
+
+def write_export(tmp: Path, run_dir: Path, src: Path, summary: RunSummary, checkpoint: int | None) -> None:
+    for name in ADAPTER_FILES:
+        shutil.copy2(src / name, tmp / name)
+    tok_source = src if (src / "tokenizer_config.json").is_file() else Path(summary.config.model)
+    for name in TOKENIZER_FILES:
+        if (tok_source / name).is_file():
+            shutil.copy2(tok_source / name, tmp / name)
+    (tmp / "README.md").write_text(model_card(summary, Path(run_dir).name, checkpoint), encoding="utf-8")
+
+
+def export_adapter(run_dir: Path, out: Path, checkpoint: int | None = None, as_zip: bool = False,
+                   overwrite: bool = False) -> Path:
+    run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
+    summary = read_run(run_dir)
+    src = adapter_source(run_dir, checkpoint)
+    if out == run_dir or run_dir in out.parents:
+        raise ExportError(f"{out} is inside the run folder", "export somewhere outside the run folder")
+    if as_zip:
+        out = out if out.suffix == ".zip" else out.with_suffix(".zip")
+        if out.exists() and not overwrite:
+            raise ExportError(f"{out} already exists", "choose another name, or pass --overwrite")
+        return _write_zip(run_dir, out, src, summary, checkpoint)
+    ensure_free_target(out, overwrite)
+    if out.is_file():
+        out.unlink()
+    with atomic_dir(out) as tmp:
+        write_export(tmp, run_dir, src, summary, checkpoint)
+    return out
+
+
+def _write_zip(run_dir: Path, out: Path, src: Path, summary: RunSummary, checkpoint: int | None) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+    fd, tmp_zip = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(fd)
+    try:
+        write_export(staging, run_dir, src, summary, checkpoint)
+        with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(staging.iterdir()):
+                zf.write(path, arcname=f"{out.stem}/{path.name}")
+        os.replace(tmp_zip, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if os.path.exists(tmp_zip):
+            os.unlink(tmp_zip)
+    return out
+
+
+def cmd_export(args) -> int:
+    try:
+        out = export_adapter(args.run, args.out, args.checkpoint, args.zip, args.overwrite)
+    except ExportError as exc:
+        print(f"error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return 2
+    print(f"Exported the adapter to {out}")
+    cfg = json.loads((out / "adapter_config.json").read_text()) if out.is_dir() else None
+    if cfg:
+        print(f"  base model: {cfg.get('base_model_name_or_path')}; load with peft.PeftModel.from_pretrained")
+    return 0

@@ -1,0 +1,133 @@
+"""Run folders, status files and starting the training job. Torch-free (the window uses all of this).
+
+runs/2026-11-22_1405_smollm2-demo/
+  config.yaml  events.jsonl  worker.log  status.json  checkpoints/step-000100/  adapter/
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from lorastudio.core.config import RunConfig
+from lorastudio.core.atomic_files import atomic_write_json
+
+CONFIG_FILE, JOURNAL_FILE, STATUS_FILE, LOG_FILE = "config.yaml", "events.jsonl", "status.json", "worker.log"
+ADAPTER_DIR, CHECKPOINTS_DIR = "adapter", "checkpoints"
+HEARTBEAT_S = 5.0            # the worker refreshes status.json this often
+STALE_AFTER_S = 60.0
+# The training job's module, now and before 0.2 (a run started by 0.1 is still recognised as live).
+WORKER_MODULES = (b"lorastudio.core.jobs.train", b"lorastudio.core.worker")
+
+
+def data_home() -> Path:
+    if os.environ.get("LORASTUDIO_HOME"):
+        return Path(os.environ["LORASTUDIO_HOME"])
+    from platformdirs import user_data_dir
+    return Path(user_data_dir("lorastudio", appauthor=False))
+
+
+def default_runs_dir() -> Path:
+    return data_home() / "runs"
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-").lower()
+    return slug[:40] or "run"
+
+
+def new_run_dir(config: RunConfig, runs_root: Path | None = None, now: _dt.datetime | None = None) -> Path:
+    """A fresh, unique folder name: <date>_<time>_<name or model>."""
+    runs_root = Path(runs_root or default_runs_dir())
+    stamp = (now or _dt.datetime.now()).strftime("%Y-%m-%d_%H%M")
+    label = slugify(config.name or Path(config.model.rstrip("/")).name)
+    candidate, n = runs_root / f"{stamp}_{label}", 2
+    while candidate.exists():
+        candidate, n = runs_root / f"{stamp}_{label}-{n}", n + 1
+    return candidate
+
+
+def prepare_run(config: RunConfig, run_dir: Path) -> Path:
+    """Create the run folder and write its resolved config. Refuses a folder that has a journal."""
+    run_dir = Path(run_dir)
+    if (run_dir / JOURNAL_FILE).exists():
+        raise FileExistsError(f"{run_dir} already holds a run (events.jsonl); choose a new folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / CONFIG_FILE)
+    write_status(run_dir, state="starting", pid=None)
+    return run_dir
+
+
+def write_status(run_dir: Path, **fields) -> None:
+    status = read_status(run_dir)
+    status.update(fields)
+    status["heartbeat"] = time.time()
+    atomic_write_json(Path(run_dir) / STATUS_FILE, status)
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        data = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def worker_alive(run_dir: Path, status: dict | None = None, now: float | None = None) -> bool:
+    """A live worker: its pid runs, is our worker (where /proc says so), and its heartbeat is fresh."""
+    status = read_status(run_dir) if status is None else status
+    pid = status.get("pid")
+    if not pid_alive(pid):
+        return False
+    beat = status.get("heartbeat")
+    if not isinstance(beat, (int, float)) or (now or time.time()) - beat > STALE_AFTER_S:
+        return False
+    try:        # a pid reused by another program after a reboot is not our worker
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return any(name in cmdline for name in WORKER_MODULES) or not cmdline
+
+
+def start_training(run_dir: Path, env: dict | None = None, resume_from: Path | None = None,
+                   niceness: int = 0):
+    """Launch the training job in its own session so it outlives the window or the CLI.
+
+    Its pid goes into status.json at once, so a window scanning the runs never mistakes a worker
+    that is still importing torch for a crashed one."""
+    from lorastudio.core.runtime.launcher import launch
+    args = ("--resume-from", str(resume_from)) if resume_from else ()
+    handle = launch("train", Path(run_dir), None, args, detach=True, env=env, niceness=niceness)
+    if handle.process is not None and handle.returncode() is None:
+        write_status(run_dir, pid=handle.pid)
+    return handle
+
+
+def stop_worker(run_dir: Path, pid: int | None = None) -> bool:
+    """Ask a worker to stop gracefully (SIGTERM): it saves a checkpoint and the adapter first."""
+    pid = pid or read_status(run_dir).get("pid")
+    if not pid_alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    return True

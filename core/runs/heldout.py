@@ -1,0 +1,120 @@
+"""The playground's torch-free half: starting generation workers, held-out prompts, eval results.
+
+    RUN/playground/<stamp>/job.yaml  events.jsonl  worker.log     one folder a request
+The window writes a job, starts `python -m lorastudio.core.jobs.generate JOB_DIR` and follows
+its journal (token events, side base|adapter). Held-out prompts come from the run's validation file,
+else the held-out part of its data (the same split as training), else the sample held-out set.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from lorastudio.core.runs.checkpoints import list_checkpoint_steps
+from lorastudio.core.config import ConfigError, RunConfig
+from lorastudio.core.atomic_files import atomic_write_text
+from lorastudio.core.runs.folders import ADAPTER_DIR, CONFIG_FILE
+from lorastudio.core.data.split import validation_indices
+
+PLAYGROUND_DIR, EVAL_FILE = "playground", "eval.json"
+DEFAULT_SETTINGS = {"max_new_tokens": 96, "temperature": 0.0, "top_p": 0.9, "seed": 0}
+
+
+def has_final_adapter(run_dir: Path) -> bool:
+    return (Path(run_dir) / ADAPTER_DIR / "adapter_config.json").is_file()
+
+
+def adapter_choices(run_dir: Path) -> list[tuple[str, int | None]]:
+    """(label, checkpoint step or None for the final adapter), newest first."""
+    choices = [("final adapter", None)] if has_final_adapter(run_dir) else []
+    return choices + [(f"checkpoint step {s}", s) for s in reversed(list_checkpoint_steps(run_dir))]
+
+
+def start_generation(run_dir: Path, messages: list[dict], settings: dict | None = None,
+                     checkpoint: int | None = None) -> tuple[Path, subprocess.Popen]:
+    run_dir = Path(run_dir)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H%M%S_%f")
+    job_dir = run_dir / PLAYGROUND_DIR / stamp
+    job_dir.mkdir(parents=True)
+    job = {"run": str(run_dir), "checkpoint": checkpoint, "messages": messages,
+           **DEFAULT_SETTINGS, **(settings or {})}
+    atomic_write_text(job_dir / "job.yaml", yaml.safe_dump(job, sort_keys=False, allow_unicode=True))
+    with open(job_dir / "worker.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "lorastudio.core.jobs.generate", str(job_dir)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return job_dir, proc
+
+
+def split_prompt(messages: list[dict]) -> tuple[list[dict], str | None]:
+    """(the conversation up to the last assistant turn, that turn's text or None)."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        return messages, None
+    return messages[:last], messages[last]["content"]
+
+
+def heldout_prompts(run_dir: Path | None, limit: int = 24) -> list[dict]:
+    """[{"messages": prompt turns, "reference": expected answer or None, "label": the user text}]."""
+    from lorastudio.core.models.demo import sample_heldout
+    sources: list[tuple[Path, bool]] = []
+    config = None
+    if run_dir is not None:
+        try:
+            config = RunConfig.load(Path(run_dir) / CONFIG_FILE)
+        except (ConfigError, OSError):
+            config = None
+    if config and config.data.validation_path:
+        sources.append((Path(config.data.validation_path), False))
+    elif config:
+        sources.append((Path(config.data.path), True))
+    sources.append((sample_heldout(), False))
+    for path, use_split in sources:
+        found = _prompts_from(path, config if use_split else None, limit)
+        if found:
+            return found
+    return []
+
+
+def _prompts_from(path: Path, split_config: RunConfig | None, limit: int) -> list[dict]:
+    from lorastudio.core.data.files import DataError, iter_rows
+    from lorastudio.core.data.formats import row_format, to_example
+    try:
+        rows = list(iter_rows(path, bad=[]))
+    except (DataError, OSError):
+        return []
+    if split_config is not None:            # the validation part, as core.data.split chose it
+        keep = validation_indices(len(rows), split_config.data.validation_split, split_config.training.seed)
+        rows = [rows[i] for i in keep]
+    found = []
+    for row in rows:
+        fmt = row_format(row.value) if isinstance(row.value, dict) else None
+        if fmt is None or fmt == "text":
+            continue
+        try:
+            ex = to_example(row, fmt, str(path))
+        except DataError:
+            continue
+        prompt, reference = split_prompt(ex.messages)
+        user = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
+        if user.strip():
+            found.append({"messages": prompt, "reference": reference, "label": user})
+        if len(found) >= limit:
+            break
+    return found
+
+
+
+
+def read_eval(run_dir: Path) -> dict | None:
+    try:
+        data = json.loads((Path(run_dir) / EVAL_FILE).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else None
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,201 @@
+"""Resuming a run in its own folder: pick a checkpoint, apply changed settings, start the worker.
+
+Torch-free: the CLI (`lorastudio resume`) and the window's Resume buttons both use this. The
+journal is appended to, never rewritten: a `phase` event named "resuming" (with the checkpoint
+and any changed settings) goes in before the worker starts, so every reader sees a new segment
+at once. A changed config keeps its predecessor as config.previous.yaml.
+
+Out-of-memory suggestions live here too, as data (`oom_suggestions`): the worker turns them into
+the error's hint, and the one-click "Resume with suggested settings" applies `oom_overrides`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorastudio.core.runs.checkpoints import checkpoint_dir, list_checkpoint_steps
+from lorastudio.core.config import ConfigError, RunConfig
+from lorastudio.core.errors import UserError
+from lorastudio.core.journal import JournalWriter
+from lorastudio.core.runs.folders import CONFIG_FILE, JOURNAL_FILE, start_training, worker_alive, write_status
+
+PREVIOUS_CONFIG_FILE = "config.previous.yaml"
+# Settings that change the adapter's shape or the frozen base: a checkpoint cannot carry over.
+FIXED_ON_RESUME = ("model", "lora.r", "lora.targets", "lora.use_dora")
+
+
+class ResumeError(UserError):
+    kind = "resume"
+
+
+# ---- out-of-memory suggestions ------------------------------------------------------------
+@dataclass(frozen=True)
+class Suggestion:
+    key: str
+    old: Any
+    new: Any
+    exact: bool          # True: the same training maths, only less memory at a time
+
+
+def oom_suggestions(config: RunConfig) -> list[Suggestion]:
+    """Settings that need less memory, most harmless first. Exact ones keep the effective batch."""
+    t, tips = config.training, []
+    if t.batch_size > 1:
+        tips += [Suggestion("training.batch_size", t.batch_size, t.batch_size // 2, True),
+                 Suggestion("training.grad_accum", t.grad_accum, t.grad_accum * 2, True)]
+    if not t.gradient_checkpointing:
+        tips.append(Suggestion("training.gradient_checkpointing", False, True, True))
+    if t.seq_len > 256:
+        tips.append(Suggestion("training.seq_len", t.seq_len, t.seq_len // 2, False))
+    if config.quantization != "4bit":
+        tips.append(Suggestion("quantization", config.quantization, "4bit", False))
+    if config.lora.r > 16:
+        tips.append(Suggestion("lora.r", config.lora.r, 16, False))
+    return tips
+
+
+def oom_overrides(config: RunConfig) -> dict[str, Any]:
+    """What one click applies: every exact suggestion; if there is none, the first resumable one."""
+    tips = oom_suggestions(config)
+    chosen = [s for s in tips if s.exact] or [s for s in tips if s.key not in FIXED_ON_RESUME][:1]
+    return {s.key: s.new for s in chosen}
+
+
+def oom_hint(config: RunConfig) -> str:
+    """The hint's words: concrete settings computed from this run's config."""
+    tips, words = oom_suggestions(config), []
+    for s in tips:
+        if s.key == "training.grad_accum":
+            continue
+        if s.key == "training.batch_size":
+            t = config.training
+            words.append(f"batch_size {t.batch_size} → {t.batch_size // 2} with grad_accum "
+                         f"{t.grad_accum} → {t.grad_accum * 2} (same effective batch)")
+        elif s.key == "training.gradient_checkpointing":
+            words.append("gradient_checkpointing: true")
+        else:
+            words.append(f"{s.key.split('.')[-1]} {s.old} → {s.new}")
+    if not words:
+        return "Out of GPU memory even at the smallest settings; use a smaller model or a larger GPU."
+    return "Out of GPU memory. Try: " + "; ".join(words)
+
+
+# ---- settings -----------------------------------------------------------------------------
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["training.batch_size=2", "quantization=4bit"] -> {key: YAML value}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ResumeError(f"--set {item!r} is not KEY=VALUE", "for example --set training.batch_size=2")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = text
+    return out
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> tuple[RunConfig, list[tuple[str, Any, Any]]]:
+    """A new config with dotted keys set, and the (key, old, new) changes. Raises ConfigError."""
+    raw, changes = copy.deepcopy(config.to_dict()), []
+    for key, value in overrides.items():
+        node, parts = raw, key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(key, value, "unknown key")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(key, value, f"unknown key; allowed here: {', '.join(node)}")
+        if node[parts[-1]] != value:
+            changes.append((key, node[parts[-1]], value))
+            node[parts[-1]] = value
+    return RunConfig.from_dict(raw), changes
+
+
+def describe_changes(changes: list[tuple[str, Any, Any]]) -> str:
+    return ", ".join(f"{key} {old} → {new}" for key, old, new in changes)
+
+
+# ---- resuming -----------------------------------------------------------------------------
+@dataclass
+class ResumePlan:
+    run_dir: Path
+    checkpoint: Path | None          # None: no checkpoint yet, training starts again from step 0
+    step: int
+    changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        where = f"checkpoint {self.checkpoint.name} (step {self.step})" if self.checkpoint else \
+            "the beginning (no checkpoint was saved)"
+        text = f"Resuming from {where}"
+        return text + (f" with {describe_changes(self.changes)}" if self.changes else "")
+
+
+def choose_checkpoint(run_dir: Path, step: int | None = None) -> tuple[Path | None, int]:
+    steps = list_checkpoint_steps(run_dir)
+    if step is not None:
+        if step not in steps:
+            raise ResumeError(f"{run_dir.name} has no checkpoint at step {step}",
+                              "its checkpoints: " + (", ".join(map(str, steps)) or "none"))
+        return checkpoint_dir(run_dir, step), step
+    return (checkpoint_dir(run_dir, steps[-1]), steps[-1]) if steps else (None, 0)
+
+
+def plan_resume(run_dir: Path, step: int | None = None, overrides: dict | None = None) -> tuple[ResumePlan, RunConfig]:
+    """Check that the run can resume and work out how; writes nothing."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ResumeError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    if worker_alive(run_dir):
+        raise ResumeError(f"{run_dir.name} is still running", "stop it first, or open its live view")
+    try:
+        config, changes = apply_overrides(RunConfig.load(run_dir / CONFIG_FILE), overrides or {})
+    except ConfigError as exc:
+        raise ResumeError(str(exc)) from None
+    checkpoint, at = choose_checkpoint(run_dir, step)
+    fixed = [key for key, _old, _new in changes if key in FIXED_ON_RESUME or key.startswith("lora.targets")]
+    if fixed and checkpoint is not None:
+        raise ResumeError(f"{', '.join(fixed)} cannot change when resuming: the checkpoint's adapter "
+                          "has the old shape", "start a new run with the new settings instead")
+    return ResumePlan(run_dir, checkpoint, at, changes), config
+
+
+def write_resume(plan: ResumePlan, config: RunConfig) -> None:
+    """Save the changed config (keeping the old one) and open a new segment of the journal."""
+    run_dir = plan.run_dir
+    if plan.changes:
+        previous = (run_dir / CONFIG_FILE).read_text(encoding="utf-8")
+        (run_dir / PREVIOUS_CONFIG_FILE).write_text(previous, encoding="utf-8")
+        config.save(run_dir / CONFIG_FILE)
+    _end_partial_line(run_dir / JOURNAL_FILE)
+    journal = JournalWriter(run_dir / JOURNAL_FILE)
+    try:
+        journal.emit("phase", name="resuming", message=plan.describe(), step=plan.step,
+                     checkpoint=str(plan.checkpoint) if plan.checkpoint else None,
+                     changes=[{"key": k, "old": o, "new": n} for k, o, n in plan.changes])
+    finally:
+        journal.close()
+    write_status(run_dir, state="resuming", pid=None)
+
+
+def _end_partial_line(journal: Path) -> None:
+    """A worker killed mid-write can leave half a line; never glue our event onto it."""
+    try:
+        with open(journal, "rb+") as fh:
+            fh.seek(0, 2)
+            if fh.tell() and (fh.seek(-1, 2), fh.read(1))[1] != b"\n":
+                fh.write(b"\n")
+    except FileNotFoundError:
+        pass
+
+
+def resume_run(run_dir: Path, step: int | None = None, overrides: dict | None = None,
+               env: dict | None = None):
+    """Resume `run_dir` now: returns (the training job's handle, the plan). Raises ResumeError."""
+    plan, config = plan_resume(run_dir, step, overrides)
+    write_resume(plan, config)
+    return start_training(plan.run_dir, env=env, resume_from=plan.checkpoint), plan

@@ -1,0 +1,40 @@
+"""Any exception in a job → (kind, message, hint): the one place failures are put into words.
+
+Torch-free: exceptions from torch, safetensors or the OS are recognised by name and text, so the
+window and the CLI can use this too.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Callable
+
+from lorastudio.core.config import ConfigError
+from lorastudio.core.errors import UserError
+
+DISK_FULL_MARKS = ("No space left on device", "unexpected pos", "file write failed")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return any(mark in str(exc) for mark in DISK_FULL_MARKS)
+
+
+def classify(exc: BaseException, oom_hint: Callable[[], str] | None = None) -> tuple[str, str, str]:
+    """(kind, message, hint) in words a user can act on. `oom_hint` gives settings to try."""
+    name = type(exc).__name__
+    if isinstance(exc, ConfigError):
+        return "config", str(exc), "fix the value in config.yaml and start again"
+    if isinstance(exc, UserError):
+        return exc.kind, exc.message, exc.hint
+    if is_out_of_memory(exc):
+        return "oom", str(exc).splitlines()[0], oom_hint() if oom_hint else "use smaller settings"
+    if isinstance(exc, FloatingPointError):
+        return "diverged", str(exc), "lower training.lr (e.g. halve it) or add warmup_steps"
+    if is_disk_full(exc):
+        return "disk", f"the disk is full: {exc}", "free some space; earlier checkpoints are intact"
+    return "exception", f"{name}: {exc}", "see worker.log for the full traceback"
