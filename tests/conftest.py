@@ -14,9 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LORASTUDIO_NO_DEMO", "1")     # windows start empty; see test_demo_first_start.py
-sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import add_chat_template, make_tiny_model, write_config, write_text_jsonl  # noqa: E402
+from tests.helpers.tiny_models import add_chat_template, make_tiny_model, write_config, write_text_jsonl
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from tiny_models import train_tiny_run
+from tests.helpers.tiny_models import train_tiny_run
 
 from lorastudio.app.dialogs.export_dialog import ExportDialog
 from lorastudio.app.dialogs.merge_dialog import MergeDialog

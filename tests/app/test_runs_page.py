@@ -3,7 +3,7 @@ clone, delete (confirmed; a running run refused) and the one-click out-of-memory
 import pytest
 import yaml
 from PySide6.QtCore import Qt
-from runs_fixtures import answer_next_dialog, config, fake_worker, make_all, make_run, oom_error
+from tests.helpers.runs_fixtures import answer_next_dialog, config, fake_worker, make_all, make_run, oom_error
 
 from lorastudio.app.runs.runs_columns import COLUMNS
 

@@ -3,7 +3,7 @@ from the journal, then new steps); closing asks keep / stop / cancel and does wh
 import time
 
 import pytest
-from runs_fixtures import answer_next_dialog
+from tests.helpers.runs_fixtures import answer_next_dialog
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import read_events

@@ -23,8 +23,8 @@ SHAPES = {
 def build(out: Path, shape: str) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tiny_models import make_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))     # a script run from anywhere
+    from tests.helpers.tiny_models import make_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(out)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tiny_models import write_config
+from tests.helpers.tiny_models import write_config
 from test_trainer import train
 
 from lorastudio.core.journal import read_events

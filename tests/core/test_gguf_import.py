@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gguf_tiny import write_tiny_gguf
+from tests.helpers.gguf_tiny import write_tiny_gguf
 from lorastudio.core import cli
 from lorastudio.core.journal import read_events
 from lorastudio.core.engine.gguf_convert import check_gguf, convert

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tiny_models import CHATML
+from tests.helpers.tiny_models import CHATML
 
 LAYER_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
