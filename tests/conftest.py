@@ -56,3 +56,12 @@ def make_config(tmp_path, tiny_llama, text_jsonl):
     def make(**overrides) -> Path:
         return write_config(tmp_path / "config.yaml", tiny_llama, text_jsonl, **overrides)
     return make
+
+
+@pytest.fixture
+def inline_jobs():
+    """Jobs started through the launcher run in this process (the same code and files, without a
+    fresh interpreter importing torch): for tests about results, not about processes."""
+    from lorastudio.core.runtime.launcher import inline_jobs as inline
+    with inline():
+        yield
