@@ -9,18 +9,10 @@ from PySide6.QtWidgets import QApplication
 
 from lorastudio.app.compat import pin_none
 from lorastudio.app.theme import apply_theme
+from lorastudio.core import package_version as app_version
 
 ORGANIZATION = APPLICATION = "LoRA Studio"
 DESKTOP_ID = "io.github.lorastudio.LoRAStudio"      # matches packaging/linux/*.desktop
-
-
-def app_version() -> str:
-    """The installed distribution's version (package metadata), shown in About and --version."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("lorastudio")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def app_icon() -> QIcon:

@@ -10,8 +10,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv in (["--version"], ["-V"]):          # answered from package metadata, nothing imported
-        from importlib.metadata import version
-        print(f"lorastudio {version('lorastudio')}")
+        from lorastudio.core import package_version
+        print(f"lorastudio {package_version()}")
         return 0
     if argv:
         from lorastudio.core.cli import main as cli_main

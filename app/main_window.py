@@ -20,7 +20,7 @@ from lorastudio.app.runs.runs_page import RunsPage
 from lorastudio.app.train.train_page import TrainPage
 from lorastudio.core.runs.listing import find_live_runs
 from lorastudio.core.runs.folders import default_runs_dir
-from lorastudio.app.application import app_version
+from lorastudio.core import package_version as app_version
 
 PAGES = (("Train", True, "Set up and run a LoRA / QLoRA fine-tune"),
          ("Runs", True, "Every run: status, curves, resume, clone, delete"),

@@ -1,6 +1,18 @@
-"""LoRA Studio's core: configs, journals, run folders, model metadata, and (in workers) training.
+"""LoRA Studio's core. Folders by role (DESIGN.md has the map):
 
-Importing this package or its torch-free modules (config, events, runs, modelinfo, targets, cli)
-never imports torch; the heavy modules (modelsetup, data, trainer, worker) are imported only by
-worker processes.
+    runs/ models/ data/ runtime/ cli/ and the top modules   torch-free: the window and the CLI use them
+    engine/                                                  heavy (torch, transformers, peft): jobs only
+    jobs/                                                    one file per job process
+
+import-linter contracts in pyproject.toml check these lines.
 """
+from __future__ import annotations
+
+
+def package_version() -> str:
+    """The installed distribution's version (package metadata): --version, About, model cards."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("lorastudio")
+    except PackageNotFoundError:
+        return "unknown"

@@ -16,6 +16,11 @@ class UserError(Exception):
         super().__init__(message + (f" — {hint}" if hint else ""))
 
 
+class ModelError(UserError):
+    """A model cannot be used. `hint` says what to do."""
+    kind = "model"
+
+
 def error_lines(message: str, hint: str = "") -> str:
     """The terminal's form: `error: …` and, on the next line, `  hint: …`."""
     return f"error: {message}" + (f"\n  hint: {hint}" if hint else "")

@@ -12,6 +12,8 @@ import argparse
 import importlib
 from dataclasses import dataclass
 
+from lorastudio.core import package_version
+
 
 @dataclass(frozen=True)
 class Command:
@@ -33,14 +35,6 @@ COMMANDS = (
 )
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("lorastudio")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _module(command: Command):
     return importlib.import_module(f"{__name__}.{command.module}")
 
@@ -48,7 +42,7 @@ def _module(command: Command):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lorastudio", description="Local LoRA / QLoRA fine-tuning. "
                                      "Run without arguments to open the window.")
-    parser.add_argument("--version", action="version", version=f"lorastudio {_version()}")
+    parser.add_argument("--version", action="version", version=f"lorastudio {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help)

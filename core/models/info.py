@@ -11,17 +11,12 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from lorastudio.core.errors import UserError
+from lorastudio.core.errors import ModelError, UserError  # noqa: F401 (ModelError re-exported)
 
 WEIGHT_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
-
-
-class ModelError(UserError):
-    """A model cannot be used. `hint` says what to do."""
-    kind = "model"
 
 
 @dataclass
