@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 
+from lorastudio.core.data.formats import COLUMN_ROLES, FORMAT_CHOICES
+
 QUANTIZATIONS = ("4bit", "8bit", "none")
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "linear", "constant")
-DATA_FORMATS = ("auto", "text", "prompt_completion", "alpaca", "messages", "sharegpt")
-COLUMN_ROLES = ("text", "prompt", "completion", "instruction", "input", "output", "messages", "conversations")
+DATA_FORMATS = FORMAT_CHOICES       # the formats and their column roles are known in core/data/formats.py
 
 
 class ConfigError(ValueError):

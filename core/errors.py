@@ -21,9 +21,14 @@ class ModelError(UserError):
     kind = "model"
 
 
-def error_lines(message: str, hint: str = "") -> str:
-    """The terminal's form: `error: …` and, on the next line, `  hint: …`."""
-    return f"error: {message}" + (f"\n  hint: {hint}" if hint else "")
+def error_lines(message: str, hint: str = "", kind: str = "") -> str:
+    """The terminal's form: `error: …` (or `error (kind): …`) and, on the next line, `  hint: …`."""
+    return f"error{f' ({kind})' if kind else ''}: {message}" + (f"\n  hint: {hint}" if hint else "")
+
+
+def event_error_lines(ev: dict) -> str:
+    """A journal `error` event in the terminal's form."""
+    return error_lines(ev["message"], ev.get("hint", ""), ev.get("kind", ""))
 
 
 def print_error(message: str, hint: str = "", stream=None) -> None:

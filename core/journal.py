@@ -39,6 +39,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "end": {"status": (str,), "adapter": _OPT_STR},
     "token": {"side": (str,), "text": (str,)},                  # the playground's streamed answers
     "answer": {"side": (str,), "text": (str,), "tokens": (int,), "seconds": _NUM},
+    "report": {"report": (dict,)},                              # the data inspector's answer
+    "evaluation": {"result": (dict,)},                          # `lorastudio eval`'s (RUN/eval.json)
 }
 END_STATUSES = ("completed", "stopped", "failed")
 

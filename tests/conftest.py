@@ -13,7 +13,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("LORASTUDIO_NO_DEMO", "1")     # windows start empty; see test_demo_first_start.py
+os.environ.setdefault("LORASTUDIO_NO_DEMO", "1")
+# Tiny models on a 2-core machine: one thread each (the pytest process and every worker it starts);
+# more only oversubscribe the cores — an 8-step run takes 0.6 s with one thread, 6 s with two.
+os.environ.setdefault("OMP_NUM_THREADS", "1")     # windows start empty; see test_demo_first_start.py
 
 from tests.helpers.tiny_models import add_chat_template, make_tiny_model, write_config, write_text_jsonl
 

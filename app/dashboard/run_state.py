@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from lorastudio.core.formatting import format_duration, format_rate  # noqa: F401 (re-exported)
+from lorastudio.core.runs.listing import COMPLETED, FAILED, RUNNING, STOPPED
 
 
 MAX_LOG_LINES = 5000
-IDLE, STARTING, RUNNING, COMPLETED, STOPPED, FAILED = "idle", "starting", "running", "completed", "stopped", "failed"
+IDLE, STARTING = "idle", "starting"           # the dashboard's own: nothing followed yet, no `start` yet
 FINAL = (COMPLETED, STOPPED, FAILED)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QFrame, QLabel, QVBoxLayout, QWidget
 
-from lorastudio.app.dataset.dataset_preview import FORMAT_ROLES, OPTIONAL_ROLES, guess_column
+from lorastudio.core.data.formats import FORMAT_ROLES, OPTIONAL_ROLES, guess_column
 from lorastudio.core.config import DataSection, field_help
 
 UNSET = "—"

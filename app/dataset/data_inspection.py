@@ -1,24 +1,34 @@
-"""Run the token inspector in a child process and hand its report to the window.
+"""Run the token inspector as a job and hand its report to the window.
 
-The inspector needs the model's tokenizer, hence transformers, which the window never imports:
-`python -m lorastudio.core.jobs.inspect_data DATA --model M --json …` runs in a child process, on a pool
-thread that waits for it. Requests are debounced (a user dragging the seq_len spin box starts one
-inspector, not forty); a newer request kills the older child, and a counter drops any answer to a
-question no longer asked.
+The inspector needs the model's tokenizer, hence transformers, which the window never imports: the
+`inspect_data` job (core/jobs/inspect_data.py) runs in a child process through the window's one
+job wrapper (app/job_process.py), in a fresh folder under DATA_HOME/inspections that is removed
+once its answer is read (kept when the inspector itself failed: its worker.log says why). Its
+report arrives as the journal's `report` event; input it refuses (bad data, a model without a
+usable tokenizer) as an `error` event with message and hint. Requests are debounced (a user
+dragging the seq_len spin box starts one inspector, not forty); a newer request kills the older
+job, and a counter drops any answer to a question no longer asked.
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import threading
-from dataclasses import dataclass, field, replace
+import dataclasses
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
-from lorastudio.app.thread_pool import run_in_background
+from lorastudio.app.job_process import JobProcess
+from lorastudio.core.config import ConfigError, DataSection
+from lorastudio.core.runs.folders import data_home
+from lorastudio.core.runtime.follower import Outcome
+from lorastudio.core.runtime.launcher import JobHandle, new_job_dir
+from lorastudio.core.runs.folders import INSPECTIONS_DIR
 
 DEBOUNCE_MS = 400
+POLL_MS = 100
+VERB = "inspect_data"
+REFUSED_KINDS = ("data", "model", "config")     # the input is at fault: say it as the job said it
 
 
 @dataclass(frozen=True)
@@ -36,64 +46,47 @@ class InspectRequest:
     def with_example(self, example: int) -> "InspectRequest":
         return replace(self, example=example)
 
-
-def inspector_command(req: InspectRequest) -> list[str]:
-    argv = [sys.executable, "-m", "lorastudio.core.jobs.inspect_data", req.path, "--model", req.model, "--json",
-            "--example", str(req.example), "--seq-len", str(req.seq_len), "--format", req.format,
-            "--train-on", req.train_on, "--too-long", req.too_long]
-    if req.columns:
-        argv += ["--columns", ",".join(f"{role}={column}" for role, column in req.columns)]
-    if req.skip_bad_rows:
-        argv.append("--skip-bad-rows")
-    return argv
+    def spec(self) -> dict:
+        """The inspect_data job's job.yaml; ConfigError for an option the config refuses."""
+        data = DataSection(path=self.path, format=self.format, columns=dict(self.columns), train_on=self.train_on,
+                           too_long=self.too_long, on_bad_rows="skip" if self.skip_bad_rows else "error")
+        return {"model": self.model, "seq_len": self.seq_len, "example": self.example, "data": dataclasses.asdict(data)}
 
 
 @dataclass
 class InspectResult:
     report: dict | None = None
     error: tuple[str, str] | None = None       # (message, hint)
+    unexpected: bool = False                   # the inspector failed, not the input: keep its worker.log
 
 
-def parse_output(returncode: int, stdout: str, stderr: str) -> InspectResult:
-    """The inspector prints one JSON object: a report, or {"error", "hint"} with exit status 2."""
-    for line in reversed(stdout.strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict) and "error" in value:
-            return InspectResult(error=(str(value["error"]), str(value.get("hint", ""))))
-        if isinstance(value, dict) and "example" in value:
-            return InspectResult(report=value)
-    last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {returncode}"
-    return InspectResult(error=(f"The inspector failed: {last}",
-                                "the full message is in the terminal that started LoRA Studio"))
+def result_of(outcome: Outcome, report: dict | None, log: Path) -> InspectResult:
+    """The job's answer: its report, the input's fault in its words, or its own failure."""
+    if outcome.ok and report is not None:
+        return InspectResult(report=report)
+    error = outcome.error
+    if error is None:
+        return InspectResult(error=(f"The inspector ended without a report ({outcome.status}).", ""))
+    if error["kind"] in REFUSED_KINDS:
+        return InspectResult(error=(error["message"], error.get("hint", "")))
+    hint = error.get("hint", "") if error["kind"] == "crashed" else f"the full message is in {log}"
+    return InspectResult(error=(f"The inspector failed: {error['message']}", hint), unexpected=True)
 
 
-@dataclass
-class InspectJob:
-    """One child process; `cancel` may be called from the GUI thread at any time."""
-    argv: list[str]
-    cancelled: bool = False
-    proc: subprocess.Popen | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+class _Live:
+    """The running job's handle, held outside Qt, so that the job is ended (killed, its folder
+    removed) when the window quits, when a newer question comes, and when the DataInspection is
+    deleted with its panel — a child never outlives the question it answers."""
 
-    def run(self) -> InspectResult | None:
-        with self.lock:
-            if self.cancelled:
-                return None
-            self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace")
-        stdout, stderr = self.proc.communicate()
-        if stderr.strip():
-            sys.stderr.write(stderr)
-        return None if self.cancelled else parse_output(self.proc.returncode, stdout, stderr)
+    def __init__(self):
+        self.handle: JobHandle | None = None
 
-    def cancel(self) -> None:
-        with self.lock:
-            self.cancelled = True
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
+    def end(self, *_args) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.kill()
+            handle.returncode()                 # reap it when it is already gone
+            shutil.rmtree(handle.job_dir, ignore_errors=True)
 
 
 class DataInspection(QObject):
@@ -105,12 +98,20 @@ class DataInspection(QObject):
         super().__init__(parent)
         self.pending: InspectRequest | None = None
         self.current: InspectRequest | None = None     # the request whose answer is shown or awaited
-        self._job: InspectJob | None = None
+        self._job: JobProcess | None = None
+        self._live = _Live()
         self._generation = 0
         self.busy = False
         self._timer = QTimer(self, singleShot=True, interval=debounce_ms)
         self._timer.timeout.connect(self._launch)
         QCoreApplication.instance().aboutToQuit.connect(self.cancel_running)   # never outlive the window
+        live = self._live                       # a lambda holds it strongly (a bound method would not)
+        self.destroyed.connect(lambda *_args: live.end())                       # nor the panel
+
+    @property
+    def handle(self):
+        """The running inspection job's handle (its folder and process), or None."""
+        return self._job.handle if self._job is not None else None
 
     def request(self, req: InspectRequest | None) -> None:
         """Inspect `req` after the debounce delay; None cancels (no model or no usable file)."""
@@ -132,14 +133,38 @@ class DataInspection(QObject):
         if req is None:
             return
         generation = self._generation
-        job = self._job = InspectJob(inspector_command(req))
-        run_in_background(job.run, on_done=lambda result: self._done(generation, result),
-                          on_failed=lambda exc: self._done(generation, InspectResult(error=(str(exc), ""))))
+        try:
+            spec = req.spec()
+        except ConfigError as exc:
+            self._done(generation, InspectResult(error=(str(exc), "")))
+            return
+        try:
+            job_dir = new_job_dir(data_home() / INSPECTIONS_DIR)
+        except OSError as exc:                  # a read-only or full data directory
+            self._done(generation, InspectResult(error=(f"The inspector could not start: {exc}", "")))
+            return
+        job = self._job = JobProcess(self, poll_ms=POLL_MS)
+        found: dict = {}
+        job.event.connect(lambda ev: found.update(report=ev["report"]) if ev["type"] == "report" else None)
+        job.finished.connect(lambda outcome: self._finished(generation, job, job_dir, outcome, found.get("report")))
+        try:
+            self._live.handle = job.start(VERB, job_dir, spec)
+        except OSError as exc:                  # the interpreter could not be started
+            self._job = None
+            self._discard(job, job_dir)
+            self._done(generation, InspectResult(error=(f"The inspector could not start: {exc}", "")))
 
-    def _done(self, generation: int, result: InspectResult | None) -> None:
-        if generation != self._generation or result is None:
+    def _finished(self, generation: int, job: JobProcess, job_dir: Path, outcome: Outcome,
+                  report: dict | None) -> None:
+        result = result_of(outcome, report, job_dir / "worker.log")
+        if self._job is job:
+            self._job, self._live.handle = None, None
+        self._discard(job, job_dir, keep_folder=result.unexpected)
+        self._done(generation, result)
+
+    def _done(self, generation: int, result: InspectResult) -> None:
+        if generation != self._generation:
             return                              # an answer to a question no longer asked
-        self._job = None
         self._set_busy(False)
         if result.report is not None:
             self.report.emit(result.report)
@@ -147,9 +172,18 @@ class DataInspection(QObject):
             self.failed.emit(*result.error)
 
     def cancel_running(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self._job = None
+        """Kill the running inspection (a newer question, or the window closes)."""
+        job, self._job = self._job, None
+        self._live.end()
+        if job is not None:
+            self._discard(job, None)
+
+    @staticmethod
+    def _discard(job: JobProcess, job_dir: Path | None, keep_folder: bool = False) -> None:
+        job.detach()
+        job.deleteLater()
+        if job_dir is not None and not keep_folder:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
     def _set_busy(self, busy: bool) -> None:
         if busy != self.busy:

@@ -7,9 +7,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, Q
                                QPushButton, QWidget)
 
 from lorastudio.core.config import DataSection, field_help
+from lorastudio.core.data.files import SUFFIX_KINDS
 from lorastudio.core.data.formats import FORMAT_TITLES, FORMATS
 
-FILE_FILTER = "Datasets (*.jsonl *.ndjson *.json *.csv *.tsv *.parquet *.pq *.txt *.md);;All files (*)"
+FILE_FILTER = f"Datasets ({' '.join('*' + suffix for suffix in SUFFIX_KINDS)});;All files (*)"
 CHOICES = {
     "format": [("auto", "Auto-detect")] + [(f, FORMAT_TITLES[f].capitalize()) for f in FORMATS],
     "train_on": [("completions", "Completions only"), ("all", "Every token")],

@@ -1,7 +1,7 @@
 """The Dataset panel: a file, its first rows and format, the options that shape it into examples,
 and — once a model is chosen — exactly what the model will be trained on.
 
-Two readers feed it, neither on the GUI thread. The preview (`dataset_preview.read_preview`, on
+Two readers feed it, neither on the GUI thread. The preview (`core.data.preview.read_preview`, on
 the thread pool, torch-free) shows the first rows and the detected format in a blink. The inspector
 (`data_inspection`, a child process with the tokenizer) renders every example through the model's
 chat template and reports the token counts, lengths and example N with its loss mask — the very
@@ -20,10 +20,10 @@ from lorastudio.app.thread_pool import run_in_background
 from lorastudio.app.dataset.column_mapping import ColumnMapping
 from lorastudio.app.dataset.data_inspection import DataInspection, InspectRequest
 from lorastudio.app.dataset.dataset_options import FILE_FILTER, DatasetOptions
-from lorastudio.app.dataset.dataset_preview import DatasetPreview, Detection, detect, read_preview, short_message
 from lorastudio.app.dataset.inspection_text import error_text, plural
 from lorastudio.app.dataset.inspection_view import InspectionView
 from lorastudio.core.config import DataSection, field_help
+from lorastudio.core.data.preview import DatasetPreview, Detection, detect, read_preview, short_message
 
 
 class DatasetPanel(QGroupBox):

@@ -6,19 +6,16 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QWidget
 
+from lorastudio.core.runs import listing
 from lorastudio.core.runs.checkpoints import list_checkpoint_steps
-from lorastudio.core.runs.folders import ADAPTER_DIR, CONFIG_FILE
+from lorastudio.core.runs.folders import ADAPTER_DIR
 
 FINAL = None
 
 
 def runs_with_adapters(runs_root: Path) -> list[Path]:
     """Run folders that have a final adapter or at least one checkpoint, newest first."""
-    if not runs_root or not Path(runs_root).is_dir():
-        return []
-    found = [p for p in Path(runs_root).iterdir() if (p / CONFIG_FILE).is_file()
-             and ((p / ADAPTER_DIR / "adapter_model.safetensors").is_file() or list_checkpoint_steps(p))]
-    return sorted(found, key=lambda p: p.name, reverse=True)
+    return listing.runs_with_adapters(Path(runs_root)) if runs_root else []
 
 
 class AdapterPicker(QWidget):

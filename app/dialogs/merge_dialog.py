@@ -1,24 +1,23 @@
 """Merge and save…: fold an adapter into its base model, in a worker, with a fidelity check.
 
-The checks (target folder, disk space) run off the GUI thread through core.merge.prepare_job;
-the merge itself is core/merge_worker.py in its own process, followed through its journal.
+The checks (target folder, disk space) run off the GUI thread (core.runs.merge_plan.prepare_job);
+the merge itself is the merge job (core/jobs/merge.py) in its own process, followed through its
+journal by a JobProcess. The Train page's banner and the Runs page open this same dialog.
 """
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from types import SimpleNamespace
 
-from PySide6.QtCore import Qt, QTimer, QUrl
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
+from lorastudio.app.job_process import JobProcess
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.devices import format_bytes
-from lorastudio.core.journal import JournalFollower
 from lorastudio.core.runs.export import ExportError
 from lorastudio.core.runs.merge_plan import prepare_job, start_merge
 
@@ -39,13 +38,13 @@ class MergeDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Merge and save")
         self.setMinimumWidth(600)
-        self.proc = self.follower = None
         self.status: str | None = None          # completed / stopped / failed once finished
         self.fidelity: dict | None = None
         self.output: Path | None = None
+        self.process = JobProcess(self)
+        self.process.event.connect(self._event)
+        self.process.finished.connect(self._finish)
         self._build(run_dir, runs_root)
-        self.timer = QTimer(self, interval=250)
-        self.timer.timeout.connect(self._poll)
         self._update()
 
     # ---- layout ---------------------------------------------------------------------------
@@ -94,8 +93,12 @@ class MergeDialog(QDialog):
         self.out_edit.textChanged.connect(self._update)
         self.picker.changed.connect(self._update)
 
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
     def _update(self) -> None:
-        idle = self.proc is None
+        idle = not self.running
         ready = self.picker.run_dir is not None and self.picker.checkpoint_combo.count() > 0 \
             and bool(self.out_edit.text().strip())
         self.merge_button.setEnabled(idle and ready)
@@ -134,22 +137,16 @@ class MergeDialog(QDialog):
         self._result(f"{exc.message}\nWhat to do: {exc.hint}" if isinstance(exc, ExportError) else str(exc), "error")
 
     def _launch(self, job) -> None:
-        self.output = job.out
-        job_dir, self.proc = start_merge(job)
-        self.follower = JournalFollower(job_dir / "events.jsonl")
+        self.output, self.status, self.fidelity = job.out, None, None
         self.progress.setValue(0)
         self.progress.show()
         self._result(f"About {format_bytes(job.estimate)} to write.", "hint")
-        self.timer.start()
+        try:
+            self.process.attach(start_merge(job))
+        except OSError as exc:          # the merges folder cannot be written, the worker cannot start
+            self.progress.hide()
+            self._result(f"The merge could not start: {exc}", "error")
         self._update()
-
-    def _poll(self) -> None:
-        exited = self.proc.poll() is not None
-        for ev in self.follower.poll():
-            self._event(ev)
-        if exited and self.status is None:
-            self._finish("failed", f"The merge worker exited (code {self.proc.returncode}) without finishing; "
-                         "see worker.log in the run's merges folder.")
 
     def _event(self, ev: dict) -> None:
         if ev["type"] == "phase":
@@ -157,27 +154,26 @@ class MergeDialog(QDialog):
             self.phase_label.setText(ev.get("message", ev["name"]))
         elif ev["type"] == "fidelity":
             self.fidelity = ev
-        elif ev["type"] == "error":
-            self._error = f"{ev['message']}\nWhat to do: {ev['hint']}"
-        elif ev["type"] == "end":
-            text = {"completed": f"Merged model saved to {ev.get('output')}",
-                    "stopped": "Merge cancelled; nothing was written."}.get(ev["status"], getattr(self, "_error", "Failed."))
-            self._finish(ev["status"], text)
 
-    def _finish(self, status: str, text: str) -> None:
-        self.status = status
-        self.timer.stop()
-        self.proc.wait()
-        self.proc = None
-        if status == "completed":
+    def _finish(self, outcome) -> None:
+        """The merge ended (an Outcome): completed, stopped, or failed — a crash included, in core's words."""
+        self.status = outcome.status
+        if outcome.status == "completed":
+            text = f"Merged model saved to {outcome.output}"
             self.progress.setValue(100)
             self.phase_label.setText("Done.")
             text += "\n" + fidelity_text(self.fidelity) if self.fidelity else ""
             self.open_button.show()
         else:
+            if outcome.status == "stopped":
+                text = "Merge cancelled; nothing was written."
+            elif outcome.error is not None:
+                text = f"{outcome.error['message']}\nWhat to do: {outcome.error.get('hint', '')}"
+            else:
+                text = "Failed."
             self.progress.hide()
         flagged = bool(self.fidelity and self.fidelity["flagged"])
-        self._result(text, "notice" if status == "completed" and not flagged else "error")
+        self._result(text, "notice" if outcome.status == "completed" and not flagged else "error")
         self._update()
 
     def _result(self, text: str, role: str) -> None:
@@ -187,12 +183,11 @@ class MergeDialog(QDialog):
         self.result_label.show()
 
     def cancel(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
+        if self.process.stop():
             self.phase_label.setText("Cancelling…")
 
     def closeEvent(self, event) -> None:
-        if self.proc is not None:
+        if self.running:
             answer = QMessageBox.question(self, "Cancel the merge?", "A merge is running. Cancel it? Nothing "
                                           "will be written.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
             if answer == QMessageBox.Yes:
@@ -202,7 +197,7 @@ class MergeDialog(QDialog):
         super().closeEvent(event)
 
     def reject(self) -> None:           # Esc
-        if self.proc is None:
+        if not self.running:
             super().reject()
         else:
             self.close()

@@ -1,8 +1,8 @@
 """The Playground page: a prompt answered by the base model and by base + adapter, side by side.
 
 Pick a run and its adapter (final or a checkpoint), type a prompt or click a held-out one, and
-press Generate: a generation worker (core/generate_worker.py) streams both answers token by
-token into a journal that a JobFollower re-emits here. The window never loads a model itself.
+press Generate: the generation job (core/jobs/generate.py) streams both answers token by token
+into a journal that a JobProcess re-emits here. The window never loads a model itself.
 """
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QLis
 from lorastudio.app.playground.answer_pane import AnswerPane
 from lorastudio.app.playground.eval_summary import EvalSummary
 from lorastudio.app.playground.generation_settings import GenerationSettings
-from lorastudio.app.job_follower import JobFollower
+from lorastudio.app.job_process import JobProcess
 from lorastudio.core.runs.heldout import adapter_choices, heldout_prompts, read_eval, start_generation
-from lorastudio.core.runs.folders import CONFIG_FILE, default_runs_dir
+from lorastudio.core.runs.folders import default_runs_dir
+from lorastudio.core.runs.listing import runs_with_adapters
+
+POLL_MS = 60            # tokens arrive a few dozen a second: poll often, the reads are tiny
 
 
 def list_runs(runs_root: Path) -> list[Path]:
     """Run folders that have an adapter to try, newest first."""
-    if not runs_root.is_dir():
-        return []
-    found = [p for p in runs_root.iterdir() if (p / CONFIG_FILE).is_file() and adapter_choices(p)]
-    return sorted(found, key=lambda p: p.name, reverse=True)
+    return runs_with_adapters(runs_root)
 
 
 class PlaygroundPage(QWidget):
@@ -34,7 +34,7 @@ class PlaygroundPage(QWidget):
     def __init__(self, runs_root: Path | None = None, parent=None):
         super().__init__(parent)
         self.runs_root = Path(runs_root or default_runs_dir())
-        self.job = JobFollower(self)
+        self.job = JobProcess(self, poll_ms=POLL_MS)
         self.job.event.connect(self.on_event)
         self.job.finished.connect(self.on_finished)
         self.prompts: list[dict] = []
@@ -170,11 +170,10 @@ class PlaygroundPage(QWidget):
         self.base_pane.clear("loading…")
         self.adapter_pane.clear("loading…")
         self.status.setText("Starting a generation worker (loading the model takes a few seconds)…")
-        job_dir, popen = start_generation(run, self.messages(), self.settings.values(),
-                                          checkpoint=self.adapter_combo.currentData())
-        self.job.follow(job_dir, popen)
         self.generate_button.setEnabled(False)
         self.stop_button.setEnabled(True)
+        self.job.attach(start_generation(run, self.messages(), self.settings.values(),
+                                         checkpoint=self.adapter_combo.currentData()))
 
     def pane(self, side: str) -> AnswerPane:
         return self.base_pane if side == "base" else self.adapter_pane
@@ -193,7 +192,9 @@ class PlaygroundPage(QWidget):
         elif kind == "error":
             self.status.setText(f"{ev['message']} — {ev['hint']}")
 
-    def on_finished(self, status: str) -> None:
+    def on_finished(self, outcome) -> None:
+        """The job ended (an Outcome); a failure's words came as its `error` event."""
+        status = outcome.status
         self.generate_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         if status == "completed":

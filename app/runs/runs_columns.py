@@ -5,14 +5,14 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lorastudio.app.dashboard.run_state import format_duration
 from lorastudio.core.devices import format_bytes
-from lorastudio.core.runs.listing import CRASHED, FAILED, RUNNING, STOPPED, RunSummary
+from lorastudio.core.formatting import format_duration
+from lorastudio.core.runs.listing import COMPLETED, CRASHED, FAILED, RUNNING, STOPPED, RunSummary
 
-STATUS_COLORS = {RUNNING: "#4f6bed", "completed": "#2aa876", STOPPED: "#e0a100", FAILED: "#d64545",
+STATUS_COLORS = {RUNNING: "#4f6bed", COMPLETED: "#2aa876", STOPPED: "#e0a100", FAILED: "#d64545",
                  CRASHED: "#b03a9b"}
 STATUS_TIPS = {RUNNING: "The worker is training (its heartbeat is fresh)",
-               "completed": "Finished; the adapter is saved",
+               COMPLETED: "Finished; the adapter is saved",
                STOPPED: "Stopped on request; a checkpoint and the adapter were saved",
                FAILED: "The worker reported an error (see the details below)",
                CRASHED: "The worker vanished without finishing (killed, segfault, power loss)"}

@@ -6,16 +6,14 @@ The history is refreshed off the GUI thread (RunsRefresher); actions that start 
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QFrame, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
+from PySide6.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
                                QPushButton, QScrollArea, QSplitter, QTableView, QVBoxLayout, QWidget)
 
 from lorastudio.app.thread_pool import run_in_background
-from lorastudio.app.cli_job import CliJob
 from lorastudio.app.runs.run_details import RunDetails
 from lorastudio.app.runs.runs_overlay import RunsOverlay
 from lorastudio.app.runs.runs_refresher import RunsRefresher
@@ -26,15 +24,8 @@ from lorastudio.core.runs.listing import RunSummary, delete_run
 from lorastudio.core.runs.resume import ResumeError, resume_run
 from lorastudio.core.runs.folders import CONFIG_FILE
 
-LATER = "coming with the export issue"
-
-
-def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
 class RunsPage(QWidget):
-    open_live = Signal(object, object)          # run folder, Popen or None
+    open_live = Signal(object, object)          # run folder, its JobHandle (just resumed) or None
     clone_config = Signal(object)               # RunConfig
     message = Signal(str)
 
@@ -42,7 +33,6 @@ class RunsPage(QWidget):
         super().__init__(parent)
         self.runs_root = Path(runs_root)
         self.refresher = RunsRefresher(self.runs_root, self, **({"interval_ms": refresh_ms} if refresh_ms else {}))
-        self.jobs: set[CliJob] = set()
         self._build()
         self._connect()
         self._selection_changed()
@@ -122,8 +112,8 @@ class RunsPage(QWidget):
         b["folder"].clicked.connect(self.open_folder)
         b["clone"].clicked.connect(self.clone)
         b["resume"].clicked.connect(lambda: self.resume(self.details.chosen_checkpoint()))
-        b["export"].clicked.connect(lambda: self.run_cli("export"))
-        b["merge"].clicked.connect(lambda: self.run_cli("merge"))
+        b["export"].clicked.connect(self.open_export)
+        b["merge"].clicked.connect(self.open_merge)
         b["delete"].clicked.connect(self.delete)
         self.details.resume_requested.connect(self.resume)
 
@@ -176,12 +166,8 @@ class RunsPage(QWidget):
         b["resume"].setToolTip("Continue from the chosen checkpoint, in the same folder" if run and run.can_resume
                                else "Only a stopped, failed or crashed run can be resumed")
         b["delete"].setEnabled(bool(run and not run.live))
-        for key, module in (("export", "lorastudio.core.runs.export"), ("merge", "lorastudio.core.runs.merge_plan")):
-            available = _has_module(module)
-            b[key].setEnabled(available and bool(run and run.status in ("completed", "stopped") or
-                                                 run and run.checkpoints))
-            if not available:
-                b[key].setToolTip(LATER)
+        for key in ("export", "merge"):
+            b[key].setEnabled(bool(run and run.status in ("completed", "stopped") or run and run.checkpoints))
 
     # ---- actions ------------------------------------------------------------------------------
     def open_live_view(self) -> None:
@@ -211,13 +197,13 @@ class RunsPage(QWidget):
         if run is None:
             return
         try:
-            popen, plan = resume_run(run.path, checkpoint, overrides)
+            handle, plan = resume_run(run.path, checkpoint, overrides)
         except ResumeError as exc:
             QMessageBox.warning(self, "Cannot resume", exc.message + (f"\n\n{exc.hint}" if exc.hint else ""))
             return
         self.message.emit(plan.describe())
         self.refresher.refresh()
-        self.open_live.emit(run.path, popen)
+        self.open_live.emit(run.path, handle)
 
     def delete(self) -> None:
         run = self.current_run()
@@ -239,25 +225,21 @@ class RunsPage(QWidget):
         self.message.emit(f"Deleted {run.path}")
         self.refresher.refresh()
 
-    def choose_output(self, run: RunSummary, command: str) -> Path | None:
-        """Where export/merge writes: a new folder beside what the user picks."""
-        parent = QFileDialog.getExistingDirectory(self, f"Folder to {command} {run.name} into", str(run.path.parent))
-        return Path(parent) / f"{run.path.name}-{'adapter' if command == 'export' else 'merged'}" if parent else None
+    def open_export(self):
+        """The Export dialog the Train page opens, for the selected run."""
+        from lorastudio.app.dialogs.export_dialog import ExportDialog
+        return self._open_dialog(ExportDialog)
 
-    def run_cli(self, command: str) -> None:
+    def open_merge(self):
+        """The Merge dialog the Train page opens, with the selected run preselected."""
+        from lorastudio.app.dialogs.merge_dialog import MergeDialog
+        return self._open_dialog(MergeDialog)
+
+    def _open_dialog(self, dialog_class):
         run = self.current_run()
-        out = self.choose_output(run, command) if run else None
-        if out is None:
-            return
-        job = CliJob([command, str(run.path), str(out)], self)
-        self.jobs.add(job)
-        job.finished.connect(lambda code, text: self._cli_done(job, command, out, code, text))
-        job.start()
-        self.message.emit(f"{command.capitalize()}ing {run.name} to {out}…")
-
-    def _cli_done(self, job: CliJob, command: str, out: Path, code: int, text: str) -> None:
-        self.jobs.discard(job)
-        if code == 0:
-            self.message.emit(f"{command.capitalize()} done: {out}")
-        else:
-            QMessageBox.warning(self, f"{command.capitalize()} failed", text or f"exit code {code}")
+        if run is None:
+            return None
+        dialog = dialog_class(run.path, self.runs_root, self.window())
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.open()
+        return dialog

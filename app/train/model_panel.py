@@ -139,36 +139,36 @@ class ModelPanel(QGroupBox):
                           on_failed=lambda exc: self._failed(request, exc))
 
     def _import_gguf_first(self, source: str) -> bool:
-        """A .gguf not yet in the model cache is imported by a worker (with progress), then read."""
-        from lorastudio.app.job_follower import JobFollower
+        """A .gguf not yet in the model cache is imported by a job (with progress), then read."""
+        from lorastudio.app.job_process import JobProcess
         from lorastudio.core.models.gguf_cache import cached_import, is_gguf, start_import
         path = Path(source).expanduser()
         if not (is_gguf(source) and path.is_file()) or cached_import(path) is not None:
             return False
         if getattr(self, "gguf_job", None) is None:
-            self.gguf_job = JobFollower(self, poll_ms=200)
+            self.gguf_job = JobProcess(self, poll_ms=200)
             self.gguf_job.event.connect(self._import_event)
-            self.gguf_job.finished.connect(lambda status: self._imported(status))
-        self.gguf_job.stop()
+            self.gguf_job.finished.connect(self._imported)
+        self.gguf_job.stop()                            # an import of an earlier choice
         self._set_state(LOADING, f"Importing {path.name} into the model cache (once) …")
-        self._import_source, self._import_error = source, None
-        self.gguf_job.follow(*start_import(path))
+        self._import_source = source
+        self.gguf_job.attach(start_import(path))
         return True
 
     def _import_event(self, ev: dict) -> None:
         if ev["type"] == "phase" and self.state == LOADING:
             self.status_label.setText(f"Importing: {int(100 * ev.get('fraction', 0))} % · {ev.get('message', '')}")
-        elif ev["type"] == "error":
-            self._import_error = ModelError(ev["message"], ev["hint"])
 
-    def _imported(self, status: str) -> None:
+    def _imported(self, outcome) -> None:
         if self.source() != self._import_source:
             return                                      # the user chose another model meanwhile
-        if status == "completed":
+        if outcome.status == "completed":
             self.load(self._import_source)
         else:
+            error = outcome.error or {}
             self._request += 1
-            self._failed(self._request, self._import_error or ModelError(f"the import {status}", ""))
+            self._failed(self._request, ModelError(error.get("message", f"the import {outcome.status}"),
+                                                   error.get("hint", "")))
 
     def _loaded(self, request: int, result) -> None:
         if request != self._request:

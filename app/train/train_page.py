@@ -2,7 +2,7 @@
 
 Owns the TrainingProcess. Every change in the form runs `check_form` (microseconds: it builds
 the config dataclasses) and Start is enabled only when it passes; the reason is shown otherwise.
-At Start the file-system checks (`check_config`) run on the thread pool, then the worker starts.
+At Start the file-system checks (`check_config`) run on the thread pool, then the training job starts.
 """
 from __future__ import annotations
 
@@ -144,12 +144,12 @@ class TrainPage(QWidget):
         self.restore_form(config.to_dict())
         self.start_bar.name_edit.setText(config.name)
 
-    def attach(self, run_dir: Path, popen=None) -> None:
-        """Show the live view of a run found running or just resumed (its journal from the start)."""
+    def attach(self, run_dir: Path, handle=None) -> None:
+        """Show the live view of a run found running (`handle` None) or just resumed (its JobHandle),
+        its journal from the start."""
         self.process.detach()
-        self.process.popen = popen
         self.dashboard.reset(str(run_dir), STARTING)
-        self.process.follow(Path(run_dir), popen)
+        self.process.follow(Path(run_dir), handle)
         self._set_running(True)
         self.message.emit(f"Following {Path(run_dir).name}")
 

@@ -1,7 +1,19 @@
-"""`lorastudio inspect DATA --model MODEL`: what a data file trains on — format, lengths, masks."""
+"""`lorastudio inspect DATA --model MODEL`: what a data file trains on — format, lengths, masks.
+
+The inspection runs as a job (core/jobs/inspect_data.py: it needs the model's tokenizer) in a
+fresh folder under DATA_HOME/inspections, removed afterwards (kept when the job crashed: its
+worker.log says why); this command follows its journal and prints its report.
+Exit status: 0 shown, 2 the input was refused (bad data, an unusable model, a bad option: with
+--json, {"error", "hint"} on stdout), 1 the inspector itself failed.
+"""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from lorastudio.core.runs.folders import INSPECTIONS_DIR
+
+REFUSED_KINDS = ("data", "model", "config")     # error kinds that mean "fix the input", exit status 2
 
 
 def inspect_arguments(p) -> None:
@@ -20,12 +32,113 @@ def inspect_arguments(p) -> None:
     p.add_argument("--no-color", action="store_true")
 
 
+# ---- printing the report ----------------------------------------------------------------------
+def marked_text(tokens: list[dict], color: bool) -> str:
+    """The example's text with trained tokens highlighted (colour) or bracketed ⟦…⟧."""
+    out, inside = [], False
+    for tok in tokens:
+        if tok["trained"] != inside:
+            out.append(("\x1b[42;30m" if tok["trained"] else "\x1b[0m") if color else
+                       ("⟦" if tok["trained"] else "⟧"))
+            inside = tok["trained"]
+        out.append(tok["text"])
+    if inside:
+        out.append("\x1b[0m" if color else "⟧")
+    return "".join(out)
+
+
+def print_report(r: dict, color: bool, out=None) -> None:
+    out = out or sys.stdout
+    pct = 100 * r["trained_tokens"] / r["tokens"] if r["tokens"] else 0
+    L = r["lengths"]
+    lines = [
+        f"File:      {r['file']}",
+        f"Format:    {r['reason']}",
+        f"Template:  {'the model' + chr(39) + 's chat template' if r['chat_template'] == 'model' else 'fallback (the model has no chat template)'}",
+        f"Examples:  {r['examples']:,} read, {r['usable_examples']:,} usable",
+        f"Tokens:    {r['tokens']:,} in total, {r['trained_tokens']:,} trained ({pct:.1f} %)",
+        f"Lengths:   min {L['min']} · median {L['p50']} · p90 {L['p90']} · p99 {L['p99']} · max {L['max']} tokens",
+        f"seq_len {r['seq_len']}: {r['truncated']} truncated · {r['dropped_too_long']} dropped (too long) · "
+        f"{r['dropped_no_target']} dropped (nothing left to train)",
+    ]
+    if r["bad_rows"]:
+        lines.append(f"Bad rows skipped: {len(r['bad_rows'])}: " +
+                     "; ".join(f"{b['where']} ({b['problem']})" for b in r["bad_rows"][:10]))
+    lines += [f"Note: {n}" for n in r["notes"]]
+    ex = r["example"]
+    lines += ["", f"Example {ex['index']} ({ex['where']}, {ex['status']}): {ex['total']} tokens, "
+              f"{ex['trained']} trained {'(highlighted)' if color else '(inside ⟦ ⟧)'}",
+              marked_text(ex["tokens"], color)]
+    out.write("\n".join(lines) + "\n")
+
+
+def _refuse(message: str, hint: str, as_json: bool, status: int = 2) -> int:
+    if as_json:
+        print(json.dumps({"error": message, "hint": hint}, ensure_ascii=False))
+    else:
+        from lorastudio.core.errors import print_error
+        print_error(message, hint)
+    return status
+
+
+# ---- the command ------------------------------------------------------------------------------
+def inspection_spec(args):
+    """The job's spec from the command line; ConfigError (or ValueError) for a refused option."""
+    import dataclasses
+    from lorastudio.core.config import ConfigError, DataSection
+    columns = dict(pair.split("=", 1) for pair in args.columns.split(",") if pair) if args.columns else {}
+    data_cfg = DataSection(path=str(args.data), format=args.format, columns=columns,
+                           train_on=args.train_on, too_long=args.too_long,
+                           on_bad_rows="skip" if args.skip_bad_rows else "error", text_blocks=args.text_blocks)
+    if args.seq_len < 8:
+        raise ConfigError("--seq-len", args.seq_len, "a whole number ≥ 8")
+    return {"model": args.model, "seq_len": args.seq_len, "example": args.example,
+            "data": dataclasses.asdict(data_cfg)}
+
+
 def inspect(args) -> int:
-    import subprocess       # becomes a journal job (core/jobs/inspect_data) with the runtime
-    import sys
-    argv = [str(args.data), "--model", args.model, "--example", str(args.example), "--seq-len", str(args.seq_len),
-            "--format", args.format, "--columns", args.columns, "--train-on", args.train_on,
-            "--too-long", args.too_long, "--text-blocks", args.text_blocks]
-    argv += [flag for flag, on in (("--skip-bad-rows", args.skip_bad_rows), ("--json", args.json),
-                                   ("--no-color", args.no_color)) if on]
-    return subprocess.run([sys.executable, "-m", "lorastudio.core.jobs.inspect_data", *argv]).returncode
+    import shutil
+    from lorastudio.core.runs.folders import data_home
+    from lorastudio.core.runtime.follower import follow
+    from lorastudio.core.runtime.launcher import launch, new_job_dir
+    try:
+        spec = inspection_spec(args)
+    except ValueError as exc:               # ConfigError is one
+        return _refuse(str(exc), "", args.json)
+    job_dir = new_job_dir(data_home() / INSPECTIONS_DIR)
+    keep = False
+    try:
+        handle = launch("inspect_data", job_dir, spec)
+        found: dict = {}
+        tracebacks: list[str] = []
+
+        def on_event(ev: dict) -> None:
+            if ev["type"] == "report":
+                found["report"] = ev["report"]
+            elif ev["type"] == "log" and ev["level"] == "error":
+                tracebacks.append(ev["message"])
+
+        try:
+            outcome = follow(handle, on_event)
+        except KeyboardInterrupt:
+            handle.kill()
+            return _refuse("the inspection was interrupted", "", args.json, status=1)
+        report = found.get("report")
+        if outcome.ok and report is not None:
+            if args.json:
+                print(json.dumps(report, ensure_ascii=False))
+            else:
+                print_report(report, color=sys.stdout.isatty() and not args.no_color)
+            return 0
+        error = outcome.error or {"kind": outcome.status, "message": f"the inspection ended {outcome.status}",
+                                  "hint": ""}
+        if error["kind"] in REFUSED_KINDS:
+            return _refuse(error["message"], error.get("hint", ""), args.json)
+        keep = error["kind"] == "crashed"           # its hint names worker.log
+        for trace in tracebacks:                    # an unexpected failure: its traceback, as before
+            print(trace, file=sys.stderr, end="" if trace.endswith("\n") else "\n")
+        hint = "" if error["kind"] == "exception" else error.get("hint", "")
+        return _refuse(error["message"], hint, args.json, status=1)
+    finally:
+        if not keep:
+            shutil.rmtree(job_dir, ignore_errors=True)

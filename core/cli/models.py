@@ -59,8 +59,8 @@ def ensure_imported(path: Path, quiet_if_cached: bool = False) -> int:
     folder = cached_import(path)
     if folder is None:
         print(f"Importing {path.name} into the model cache (once)")
-        try:
-            folder = import_with_worker(path, print_phase)
+        try:          # progress lines as they come; the error once, from the outcome
+            folder = import_with_worker(path, lambda ev: print_phase(ev) if ev["type"] == "phase" else None)
         except GgufError as exc:
             return fail(exc.message, exc.hint)
     if not quiet_if_cached:

@@ -5,7 +5,7 @@ import sys
 import time
 
 from lorastudio.core.devices import format_bytes
-from lorastudio.core.errors import print_error
+from lorastudio.core.errors import event_error_lines, print_error
 from lorastudio.core.formatting import format_duration
 
 
@@ -20,14 +20,15 @@ def print_phase(ev: dict) -> None:
     if ev["type"] == "phase":
         print(f"[{int(100 * ev.get('fraction', 0)):3d}%] {ev.get('message') or ev['name']}", flush=True)
     elif ev["type"] == "error":
-        print_error(f"({ev['kind']}) {ev['message']}", ev.get("hint", ""))
+        print(event_error_lines(ev), file=sys.stderr, flush=True)
 
 
 class ProgressPrinter:
     """One line rewritten in place on a terminal; a line every few seconds otherwise."""
 
-    def __init__(self, stream=sys.stdout):
-        self.stream, self.tty = stream, stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
         self.memory: dict = {}
         self.last_print = 0.0
         self.line_open = False
@@ -57,7 +58,7 @@ class ProgressPrinter:
         elif kind == "log" and ev["level"] in ("warning", "error") and "Traceback" not in ev["message"]:
             self.line(f"  {ev['level']}: {ev['message']}")
         elif kind == "error":
-            self.line(f"error ({ev['kind']}): {ev['message']}\n  hint: {ev['hint']}")
+            self.line(event_error_lines(ev))
 
     def step(self, ev: dict) -> None:
         done, total = ev["step"], ev["total_steps"]

@@ -1,10 +1,15 @@
-"""`lorastudio export RUN OUT` and `lorastudio merge RUN OUT`: leaving with a result."""
+"""`lorastudio export RUN OUT` and `lorastudio merge RUN OUT`: leaving with a result.
+
+Merge exit status: 0 merged, 1 the merge failed, was stopped or its worker died (nothing was
+written), 2 refused before anything started. Ctrl+C stops the merge; nothing is written.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from lorastudio.core.cli.output import fail
+from lorastudio.core.cli.output import fail, print_phase
+from lorastudio.core.errors import event_error_lines
 
 
 def export_arguments(p) -> None:
@@ -39,6 +44,44 @@ def merge_arguments(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
 
+def print_fidelity(f: dict) -> None:
+    agree = f"{f['greedy_agree']}/{f['prompts']}"
+    print(f"Fidelity ({f['prompts']} prompts, {f['dtype']}): max |Δlogit| {f['max_abs_diff']:.3g}, "
+          f"mean {f['mean_abs_diff']:.3g}; greedy continuations agree on {agree}")
+    if f["flagged"]:
+        print(f"  warning: the difference exceeds what {f['dtype']} rounding explains "
+              f"(tolerance {f['tolerance']:.3g}); compare the merged model before shipping it")
+
+
+def print_merge_event(ev: dict) -> None:
+    if ev["type"] == "phase":
+        print_phase(ev)
+    elif ev["type"] == "fidelity":
+        print_fidelity(ev)
+    elif ev["type"] == "error":
+        print(event_error_lines(ev), flush=True)
+
+
 def merge(args) -> int:
-    from lorastudio.core.runs.merge_plan import cmd_merge        # moves here with the merge job
-    return cmd_merge(args)
+    from lorastudio.core.devices import format_bytes
+    from lorastudio.core.runs.export import ExportError
+    from lorastudio.core.runs.merge_plan import prepare_job, start_merge
+    from lorastudio.core.runtime.follower import follow
+    try:
+        job = prepare_job(args)
+    except ExportError as exc:
+        return fail(exc.message, exc.hint)
+    print(f"Merging {job.adapter} into {job.base} ({job.dtype}); about {format_bytes(job.estimate)} to write",
+          flush=True)
+    handle = start_merge(job)
+    try:
+        outcome = follow(handle, print_merge_event, on_interrupt=lambda: print(
+            "Cancelling the merge; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
+    except KeyboardInterrupt:
+        print(f"Stopped waiting; the merge worker (pid {handle.pid}) is stopping. Nothing is written to {job.out}")
+        return 1
+    if outcome.status == "completed":
+        print(f"Merged model saved to {outcome.output}")
+        return 0
+    print(f"Merge {outcome.status}; nothing was written to {job.out}")
+    return 1

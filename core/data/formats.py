@@ -6,8 +6,12 @@ Five shapes are recognised from their field names:
   alpaca             {"instruction", "input"?, "output"}
   messages           {"messages": [{"role": system|user|assistant, "content": ...}]}
   sharegpt           {"conversations": [{"from": system|human|gpt, "value": ...}]}
-Anything else is named with a column mapping (data.columns). All but `text` become chat
-messages, so instruction data goes through the model's chat template like chat data does.
+Anything else is named with a column mapping (data.columns: {our role: their column}); the roles
+each format reads are FORMAT_ROLES. All but `text` become chat messages, so instruction data goes
+through the model's chat template like chat data does.
+
+This module is the one place the formats are known: the config (data.format, data.columns), the
+window's preview and column mapping, and the trainer's reader all take them from here.
 """
 from __future__ import annotations
 
@@ -16,8 +20,22 @@ from dataclasses import dataclass, field
 from lorastudio.core.data.files import DataError, Row
 
 FORMATS = ("text", "prompt_completion", "alpaca", "messages", "sharegpt")
+FORMAT_CHOICES = ("auto",) + FORMATS                     # what data.format accepts
 FORMAT_TITLES = {"text": "raw text", "prompt_completion": "prompt / completion", "alpaca": "Alpaca",
                  "messages": "chat messages", "sharegpt": "ShareGPT conversations"}
+# Which of our column roles each format reads; the ones in OPTIONAL_ROLES may stay unmapped.
+FORMAT_ROLES = {"text": ("text",), "prompt_completion": ("prompt", "completion"),
+                "alpaca": ("instruction", "input", "output"), "messages": ("messages",),
+                "sharegpt": ("conversations",)}
+OPTIONAL_ROLES = frozenset({"input"})
+COLUMN_ROLES = tuple(dict.fromkeys(role for fmt in FORMATS for role in FORMAT_ROLES[fmt]))   # data.columns keys
+# Names people give their columns, tried in order when guessing a mapping.
+SYNONYMS = {"text": ("text", "content", "body", "document", "passage"),
+            "prompt": ("prompt", "question", "query", "input", "instruction", "q"),
+            "completion": ("completion", "answer", "response", "output", "reply", "a"),
+            "instruction": ("instruction", "prompt", "question"), "input": ("input", "context"),
+            "output": ("output", "response", "answer", "completion"),
+            "messages": ("messages", "conversation", "chat"), "conversations": ("conversations", "conversation")}
 PAIRS = (("prompt", "completion"), ("input", "output"), ("question", "answer"))
 CHAT_ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
@@ -34,6 +52,12 @@ class Example:
     @property
     def is_chat(self) -> bool:
         return self.text is None
+
+
+def guess_column(role: str, columns: list[str]) -> str:
+    """The column most likely to hold `role` ("" if none looks like it)."""
+    lower = {c.lower(): c for c in columns}
+    return next((lower[name] for name in SYNONYMS.get(role, (role,)) if name in lower), "")
 
 
 def row_format(value: dict) -> str | None:
@@ -128,7 +152,7 @@ def to_example(row: Row, fmt: str, source: str) -> Example:
     if fmt == "sharegpt":
         return Example(where, messages=_messages(v.get("conversations"), "conversations", "from", "value",
                                                  SHAREGPT_ROLES, where, source))
-    raise DataError(f"{source}: unknown data.format '{fmt}'", f"use one of: auto, {', '.join(FORMATS)}")
+    raise DataError(f"{source}: unknown data.format '{fmt}'", f"use one of: {', '.join(FORMAT_CHOICES)}")
 
 
 def _messages(items, key, role_key, text_key, roles: dict, where: str, source: str) -> list[dict]:

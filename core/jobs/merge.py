@@ -1,79 +1,68 @@
 """`python -m lorastudio.core.jobs.merge JOB_DIR`: merge an adapter into its base and save it.
 
-Reads JOB_DIR/job.yaml (written by core/merge.py), journals to JOB_DIR/events.jsonl:
+Reads JOB_DIR/job.yaml (written by core/runs/merge_plan.py), journals to JOB_DIR/events.jsonl:
   phase (fraction 0→1) · fidelity · error · end{status, output}
 The base is loaded unquantized in the chosen dtype even when training used 4-bit or 8-bit: a
 merge into 4-bit weights would round the update away. Reference logits come from base + adapter
 (unmerged); the merged model is saved into a hidden folder beside OUT, loaded back from disk, and
-compared; only then is the folder renamed to OUT. SIGTERM cancels between phases.
+compared; only then is the folder renamed to OUT. Its life is the runtime's (core/runtime/worker.py):
+SIGTERM stops it between phases; stopped or failed, the hidden folder is removed, so no OUT is left.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
-import yaml
-
-from lorastudio.core.journal import JournalWriter
 from lorastudio.core.atomic_files import replace_folder
+from lorastudio.core.runtime.worker import Job, job_main
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Largest |Δlogit| / max(1, max |logit|) that rounding to the dtype explains (a merge adds the
 # update to W and rounds once; base + adapter keeps them apart). Beyond it, the check flags.
 RELATIVE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
 MAX_PROMPT_TOKENS, NEW_TOKENS = 64, 16
-
-
-class Cancelled(Exception):
-    pass
+OOM_HINT = "merge on the CPU (device cpu): it uses system memory instead of the GPU's"
 
 
 class Merge:
-    def __init__(self, job_dir: Path):
-        self.job_dir = job_dir
-        self.job = yaml.safe_load((job_dir / "job.yaml").read_text(encoding="utf-8"))
-        self.journal = JournalWriter(job_dir / "events.jsonl")
-        self.cancelled = False
+    def __init__(self, job: Job):
+        self.job = job
         self.tmp: Path | None = None
 
     def phase(self, name: str, fraction: float, message: str) -> None:
-        if self.cancelled:
-            raise Cancelled()
-        self.journal.emit("phase", name=name, fraction=fraction, message=message)
-        _test_pause(name, lambda: self.cancelled)
+        self.job.progress(name, fraction, message)          # raises Stopped once a stop was asked for
+        _test_pause(name, self.job.should_stop)
 
     def run(self) -> str:
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        job = self.job
-        dtype = getattr(torch, DTYPES[job["dtype"]])
-        device = job["device"] if job["device"] != "auto" else ("cuda:0" if torch.cuda.is_available() else "cpu")
+        spec = self.job.spec
+        dtype = getattr(torch, DTYPES[spec["dtype"]])
+        device = spec["device"] if spec["device"] != "auto" else ("cuda:0" if torch.cuda.is_available() else "cpu")
         load = dict(dtype=dtype, device_map={"": device}, use_safetensors=True)
-        self.phase("loading", 0.05, f"Loading the base model unquantized ({job['dtype']}, {device})")
-        base = AutoModelForCausalLM.from_pretrained(job["base"], **load)
-        tok_dir = job["adapter"] if Path(job["adapter"], "tokenizer_config.json").is_file() else job["base"]
+        self.phase("loading", 0.05, f"Loading the base model unquantized ({spec['dtype']}, {device})")
+        base = AutoModelForCausalLM.from_pretrained(spec["base"], **load)
+        tok_dir = spec["adapter"] if Path(spec["adapter"], "tokenizer_config.json").is_file() else spec["base"]
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         self.phase("adapter", 0.30, "Loading the adapter")
-        model = PeftModel.from_pretrained(base, job["adapter"])
+        model = PeftModel.from_pretrained(base, spec["adapter"])
         model.eval()
-        self.phase("reference", 0.40, f"Running {len(job['prompts'])} prompts through base + adapter")
-        prompts = encode_prompts(tokenizer, job["prompts"])
+        self.phase("reference", 0.40, f"Running {len(spec['prompts'])} prompts through base + adapter")
+        prompts = encode_prompts(tokenizer, spec["prompts"])
         reference = run_prompts(model, tokenizer, prompts, device)
         self.phase("merging", 0.50, "Merging the adapter into the weights")
         merged = model.merge_and_unload()
-        self.phase("saving", 0.60, f"Saving safetensors shards (at most {job['max_shard_size']} each)")
-        out = Path(job["out"])
+        self.phase("saving", 0.60, f"Saving safetensors shards (at most {spec['max_shard_size']} each)")
+        out = Path(spec["out"])
         out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-        merged.save_pretrained(self.tmp, max_shard_size=job["max_shard_size"])
+        merged.save_pretrained(self.tmp, max_shard_size=spec["max_shard_size"])
         tokenizer.save_pretrained(self.tmp)
         del merged, model, base
         if device.startswith("cuda"):
@@ -81,7 +70,7 @@ class Merge:
         self.phase("checking", 0.80, "Loading the merged model back and comparing")
         reloaded = AutoModelForCausalLM.from_pretrained(self.tmp, **load).eval()
         result = run_prompts(reloaded, tokenizer, prompts, device)
-        self.journal.emit("fidelity", **compare(reference, result, job["dtype"]))
+        self.job.emit("fidelity", **compare(reference, result, spec["dtype"]))
         del reloaded
         self.phase("finishing", 0.95, f"Moving the merged model into {out}")
         replace_folder(self.tmp, out)
@@ -139,36 +128,18 @@ def _test_pause(phase: str, cancelled) -> None:
             time.sleep(0.05)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not (Path(argv[0]) / "job.yaml").is_file():
-        print("usage: python -m lorastudio.core.jobs.merge JOB_DIR (with JOB_DIR/job.yaml)", file=sys.stderr)
-        return 2
-    merge = Merge(Path(argv[0]))
-
-    def on_term(*_):
-        merge.cancelled = True
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    status, output = "failed", None
+def merge(job: Job) -> dict:
+    job.oom_hint = lambda: OOM_HINT
+    work = Merge(job)
     try:
-        output = merge.run()
-        status = "completed"
-    except Cancelled:
-        status = "stopped"
-        merge.journal.emit("log", level="warning", message="Merge cancelled; nothing was written")
-    except BaseException as exc:      # noqa: BLE001 — every failure must reach the journal
-        trace = traceback.format_exc()
-        print(trace, file=sys.stderr, flush=True)
-        merge.journal.emit("log", level="error", message=trace)
-        hint = ("free disk space and try again" if isinstance(exc, OSError) and exc.errno == 28 else
-                "try --dtype fp32 on CPU, or see worker.log in the merge's job folder")
-        merge.journal.emit("error", kind=type(exc).__name__, message=f"{type(exc).__name__}: {exc}", hint=hint)
+        output = work.run()
+        return {"status": "completed", "output": output}     # done, even if a stop came in its last moment
     finally:
-        merge.cleanup()
-    merge.journal.emit("end", status=status, adapter=None, output=output)
-    merge.journal.close()
-    return 0 if status == "completed" else 1
+        work.cleanup()          # stopped or failed: the hidden folder goes, nothing is left behind
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main("merge", merge, argv)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@
 Converted once: the folder name carries a key made from the file's size and its first 1 MiB
 (hashing a whole 8 GB file would take longer than the check is worth), and `gguf_import.json`
 records the source; a second import of the same file is a cache hit. The conversion itself
-(dequantize with transformers, save with save_pretrained) runs in a worker,
-`python -m lorastudio.core.jobs.import_gguf JOB_DIR`, or in-process in a training worker; it writes
-into a temporary folder renamed into place (fsutil.atomic_dir).
+(dequantize with transformers, save with save_pretrained, core/engine/gguf_convert.py) runs in a
+job, `python -m lorastudio.core.jobs.import_gguf JOB_DIR` (`start_import`), or in-process in a
+training job; it writes into a temporary folder renamed into place (atomic_files.atomic_dir).
 
 This module is torch-free at import time: the window and the CLI use `cached_import`,
 `is_gguf` and `start_import`; only `check_gguf` (gguf-py, numpy) and `convert` (transformers)
@@ -17,20 +17,14 @@ import more, inside the functions.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
-from lorastudio.core.atomic_files import atomic_write_text
-from lorastudio.core.models.info import ModelError
+from lorastudio.core.errors import ModelError
 from lorastudio.core.runs.folders import data_home, slugify
+from lorastudio.core.runtime.follower import follow
+from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 
 MODELS_DIR, IMPORTS_DIR, RECORD_FILE = "models", ".imports", "gguf_import.json"
 KEY_BYTES = 1 << 20
@@ -92,55 +86,23 @@ def resolve_gguf(source: str | Path) -> Path:
     return folder
 
 
-# ---- the worker, started from the window or the CLI (torch-free) -----------------------------
-def start_import(gguf: str | Path) -> tuple[Path, subprocess.Popen]:
-    """Start `python -m lorastudio.core.jobs.import_gguf JOB_DIR`; its journal is JOB_DIR/events.jsonl."""
+# ---- the import job, started from the window or the CLI (torch-free) --------------------------
+def start_import(gguf: str | Path) -> JobHandle:
+    """Launch `python -m lorastudio.core.jobs.import_gguf JOB_DIR`; its journal is JOB_DIR/events.jsonl."""
     gguf = Path(gguf).expanduser().resolve()
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H%M%S")
-    job_dir = models_dir() / IMPORTS_DIR / f"{stamp}_{slugify(gguf.stem)}_{os.getpid()}"
-    n = 2
-    while job_dir.exists():
-        job_dir, n = job_dir.with_name(f"{job_dir.name}-{n}"), n + 1
-    job_dir.mkdir(parents=True)
-    atomic_write_text(job_dir / "job.yaml", yaml.safe_dump({"job": "gguf-import", "gguf": str(gguf)}))
-    with open(job_dir / "worker.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "lorastudio.core.jobs.import_gguf", str(job_dir)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return job_dir, proc
+    job_dir = new_job_dir(models_dir() / IMPORTS_DIR, slugify(gguf.stem))
+    return launch("import_gguf", job_dir, {"job": "gguf-import", "gguf": str(gguf)})
 
 
-def import_with_worker(gguf: str | Path, on_event: Callable[[dict], None] | None = None,
-                       poll_s: float = 0.2) -> Path:
-    """Import in a worker process and wait; GgufError carries the worker's error event."""
-    from lorastudio.core.journal import JournalFollower
+def import_with_worker(gguf: str | Path, on_event: Callable[[dict], None] | None = None) -> Path:
+    """Import in a job and wait (Ctrl+C stops it); GgufError carries the job's error event."""
     folder = cached_import(gguf)
     if folder is not None:
         return folder
-    job_dir, proc = start_import(gguf)
-    follower, error = JournalFollower(job_dir / "events.jsonl"), None
-    while True:
-        exited = proc.poll() is not None
-        for ev in follower.poll():
-            if on_event:
-                on_event(ev)
-            if ev["type"] == "error":
-                error = ev
-            if ev["type"] == "end":
-                proc.wait()
-                if ev["status"] == "completed" and ev.get("output"):
-                    return Path(ev["output"])
-                raise GgufError(error["message"] if error else f"the import {ev['status']}",
-                                error["hint"] if error else f"see {job_dir / 'worker.log'}")
-        if exited:
-            raise GgufError(f"the import worker exited with code {proc.returncode}",
-                            f"see {job_dir / 'worker.log'}")
-        time.sleep(poll_s)
-
-
-def print_progress(ev: dict) -> None:
-    """The CLI's view of an import's journal."""
-    if ev["type"] == "phase":
-        print(f"[{int(100 * ev.get('fraction', 0)):3d}%] {ev.get('message') or ev['name']}", flush=True)
-    elif ev["type"] == "error":
-        print(f"error: {ev['message']}\n  hint: {ev['hint']}", file=sys.stderr)
+    handle = start_import(gguf)
+    outcome = follow(handle, on_event)
+    if outcome.status == "completed" and outcome.output:
+        return Path(outcome.output)
+    if outcome.error is not None:
+        raise GgufError(outcome.error["message"], outcome.error.get("hint", ""))
+    raise GgufError(f"the import {outcome.status}", f"see {handle.log}")

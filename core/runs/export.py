@@ -1,15 +1,14 @@
 """Export a run's adapter: PEFT files + tokenizer + a model card, as a folder or one zip. Torch-free.
 
-`lorastudio export RUN OUT [--checkpoint STEP] [--zip] [--overwrite]`. The run folder is only
-read; the output is written beside its target and renamed into place, so a failed export never
-leaves half a folder (or half a zip) where a user looks for one.
+Used by `lorastudio export RUN OUT [--checkpoint STEP] [--zip] [--overwrite]` (core/cli/results.py)
+and the Export dialog. The run folder is only read; the output is written beside its target and
+renamed into place, so a failed export never leaves half a folder (or half a zip) where a user
+looks for one.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -177,15 +176,3 @@ def _write_zip(run_dir: Path, out: Path, src: Path, summary: RunSummary, checkpo
             os.unlink(tmp_zip)
     return out
 
-
-def cmd_export(args) -> int:
-    try:
-        out = export_adapter(args.run, args.out, args.checkpoint, args.zip, args.overwrite)
-    except ExportError as exc:
-        print(f"error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return 2
-    print(f"Exported the adapter to {out}")
-    cfg = json.loads((out / "adapter_config.json").read_text()) if out.is_dir() else None
-    if cfg:
-        print(f"  base model: {cfg.get('base_model_name_or_path')}; load with peft.PeftModel.from_pretrained")
-    return 0

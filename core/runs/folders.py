@@ -18,6 +18,9 @@ from lorastudio.core.atomic_files import atomic_write_json
 
 CONFIG_FILE, JOURNAL_FILE, STATUS_FILE, LOG_FILE = "config.yaml", "events.jsonl", "status.json", "worker.log"
 ADAPTER_DIR, CHECKPOINTS_DIR = "adapter", "checkpoints"
+# Job folders (core/runtime/launcher.new_job_dir): a run's merges and evaluations live in the run
+# folder (its playground answers too: core/runs/heldout.py); inspections under the data directory.
+MERGES_DIR, EVALS_DIR, INSPECTIONS_DIR = "merges", "evals", "inspections"
 HEARTBEAT_S = 5.0            # the worker refreshes status.json this often
 STALE_AFTER_S = 60.0
 # The training job's module, now and before 0.2 (a run started by 0.1 is still recognised as live).

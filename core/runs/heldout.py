@@ -1,26 +1,21 @@
 """The playground's torch-free half: starting generation workers, held-out prompts, eval results.
 
     RUN/playground/<stamp>/job.yaml  events.jsonl  worker.log     one folder a request
-The window writes a job, starts `python -m lorastudio.core.jobs.generate JOB_DIR` and follows
-its journal (token events, side base|adapter). Held-out prompts come from the run's validation file,
-else the held-out part of its data (the same split as training), else the sample held-out set.
+`start_generation` writes a job and launches `python -m lorastudio.core.jobs.generate JOB_DIR`;
+the window follows its journal (token events, side base|adapter). Held-out prompts come from the
+run's validation file, else the held-out part of its data (the same split as training), else the
+sample held-out set.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-import yaml
 
 from lorastudio.core.runs.checkpoints import list_checkpoint_steps
 from lorastudio.core.config import ConfigError, RunConfig
-from lorastudio.core.atomic_files import atomic_write_text
 from lorastudio.core.runs.folders import ADAPTER_DIR, CONFIG_FILE
 from lorastudio.core.data.split import validation_indices
+from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 
 PLAYGROUND_DIR, EVAL_FILE = "playground", "eval.json"
 DEFAULT_SETTINGS = {"max_new_tokens": 96, "temperature": 0.0, "top_p": 0.9, "seed": 0}
@@ -37,19 +32,12 @@ def adapter_choices(run_dir: Path) -> list[tuple[str, int | None]]:
 
 
 def start_generation(run_dir: Path, messages: list[dict], settings: dict | None = None,
-                     checkpoint: int | None = None) -> tuple[Path, subprocess.Popen]:
+                     checkpoint: int | None = None) -> JobHandle:
+    """Launch the generation job in a fresh RUN/playground/<stamp>/ folder."""
     run_dir = Path(run_dir)
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H%M%S_%f")
-    job_dir = run_dir / PLAYGROUND_DIR / stamp
-    job_dir.mkdir(parents=True)
-    job = {"run": str(run_dir), "checkpoint": checkpoint, "messages": messages,
-           **DEFAULT_SETTINGS, **(settings or {})}
-    atomic_write_text(job_dir / "job.yaml", yaml.safe_dump(job, sort_keys=False, allow_unicode=True))
-    with open(job_dir / "worker.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "lorastudio.core.jobs.generate", str(job_dir)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return job_dir, proc
+    spec = {"run": str(run_dir), "checkpoint": checkpoint, "messages": messages,
+            **DEFAULT_SETTINGS, **(settings or {})}
+    return launch("generate", new_job_dir(run_dir / PLAYGROUND_DIR), spec)
 
 
 def split_prompt(messages: list[dict]) -> tuple[list[dict], str | None]:

@@ -8,6 +8,9 @@ segments (one per resume); what a run *is* comes from its last segment:
   last segment ends with `end`             -> that status (completed, stopped, failed)
   no `end`, worker alive (runs.worker_alive) -> running
   no `end`, pid gone or heartbeat stale     -> crashed (SIGKILL, a segfault, the OOM killer, power)
+
+`run_folders` is the one listing of a runs folder: the Runs page (RunHistory), the re-attach at
+start-up (find_live_runs), the playground and the adapter picker (runs_with_adapters) use it.
 """
 from __future__ import annotations
 
@@ -20,12 +23,15 @@ from pathlib import Path
 import yaml
 
 from lorastudio.core.runs.checkpoints import list_checkpoint_steps
-from lorastudio.core.journal import JournalFollower
+from lorastudio.core.journal import END_STATUSES, JournalFollower
 from lorastudio.core.atomic_files import folder_size
-from lorastudio.core.runs.folders import (CONFIG_FILE, JOURNAL_FILE, LOG_FILE, STATUS_FILE, read_status,
-                                  worker_alive)
+from lorastudio.core.runs.folders import (ADAPTER_DIR, CONFIG_FILE, JOURNAL_FILE, LOG_FILE, STATUS_FILE,
+                                          read_status, worker_alive)
 
-RUNNING, COMPLETED, STOPPED, FAILED, CRASHED = "running", "completed", "stopped", "failed", "crashed"
+# A run's status, the one set of words (the window's table and dashboard import them from here):
+# how its journal ended (the journal's own `end` statuses), or, without an `end`, running or crashed.
+COMPLETED, STOPPED, FAILED = END_STATUSES
+RUNNING, CRASHED = "running", "crashed"
 STATUSES = (RUNNING, COMPLETED, STOPPED, FAILED, CRASHED)
 LOG_TAIL_BYTES = 8192
 CRASH_SIGNS = (("Segmentation fault", "a segmentation fault (native code crashed)"),
@@ -219,6 +225,13 @@ def run_folders(root: Path) -> list[Path]:
         return []
     return [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")
             and (os.path.exists(os.path.join(e.path, CONFIG_FILE)) or os.path.exists(os.path.join(e.path, JOURNAL_FILE)))]
+
+
+def runs_with_adapters(root: Path) -> list[Path]:
+    """Run folders with something to load: a final adapter or a checkpoint, newest first (by name)."""
+    found = [d for d in run_folders(root) if (d / CONFIG_FILE).is_file()
+             and ((d / ADAPTER_DIR / "adapter_config.json").is_file() or list_checkpoint_steps(d))]
+    return sorted(found, key=lambda d: d.name, reverse=True)
 
 
 def find_live_runs(root: Path) -> list[Path]:

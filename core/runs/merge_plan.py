@@ -3,30 +3,23 @@
 `lorastudio merge RUN OUT [--checkpoint STEP] [--dtype bf16|fp16|fp32] [--max-shard-size 5GB]`
 Before anything loads: the output must be empty or absent (or --overwrite), must not be inside
 the base model's folder or the run folder, and the disk must have room for the estimated output.
-The worker (core/merge_worker.py) writes into a hidden temporary folder beside OUT and renames it
-when complete, so a cancelled, killed or failed merge leaves no OUT behind.
+The merge job (core/jobs/merge.py, started by `start_merge` in RUN/merges/<stamp>/) writes into a
+hidden temporary folder beside OUT and renames it when complete, so a cancelled, killed or failed
+merge leaves no OUT behind. The CLI's view of it is core/cli/results.py, the window's
+app/dialogs/merge_dialog.py.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from lorastudio.core.devices import format_bytes
-from lorastudio.core.journal import JournalFollower
 from lorastudio.core.runs.export import ExportError, adapter_source, read_run
-from lorastudio.core.atomic_files import atomic_write_text
 from lorastudio.core.models.info import ModelError, read_model_info
+from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
+from lorastudio.core.runs.folders import MERGES_DIR
 
-MERGES_DIR = "merges"
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 SAFETY_MARGIN = 1.05            # shards + index + tokenizer, with a little room to spare
 EXTRA_BYTES = 64 * 2**20
@@ -49,12 +42,12 @@ class MergeJob:
     estimate: int
     overwrite: bool
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump({"job": "merge", "run_dir": str(self.run_dir), "out": str(self.out),
-                               "adapter": str(self.adapter), "base": str(self.base), "dtype": self.dtype,
-                               "max_shard_size": self.max_shard_size, "device": self.device,
-                               "prompts": self.prompts, "estimate": self.estimate,
-                               "overwrite": self.overwrite}, sort_keys=False, allow_unicode=True)
+    def to_spec(self) -> dict:
+        """The merge job's job.yaml."""
+        return {"job": "merge", "run_dir": str(self.run_dir), "out": str(self.out), "adapter": str(self.adapter),
+                "base": str(self.base), "dtype": self.dtype, "max_shard_size": self.max_shard_size,
+                "device": self.device, "prompts": self.prompts, "estimate": self.estimate,
+                "overwrite": self.overwrite}
 
 
 def parse_size(text: str) -> int:
@@ -146,64 +139,6 @@ def prepare_job(args) -> MergeJob:
                     prompts, estimate, args.overwrite)
 
 
-def start_merge(job: MergeJob) -> tuple[Path, subprocess.Popen]:
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H%M%S")
-    (job.run_dir / MERGES_DIR).mkdir(parents=True, exist_ok=True)
-    job_dir, n = job.run_dir / MERGES_DIR / stamp, 2
-    while True:
-        try:
-            job_dir.mkdir()
-            break
-        except FileExistsError:
-            job_dir, n = job.run_dir / MERGES_DIR / f"{stamp}-{n}", n + 1
-    atomic_write_text(job_dir / "job.yaml", job.to_yaml())
-    with open(job_dir / "worker.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "lorastudio.core.jobs.merge", str(job_dir)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return job_dir, proc
-
-
-def print_fidelity(f: dict) -> None:
-    agree = f"{f['greedy_agree']}/{f['prompts']}"
-    print(f"Fidelity ({f['prompts']} prompts, {f['dtype']}): max |Δlogit| {f['max_abs_diff']:.3g}, "
-          f"mean {f['mean_abs_diff']:.3g}; greedy continuations agree on {agree}")
-    if f["flagged"]:
-        print(f"  warning: the difference exceeds what {f['dtype']} rounding explains "
-              f"(tolerance {f['tolerance']:.3g}); compare the merged model before shipping it")
-
-
-def cmd_merge(args) -> int:
-    try:
-        job = prepare_job(args)
-    except ExportError as exc:
-        print(f"error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return 2
-    print(f"Merging {job.adapter} into {job.base} ({job.dtype}); about {format_bytes(job.estimate)} to write")
-    job_dir, proc = start_merge(job)
-    follower = JournalFollower(job_dir / "events.jsonl")
-    previous = signal.signal(signal.SIGINT, lambda *_: proc.send_signal(signal.SIGTERM))
-    try:
-        while True:
-            exited = proc.poll() is not None
-            for ev in follower.poll():
-                if ev["type"] == "phase":
-                    print(f"[{int(100 * ev.get('fraction', 0)):3d}%] {ev.get('message') or ev['name']}")
-                elif ev["type"] == "fidelity":
-                    print_fidelity(ev)
-                elif ev["type"] == "error":
-                    print(f"error ({ev['kind']}): {ev['message']}\n  hint: {ev['hint']}")
-                elif ev["type"] == "end":
-                    proc.wait()
-                    if ev["status"] == "completed":
-                        print(f"Merged model saved to {ev.get('output')}")
-                        return 0
-                    print(f"Merge {ev['status']}; nothing was written to {job.out}")
-                    return 1
-            if exited:
-                print(f"error: the merge worker exited with code {proc.returncode}; see {job_dir / 'worker.log'}",
-                      file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def start_merge(job: MergeJob) -> JobHandle:
+    """Start the merge job in a fresh RUN/merges/<stamp>/ folder."""
+    return launch("merge", new_job_dir(job.run_dir / MERGES_DIR), job.to_spec())

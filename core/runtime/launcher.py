@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import faulthandler
 import importlib
 import os
 import signal
@@ -141,15 +142,23 @@ def launch(verb: str, job_dir: Path, spec: dict[str, Any] | None = None, args: t
 
 
 def run_inline(verb: str, job_dir: Path, args: tuple | list = (), env: dict[str, str] | None = None) -> int:
-    """Run a job's `main` in this process (tests): returns its exit status."""
+    """Run a job's `main` in this process (tests): returns its exit status. What it prints goes to
+    its worker.log, as a job process's would."""
     module = importlib.import_module(job_module(verb))
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
+    fault_handler_was_on = faulthandler.is_enabled()
     try:
-        return int(module.main([str(job_dir), *map(str, args)]) or 0)
+        with open(Path(job_dir) / LOG_FILE, "a", encoding="utf-8") as log, \
+                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            return int(module.main([str(job_dir), *map(str, args)]) or 0)
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
+        if fault_handler_was_on:            # the job pointed it at its log, which is closed now
+            faulthandler.enable(sys.__stderr__)
+        else:
+            faulthandler.disable()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

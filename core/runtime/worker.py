@@ -13,6 +13,7 @@ failed; exit status 0 for completed or stopped, 1 for failed, 2 for a bad comman
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import signal
 import sys
@@ -86,7 +87,8 @@ def run_job(verb: str, job_dir: Path, body: Callable[[Job], dict | None], spec: 
     job_dir = Path(job_dir)
     if spec is None and (job_dir / JOB_FILE).is_file():
         spec = read_spec(job_dir)
-    faulthandler.enable()
+    with contextlib.suppress(ValueError, OSError):       # stderr without a file descriptor (a test's capture)
+        faulthandler.enable()
     job = Job(verb, job_dir, JournalWriter(job_dir / JOURNAL_FILE), spec or {}, args)
     status, end_fields = "failed", {}
     with _Signals(job):

@@ -107,7 +107,7 @@ def test_an_error_shows_message_and_hint_and_the_traceback_only_in_the_log(qtbot
     assert d.banner.hint.text() == "What to do: lower training.batch_size to 1 or training.seq_len to 1024"
     assert "Traceback" not in d.banner.message.text() + d.banner.hint.text()
     assert "Traceback (most recent call last)" in d.log_pane.toPlainText()
-    assert not page.process._timer.isActive()            # the journal ended: no more polling
+    assert not page.process.following()            # the journal ended: no more polling
 
 
 def test_completion_shows_the_adapter_path(qtbot, page, journal):

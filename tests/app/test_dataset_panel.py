@@ -1,16 +1,20 @@
 """The Dataset panel shows what the model will be trained on: preview, format, the inspector's
 stats and example N with its trained tokens, errors inline with Start disabled. Real files, real
-tiny models, the real inspector in a child process."""
+tiny models, the real inspector job — inline (the `inline_jobs` fixture: the job's own code in
+this process) where the answer matters, in child processes where the processes do."""
 import json
+import os
+import signal
 import subprocess
 import sys
 
 import pytest
 from conftest import load_data, load_model
 
-from lorastudio.app.dataset.data_inspection import DataInspection, InspectRequest, inspector_command, parse_output
+from lorastudio.app.dataset.data_inspection import DataInspection, InspectRequest, result_of
 from lorastudio.app.dataset.dataset_panel import DatasetPanel
 from lorastudio.app.dataset.inspection_text import stat_rows
+from lorastudio.core.runtime.follower import Outcome
 
 INSPECT_MS = 90_000
 
@@ -40,9 +44,11 @@ def inspected(qtbot, panel):
 
 
 def run_inspector(req: InspectRequest) -> dict:
-    done = subprocess.run(inspector_command(req), capture_output=True, text=True)
-    result = parse_output(done.returncode, done.stdout, done.stderr)
-    return result.report or {"error": result.error}
+    """The engine's own report for the request (what the job journals)."""
+    from lorastudio.core.config import DataSection
+    from lorastudio.core.engine.inspection import inspect_data
+    spec = req.spec()
+    return inspect_data(DataSection(**spec["data"]), spec["model"], spec["seq_len"], spec["example"])
 
 
 @pytest.fixture
@@ -74,8 +80,7 @@ def test_preview_and_detected_format_with_reason(qtbot, panel, tmp_path, name, c
     assert "Choose a model" in panel.inspection.status_label.text()
 
 
-@pytest.mark.slow
-def test_stats_histogram_and_trained_tokens_match_the_inspector(qtbot, page, tiny_chat_llama, tmp_path):
+def test_stats_histogram_and_trained_tokens_match_the_inspector(qtbot, page, tiny_chat_llama, tmp_path, inline_jobs):
     panel = page.dataset_panel
     page.training_panel.widgets["training.seq_len"].setValue(64)
     load_model(qtbot, page, tiny_chat_llama)
@@ -105,8 +110,7 @@ def test_stats_histogram_and_trained_tokens_match_the_inspector(qtbot, page, tin
     assert "line 3" in view.example_caption.text()
 
 
-@pytest.mark.slow
-def test_a_malformed_line_is_located_inline_then_skipping_it_reenables_start(qtbot, page, tiny_chat_llama, tmp_path):
+def test_a_malformed_line_is_located_inline_then_skipping_it_reenables_start(qtbot, page, tiny_chat_llama, tmp_path, inline_jobs):
     panel, bar = page.dataset_panel, page.start_bar
     load_model(qtbot, page, tiny_chat_llama)
     load_data(qtbot, page, write_pairs(tmp_path / "d.jsonl", bad_at=2))
@@ -126,8 +130,7 @@ def test_a_malformed_line_is_located_inline_then_skipping_it_reenables_start(qtb
     assert page.check.config.data.on_bad_rows == "skip"
 
 
-@pytest.mark.slow
-def test_a_bad_row_past_the_preview_comes_back_from_the_inspector(qtbot, page, tiny_chat_llama, tmp_path):
+def test_a_bad_row_past_the_preview_comes_back_from_the_inspector(qtbot, page, tiny_chat_llama, tmp_path, inline_jobs):
     panel, bar = page.dataset_panel, page.start_bar
     load_model(qtbot, page, tiny_chat_llama)
     load_data(qtbot, page, write_pairs(tmp_path / "long.jsonl", n=30, bad_at=27))
@@ -138,8 +141,7 @@ def test_a_bad_row_past_the_preview_comes_back_from_the_inspector(qtbot, page, t
     assert not bar.start_button.isEnabled()
 
 
-@pytest.mark.slow
-def test_a_column_mapping_makes_an_unknown_csv_usable(qtbot, page, tiny_chat_llama, tmp_path):
+def test_a_column_mapping_makes_an_unknown_csv_usable(qtbot, page, tiny_chat_llama, tmp_path, inline_jobs):
     panel, bar = page.dataset_panel, page.start_bar
     data = tmp_path / "qa.csv"
     data.write_text("q,reply,source\n" + "".join(f"what is {i}?,it is {i},web\n" for i in range(6)))
@@ -182,18 +184,65 @@ def test_the_forms_config_carries_the_data_options(qtbot, page, tiny_llama, text
     assert page.dataset_panel.values() == {k: state[k] for k in page.dataset_panel.values()}
 
 
-def test_a_newer_question_discards_the_older_answer(qtbot, tiny_llama, text_jsonl):
+@pytest.mark.slow
+def test_the_inspector_runs_in_a_child_process_and_a_newer_question_kills_the_older(qtbot, tiny_llama, text_jsonl,
+                                                                                   runs_home):
     inspection = DataInspection(debounce_ms=10)
     reports = []
     inspection.report.connect(reports.append)
     first = InspectRequest(str(text_jsonl), str(tiny_llama), seq_len=64, example=1)
     inspection.request(first)
-    qtbot.waitUntil(lambda: inspection.current == first, timeout=5_000)     # its child is running
+    qtbot.waitUntil(lambda: inspection.handle is not None, timeout=5_000)      # its child is running
+    older = inspection.handle
+    assert older.pid != os.getpid() and older.returncode() is None
+    assert older.job_dir.parent == runs_home / "inspections" and older.job_dir.is_dir()
     inspection.request(first.with_example(2))
     inspection.request(first.with_example(3))                               # debounced: 2 is never asked
+    assert inspection.handle is None                                        # the older job is gone ...
+    qtbot.waitUntil(lambda: older.returncode() is not None, timeout=5_000)
+    assert older.returncode() == -signal.SIGKILL and not older.job_dir.exists()   # ... killed, its folder removed
+    qtbot.waitUntil(lambda: inspection.handle is not None, timeout=5_000)
+    newer = inspection.handle
     qtbot.waitUntil(lambda: not inspection.busy, timeout=INSPECT_MS)
     qtbot.wait(200)
     assert [r["example"]["index"] for r in reports] == [3]
+    assert not newer.job_dir.exists()                                       # answered, then cleaned up
+    qtbot.waitUntil(lambda: newer.returncode() is not None, timeout=10_000)
+    assert newer.returncode() == 0
+
+    inspection.request(first.with_example(4))                               # a panel closed mid-question:
+    qtbot.waitUntil(lambda: inspection.handle is not None, timeout=5_000)
+    last = inspection.handle
+    inspection.deleteLater()
+    qtbot.waitUntil(lambda: last.returncode() is not None, timeout=5_000)  # its child goes with it
+    assert last.returncode() == -signal.SIGKILL and not last.job_dir.exists()
+
+
+def test_a_refused_model_is_said_in_the_jobs_words(qtbot, tmp_path, text_jsonl, inline_jobs, runs_home):
+    inspection = DataInspection(debounce_ms=10)
+    failures = []
+    inspection.failed.connect(lambda message, hint: failures.append((message, hint)))
+    inspection.request(InspectRequest(str(text_jsonl), str(tmp_path / "no-model"), seq_len=64))
+    qtbot.waitUntil(lambda: bool(failures), timeout=10_000)
+    (message, hint), = failures
+    assert "no-model" in message and hint and not message.startswith("The inspector failed")
+    assert not inspection.busy and inspection.handle is None
+    assert list((runs_home / "inspections").iterdir()) == []              # its folder is removed
+
+
+def test_the_jobs_outcome_becomes_a_report_or_words(tmp_path):
+    log = tmp_path / "worker.log"
+    assert result_of(Outcome("completed", {}), {"examples": 1}, log).report == {"examples": 1}
+    refused = result_of(Outcome("failed", {}, {"kind": "data", "message": "d.jsonl, line 2: bad", "hint": "fix it"}),
+                        None, log)
+    assert refused.error == ("d.jsonl, line 2: bad", "fix it") and not refused.unexpected
+    broken = result_of(Outcome("failed", {}, {"kind": "exception", "message": "RuntimeError: boom",
+                                              "hint": "see worker.log"}), None, log)
+    assert broken.error == ("The inspector failed: RuntimeError: boom", f"the full message is in {log}")
+    assert broken.unexpected                               # its folder is kept, for worker.log
+    crashed = result_of(Outcome("failed", {}, {"kind": "crashed", "message": "The inspector exited unexpectedly "
+                                               "(killed by signal 9 (SIGKILL)).", "hint": f"See {log}."}), None, log)
+    assert crashed.error[1] == f"See {log}." and crashed.unexpected
 
 
 def test_the_window_still_imports_no_heavy_library():

@@ -1,7 +1,9 @@
-"""The torch-free preview: first rows of every file type, the detected format and its reason."""
+"""The torch-free preview (core/data/preview.py): first rows of every file type, the detected format
+and its reason."""
 import json
 
-from lorastudio.app.dataset.dataset_preview import detect, guess_column, read_preview, short_message
+from lorastudio.core.data.formats import guess_column
+from lorastudio.core.data.preview import detect, read_preview, short_message
 
 
 def test_jsonl_preview_reads_only_the_first_rows_and_detects_text(text_jsonl):

@@ -49,6 +49,9 @@ class LatencyProbe:
         self.timer.stop()
 
 
+FREEZE_MS = 250
+
+
 def test_train_tiny_llama_by_pointing_and_clicking(qtbot, page, tiny_llama, text_jsonl, runs_home):
     fill(qtbot, page, tiny_llama, text_jsonl, max_steps=6)
     probe = LatencyProbe()
@@ -75,7 +78,10 @@ def test_train_tiny_llama_by_pointing_and_clicking(qtbot, page, tiny_llama, text
     assert not page.running and page.start_bar.start_button.isEnabled()
     assert page.scroll.widget().isEnabled()
     print(f"latency: {probe.ticks} ticks, worst {probe.worst} ms late")
-    assert probe.ticks > 50 and probe.worst < 100, f"the event loop was {probe.worst} ms late"
+    # A freeze (waiting on the worker, a blocking read) shows as seconds. One offscreen repaint of the
+    # six pyqtgraph plots takes 60-130 ms of software rendering on a loaded 2-core machine (0.1 and
+    # 0.2 alike: 100 ms failed a third of the runs of either), so the line is drawn at 250 ms.
+    assert probe.ticks > 50 and probe.worst < FREEZE_MS, f"the event loop was {probe.worst} ms late"
 
 
 def test_stop_asks_and_the_run_ends_stopped_with_an_adapter(qtbot, page, tiny_llama, text_jsonl, monkeypatch):

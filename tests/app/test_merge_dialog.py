@@ -1,15 +1,16 @@
-"""The export and merge-and-save dialogs, driven with pytest-qt on a real 4-bit tiny run."""
-from pathlib import Path
+"""The export and merge-and-save dialogs, driven with pytest-qt on a real 4-bit tiny run.
+
+Merges run inline (the `inline_jobs` fixture) where the result is the point; cancelling one needs
+a real worker process (slow)."""
 
 import pytest
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from tests.helpers.tiny_models import train_tiny_run
 
 from lorastudio.app.dialogs.export_dialog import ExportDialog
 from lorastudio.app.dialogs.merge_dialog import MergeDialog
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def run_dir(tmp_path_factory, tiny_llama):
     return train_tiny_run(root / "2026-11-22_1200_tiny", tiny_llama, data, training__lr=2e-2)
 
 
-def test_merge_dialog_merges_and_shows_fidelity(qtbot, run_dir, tmp_path):
+def test_merge_dialog_merges_and_shows_fidelity(qtbot, run_dir, tmp_path, inline_jobs):
     dialog = MergeDialog(run_dir, run_dir.parent)
     qtbot.addWidget(dialog)
     assert dialog.picker.run_combo.currentText() == run_dir.name
@@ -30,7 +31,7 @@ def test_merge_dialog_merges_and_shows_fidelity(qtbot, run_dir, tmp_path):
     dialog.out_edit.setText(str(tmp_path / "merged"))
     dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("fp32"))
     dialog.device_combo.setCurrentText("cpu")
-    qtbot.mouseClick(dialog.merge_button, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.LeftButton)
+    qtbot.mouseClick(dialog.merge_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dialog.status is not None, timeout=180_000)
     assert dialog.status == "completed", dialog.result_label.text()
     assert dialog.progress.value() == 100
@@ -38,6 +39,29 @@ def test_merge_dialog_merges_and_shows_fidelity(qtbot, run_dir, tmp_path):
     assert f"Merged model saved to {tmp_path / 'merged'}" in text and "Fidelity on 4 prompts" in text
     assert dialog.fidelity["max_abs_diff"] < 1e-4 and "within what rounding to fp32 explains" in text
     assert (tmp_path / "merged" / "config.json").is_file() and not dialog.open_button.isHidden()
+    assert not dialog.running and dialog.merge_button.isEnabled() and dialog.close_button.text() == "Close"
+
+
+@pytest.mark.slow
+def test_cancelling_a_merge_stops_its_worker_and_writes_nothing(qtbot, run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LORASTUDIO_TEST_PAUSE", "merging:60")          # the worker waits there
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.No)
+    dialog = MergeDialog(run_dir, run_dir.parent)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.out_edit.setText(str(tmp_path / "cancelled"))
+    dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("fp32"))
+    dialog.device_combo.setCurrentText("cpu")
+    dialog.start_merge()
+    qtbot.waitUntil(lambda: dialog.phase_label.text() == "Merging the adapter into the weights", timeout=120_000)
+    assert dialog.running and dialog.close_button.text() == "Cancel merge" and 0 < dialog.progress.value() < 100
+    dialog.close()                                  # asks; "No" keeps the merge going
+    assert dialog.isVisible() and dialog.running
+    dialog.cancel()
+    qtbot.waitUntil(lambda: dialog.status is not None, timeout=60_000)
+    assert dialog.status == "stopped" and dialog.result_label.text() == "Merge cancelled; nothing was written."
+    assert not (tmp_path / "cancelled").exists() and not list(tmp_path.glob(".cancelled.*"))
+    assert dialog.process.handle.process.wait(timeout=30) == 0
 
 
 def test_merge_dialog_asks_before_touching_a_non_empty_folder(qtbot, run_dir, tmp_path, monkeypatch):
@@ -52,7 +76,7 @@ def test_merge_dialog_asks_before_touching_a_non_empty_folder(qtbot, run_dir, tm
     dialog.start_merge()
     qtbot.waitUntil(lambda: bool(asked) and "Nothing was written" in dialog.result_label.text(), timeout=30_000)
     assert "is not empty" in asked[0]
-    assert [p.name for p in busy.iterdir()] == ["mine.txt"] and dialog.proc is None
+    assert [p.name for p in busy.iterdir()] == ["mine.txt"] and not dialog.running
 
 
 def test_merge_dialog_refuses_the_base_model_folder(qtbot, run_dir, tiny_llama):

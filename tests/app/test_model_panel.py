@@ -62,3 +62,32 @@ def test_a_stale_answer_does_not_overwrite_the_newer_choice(qtbot, page, tiny_ll
     qtbot.waitUntil(lambda: panel.state == "ready", timeout=10_000)
     qtbot.wait(200)
     assert panel.values["architecture"].text() == "GPT2LMHeadModel"
+
+
+def test_a_gguf_is_imported_once_by_a_job_then_read(qtbot, page, tmp_path, tiny_llama, runs_home, inline_jobs):
+    from tests.helpers.gguf_tiny import write_tiny_gguf
+    from lorastudio.core.journal import read_events
+    from lorastudio.core.models.gguf_cache import cached_import
+    path = tmp_path / "tiny-llama.F32.gguf"
+    write_tiny_gguf(path, tiny_llama)
+    load_model(qtbot, page, path)
+    panel = page.model_panel
+    assert panel.state == "ready", panel.error_label.text()
+    assert panel.info.path == cached_import(path) and panel.values["architecture"].text() == "LlamaForCausalLM"
+    (job,) = (runs_home / "models" / ".imports").iterdir()
+    events = read_events(job / "events.jsonl")
+    assert [e["name"] for e in events if e["type"] == "phase"][-1] == "done"
+    assert events[-1]["status"] == "completed" and events[-1]["output"] == str(panel.info.path)
+
+
+def test_a_broken_gguf_says_why(qtbot, page, tmp_path, tiny_llama, runs_home, inline_jobs):
+    from tests.helpers.gguf_tiny import write_tiny_gguf
+    good = tmp_path / "good.gguf"
+    write_tiny_gguf(good, tiny_llama)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(good.read_bytes()[:5000])
+    load_model(qtbot, page, cut)
+    panel = page.model_panel
+    assert panel.state == "failed" and "truncated" in panel.error_label.text()
+    assert "Download the file again" in panel.error_label.text()
+    assert not page.start_bar.start_button.isEnabled()

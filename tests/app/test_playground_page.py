@@ -1,4 +1,7 @@
-"""The Playground page follows a real generation worker: both answers stream in, side by side."""
+"""The Playground page follows the generation job: both answers stream in, side by side.
+
+The job runs inline (the `inline_jobs` fixture) where only the result matters; the live stream
+from a real worker process is the slow test."""
 from __future__ import annotations
 
 import json
@@ -12,7 +15,7 @@ ANSWER = '{"answer": "yes", "confidence": 0.9}'
 
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory, tiny_chat_llama):
-    from tiny_models import train_tiny_run
+    from tests.helpers.tiny_models import train_tiny_run
     root = tmp_path_factory.mktemp("pg")
     rows = [{"messages": [{"role": "system", "content": "Answer in JSON."},
                           {"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]}
@@ -61,6 +64,31 @@ def test_the_page_streams_both_answers(qtbot, trained_runs):
     assert sum(e["type"] == "token" for e in events) >= 2
     assert "tokens ·" in page.adapter_pane.status.text() and page.generate_button.isEnabled()
     assert page.status.text() == "Done."
+
+
+def test_generate_shows_both_answers_and_a_failure_in_words(qtbot, trained_runs, inline_jobs):
+    page = PlaygroundPage(trained_runs)
+    qtbot.addWidget(page)
+    page.prompt_edit.setPlainText("the cat sat on the mat")
+    page.settings.max_new_tokens.setValue(8)
+    events = []
+    page.job.event.connect(events.append)
+    with qtbot.waitSignal(page.generation_finished, timeout=60_000) as done:
+        page.generate()
+    assert done.args == ["completed"] and page.status.text() == "Done."
+    answers = {e["side"]: e["text"] for e in events if e["type"] == "answer"}
+    assert page.base_pane.answer() == answers["base"] and page.adapter_pane.answer() == answers["adapter"]
+    assert page.generate_button.isEnabled() and not page.stop_button.isEnabled()
+    job_dirs = sorted((trained_runs / "2026-01-01_1200_tiny" / "playground").iterdir())
+    assert (job_dirs[-1] / "job.yaml").is_file() and (job_dirs[-1] / "events.jsonl").is_file()
+
+    page.adapter_combo.addItem("checkpoint step 99", 99)              # one that is not there
+    page.adapter_combo.setCurrentIndex(page.adapter_combo.count() - 1)
+    with qtbot.waitSignal(page.generation_finished, timeout=60_000) as done:
+        page.generate()
+    assert done.args == ["failed"]
+    assert "has no checkpoint at step 99" in page.status.text() and "saved steps: 3, 6" in page.status.text()
+    assert page.generate_button.isEnabled() and not page.stop_button.isEnabled()
 
 
 def test_the_page_shows_stored_eval_figures(qtbot, trained_runs):

@@ -98,14 +98,16 @@ def test_clone_config_fills_the_train_form(qtbot, window, runs_home, tiny_llama,
     assert values["lora"]["r"] == 16 and values["quantization"] == "4bit"
 
 
-@pytest.mark.slow
-def test_out_of_memory_resumes_with_suggested_settings_in_one_click(qtbot, window, runs_home, make_config):
+def test_out_of_memory_resumes_with_suggested_settings_in_one_click(qtbot, window, runs_home, make_config,
+                                                                    inline_jobs):
+    """The training jobs run in this process (`inline_jobs`): the resumed one has finished when
+    the click returns, and the Train page follows its journal as it would a live one's."""
     from lorastudio.core.config import RunConfig
-    from lorastudio.core.runs.folders import prepare_run, start_worker
+    from lorastudio.core.runs.folders import prepare_run, start_training
     run_dir = runs_home / "runs" / "oom"
     prepare_run(RunConfig.load(make_config(training__max_steps=6, training__save_every=2)), run_dir)
-    worker = start_worker(run_dir, env={"LORASTUDIO_FAULT": "oom:3"})
-    assert worker.wait(timeout=240) == 1
+    worker = start_training(run_dir, env={"LORASTUDIO_FAULT": "oom:3"})
+    assert worker.returncode() == 1
     page = show_runs(qtbot, window, 1)
     qtbot.waitUntil(lambda: page.model.runs[0].status == "failed", timeout=10_000)
     page.select(run_dir)
@@ -121,3 +123,27 @@ def test_out_of_memory_resumes_with_suggested_settings_in_one_click(qtbot, windo
     assert (run_dir / "config.previous.yaml").is_file()
     state = window.train_page.dashboard.state
     assert state.loss.x == [1, 2, 3, 4, 5, 6] and state.status == "completed"
+
+
+def test_merge_and_export_open_the_train_pages_dialogs_with_the_run_chosen(qtbot, window, runs_home):
+    from pathlib import Path
+    from lorastudio.app.dialogs.export_dialog import ExportDialog
+    from lorastudio.app.dialogs.merge_dialog import MergeDialog
+    make_run(runs_home / "runs", "other-run", "completed", 20, checkpoints=(20,))
+    run_dir = make_run(runs_home / "runs", "to-merge", "stopped", 40, checkpoints=(20, 40))
+    page = show_runs(qtbot, window, 2)
+    page.select(run_dir)
+    assert page.buttons["merge"].isEnabled() and page.buttons["export"].isEnabled()
+    page.buttons["merge"].click()
+    (merge,) = window.findChildren(MergeDialog)             # the dialog the Train page's banner opens
+    assert merge.isVisible() and merge.picker.run_dir == run_dir and merge.picker.run_combo.currentText() == "to-merge"
+    combo = merge.picker.checkpoint_combo
+    assert [combo.itemText(i) for i in range(combo.count())] == ["Checkpoint at step 40", "Checkpoint at step 20"]
+    assert merge.out_edit.text() == str(Path.home() / "to-merge-merged") and merge.merge_button.isEnabled()
+    assert not merge.running and not (run_dir / "merges").exists()        # nothing starts before "Merge"
+    merge.close()
+    page.buttons["export"].click()
+    (export,) = window.findChildren(ExportDialog)
+    assert export.isVisible() and export.picker.run_dir == run_dir
+    assert export.out_edit.text() == str(Path.home() / "to-merge-adapter")
+    export.close()

@@ -5,6 +5,9 @@ import yaml
 from conftest import load_data, load_model
 from PySide6.QtCore import Qt
 
+from lorastudio.app.train.training_process import WORKER_NICENESS
+from lorastudio.core.runtime.launcher import JobHandle
+
 
 def fill(qtbot, page, model, data):
     load_model(qtbot, page, model)
@@ -86,12 +89,17 @@ def test_no_cuda_means_cpu_and_no_quantization_by_default(page):
 def test_ctrl_return_starts_a_run_folder_with_the_forms_config(qtbot, window, page, tiny_llama, text_jsonl,
                                                                runs_home, monkeypatch):
     launched = []
-    monkeypatch.setattr("lorastudio.core.runs.folders.start_worker", lambda run_dir: launched.append(run_dir) or _FakePopen())
+
+    def start_training(run_dir, niceness=0):
+        launched.append((run_dir, niceness))
+        return JobHandle("train", run_dir, _FakePopen())
+    monkeypatch.setattr("lorastudio.core.runs.folders.start_training", start_training)
     fill(qtbot, page, tiny_llama, text_jsonl)
     page.start_bar.name_edit.setText("shortcut test")
     qtbot.keyClick(window, Qt.Key_Return, Qt.ControlModifier)
     qtbot.waitUntil(lambda: bool(launched), timeout=10_000)
-    run_dir = launched[0]
+    run_dir, niceness = launched[0]
+    assert niceness == WORKER_NICENESS                  # the window stays responsive while it trains
     assert run_dir.parent == runs_home / "runs" and run_dir.name.endswith("shortcut-test")
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["model"] == str(tiny_llama) and cfg["data"]["path"] == str(text_jsonl)
@@ -102,10 +110,14 @@ def test_ctrl_return_starts_a_run_folder_with_the_forms_config(qtbot, window, pa
 
 
 class _FakePopen:
+    """A training process that runs (and does nothing) for as long as the test looks."""
     pid, returncode = 0, None
 
     def poll(self):
         return None
+
+    def send_signal(self, _sig):
+        pass
 
 
 def test_form_values_folders_and_geometry_survive_a_restart(qtbot, window, settings, tiny_llama, text_jsonl,

@@ -3,7 +3,8 @@ import pytest
 import yaml
 
 from lorastudio.core.preflight import check_config
-from lorastudio.core.config import ConfigError, RunConfig
+from lorastudio.core.config import COLUMN_ROLES, DATA_FORMATS, ConfigError, DataSection, RunConfig
+from lorastudio.core.data import formats
 
 ISSUE_EXAMPLE = """
 model: {model}
@@ -123,3 +124,12 @@ def test_pickle_only_model_needs_opt_in(tmp_path, tiny_llama, text_jsonl):
     cfg = RunConfig.from_dict({"model": str(folder), "data": {"path": str(text_jsonl)}})
     with pytest.raises(ConfigError, match="allow_pickle"):
         check_config(cfg)
+
+
+def test_the_data_section_takes_formats_and_column_roles_from_core_data_formats():
+    assert DATA_FORMATS == ("auto", *formats.FORMATS) and COLUMN_ROLES is formats.COLUMN_ROLES
+    assert DataSection(path="d.csv", format="alpaca", columns={"instruction": "q", "output": "a"}).columns
+    with pytest.raises(ConfigError, match="data.columns.*a mapping from text, prompt, completion, instruction"):
+        DataSection(path="d.csv", columns={"answer": "reply"})
+    with pytest.raises(ConfigError, match="allowed formats: auto, text, prompt_completion, alpaca, messages, sharegpt"):
+        DataSection(path="d.csv", format="chatml")

@@ -7,7 +7,9 @@ import pytest
 
 from lorastudio.core.config import DataSection
 from lorastudio.core.engine.batches import encode_examples, load_examples, prepare_data
-from lorastudio.core.data.files import DataError
+from lorastudio.core.data.files import DataError, Row
+from lorastudio.core.data.formats import (COLUMN_ROLES, FORMAT_ROLES, FORMAT_TITLES, FORMATS, OPTIONAL_ROLES,
+                                            apply_columns, detect_format, guess_column, to_example)
 from lorastudio.core.engine.model_loading import load_tokenizer
 
 CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the cat sat"},
@@ -91,6 +93,22 @@ def test_column_mapping(tmp_path):
     assert loaded.examples[0].messages[1]["content"] == "because"
     with pytest.raises(DataError, match=r"line 1: column 'answer' \(mapped to completion\) is missing"):
         load_examples(path, cfg(path, columns={"prompt": "q", "completion": "answer"}))
+
+
+def test_each_formats_roles_are_what_a_column_mapping_needs():
+    """core/data/formats.py knows the formats once: the roles a mapping names turn into that format."""
+    values = {"text": "a cat", "prompt": "the cat", "completion": "sat", "instruction": "continue",
+              "input": "the cat", "output": "sat", "messages": CHAT["messages"],
+              "conversations": [{"from": "human", "value": "the cat"}, {"from": "gpt", "value": "sat"}]}
+    assert set(FORMAT_ROLES) == set(FORMATS) == set(FORMAT_TITLES) and set(COLUMN_ROLES) == set(values)
+    for fmt, roles in FORMAT_ROLES.items():
+        theirs = {f"my {role}": values[role] for role in roles}
+        mapped = apply_columns(theirs, {role: f"my {role}" for role in roles}, "line 1", "d.csv")
+        assert detect_format([Row("line 1", mapped)], "d.csv")[0] == fmt
+        assert to_example(Row("line 1", mapped), fmt, "d.csv").where == "line 1"
+        optional = {role: f"my {role}" for role in roles if role not in OPTIONAL_ROLES}
+        assert detect_format([Row("line 1", apply_columns(theirs, optional, "line 1", "d.csv"))], "d.csv")[0] == fmt
+    assert guess_column("completion", ["Question", "Reply"]) == "Reply"
 
 
 # ---- masks ---------------------------------------------------------------------------------

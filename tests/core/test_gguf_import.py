@@ -1,8 +1,9 @@
-"""GGUF import: a tiny Llama written as GGUF (gguf-py's writer) comes back as a model folder."""
+"""GGUF import: a tiny Llama written as GGUF (gguf-py's writer) comes back as a model folder.
+
+Jobs run inline (the `inline_jobs` fixture): the import job's code and files, in this process."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,27 +59,30 @@ def test_an_unimported_gguf_says_how_to_import_it(tiny_gguf, runs_home):
     assert "lorastudio import-gguf" in err.value.hint
 
 
-@pytest.mark.slow
-def test_the_worker_journals_progress_and_a_second_import_is_a_cache_hit(tiny_gguf, runs_home):
+def test_the_job_journals_progress_and_a_second_import_is_a_cache_hit(tiny_gguf, runs_home, inline_jobs):
     events = []
     folder = import_with_worker(tiny_gguf[0], events.append)
     phases = [e for e in events if e["type"] == "phase"]
     assert len(phases) >= 4 and phases[-1]["fraction"] == 1.0
+    assert [p["name"] for p in phases][0] == "checking" and phases[-1]["name"] == "done"
     assert events[-1]["type"] == "end" and events[-1]["status"] == "completed"
+    assert events[-1]["output"] == str(folder)
+    (job,) = (runs_home / "models" / ".imports").iterdir()
+    assert job.name.endswith("_tiny-llama-q8-0") and (job / "job.yaml").is_file()
     assert cached_import(tiny_gguf[0]) == folder
     assert import_with_worker(tiny_gguf[0], events.append) == folder         # no worker this time
     assert sum(e["type"] == "end" for e in events) == 1
 
 
-def test_training_from_a_gguf_imports_it_first(tiny_gguf, runs_home, tmp_path, text_jsonl):
-    from tiny_models import write_config
+def test_training_from_a_gguf_imports_it_first(tiny_gguf, runs_home, tmp_path, text_jsonl, inline_jobs):
+    from tests.helpers.tiny_models import write_config
     from lorastudio.core.config import RunConfig
     from lorastudio.core.runs.folders import prepare_run
-    from lorastudio.core.jobs.train import run
+    from lorastudio.core.runtime.launcher import launch
     config = RunConfig.load(write_config(tmp_path / "c.yaml", tiny_gguf[0], text_jsonl,
                                          training__max_steps=2, training__save_every=0))
     run_dir = prepare_run(config, tmp_path / "run")
-    assert run(run_dir) == 0
+    assert launch("train", run_dir).returncode() == 0
     events = read_events(run_dir / "events.jsonl")
     importing = [e for e in events if e["type"] == "phase" and e["name"] == "importing"]
     assert importing and importing[-1]["fraction"] == 1.0
@@ -118,11 +122,24 @@ def test_not_a_gguf_file(tmp_path):
         check_gguf(path)
 
 
-@pytest.mark.slow
-def test_cli_import_reports_a_conversion_error(tmp_path, tiny_gguf, runs_home, capsys):
+def test_cli_import_reports_a_conversion_error(tmp_path, tiny_gguf, runs_home, capfd, inline_jobs):
     path = tmp_path / "cut.gguf"
     path.write_bytes(tiny_gguf[0].read_bytes()[:5000])
     assert cli.main(["import-gguf", str(path)]) == 2
-    err = capsys.readouterr().err
+    out, err = capfd.readouterr()
+    assert "Importing cut.gguf into the model cache (once)" in out and "[  2%] Reading the header of cut.gguf" in out
     assert "truncated" in err and "download the file again" in err
+    assert err.count("error: ") == 1                     # said once, not once per reader
     assert not any(p.name.startswith("cut") for p in (runs_home / "models").iterdir())
+    (job,) = (runs_home / "models" / ".imports").iterdir()
+    events = read_events(job / "events.jsonl")
+    assert events[-2]["type"] == "error" and events[-2]["kind"] == "gguf" and events[-1]["status"] == "failed"
+
+
+def test_the_cli_imports_a_gguf_once(tiny_gguf, runs_home, capfd, inline_jobs):
+    assert cli.main(["import-gguf", str(tiny_gguf[0])]) == 0
+    out = capfd.readouterr().out
+    assert "Importing tiny-llama.Q8_0.gguf into the model cache (once)" in out and "[100%] Imported" in out
+    assert out.splitlines()[-1] == f"Model folder: {cached_import(tiny_gguf[0])}"
+    assert cli.main(["import-gguf", str(tiny_gguf[0])]) == 0
+    assert "Importing" not in capfd.readouterr().out        # a cache hit starts no job

@@ -12,7 +12,7 @@ import pytest
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.journal import JournalWriter
 from lorastudio.core.atomic_files import atomic_write_json
-from lorastudio.core.runs.listing import RunHistory, find_live_runs, summarize
+from lorastudio.core.runs.listing import STATUSES, RunHistory, find_live_runs, runs_with_adapters, summarize
 from lorastudio.core.runs.resume import apply_overrides, oom_hint, oom_overrides, parse_overrides
 
 CFG = {"model": "/m/tiny", "data": {"path": "/d/train.jsonl"}, "lora": {"r": 4}, "quantization": "8bit",
@@ -68,6 +68,22 @@ def test_statuses_from_journal_and_status_file(tmp_path, sleeper):
     assert r.disk_bytes > 0 and r.started_at and runs["done"].error is None
     assert "No checkpoint was saved" in runs["gone"].error["hint"]
     assert find_live_runs(root) == [root / "live"]
+
+
+def test_runs_with_adapters_are_the_run_folders_with_something_to_load(tmp_path):
+    root = tmp_path / "runs"
+    final = write_run(root, "2026-01-02_0900_final", end="completed")
+    (final / "adapter").mkdir()
+    (final / "adapter" / "adapter_config.json").write_text("{}")
+    checkpointed = write_run(root, "2026-01-03_0900_checkpointed", pid=2 ** 22 + 12345)
+    (checkpointed / "checkpoints" / "step-000002").mkdir(parents=True)
+    (checkpointed / "checkpoints" / "step-000002" / "state.json").write_text('{"step": 2}')
+    write_run(root, "2026-01-04_0900_nothing-yet", end="failed")
+    (root / ".trash" / "adapter").mkdir(parents=True)
+    (root / "notes").mkdir()
+    assert runs_with_adapters(root) == [checkpointed, final]            # newest first
+    assert runs_with_adapters(tmp_path / "missing") == []
+    assert {r.status for r in RunHistory(root).refresh()} <= set(STATUSES)
 
 
 def test_a_resumed_journal_is_read_by_its_last_segment(tmp_path):

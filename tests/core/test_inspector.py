@@ -1,6 +1,9 @@
-"""The inspector reports what the trainer trains on, and every format trains through the CLI."""
+"""The inspector reports what the trainer trains on, and every format trains through the CLI.
+
+`lorastudio inspect` runs its job inline (the `inline_jobs` fixture): the same job, journal and
+printing, without a fresh interpreter importing transformers; one test checks the real process."""
+import dataclasses
 import json
-import os
 import subprocess
 import sys
 
@@ -23,17 +26,32 @@ FORMAT_ROWS = {
 
 
 def cli(*args, env=None):
+    """The command line in a real process (the terminal's view, and training)."""
     return subprocess.run([sys.executable, "-m", "lorastudio.app.launcher", *args], capture_output=True,
                           text=True, timeout=300, env=env)
 
 
-def test_inspector_json_matches_the_trainers_tokens(tmp_path, tiny_chat_llama):
+@pytest.fixture
+def inspect(capfd, inline_jobs, runs_home):
+    """`lorastudio inspect ARGS` in this process (the job runs inline): (exit status, stdout, stderr).
+    Afterwards no job folder is left in DATA_HOME/inspections."""
+    from lorastudio.core import cli as commands
+
+    def run(*args):
+        code = commands.main(["inspect", *map(str, args)])
+        out, err = capfd.readouterr()
+        assert not (runs_home / "inspections").exists() or list((runs_home / "inspections").iterdir()) == []
+        return code, out, err
+    return run
+
+
+def test_inspector_json_matches_the_trainers_tokens(tmp_path, tiny_chat_llama, inspect):
     rows = [CHAT, {"messages": [{"role": "user", "content": "a small model"},
                                 {"role": "assistant", "content": "learns a simple pattern quickly"}]}]
     path = jsonl(tmp_path / "c.jsonl", rows)
-    result = cli("inspect", str(path), "--model", str(tiny_chat_llama), "--example", "2", "--json", "--seq-len", "256")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    code, out, err = inspect(path, "--model", tiny_chat_llama, "--example", "2", "--json", "--seq-len", "256")
+    assert code == 0, err
+    report = json.loads(out)
     assert report["format"] == "messages" and report["chat_template"] == "model"
     assert report["examples"] == 2 and report["usable_examples"] == 2
     trainer_data = prepare_data(DataSection(path=str(path), validation_split=0.0),
@@ -46,23 +64,76 @@ def test_inspector_json_matches_the_trainers_tokens(tmp_path, tiny_chat_llama):
     assert sum(report["histogram"]["counts"]) == 2
 
 
-def test_inspector_text_marks_trained_tokens(tmp_path, tiny_chat_llama):
+def test_inspector_text_marks_trained_tokens(tmp_path, tiny_chat_llama, inspect):
     path = jsonl(tmp_path / "c.jsonl", [CHAT])
-    result = cli("inspect", str(path), "--model", str(tiny_chat_llama))
-    assert result.returncode == 0, result.stderr
-    assert "Format:    chat messages" in result.stdout
-    assert "⟦on the mat<|im_end|>\n⟧" in result.stdout
-    assert "Lengths:   min" in result.stdout
+    code, out, err = inspect(path, "--model", tiny_chat_llama)
+    assert code == 0, err
+    assert out.startswith(f"File:      {path}\nFormat:    chat messages")
+    assert "⟦on the mat<|im_end|>\n⟧" in out
+    assert "Lengths:   min" in out and "Example 1 (line 1, ok):" in out
 
 
-def test_inspector_bad_input_is_a_located_message(tmp_path, tiny_llama):
+def test_the_report_is_the_jobs_journal_event(tmp_path, tiny_chat_llama, inline_jobs):
+    from lorastudio.core.engine.inspection import inspect_data
+    from lorastudio.core.runtime.launcher import launch
+    path = jsonl(tmp_path / "c.jsonl", [CHAT] * 3)
+    data = DataSection(path=str(path), train_on="all")
+    spec = {"model": str(tiny_chat_llama), "seq_len": 64, "example": 3, "data": dataclasses.asdict(data)}
+    handle = launch("inspect_data", tmp_path / "job", spec)
+    events = read_events(handle.journal)
+    assert [e["type"] for e in events] == ["phase", "phase", "phase", "report", "end"]
+    assert [e["name"] for e in events[:3]] == ["tokenizer", "reading", "encoding"]
+    assert events[-1]["status"] == "completed" and handle.returncode() == 0
+    assert events[3]["report"] == inspect_data(data, str(tiny_chat_llama), 64, 3)
+    assert events[3]["report"]["example"]["index"] == 3 and events[3]["report"]["seq_len"] == 64
+
+
+def test_inspector_bad_input_is_a_located_message(tmp_path, tiny_llama, inspect):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n{oops\n')
+    code, _out, err = inspect(path, "--model", tiny_llama)
+    error, hint = err.splitlines()[-2:]                  # the CLI's last words; the job's traceback is in its log
+    assert code == 2 and error.startswith("error: ") and "d.jsonl, line 2: not valid JSON" in error
+    assert hint.startswith("  hint: ") and "on_bad_rows" in hint
+    code, out, _err = inspect(path, "--model", tiny_llama, "--json")
+    assert code == 2 and json.loads(out)["error"].endswith(error.split("d.jsonl", 1)[1])
+    assert "on_bad_rows" in json.loads(out)["hint"]
+    code, out, _err = inspect(path, "--model", tiny_llama, "--skip-bad-rows")
+    assert code == 0 and "Bad rows skipped: 1: line 2" in out
+
+
+def test_refused_options_and_models_are_said_plainly(tmp_path, tiny_llama, inspect):
+    path = jsonl(tmp_path / "d.jsonl", [{"text": "a cat"}])
+    code, _out, err = inspect(path, "--model", tiny_llama, "--seq-len", "4")
+    assert code == 2 and err == "error: --seq-len: 4 is not allowed; a whole number ≥ 8\n"
+    code, out, _err = inspect(path, "--model", tiny_llama, "--columns", "answer=reply", "--json")
+    assert code == 2 and json.loads(out)["error"].startswith("data.columns: {'answer': 'reply'} is not allowed")
+    code, _out, err = inspect(path, "--model", tmp_path / "no-model")
+    assert code == 2 and "error: " in err and "hint: " in err
+    code, _out, err = inspect(path, "--model", tiny_llama, "--example", "5")
+    assert code == 2 and err.splitlines()[-2:] == ["error: --example 5 is out of range", "  hint: choose 1 to 1"]
+
+
+def test_an_inspector_failure_shows_its_traceback_and_exit_status_1(tmp_path, tiny_llama, inspect, monkeypatch):
+    from lorastudio.core.engine import inspection
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(inspection, "inspect_data", broken)
+    path = jsonl(tmp_path / "d.jsonl", [{"text": "a cat"}])
+    code, out, err = inspect(path, "--model", tiny_llama)
+    assert code == 1 and out == "" and "Traceback" in err and err.endswith("error: RuntimeError: boom\n")
+    code, out, _err = inspect(path, "--model", tiny_llama, "--json")
+    assert code == 1 and json.loads(out) == {"error": "RuntimeError: boom", "hint": ""}
+
+
+@pytest.mark.slow
+def test_in_a_real_process_the_terminal_sees_no_traceback(tmp_path, tiny_llama):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "ok"}\n{oops\n')
     result = cli("inspect", str(path), "--model", str(tiny_llama))
     assert result.returncode == 2 and "d.jsonl, line 2: not valid JSON" in result.stderr
-    assert "hint:" in result.stderr and "Traceback" not in result.stderr
-    skipped = cli("inspect", str(path), "--model", str(tiny_llama), "--skip-bad-rows")
-    assert skipped.returncode == 0 and "Bad rows skipped: 1: line 2" in skipped.stdout
+    assert "hint:" in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
 
 
 @pytest.mark.slow

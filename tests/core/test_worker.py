@@ -1,24 +1,21 @@
-"""The worker as a real process: journal schema, graceful SIGTERM, failures as error events."""
+"""The training job: journal schema, failures as error events, status.json; a graceful SIGTERM and
+the traceback in worker.log in a real process (the rest runs in-process: `inline_jobs`)."""
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from lorastudio.core.config import RunConfig
-from lorastudio.core.journal import SCHEMA, read_events, validate
-from lorastudio.core.runs.folders import prepare_run, read_status, start_worker
+from lorastudio.core.journal import read_events, validate
+from lorastudio.core.runs.folders import prepare_run, read_status, start_training
+from lorastudio.core.runtime.launcher import JobHandle
 
-pytestmark = pytest.mark.slow
 
-
-def launch(config_path: Path, run_dir: Path) -> subprocess.Popen:
+def launch(config_path: Path, run_dir: Path) -> JobHandle:
     prepare_run(RunConfig.load(config_path), run_dir)
-    return start_worker(run_dir)
+    return start_training(run_dir)
 
 
 def wait_for(run_dir: Path, predicate, timeout=120):
@@ -31,10 +28,10 @@ def wait_for(run_dir: Path, predicate, timeout=120):
     raise AssertionError(f"timed out; worker.log:\n{(run_dir / 'worker.log').read_text()[-3000:]}")
 
 
-def test_completed_run_journal_schema(make_config, tmp_path):
+def test_completed_run_journal_schema(make_config, tmp_path, inline_jobs):
     run_dir = tmp_path / "run"
-    proc = launch(make_config(quantization="4bit", training__max_steps=6, training__save_every=3), run_dir)
-    assert proc.wait(timeout=180) == 0, (run_dir / "worker.log").read_text()
+    job = launch(make_config(quantization="4bit", training__max_steps=6, training__save_every=3), run_dir)
+    assert job.returncode() == 0, read_events(run_dir / "events.jsonl")[-3:]
     raw = [json.loads(l) for l in (run_dir / "events.jsonl").read_text().splitlines()]
     assert all(validate(e) is None for e in raw)              # every line the worker wrote is valid
     types = [e["type"] for e in raw]
@@ -50,16 +47,17 @@ def test_completed_run_journal_schema(make_config, tmp_path):
     end = raw[-1]
     assert end["status"] == "completed" and Path(end["adapter"]) == run_dir / "adapter"
     status = read_status(run_dir)
-    assert status["state"] == "completed" and status["pid"] == proc.pid
+    assert status["state"] == "completed" and status["pid"] == job.pid
 
 
+@pytest.mark.slow
 def test_sigterm_stops_gracefully_with_a_loadable_adapter(make_config, tmp_path, tiny_llama):
     run_dir = tmp_path / "run"
-    proc = launch(make_config(training__max_steps=100000, training__save_every=0, training__warmup_steps=0), run_dir)
+    job = launch(make_config(training__max_steps=100000, training__save_every=0, training__warmup_steps=0), run_dir)
     wait_for(run_dir, lambda ev: any(e["type"] == "step" and e["step"] >= 3 for e in ev))
     assert read_status(run_dir)["state"] == "running"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    job.process.send_signal(signal.SIGTERM)
+    assert job.process.wait(timeout=60) == 0
     events = read_events(run_dir / "events.jsonl")
     end = events[-1]
     assert end["type"] == "end" and end["status"] == "stopped" and end["adapter"]
@@ -70,42 +68,51 @@ def test_sigterm_stops_gracefully_with_a_loadable_adapter(make_config, tmp_path,
     from transformers import AutoModelForCausalLM
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), end["adapter"])
     assert not any(p.name.endswith(".partial") for p in run_dir.iterdir())
+    status = read_status(run_dir)
+    assert status["state"] == "stopped" and status["pid"] == job.pid
 
 
-def test_bad_data_line_is_an_error_event_naming_the_line(make_config, tmp_path):
+def test_bad_data_line_is_an_error_event_naming_the_line(make_config, tmp_path, inline_jobs):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": broken}\n')
     run_dir = tmp_path / "run"
-    proc = launch(make_config(data__path=str(data)), run_dir)
-    assert proc.wait(timeout=120) == 1
+    job = launch(make_config(data__path=str(data)), run_dir)
+    assert job.returncode() == 1
     events = read_events(run_dir / "events.jsonl")
     error = next(e for e in events if e["type"] == "error")
     assert error["kind"] == "data" and "bad.jsonl, line 3" in error["message"]
     assert error["hint"] and "Traceback" not in error["message"]
     assert events[-1]["type"] == "end" and events[-1]["status"] == "failed"
+    assert any("Traceback" in e["message"] for e in events if e["type"] == "log")    # the journal keeps it
+    assert read_status(run_dir)["state"] == "failed"
+
+
+def test_a_config_edited_by_hand_fails_with_the_traceback_in_worker_log(make_config, tmp_path):
+    """A real process (it fails while reading the config, before torch is imported): its stderr,
+    the traceback, goes to worker.log."""
+    run_dir = tmp_path / "run"
+    prepare_run(RunConfig.load(make_config()), run_dir)
+    (run_dir / "config.yaml").write_text("model: m\nlora: {r: 0}\ndata: {path: x}\n")   # edited by hand
+    job = start_training(run_dir)
+    assert job.process.wait(timeout=60) == 1
+    error = next(e for e in read_events(run_dir / "events.jsonl") if e["type"] == "error")
+    assert error["kind"] == "config" and error["message"].startswith("lora.r: 0")
     assert "Traceback" in (run_dir / "worker.log").read_text()
     assert read_status(run_dir)["state"] == "failed"
 
 
-def test_unexpected_exception_becomes_error_with_traceback_in_log(make_config, tmp_path):
-    run_dir = tmp_path / "run"
-    prepare_run(RunConfig.load(make_config()), run_dir)
-    (run_dir / "config.yaml").write_text("model: m\nlora: {r: 0}\ndata: {path: x}\n")   # edited by hand
-    proc = start_worker(run_dir)
-    assert proc.wait(timeout=60) == 1
-    error = next(e for e in read_events(run_dir / "events.jsonl") if e["type"] == "error")
-    assert error["kind"] == "config" and error["message"].startswith("lora.r: 0")
-
-
 def test_oom_hint_is_computed_from_the_config():
-    from lorastudio.core.jobs.train import classify, oom_hint
+    from lorastudio.core.runs.resume import oom_hint
+    from lorastudio.core.runtime.failures import classify
     cfg = RunConfig.from_dict({"model": "m", "data": {"path": "d"}, "quantization": "8bit",
                                "training": {"batch_size": 8, "grad_accum": 2, "seq_len": 2048,
                                             "gradient_checkpointing": False}})
     hint = oom_hint(cfg)
     assert "batch_size 8 → 4 with grad_accum 2 → 4" in hint and "seq_len 2048 → 1024" in hint
     assert "8bit → 4bit" in hint and "gradient_checkpointing: true" in hint
+
     class OutOfMemoryError(RuntimeError):
         pass
-    kind, message, h = classify(OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), cfg)
-    assert kind == "oom" and h == hint
+    kind, message, h = classify(OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+                                oom_hint=lambda: oom_hint(cfg))
+    assert kind == "oom" and h == hint and message == "CUDA out of memory. Tried to allocate 2 GiB"

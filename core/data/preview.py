@@ -1,10 +1,10 @@
-"""A small, bounded look at a dataset file: its first rows, and what shape they have. Qt-free.
+"""A small, bounded look at a dataset file: its first rows, and what shape they have. Torch-free.
 
-Reading goes through core.datafiles (the trainer's own reader), so the preview accepts exactly the
-files training accepts: JSONL, JSON, CSV, TSV, Parquet, text. Only the first `limit` good rows are
-read (a 10 GB JSONL costs a few KB). `read_preview` touches the disk: call it off the GUI thread.
-`detect` works on the rows in memory (format override and column mapping), cheap enough to run
-on every change of a combo box.
+Reading goes through core/data/files.py (the trainer's own reader), so the preview accepts exactly
+the files training accepts: JSONL, JSON, CSV, TSV, Parquet, text. Only the first `limit` good rows
+are read (a 10 GB JSONL costs a few KB). `read_preview` touches the disk: the window calls it off
+the GUI thread. `detect` works on the rows in memory (format override and column mapping), cheap
+enough to run on every change of a combo box. The formats themselves are core/data/formats.py's.
 """
 from __future__ import annotations
 
@@ -17,18 +17,6 @@ from lorastudio.core.data.files import BadRow, DataError, Row, iter_rows
 from lorastudio.core.data.formats import FORMAT_TITLES, apply_columns, detect_format, to_example
 
 PREVIEW_ROWS = 20
-# Which of our column roles each format reads; the ones in OPTIONAL_ROLES may stay unmapped.
-FORMAT_ROLES = {"text": ("text",), "prompt_completion": ("prompt", "completion"),
-                "alpaca": ("instruction", "input", "output"), "messages": ("messages",),
-                "sharegpt": ("conversations",)}
-OPTIONAL_ROLES = {"input"}
-# Names people give their columns, tried in order when guessing a mapping.
-SYNONYMS = {"text": ("text", "content", "body", "document", "passage"),
-            "prompt": ("prompt", "question", "query", "input", "instruction", "q"),
-            "completion": ("completion", "answer", "response", "output", "reply", "a"),
-            "instruction": ("instruction", "prompt", "question"), "input": ("input", "context"),
-            "output": ("output", "response", "answer", "completion"),
-            "messages": ("messages", "conversation", "chat"), "conversations": ("conversations", "conversation")}
 
 
 @dataclass
@@ -50,7 +38,7 @@ class DatasetPreview:
 
 @dataclass
 class Detection:
-    format: str = ""                                     # one of FORMAT_ROLES, "" when unknown
+    format: str = ""                                     # one of formats.FORMATS, "" when unknown
     reason: str = ""
     error: tuple[str, str] | None = None
     unknown: bool = False                                 # no format recognised: a mapping is needed
@@ -116,12 +104,6 @@ def _refused_rows(rows: list[Row], fmt: str, source: str, skip_bad: bool) -> lis
                 raise
             bad.append(BadRow(row.where, exc.message.split(": ", 1)[-1]))
     return bad
-
-
-def guess_column(role: str, columns: list[str]) -> str:
-    """The column most likely to hold `role` ("" if none looks like it)."""
-    lower = {c.lower(): c for c in columns}
-    return next((lower[name] for name in SYNONYMS.get(role, (role,)) if name in lower), "")
 
 
 def short_message(message: str, path: str) -> str:

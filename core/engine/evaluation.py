@@ -1,0 +1,124 @@
+"""The base model against base + adapter on held-out data, side by side: a plain dict.
+
+Two measures a side:
+  * held-out loss: mean cross-entropy on the answer tokens (as training counts them);
+  * the task: a greedy answer to each prompt compared with the reference — exact match (after
+    trimming whitespace; JSON answers compare as parsed objects), and, when the references are
+    JSON objects, format validity (the answer parses as a JSON object with the reference's keys).
+
+Heavy (torch, the model) inside `evaluate_run` only; `score` and `parse_json_object` are plain
+Python. The evaluation job (core/jobs/evaluate.py) runs this and stores the result in RUN/eval.json.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from lorastudio.core.runs.heldout import split_prompt
+
+GEN_BATCH = 8
+Progress = Callable[[str, float, str], None]        # (phase name, fraction 0→1, message)
+
+
+def parse_json_object(text: str) -> dict | None:
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def score(answers: list[str], references: list[str]) -> dict:
+    """exact_match, and json_valid when most references are JSON objects (fractions 0→1)."""
+    refs_json = [parse_json_object(r) for r in references]
+    is_json_task = sum(r is not None for r in refs_json) * 2 > len(references)
+    exact = valid = 0
+    for answer, ref, ref_obj in zip(answers, references, refs_json):
+        obj = parse_json_object(answer) if is_json_task else None
+        if ref_obj is not None and obj is not None:
+            exact += obj == ref_obj
+            valid += set(obj) == set(ref_obj)
+        else:
+            exact += " ".join(answer.split()) == " ".join(ref.split())
+    n = max(len(references), 1)
+    result = {"exact_match": exact / n, "prompts": len(references)}
+    if is_json_task:
+        result["json_valid"] = valid / n
+    return result
+
+
+def load_heldout(config, data: Path | None):
+    """The held-out examples: `data`, else the run's validation file, else its validation split."""
+    from lorastudio.core.engine.batches import load_examples, split
+    if data is not None:
+        return load_examples(Path(data), config.data).examples, str(data)
+    if config.data.validation_path:
+        return load_examples(Path(config.data.validation_path), config.data).examples, config.data.validation_path
+    examples = load_examples(Path(config.data.path), config.data).examples
+    _train, held = split(examples, config.data.validation_split or 0.1, config.training.seed)
+    return held, f"{config.data.path} (validation split)"
+
+
+def heldout_loss(pair, encoded, side: str, batch_size: int) -> float | None:
+    import torch
+    from lorastudio.core.engine.batches import collate, count_label_tokens, pad_id_of
+    from lorastudio.core.engine.inference import side_context
+    if not encoded.items:
+        return None
+    total, count = 0.0, 0
+    with torch.no_grad(), side_context(pair.model, side):
+        for i in range(0, len(encoded.items), batch_size):
+            batch = collate(encoded.items[i:i + batch_size], pad_id_of(pair.tokenizer))
+            n = count_label_tokens(batch)
+            batch = {k: v.to(pair.device) for k, v in batch.items()}
+            total += float(pair.model(**batch, num_items_in_batch=n).loss) * n
+            count += n
+    return total / max(count, 1)
+
+
+def evaluate_run(run_dir: Path, data: Path | None = None, checkpoint: int | None = None, limit: int = 48,
+                 progress: Progress = lambda name, fraction, message: None) -> dict:
+    """{run, data, checkpoint, adapter_path, examples, date, base: {loss, exact_match, prompts,
+    json_valid?}, adapter: {the same}, samples, seconds}."""
+    from lorastudio.core.engine.batches import encode_examples
+    from lorastudio.core.engine.inference import SIDES, encode_prompt, greedy_batch, load_pair
+    started = time.time()
+    progress("loading", 0.02, "Loading the base model and the adapter")
+    pair = load_pair(run_dir, checkpoint)
+    examples, source = load_heldout(pair.config, data)
+    encoded = encode_examples(examples, pair.tokenizer, pair.config.data, pair.config.training.seq_len)
+    chats = [split_prompt(ex.messages) for ex in examples if ex.is_chat][:limit]
+    chats = [(prompt, ref) for prompt, ref in chats if ref is not None]
+    prompts = [encode_prompt(pair.tokenizer, prompt) for prompt, _ in chats]
+    references = [ref for _, ref in chats]
+    longest = max((len(pair.tokenizer(r)["input_ids"]) for r in references), default=0)
+    # "base" and "adapter" are the two sides' measures (below); the adapter's folder is "adapter_path".
+    result = {"run": str(run_dir), "data": source, "checkpoint": checkpoint, "adapter_path": str(pair.adapter),
+              "examples": len(encoded.items), "date": _dt.datetime.now().isoformat(timespec="seconds")}
+    batches = range(0, len(prompts), GEN_BATCH)
+    steps, done = len(SIDES) * (1 + len(batches)), 0
+
+    def say(name: str, message: str) -> None:
+        progress(name, 0.1 + 0.9 * done / steps, message)
+
+    answers: dict[str, list[str]] = {}
+    for side in SIDES:
+        say("loss", f"{side}: held-out loss on {len(encoded.items)} examples")
+        loss = heldout_loss(pair, encoded, side, pair.config.training.batch_size)
+        done += 1
+        answers[side] = []
+        for i in batches:
+            say("answering", f"{side}: answering prompts {i + 1}-{min(i + GEN_BATCH, len(prompts))} of {len(prompts)}")
+            answers[side] += greedy_batch(pair, prompts[i:i + GEN_BATCH], side, longest + 16)
+            done += 1
+        result[side] = {"loss": loss, **score(answers[side], references)}
+    result["samples"] = [{"prompt": p[-1]["content"], "reference": r, "base": b, "adapter": a}
+                         for (p, r), b, a in zip(chats[:6], answers["base"], answers["adapter"])]
+    result["seconds"] = round(time.time() - started, 1)
+    return result
