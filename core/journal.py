@@ -45,6 +45,15 @@ SCHEMA: dict[str, dict[str, tuple]] = {
 END_STATUSES = ("completed", "stopped", "failed")
 
 
+def make_event(type_: str, time_: float | None = None, **fields: Any) -> dict:
+    """A valid event (ValueError otherwise): the one way events are made, written or synthesized."""
+    event = {"v": VERSION, "type": type_, "time": time.time() if time_ is None else time_, **fields}
+    problem = validate(event)
+    if problem:
+        raise ValueError(f"refusing to make a bad {type_} event: {problem}")
+    return event
+
+
 class JournalWriter:
     """Appends events; each line is flushed so a reader sees it at once."""
 
@@ -54,10 +63,7 @@ class JournalWriter:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def emit(self, type_: str, **fields: Any) -> dict:
-        event = {"v": VERSION, "type": type_, "time": time.time(), **fields}
-        problem = validate(event)
-        if problem:
-            raise ValueError(f"refusing to write a bad {type_} event: {problem}")
+        event = make_event(type_, **fields)
         self._fh.write(json.dumps(event, default=_jsonable, allow_nan=False) + "\n")
         self._fh.flush()
         return event

@@ -24,6 +24,7 @@ from lorastudio.app.train.training_panel import TrainingPanel
 from lorastudio.app.train.training_process import TrainingProcess
 from lorastudio.core.preflight import check_config
 from lorastudio.core.config import ConfigError, RunConfig
+from lorastudio.core.journal import make_event
 
 
 class TrainPage(QWidget):
@@ -168,9 +169,9 @@ class TrainPage(QWidget):
         self._checking = False
         text = str(exc) if isinstance(exc, ConfigError) else f"The checks failed: {exc}"
         self.dashboard.reset(status=FAILED)
-        self.dashboard.apply({"v": 1, "type": "error", "time": 0.0, "kind": "ConfigError", "message": text,
-                              "hint": "Fix the setting in the form and press Start again."})
-        self.dashboard.apply({"v": 1, "type": "end", "time": 0.0, "status": "failed", "adapter": None})
+        self.dashboard.apply(make_event("error", kind="ConfigError", message=text,
+                                        hint="Fix the setting in the form and press Start again."))
+        self.dashboard.apply(make_event("end", status="failed", adapter=None))
         self._update_buttons()
         self.message.emit(text)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lorastudio.core.journal import VERSION, JournalFollower
+from lorastudio.core.journal import JournalFollower, make_event
 from lorastudio.core.runtime.launcher import LOG_FILE, JobHandle
 
 POLL_S = 0.2
@@ -63,12 +63,10 @@ def how_it_exited(code: int | None) -> str:
 
 def crash_events(verb: str, job_dir: Path, code: int | None, hint: str = "") -> list[dict]:
     """The error and end a job that died without `end` gets, in the one wording."""
-    now = time.time()
     name = JOB_NAMES.get(verb, "worker")
-    return [{"v": VERSION, "type": "error", "time": now, "kind": "crashed",
-             "message": f"The {name} exited unexpectedly ({how_it_exited(code)}).",
-             "hint": (hint + " " if hint else "") + f"See {Path(job_dir) / LOG_FILE} for what it printed last."},
-            {"v": VERSION, "type": "end", "time": now, "status": "failed", "adapter": None}]
+    return [make_event("error", kind="crashed", message=f"The {name} exited unexpectedly ({how_it_exited(code)}).",
+                       hint=(hint + " " if hint else "") + f"See {Path(job_dir) / LOG_FILE} for what it printed last."),
+            make_event("end", status="failed", adapter=None)]
 
 
 class JobWatch:
