@@ -9,7 +9,6 @@ import contextlib
 from dataclasses import dataclass
 
 import psutil
-from lorastudio.core.formatting import format_bytes  # noqa: F401 (re-exported)
 
 
 @dataclass

@@ -2,9 +2,7 @@
 so every test loads them back through the real loading code."""
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 
 import pytest

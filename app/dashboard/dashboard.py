@@ -11,12 +11,11 @@ from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QProgressBar, Q
 from lorastudio.app.dashboard.log_pane import LogPane
 from lorastudio.app.dashboard.loss_plot import LossPlot
 from lorastudio.app.widgets.memory_gauge import MemoryGauge
-from lorastudio.app.dashboard.run_state import STARTING, RunState, format_duration, format_rate
+from lorastudio.app.dashboard.run_state import STARTING, RunState
+from lorastudio.core.formatting import format_bytes, format_count, format_duration, format_rate
 from lorastudio.app.widgets.series_plot import SeriesPlot
 from lorastudio.app.widgets.stat_card import StatCard
 from lorastudio.app.dashboard.status_banner import StatusBanner
-from lorastudio.core.devices import format_bytes
-from lorastudio.core.models.targets import format_count
 
 REDRAW_MS = 150
 GIB = 1024 ** 3

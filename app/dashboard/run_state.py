@@ -7,7 +7,6 @@ and throughput against the optimizer step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from lorastudio.core.formatting import format_duration, format_rate  # noqa: F401 (re-exported)
 from lorastudio.core.runs.listing import COMPLETED, FAILED, RUNNING, STOPPED
 
 

@@ -20,10 +20,9 @@ from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
 from lorastudio.app.job_process import JobProcess
 from lorastudio.core.config import ConfigError, DataSection
-from lorastudio.core.runs.folders import data_home
+from lorastudio.core.runs.folders import INSPECTIONS_DIR, data_home
 from lorastudio.core.runtime.follower import Outcome
 from lorastudio.core.runtime.launcher import JobHandle, new_job_dir
-from lorastudio.core.runs.folders import INSPECTIONS_DIR
 
 DEBOUNCE_MS = 400
 POLL_MS = 100
@@ -90,6 +89,7 @@ class _Live:
 
 
 class DataInspection(QObject):
+    """One JobProcess, reused for every question (no QObject is made or deleted per request)."""
     report = Signal(dict)
     failed = Signal(str, str)          # message, hint
     busy_changed = Signal(bool)
@@ -98,10 +98,14 @@ class DataInspection(QObject):
         super().__init__(parent)
         self.pending: InspectRequest | None = None
         self.current: InspectRequest | None = None     # the request whose answer is shown or awaited
-        self._job: JobProcess | None = None
+        self._running: tuple[int, Path] | None = None  # (generation, job folder) of the job followed now
+        self._report: dict | None = None
         self._live = _Live()
         self._generation = 0
         self.busy = False
+        self._job = JobProcess(self, poll_ms=POLL_MS)
+        self._job.event.connect(self._event)
+        self._job.finished.connect(self._finished)
         self._timer = QTimer(self, singleShot=True, interval=debounce_ms)
         self._timer.timeout.connect(self._launch)
         QCoreApplication.instance().aboutToQuit.connect(self.cancel_running)   # never outlive the window
@@ -109,9 +113,9 @@ class DataInspection(QObject):
         self.destroyed.connect(lambda *_args: live.end())                       # nor the panel
 
     @property
-    def handle(self):
+    def handle(self) -> JobHandle | None:
         """The running inspection job's handle (its folder and process), or None."""
-        return self._job.handle if self._job is not None else None
+        return self._job.handle if self._running is not None else None
 
     def request(self, req: InspectRequest | None) -> None:
         """Inspect `req` after the debounce delay; None cancels (no model or no usable file)."""
@@ -143,23 +147,25 @@ class DataInspection(QObject):
         except OSError as exc:                  # a read-only or full data directory
             self._done(generation, InspectResult(error=(f"The inspector could not start: {exc}", "")))
             return
-        job = self._job = JobProcess(self, poll_ms=POLL_MS)
-        found: dict = {}
-        job.event.connect(lambda ev: found.update(report=ev["report"]) if ev["type"] == "report" else None)
-        job.finished.connect(lambda outcome: self._finished(generation, job, job_dir, outcome, found.get("report")))
+        self._running, self._report = (generation, job_dir), None
         try:
-            self._live.handle = job.start(VERB, job_dir, spec)
+            self._live.handle = self._job.start(VERB, job_dir, spec)
         except OSError as exc:                  # the interpreter could not be started
-            self._job = None
-            self._discard(job, job_dir)
+            self._running = None
+            shutil.rmtree(job_dir, ignore_errors=True)
             self._done(generation, InspectResult(error=(f"The inspector could not start: {exc}", "")))
 
-    def _finished(self, generation: int, job: JobProcess, job_dir: Path, outcome: Outcome,
-                  report: dict | None) -> None:
-        result = result_of(outcome, report, job_dir / "worker.log")
-        if self._job is job:
-            self._job, self._live.handle = None, None
-        self._discard(job, job_dir, keep_folder=result.unexpected)
+    def _event(self, ev: dict) -> None:
+        if ev["type"] == "report":
+            self._report = ev["report"]
+
+    def _finished(self, outcome: Outcome) -> None:
+        if self._running is None:
+            return                              # a job given up on (cancel_running already ended it)
+        (generation, job_dir), self._running, self._live.handle = self._running, None, None
+        result = result_of(outcome, self._report, job_dir / "worker.log")
+        if not result.unexpected:
+            shutil.rmtree(job_dir, ignore_errors=True)
         self._done(generation, result)
 
     def _done(self, generation: int, result: InspectResult) -> None:
@@ -173,17 +179,9 @@ class DataInspection(QObject):
 
     def cancel_running(self) -> None:
         """Kill the running inspection (a newer question, or the window closes)."""
-        job, self._job = self._job, None
+        self._running = None
+        self._job.detach()
         self._live.end()
-        if job is not None:
-            self._discard(job, None)
-
-    @staticmethod
-    def _discard(job: JobProcess, job_dir: Path | None, keep_folder: bool = False) -> None:
-        job.detach()
-        job.deleteLater()
-        if job_dir is not None and not keep_folder:
-            shutil.rmtree(job_dir, ignore_errors=True)
 
     def _set_busy(self, busy: bool) -> None:
         if busy != self.busy:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.thread_pool import run_in_background
-from lorastudio.core.devices import format_bytes
+from lorastudio.core.formatting import format_bytes
 from lorastudio.core.runs.export import ExportError
 from lorastudio.core.runs.merge_plan import prepare_job, start_merge
 

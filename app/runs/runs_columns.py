@@ -5,8 +5,7 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lorastudio.core.devices import format_bytes
-from lorastudio.core.formatting import format_duration
+from lorastudio.core.formatting import format_bytes, format_duration
 from lorastudio.core.runs.listing import COMPLETED, CRASHED, FAILED, RUNNING, STOPPED, RunSummary
 
 STATUS_COLORS = {RUNNING: "#4f6bed", COMPLETED: "#2aa876", STOPPED: "#e0a100", FAILED: "#d64545",

@@ -19,7 +19,7 @@ from lorastudio.app.runs.runs_overlay import RunsOverlay
 from lorastudio.app.runs.runs_refresher import RunsRefresher
 from lorastudio.app.runs.runs_table_model import RunsSortProxy, RunsTableModel
 from lorastudio.core.config import ConfigError, RunConfig
-from lorastudio.core.devices import format_bytes
+from lorastudio.core.formatting import format_bytes
 from lorastudio.core.runs.listing import RunSummary, delete_run
 from lorastudio.core.runs.resume import ResumeError, resume_run
 from lorastudio.core.runs.folders import CONFIG_FILE

@@ -1,7 +1,7 @@
 """Keeps the run history fresh: `RunHistory.refresh` on the thread pool every few seconds.
 
 One refresh at a time (a slow disk never piles up work); the result arrives in the GUI thread as
-`updated(list[RunSummary])`. Reading is incremental (see core/history.py), so a tick costs a few
+`updated(list[RunSummary])`. Reading is incremental (see core/runs/listing.py), so a tick costs a few
 `stat` calls per finished run and the new journal lines of live ones.
 """
 from __future__ import annotations

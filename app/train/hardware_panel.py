@@ -11,7 +11,8 @@ from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QWidget
 
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.config import RunConfig, field_help
-from lorastudio.core.devices import GpuInfo, format_bytes, host_memory, list_gpus
+from lorastudio.core.devices import GpuInfo, host_memory, list_gpus
+from lorastudio.core.formatting import format_bytes
 
 QUANT_CHOICES = (("4bit", "4-bit NF4 (QLoRA)"), ("8bit", "8-bit"), ("none", "None (16-bit base)"))
 DTYPE_CHOICES = (("auto", "Auto"), ("bf16", "bf16"), ("fp16", "fp16"), ("fp32", "fp32"))

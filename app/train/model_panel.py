@@ -14,9 +14,9 @@ from PySide6.QtWidgets import (QFileDialog, QGridLayout, QGroupBox, QHBoxLayout,
 
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.config import RunConfig, field_help
-from lorastudio.core.devices import format_bytes
+from lorastudio.core.formatting import format_bytes, format_count
 from lorastudio.core.models.info import ModelError, hf_cache_dir, list_cached_models, read_model_info
-from lorastudio.core.models.targets import discover_targets, format_count
+from lorastudio.core.models.targets import discover_targets
 
 EMPTY, LOADING, READY, FAILED = "empty", "loading", "ready", "failed"
 FIELDS = (("architecture", "Architecture"), ("parameters", "Parameters"), ("dtype", "Dtype"),

@@ -9,7 +9,8 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from lorastudio.core.config import LoraSection, field_help
-from lorastudio.core.models.targets import TargetReport, format_count
+from lorastudio.core.models.targets import TargetReport
+from lorastudio.core.formatting import format_count
 
 GROUP_TITLES = {"attention": "Attention", "mlp": "MLP", "other": "Other"}
 PREFERRED = (["q_proj", "v_proj"], ["c_attn"], ["query_key_value"], ["qkv_proj"], ["Wqkv"])

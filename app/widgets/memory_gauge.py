@@ -6,7 +6,7 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from lorastudio.app.theme import BAD, OK, WARN
-from lorastudio.core.devices import format_bytes
+from lorastudio.core.formatting import format_bytes
 
 START_ANGLE, SPAN = 225, -270          # degrees: a ring open at the bottom
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 import sys
 import time
 
-from lorastudio.core.devices import format_bytes
+from lorastudio.core.formatting import format_bytes, format_duration
 from lorastudio.core.errors import event_error_lines, print_error
-from lorastudio.core.formatting import format_duration
 
 
 def fail(message: str, hint: str = "") -> int:

@@ -63,7 +63,7 @@ def print_merge_event(ev: dict) -> None:
 
 
 def merge(args) -> int:
-    from lorastudio.core.devices import format_bytes
+    from lorastudio.core.formatting import format_bytes
     from lorastudio.core.runs.export import ExportError
     from lorastudio.core.runs.merge_plan import prepare_job, start_merge
     from lorastudio.core.runtime.follower import follow

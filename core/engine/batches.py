@@ -1,7 +1,7 @@
 """Training data: read any supported file, render and mask it, split, serve micro-batches.
 
 One pipeline for the trainer, the CLI's inspector and the window's inspector:
-  datafiles.iter_rows -> dataformats.detect_format / to_example -> rendering.encode -> fit_length.
+  data.files.iter_rows -> data.formats.detect_format / to_example -> data.chat_masks.encode -> fit_length.
 The order of examples is a pure function of (seed, epoch), so "micro-batch k" names the same
 examples in an uninterrupted run and in a resumed one — a checkpoint's data position is just k.
 """

@@ -1,5 +1,5 @@
 """GGUF conversion (heavy: gguf-py and transformers): checks that say plainly why a file cannot
-be imported, then dequantize and save into the model cache. Used by core/gguf_worker.py and the
+be imported, then dequantize and save into the model cache. Used by core/jobs/import_gguf.py and the
 training worker; the torch-free half (cache lookup, starting the worker) is core/gguf_import.py.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One model answers for both sides: a PeftModel whose adapter is switched off
 (`model.disable_adapter()`) for the base model's answer. The base is loaded as the run trained it
-(modelsetup.load_base: same quantization and compute dtype), so the adapter is judged on the
+(model_loading.load_base: same quantization and compute dtype), so the adapter is judged on the
 weights it was trained against. Heavy: workers only.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def side_context(model, side: str):
 
 def prompt_text(tokenizer, messages: list[dict]) -> tuple[str, bool]:
     """The prompt as the model saw its training data: (text, templated). Without a chat template,
-    LoRA Studio's fallback headers (core/rendering.py) end with an open assistant turn."""
+    LoRA Studio's fallback headers (core/data/chat_masks.py) end with an open assistant turn."""
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
     text = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)

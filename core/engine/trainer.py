@@ -3,7 +3,7 @@
   * a graceful stop between any two steps (signal -> checkpoint + adapter -> `end`);
   * exact resume: the data order is a pure function of (seed, epoch), so a checkpoint stores the
     micro-batch index k, and optimizer, scheduler and RNG states — nothing else to reconstruct;
-  * one place that owns precision and memory (modelsetup), with no hidden accelerate wrapping.
+  * one place that owns precision and memory (model_loading), with no hidden accelerate wrapping.
 Loss under gradient accumulation is the mean over every trained token of the whole step: each
 micro-batch passes `num_items_in_batch` (the step's token count), so its loss is sum / N.
 """

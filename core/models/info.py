@@ -11,7 +11,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from lorastudio.core.errors import ModelError, UserError  # noqa: F401 (ModelError re-exported)
+from lorastudio.core.errors import ModelError  # noqa: F401 (raised here; importers may take it from here)
 
 WEIGHT_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from lorastudio.core.models.info import ModelInfo
-from lorastudio.core.formatting import format_count  # noqa: F401 (re-exported)
+from lorastudio.core.formatting import format_count
 
 EMBEDDING_NAMES = {"embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings",
                    "token_type_embeddings", "embed_positions", "embeddings", "tok_embeddings",

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorastudio.core.devices import format_bytes
+from lorastudio.core.formatting import format_bytes
 from lorastudio.core.runs.export import ExportError, adapter_source, read_run
 from lorastudio.core.models.info import ModelError, read_model_info
 from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir

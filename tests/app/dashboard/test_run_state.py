@@ -1,7 +1,8 @@
 """The dashboard's Qt-free model: events folded into series, figures and a final status."""
 import pytest
 
-from lorastudio.app.dashboard.run_state import RunState, ema, format_duration, format_rate
+from lorastudio.app.dashboard.run_state import RunState, ema
+from lorastudio.core.formatting import format_duration, format_rate
 
 GIB = 1024 ** 3
 

@@ -1,7 +1,6 @@
 """Every file type and format, loss masks token by token, and a located message for each bad input."""
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,19 +10,12 @@ from lorastudio.core.data.files import DataError, Row
 from lorastudio.core.data.formats import (COLUMN_ROLES, FORMAT_ROLES, FORMAT_TITLES, FORMATS, OPTIONAL_ROLES,
                                             apply_columns, detect_format, guess_column, to_example)
 from lorastudio.core.engine.model_loading import load_tokenizer
-
-CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the cat sat"},
-                     {"role": "assistant", "content": "on the mat"}, {"role": "user", "content": "and then"},
-                     {"role": "assistant", "content": "looked at the door"}]}
+from tests.helpers.training import CHAT, jsonl
 
 
 def cfg(path, **kw) -> DataSection:
     return DataSection(path=str(path), **kw)
 
-
-def jsonl(path: Path, rows) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 # ---- files ---------------------------------------------------------------------------------

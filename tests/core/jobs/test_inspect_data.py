@@ -14,7 +14,7 @@ from lorastudio.core.engine.batches import prepare_data
 from lorastudio.core.journal import read_events
 from lorastudio.core.engine.model_loading import load_tokenizer
 
-from test_data import CHAT, jsonl
+from tests.helpers.training import CHAT, jsonl
 
 FORMAT_ROWS = {
     "text": {"text": "the cat sat on the mat and looked at the door"},

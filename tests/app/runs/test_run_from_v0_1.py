@@ -8,7 +8,7 @@ from lorastudio.app.dashboard.run_state import RunState
 from lorastudio.core.journal import read_events
 from lorastudio.core.runs.listing import summarize
 
-V01 = Path(__file__).resolve().parents[1] / "data" / "run_v0_1"
+V01 = Path(__file__).resolve().parents[2] / "data" / "run_v0_1"
 
 
 def test_a_0_1_journal_reads_whole():

@@ -44,16 +44,22 @@ def test_the_page_lists_runs_adapters_and_heldout_prompts(qtbot, trained_runs):
     assert "lorastudio eval 2026-01-01_1200_tiny" in page.eval_summary.note.text()
 
 
-@pytest.mark.slow
-def test_the_page_streams_both_answers(qtbot, trained_runs):
-    page = PlaygroundPage(trained_runs)
+def prompted_page(qtbot, runs_root, max_new_tokens):
+    """The page with a prompt typed in, and the list its job's events will be collected into."""
+    page = PlaygroundPage(runs_root)
     qtbot.addWidget(page)
-    page.resize(1100, 700)
-    page.show()
     page.prompt_edit.setPlainText("the cat sat on the mat")
-    page.settings.max_new_tokens.setValue(24)
+    page.settings.max_new_tokens.setValue(max_new_tokens)
     events = []
     page.job.event.connect(events.append)
+    return page, events
+
+
+@pytest.mark.slow
+def test_the_page_streams_both_answers(qtbot, trained_runs):
+    page, events = prompted_page(qtbot, trained_runs, 24)
+    page.resize(1100, 700)
+    page.show()
     with qtbot.waitSignal(page.generation_finished, timeout=120_000) as done:
         page.generate()
         assert not page.generate_button.isEnabled() and page.stop_button.isEnabled()
@@ -67,12 +73,7 @@ def test_the_page_streams_both_answers(qtbot, trained_runs):
 
 
 def test_generate_shows_both_answers_and_a_failure_in_words(qtbot, trained_runs, inline_jobs):
-    page = PlaygroundPage(trained_runs)
-    qtbot.addWidget(page)
-    page.prompt_edit.setPlainText("the cat sat on the mat")
-    page.settings.max_new_tokens.setValue(8)
-    events = []
-    page.job.event.connect(events.append)
+    page, events = prompted_page(qtbot, trained_runs, 8)
     with qtbot.waitSignal(page.generation_finished, timeout=60_000) as done:
         page.generate()
     assert done.args == ["completed"] and page.status.text() == "Done."

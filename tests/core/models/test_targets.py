@@ -1,6 +1,5 @@
 """Target discovery from headers alone must agree exactly with PEFT after get_peft_model."""
 import json
-import sys
 
 import pytest
 

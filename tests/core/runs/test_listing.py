@@ -1,6 +1,5 @@
 """The run history from journals and status files (no workers): statuses, segments, cheap refresh;
 and the torch-free resume helpers (overrides, out-of-memory suggestions)."""
-import json
 import os
 import subprocess
 import sys

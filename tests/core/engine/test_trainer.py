@@ -1,29 +1,12 @@
 """Training tiny models in-process through the real loading code: 4bit, 8bit and none."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from lorastudio.core.preflight import check_config
-from lorastudio.core.config import RunConfig
-from lorastudio.core.journal import JournalWriter, read_events
-from lorastudio.core.engine.trainer import Trainer, lr_factor
+from lorastudio.core.engine.trainer import lr_factor
+from tests.helpers.training import train
 
-
-def train(config_path: Path, run_dir: Path, stop_after: int | None = None, resume_from=None):
-    cfg = RunConfig.load(config_path)
-    info, _ = check_config(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    journal = JournalWriter(run_dir / "events.jsonl")
-    trainer = Trainer(cfg, info, run_dir, journal)
-    if stop_after is not None:
-        trainer.should_stop = lambda: trainer.step >= stop_after
-    trainer.setup(resume_from)
-    trainer.start_event()
-    status = trainer.train()
-    journal.close()
-    return trainer, status, read_events(run_dir / "events.jsonl")
 
 
 @pytest.mark.parametrize("quantization", ["4bit", "8bit", "none"])

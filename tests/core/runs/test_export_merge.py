@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.helpers.tiny_models import write_config
-from test_trainer import train
+from tests.helpers.training import train
 
 from lorastudio.core import cli
 from lorastudio.core.jobs import merge as merge_job

@@ -2,7 +2,8 @@
 from conftest import load_model
 
 from lorastudio.core.models.info import read_model_info
-from lorastudio.core.models.targets import discover_targets, format_count
+from lorastudio.core.models.targets import discover_targets
+from lorastudio.core.formatting import format_count
 
 
 def expected_line(report, selection, r, dora=False):

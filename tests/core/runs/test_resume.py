@@ -6,7 +6,6 @@ can do (be killed, segfault, outlive the command that started it) runs in one, m
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
