@@ -83,8 +83,7 @@ class _Live:
     def end(self, *_args) -> None:
         handle, self.handle = self.handle, None
         if handle is not None:
-            handle.kill()
-            handle.returncode()                 # reap it when it is already gone
+            handle.kill()                       # and waits for it: a dying job may still write
             shutil.rmtree(handle.job_dir, ignore_errors=True)
 
 

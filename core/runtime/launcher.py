@@ -115,10 +115,14 @@ class JobHandle:
             self.process.send_signal(signal.SIGTERM)
         return True
 
-    def kill(self) -> None:
+    def kill(self, wait_s: float = 5.0) -> None:
+        """SIGKILL, then wait (up to `wait_s`) until it is gone: until then it may still write into
+        its folder (and would recreate one removed under it)."""
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=wait_s)
 
 
 def launch(verb: str, job_dir: Path, spec: dict[str, Any] | None = None, args: tuple | list = (), *,
