@@ -6,16 +6,10 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QWidget
 
-from lorastudio.core.runs import listing
-from lorastudio.core.runs.checkpoints import list_checkpoint_steps
-from lorastudio.core.runs.folders import ADAPTER_DIR
+from lorastudio.core.runs.checkpoints import adapter_steps
+from lorastudio.core.runs.listing import runs_with_adapters
 
 FINAL = None
-
-
-def runs_with_adapters(runs_root: Path) -> list[Path]:
-    """Run folders that have a final adapter or at least one checkpoint, newest first."""
-    return listing.runs_with_adapters(Path(runs_root)) if runs_root else []
 
 
 class AdapterPicker(QWidget):
@@ -26,7 +20,7 @@ class AdapterPicker(QWidget):
         self.run_combo, self.checkpoint_combo = QComboBox(), QComboBox()
         self.run_combo.setMinimumContentsLength(28)
         self.run_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        runs = runs_with_adapters(runs_root) if runs_root else []
+        runs = runs_with_adapters(Path(runs_root)) if runs_root else []
         if run_dir is not None and Path(run_dir) not in runs:
             runs.insert(0, Path(run_dir))
         for run in runs:
@@ -55,9 +49,7 @@ class AdapterPicker(QWidget):
         self.checkpoint_combo.clear()
         run = self.run_dir
         if run is not None:
-            if (run / ADAPTER_DIR / "adapter_model.safetensors").is_file():
-                self.checkpoint_combo.addItem("Final adapter", FINAL)
-            for step in reversed(list_checkpoint_steps(run)):
-                self.checkpoint_combo.addItem(f"Checkpoint at step {step}", step)
+            for step in adapter_steps(run):
+                self.checkpoint_combo.addItem("Final adapter" if step is FINAL else f"Checkpoint at step {step}", step)
         self.checkpoint_combo.blockSignals(False)
         self.changed.emit()

@@ -23,11 +23,6 @@ from lorastudio.core.runs.listing import runs_with_adapters
 POLL_MS = 60            # tokens arrive a few dozen a second: poll often, the reads are tiny
 
 
-def list_runs(runs_root: Path) -> list[Path]:
-    """Run folders that have an adapter to try, newest first."""
-    return runs_with_adapters(runs_root)
-
-
 class PlaygroundPage(QWidget):
     generation_finished = Signal(str)           # status
 
@@ -117,7 +112,7 @@ class PlaygroundPage(QWidget):
         current = self.run_combo.currentData()
         self.run_combo.blockSignals(True)
         self.run_combo.clear()
-        for run in list_runs(self.runs_root):
+        for run in runs_with_adapters(self.runs_root):
             self.run_combo.addItem(run.name, str(run))
         if current:
             self.run_combo.setCurrentIndex(max(0, self.run_combo.findData(current)))

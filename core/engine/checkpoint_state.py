@@ -18,12 +18,9 @@ import numpy as np
 import torch
 
 from lorastudio.core.atomic_files import atomic_dir
+from lorastudio.core.runs.checkpoints import STATE_FILE, checkpoint_name, complete_checkpoints
 
-STATE_FILE, TRAINER_STATE_FILE = "state.json", "trainer_state.pt"
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:06d}"
+TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 def rng_state() -> dict:
@@ -52,16 +49,9 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, scaler, 
     return target
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
-
-
 def prune_checkpoints(root: Path, keep: int) -> list[Path]:
     """Delete all but the newest `keep` checkpoints (0 keeps all); returns what was deleted."""
-    found = list_checkpoints(root)
+    found = [path for _step, path in complete_checkpoints(root)]
     doomed = found[:-keep] if keep and len(found) > keep else []
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)

@@ -1,22 +1,47 @@
-"""Finding a run's checkpoints without torch (the window, the CLI and export use this)."""
+"""A run's adapters on disk, without torch: the final adapter and the checkpoints, how they are
+named and when they are complete. The window, the CLI, export and the trainer all use this."""
 from __future__ import annotations
 
 from pathlib import Path
 
-CHECKPOINTS_DIR, STATE_FILE = "checkpoints", "state.json"
+from lorastudio.core.runs.folders import ADAPTER_DIR, CHECKPOINTS_DIR
+
+STATE_FILE = "state.json"           # a checkpoint's last file: a folder that has it is complete
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINTS_DIR / f"step-{step:06d}"
+    return Path(run_dir) / CHECKPOINTS_DIR / checkpoint_name(step)
+
+
+def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the complete checkpoints under `root` (RUN/checkpoints), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(path.name[5:]), path) for path in root.glob("step-*")
+             if path.name[5:].isdigit() and (path / STATE_FILE).is_file()]
+    return sorted(found)
 
 
 def list_checkpoint_steps(run_dir: Path) -> list[int]:
-    """Steps of the complete checkpoints (those with state.json, written last), oldest first."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    steps = []
-    for path in root.glob("step-*"):
-        if (path / STATE_FILE).is_file() and path.name[5:].isdigit():
-            steps.append(int(path.name[5:]))
-    return sorted(steps)
+    """Steps of the run's complete checkpoints, oldest first."""
+    return [step for step, _path in complete_checkpoints(Path(run_dir) / CHECKPOINTS_DIR)]
+
+
+def adapter_complete(folder: Path) -> bool:
+    """A PEFT adapter folder with both of its files (the final adapter, or a checkpoint's)."""
+    return all((Path(folder) / name).is_file() for name in ADAPTER_FILES)
+
+
+def has_final_adapter(run_dir: Path) -> bool:
+    return adapter_complete(Path(run_dir) / ADAPTER_DIR)
+
+
+def adapter_steps(run_dir: Path) -> list[int | None]:
+    """What can be loaded from a run, newest first: None for the final adapter, then checkpoint steps."""
+    return ([None] if has_final_adapter(run_dir) else []) + list(reversed(list_checkpoint_steps(run_dir)))

@@ -14,14 +14,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorastudio.core.runs.checkpoints import checkpoint_dir, list_checkpoint_steps
+from lorastudio.core.runs.checkpoints import ADAPTER_FILES, adapter_complete, checkpoint_dir, list_checkpoint_steps
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.journal import last_of, read_events
 from lorastudio.core.atomic_files import atomic_dir
 from lorastudio.core.runs.folders import ADAPTER_DIR, CONFIG_FILE, JOURNAL_FILE
 from lorastudio.core.errors import UserError
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "added_tokens.json")
 
@@ -63,14 +62,14 @@ def adapter_source(run_dir: Path, checkpoint: int | None) -> Path:
     run_dir = Path(run_dir)
     if checkpoint is None:
         src = run_dir / ADAPTER_DIR
-        if not all((src / f).is_file() for f in ADAPTER_FILES):
+        if not adapter_complete(src):
             steps = list_checkpoint_steps(run_dir)
             hint = (f"use --checkpoint {steps[-1]} (saved steps: {', '.join(map(str, steps))})" if steps
                     else "the run saved no adapter and no checkpoint; train (or resume) it first")
             raise ExportError(f"{run_dir} has no final adapter", hint)
         return src
     src = checkpoint_dir(run_dir, checkpoint)
-    if not all((src / f).is_file() for f in ADAPTER_FILES):
+    if not adapter_complete(src):
         steps = list_checkpoint_steps(run_dir)
         raise ExportError(f"{run_dir} has no checkpoint at step {checkpoint}",
                           f"saved steps: {', '.join(map(str, steps)) or 'none'}")

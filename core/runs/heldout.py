@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lorastudio.core.runs.checkpoints import list_checkpoint_steps
+from lorastudio.core.runs.checkpoints import adapter_steps
 from lorastudio.core.config import ConfigError, RunConfig
-from lorastudio.core.runs.folders import ADAPTER_DIR, CONFIG_FILE
+from lorastudio.core.runs.folders import CONFIG_FILE
 from lorastudio.core.data.split import validation_indices
 from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 
@@ -21,14 +21,9 @@ PLAYGROUND_DIR, EVAL_FILE = "playground", "eval.json"
 DEFAULT_SETTINGS = {"max_new_tokens": 96, "temperature": 0.0, "top_p": 0.9, "seed": 0}
 
 
-def has_final_adapter(run_dir: Path) -> bool:
-    return (Path(run_dir) / ADAPTER_DIR / "adapter_config.json").is_file()
-
-
 def adapter_choices(run_dir: Path) -> list[tuple[str, int | None]]:
     """(label, checkpoint step or None for the final adapter), newest first."""
-    choices = [("final adapter", None)] if has_final_adapter(run_dir) else []
-    return choices + [(f"checkpoint step {s}", s) for s in reversed(list_checkpoint_steps(run_dir))]
+    return [("final adapter" if step is None else f"checkpoint step {step}", step) for step in adapter_steps(run_dir)]
 
 
 def start_generation(run_dir: Path, messages: list[dict], settings: dict | None = None,

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from lorastudio.core.runs.checkpoints import list_checkpoint_steps
+from lorastudio.core.runs.checkpoints import adapter_steps, list_checkpoint_steps
 from lorastudio.core.journal import END_STATUSES, JournalFollower
 from lorastudio.core.atomic_files import folder_size
-from lorastudio.core.runs.folders import (ADAPTER_DIR, CONFIG_FILE, JOURNAL_FILE, LOG_FILE, STATUS_FILE,
+from lorastudio.core.runs.folders import (CONFIG_FILE, JOURNAL_FILE, LOG_FILE, STATUS_FILE,
                                           read_status, worker_alive)
 
 # A run's status, the one set of words (the window's table and dashboard import them from here):
@@ -229,8 +229,7 @@ def run_folders(root: Path) -> list[Path]:
 
 def runs_with_adapters(root: Path) -> list[Path]:
     """Run folders with something to load: a final adapter or a checkpoint, newest first (by name)."""
-    found = [d for d in run_folders(root) if (d / CONFIG_FILE).is_file()
-             and ((d / ADAPTER_DIR / "adapter_config.json").is_file() or list_checkpoint_steps(d))]
+    found = [d for d in run_folders(root) if (d / CONFIG_FILE).is_file() and adapter_steps(d)]
     return sorted(found, key=lambda d: d.name, reverse=True)
 
 

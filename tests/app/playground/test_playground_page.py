@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from lorastudio.app.playground.playground_page import PlaygroundPage, list_runs
+from lorastudio.app.playground.playground_page import PlaygroundPage
+from lorastudio.core.runs.listing import runs_with_adapters
 
 ANSWER = '{"answer": "yes", "confidence": 0.9}'
 
@@ -31,7 +32,7 @@ def trained_runs(tmp_path_factory, tiny_chat_llama):
 def test_the_page_lists_runs_adapters_and_heldout_prompts(qtbot, trained_runs):
     page = PlaygroundPage(trained_runs)
     qtbot.addWidget(page)
-    assert [p.name for p in list_runs(trained_runs)] == ["2026-01-01_1200_tiny"]
+    assert [p.name for p in runs_with_adapters(trained_runs)] == ["2026-01-01_1200_tiny"]
     assert page.run_combo.count() == 1
     assert [page.adapter_combo.itemText(i) for i in range(page.adapter_combo.count())] == \
         ["final adapter", "checkpoint step 6", "checkpoint step 3"]

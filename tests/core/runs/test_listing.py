@@ -73,7 +73,8 @@ def test_runs_with_adapters_are_the_run_folders_with_something_to_load(tmp_path)
     root = tmp_path / "runs"
     final = write_run(root, "2026-01-02_0900_final", end="completed")
     (final / "adapter").mkdir()
-    (final / "adapter" / "adapter_config.json").write_text("{}")
+    (final / "adapter" / "adapter_config.json").write_text("{}")            # a whole adapter: both files
+    (final / "adapter" / "adapter_model.safetensors").write_bytes(b"")
     checkpointed = write_run(root, "2026-01-03_0900_checkpointed", pid=2 ** 22 + 12345)
     (checkpointed / "checkpoints" / "step-000002").mkdir(parents=True)
     (checkpointed / "checkpoints" / "step-000002" / "state.json").write_text('{"step": 2}')
