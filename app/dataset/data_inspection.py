@@ -11,45 +11,23 @@ job, and a counter drops any answer to a question no longer asked.
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
 from lorastudio.app.job_process import JobProcess
-from lorastudio.core.config import ConfigError, DataSection
+from lorastudio.core.config import ConfigError
+from lorastudio.core.data.inspect_request import InspectRequest
 from lorastudio.core.runs.folders import INSPECTIONS_DIR, data_home
+from lorastudio.core.runtime.failures import INPUT_KINDS
 from lorastudio.core.runtime.follower import Outcome
 from lorastudio.core.runtime.launcher import JobHandle, new_job_dir
 
 DEBOUNCE_MS = 400
 POLL_MS = 100
 VERB = "inspect_data"
-REFUSED_KINDS = ("data", "model", "config")     # the input is at fault: say it as the job said it
-
-
-@dataclass(frozen=True)
-class InspectRequest:
-    path: str
-    model: str
-    seq_len: int = 512
-    example: int = 1
-    format: str = "auto"
-    columns: tuple[tuple[str, str], ...] = ()
-    train_on: str = "completions"
-    too_long: str = "truncate"
-    skip_bad_rows: bool = False
-
-    def with_example(self, example: int) -> "InspectRequest":
-        return replace(self, example=example)
-
-    def spec(self) -> dict:
-        """The inspect_data job's job.yaml; ConfigError for an option the config refuses."""
-        data = DataSection(path=self.path, format=self.format, columns=dict(self.columns), train_on=self.train_on,
-                           too_long=self.too_long, on_bad_rows="skip" if self.skip_bad_rows else "error")
-        return {"model": self.model, "seq_len": self.seq_len, "example": self.example, "data": dataclasses.asdict(data)}
 
 
 @dataclass
@@ -66,7 +44,7 @@ def result_of(outcome: Outcome, report: dict | None, log: Path) -> InspectResult
     error = outcome.error
     if error is None:
         return InspectResult(error=(f"The inspector ended without a report ({outcome.status}).", ""))
-    if error["kind"] in REFUSED_KINDS:
+    if error["kind"] in INPUT_KINDS:              # the input is at fault: say it as the job said it
         return InspectResult(error=(error["message"], error.get("hint", "")))
     hint = error.get("hint", "") if error["kind"] == "crashed" else f"the full message is in {log}"
     return InspectResult(error=(f"The inspector failed: {error['message']}", hint), unexpected=True)

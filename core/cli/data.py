@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from lorastudio.core.runs.folders import INSPECTIONS_DIR
 
-REFUSED_KINDS = ("data", "model", "config")     # error kinds that mean "fix the input", exit status 2
+from lorastudio.core.runs.folders import INSPECTIONS_DIR
+from lorastudio.core.runtime.failures import INPUT_KINDS
+
 
 
 def inspect_arguments(p) -> None:
@@ -84,16 +85,15 @@ def _refuse(message: str, hint: str, as_json: bool, status: int = 2) -> int:
 # ---- the command ------------------------------------------------------------------------------
 def inspection_spec(args):
     """The job's spec from the command line; ConfigError (or ValueError) for a refused option."""
-    import dataclasses
-    from lorastudio.core.config import ConfigError, DataSection
+    from lorastudio.core.config import ConfigError
+    from lorastudio.core.data.inspect_request import InspectRequest
     columns = dict(pair.split("=", 1) for pair in args.columns.split(",") if pair) if args.columns else {}
-    data_cfg = DataSection(path=str(args.data), format=args.format, columns=columns,
-                           train_on=args.train_on, too_long=args.too_long,
-                           on_bad_rows="skip" if args.skip_bad_rows else "error", text_blocks=args.text_blocks)
+    spec = InspectRequest(str(args.data), args.model, args.seq_len, args.example, args.format,
+                          tuple(columns.items()), args.train_on, args.too_long, args.skip_bad_rows,
+                          args.text_blocks).spec()
     if args.seq_len < 8:
         raise ConfigError("--seq-len", args.seq_len, "a whole number ≥ 8")
-    return {"model": args.model, "seq_len": args.seq_len, "example": args.example,
-            "data": dataclasses.asdict(data_cfg)}
+    return spec
 
 
 def inspect(args) -> int:
@@ -132,7 +132,7 @@ def inspect(args) -> int:
             return 0
         error = outcome.error or {"kind": outcome.status, "message": f"the inspection ended {outcome.status}",
                                   "hint": ""}
-        if error["kind"] in REFUSED_KINDS:
+        if error["kind"] in INPUT_KINDS:           # fix the input: exit status 2
             return _refuse(error["message"], error.get("hint", ""), args.json)
         keep = error["kind"] == "crashed"           # its hint names worker.log
         for trace in tracebacks:                    # an unexpected failure: its traceback, as before

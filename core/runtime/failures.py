@@ -11,6 +11,8 @@ from typing import Callable
 from lorastudio.core.config import ConfigError
 from lorastudio.core.errors import UserError
 
+# Kinds that mean the input is at fault (the user fixes a file, a model or a setting), not the program.
+INPUT_KINDS = ("data", "model", "config")
 DISK_FULL_MARKS = ("No space left on device", "unexpected pos", "file write failed")
 
 
