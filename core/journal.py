@@ -43,6 +43,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "evaluation": {"result": (dict,)},                          # `lorastudio eval`'s (RUN/eval.json)
 }
 END_STATUSES = ("completed", "stopped", "failed")
+OK_STATUSES = ("completed", "stopped")          # the work done is kept (a stopped run saved its adapter)
 
 
 def make_event(type_: str, time_: float | None = None, **fields: Any) -> dict:

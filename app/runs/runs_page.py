@@ -23,6 +23,7 @@ from lorastudio.core.formatting import format_bytes
 from lorastudio.core.runs.listing import RunSummary, delete_run
 from lorastudio.core.runs.resume import ResumeError, resume_run
 from lorastudio.core.runs.folders import CONFIG_FILE
+from lorastudio.core.journal import OK_STATUSES
 
 class RunsPage(QWidget):
     open_live = Signal(object, object)          # run folder, its JobHandle (just resumed) or None
@@ -167,7 +168,7 @@ class RunsPage(QWidget):
                                else "Only a stopped, failed or crashed run can be resumed")
         b["delete"].setEnabled(bool(run and not run.live))
         for key in ("export", "merge"):
-            b[key].setEnabled(bool(run and run.status in ("completed", "stopped") or run and run.checkpoints))
+            b[key].setEnabled(bool(run and run.status in OK_STATUSES or run and run.checkpoints))
 
     # ---- actions ------------------------------------------------------------------------------
     def open_live_view(self) -> None:

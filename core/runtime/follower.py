@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lorastudio.core.journal import JournalFollower, make_event
+from lorastudio.core.journal import OK_STATUSES, JournalFollower, make_event
 from lorastudio.core.runtime.launcher import LOG_FILE, JobHandle
 
 POLL_S = 0.2
@@ -24,7 +24,6 @@ EXIT_GRACE_S = 60.0        # after `end`, how long a job may take to exit
 PID_CHECK_S = 2.0           # how often to judge a re-attached job (no process handle) by its pid
 JOB_NAMES = {"train": "training worker", "merge": "merge worker", "generate": "generation worker",
              "import_gguf": "import worker", "evaluate": "evaluation worker", "inspect_data": "inspector"}
-OK_STATUSES = ("completed", "stopped")
 
 
 @dataclass
@@ -93,8 +92,8 @@ class JobWatch:
         if self.outcome is None and self._process_gone():
             events += self._read()              # what it wrote just before exiting
             if self.outcome is None:
-                code = self.handle.returncode() if self.handle.process is not None else None
-                synthetic = crash_events(self.handle.verb, self.handle.job_dir, code, self.crash_hint)
+                synthetic = crash_events(self.handle.verb, self.handle.job_dir, self.handle.returncode(),
+                                         self.crash_hint)
                 if self._error is not None:     # it said what went wrong: keep its words
                     synthetic = synthetic[1:]
                 for ev in synthetic:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lorastudio.core.journal import JournalWriter
+from lorastudio.core.journal import OK_STATUSES, JournalWriter
+from lorastudio.core.errors import print_error
 from lorastudio.core.runtime.failures import classify
 from lorastudio.core.runtime.launcher import JOB_FILE, JOURNAL_FILE, read_spec
 
@@ -105,7 +106,7 @@ def run_job(verb: str, job_dir: Path, body: Callable[[Job], dict | None], spec: 
     job.journal.close()
     if job.on_end:
         job.on_end(status)
-    return 0 if status in ("completed", "stopped") else 1
+    return 0 if status in OK_STATUSES else 1
 
 
 def report_failure(job: Job, exc: BaseException) -> None:
@@ -127,6 +128,6 @@ def job_main(verb: str, body: Callable[[Job], dict | None], argv: list[str] | No
         add_arguments(parser)
     args = parser.parse_args(argv)
     if not (args.job_dir / spec_file).is_file():
-        print(f"error: {args.job_dir / spec_file} does not exist", file=sys.stderr)
+        print_error(f"{args.job_dir / spec_file} does not exist")
         return 2
     return run_job(verb, args.job_dir.resolve(), body, args=args)
