@@ -23,6 +23,7 @@ from lorastudio.core.data.formats import COLUMN_ROLES, FORMAT_CHOICES
 QUANTIZATIONS = ("4bit", "8bit", "none")
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "linear", "constant")
+MEMORY_MODES = ("auto", "none", "checkpoint", "lean")
 DATA_FORMATS = FORMAT_CHOICES       # the formats and their column roles are known in core/data/formats.py
 
 
@@ -153,7 +154,12 @@ class TrainingSection:
     log_every: int = field(default=1, metadata=_help("Write a step event every N optimizer steps."))
     keep_checkpoints: int = field(default=3, metadata=_help("Keep the last N checkpoints; 0 keeps all."))
     gradient_checkpointing: bool = field(default=True, metadata=_help(
-        "Recompute activations in the backward pass: much less memory for ~20-30 % more time."))
+        "Recompute activations in the backward pass: much less memory for ~20-30 % more time. "
+        "With memory_mode auto, false means no checkpointing."))
+    memory_mode: str = field(default="auto", metadata=_help(
+        "How activations are kept for the backward pass. none: all in GPU memory (fastest, most memory); "
+        "checkpoint: only each layer's input, the rest recomputed; lean: checkpoint with those inputs "
+        "moved to pinned host memory (least GPU memory); auto: the fastest mode that fits the GPU."))
 
     def __post_init__(self):
         def whole(key, v, low, allowed):
@@ -178,6 +184,8 @@ class TrainingSection:
         whole("keep_checkpoints", self.keep_checkpoints, 0, "a whole number ≥ 0 (0 = keep all)")
         _require(isinstance(self.gradient_checkpointing, bool), "training.gradient_checkpointing",
                  self.gradient_checkpointing, "true or false")
+        _require(self.memory_mode in MEMORY_MODES, "training.memory_mode", self.memory_mode,
+                 f"allowed: {', '.join(MEMORY_MODES)}")
         if self.max_steps and self.warmup_steps >= self.max_steps:
             raise ConfigError("training.warmup_steps", self.warmup_steps,
                               f"warm-up must be shorter than max_steps ({self.max_steps})")
