@@ -120,3 +120,14 @@ def test_no_folder_holds_more_than_sixteen_modules_at_its_top():
         if folder.is_dir() and folder.name != "__pycache__":
             modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
             assert len(modules) <= 16, f"{folder.relative_to(ROOT)} holds {len(modules)} modules"
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject lists packages by hand (core/ and app/ are mapped under lorastudio.*): a folder left
+    out works in an editable install and is missing from the wheel and the bundle."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"lorastudio." + ".".join(p.parent.relative_to(ROOT).parts)
+             for top in ("core", "app", "resources") for p in (ROOT / top).rglob("__init__.py")
+             if "__pycache__" not in p.parts}
+    assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"

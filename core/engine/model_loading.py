@@ -12,6 +12,7 @@ A later performance issue extends `load_for_training`; nothing else decides thes
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ import torch
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.models.info import ModelInfo
+from lorastudio.core.engine.fast_lora import fuse_lora_layers
+from lorastudio.core.engine.memory_modes import apply_memory_mode
 
 log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -31,6 +34,8 @@ class LoadedModel:
     device: torch.device
     compute_dtype: torch.dtype
     notes: list[str]                # what was decided and why, for the journal
+    memory_mode: str = "checkpoint"  # none | checkpoint | lean, as resolved
+    kernels: list[str] = dataclasses.field(default_factory=list)    # "liger", "fused-lora"
 
 
 def pick_device(setting: str) -> torch.device:
@@ -99,13 +104,21 @@ def load_base(config: RunConfig, info: ModelInfo, device: torch.device, compute_
         use_safetensors=None if config.allow_pickle else True)
 
 
-def enable_checkpointing(model) -> None:
-    """Non-reentrant activation checkpointing (transformers ≥ 5.x renamed the method)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+def resolve_memory_mode(config: RunConfig, info: ModelInfo, device: torch.device) -> tuple[str, str]:
+    """The memory mode to train in, and why: the config's choice, or for `auto` the fastest that fits."""
+    t = config.training
+    if t.memory_mode != "auto":
+        return t.memory_mode, "set by training.memory_mode"
+    if not t.gradient_checkpointing:
+        return "none", "training.gradient_checkpointing is false"
+    if device.type != "cuda":
+        return "checkpoint", "auto on CPU"
+    try:
+        from lorastudio.core.fit.advice import choose_memory_mode
+    except ImportError:
+        return "checkpoint", "auto"
+    total = torch.cuda.get_device_properties(device).total_memory
+    return choose_memory_mode(config, info, total)
 
 
 def keep_cpu_4bit_trainable(model) -> None:
@@ -141,14 +154,19 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
         p.requires_grad_(False)
     if device.type == "cpu":
         keep_cpu_4bit_trainable(model)
-    if config.training.gradient_checkpointing:
-        enable_checkpointing(model)
+    memory_mode, why = resolve_memory_mode(config, info, device)
+    memory_words = apply_memory_mode(model, memory_mode)
     model.config.use_cache = False
     torch.manual_seed(config.training.seed)       # LoRA A's init is random: make it the seed's
     peft_model = get_peft_model(model, lora_config(config))
-    notes.append(f"{config.quantization} base on {device}, compute {str(compute_dtype).replace('torch.', '')}, "
-                 f"checkpointing {'non-reentrant' if config.training.gradient_checkpointing else 'off'}")
-    return LoadedModel(peft_model, tokenizer, device, compute_dtype, notes)
+    kernels = [k for k in ("liger",) if any("Liger kernels applied" in n for n in notes)]
+    fused = fuse_lora_layers(peft_model) if config.training.fused_lora else None
+    if fused is not None and fused.fused:
+        kernels.append("fused-lora")
+    notes.append(f"{config.quantization} base on {device}, compute {str(compute_dtype).replace('torch.', '')}; "
+                 f"memory mode {memory_mode} ({why}): {memory_words}")
+    notes.append(fused.words() if fused is not None else "fused LoRA off: training.fused_lora is false")
+    return LoadedModel(peft_model, tokenizer, device, compute_dtype, notes, memory_mode, kernels)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

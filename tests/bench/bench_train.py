@@ -37,6 +37,9 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--targets", default="all-linear")
     p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--memory-mode", default="checkpoint", choices=["none", "checkpoint", "lean", "auto"])
+    p.add_argument("--packing", action="store_true", help="data.packing on (rows are full anyway)")
+    p.add_argument("--no-fused", action="store_true", help="PEFT's own LoRA layers (training.fused_lora false)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -44,9 +47,10 @@ def main() -> int:
     targets = a.targets if a.targets == "all-linear" else a.targets.split(",")
     cfg = {"model": str(a.model), "quantization": a.quantization, "device": "cuda",
            "lora": {"r": a.rank, "alpha": 2 * a.rank, "dropout": 0.0, "targets": targets},
-           "data": {"path": str(data), "validation_split": 0.0},
+           "data": {"path": str(data), "validation_split": 0.0, "packing": a.packing},
            "training": {"max_steps": a.steps, "lr": 2e-4, "batch_size": a.batch_size, "grad_accum": 1,
-                        "seq_len": a.seq_len, "save_every": 0, "warmup_steps": 2}}
+                        "seq_len": a.seq_len, "save_every": 0, "warmup_steps": 2,
+                        "memory_mode": a.memory_mode, "fused_lora": not a.no_fused}}
     import yaml
     (work / "c.yaml").write_text(yaml.safe_dump(cfg))
     run_dir = work / "run"
@@ -66,7 +70,9 @@ def main() -> int:
         "peak_reserved_gib": max((m.get("cuda_reserved", 0) for m in memory), default=0) / 2**30,
         "device_used_gib": max((m.get("device_used", 0) for m in memory), default=0) / 2**30,
         "device_total_gib": max((m.get("device_total", 0) for m in memory), default=0) / 2**30,
+        "losses": [e["loss"] for e in steps],
         "first_loss": steps[0]["loss"] if steps else None, "last_loss": steps[-1]["loss"] if steps else None,
+        "memory_mode": start.get("memory_mode"), "kernels": start.get("kernels"),
         "logs": [e["message"] for e in events if e["type"] == "log"][:6],
         "end": events[-1] if events else None,
     }

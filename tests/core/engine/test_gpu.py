@@ -30,3 +30,33 @@ def test_quantized_training_streams_real_vram(llama_1b, tmp_path, quantization):
     assert 0.3 < r["peak_allocated_gib"] < r["device_total_gib"]
     assert r["device_used_gib"] >= r["peak_reserved_gib"] * 0.9
     assert r["tokens_per_s_median"] > 0
+
+
+def _losses(model, tmp_path, name, *extra):
+    out = tmp_path / f"{name}.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_train.py"), str(model), "--quantization", "4bit",
+                    "--steps", "50", "--seq-len", "512", "--batch-size", "2", "--targets",
+                    "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj", "--out", str(out), *extra],
+                   check=True)
+    r = json.loads(out.read_text())
+    assert r["exit"] == 0 and len(r["losses"]) == 50
+    return r
+
+
+def test_fast_path_losses_match_the_standard_path(llama_1b, tmp_path):
+    """Same data and seed: the fused path's 50 losses follow PEFT's own layers' within bf16 noise."""
+    fused = _losses(llama_1b, tmp_path, "fused", "--memory-mode", "checkpoint")
+    plain = _losses(llama_1b, tmp_path, "plain", "--memory-mode", "checkpoint", "--no-fused")
+    assert "fused-lora" in fused["kernels"] and "fused-lora" not in plain["kernels"]
+    worst = max(abs(a - b) / abs(b) for a, b in zip(fused["losses"], plain["losses"]))
+    assert worst < 0.01, worst
+    assert fused["losses"][-1] < fused["losses"][0]
+
+
+def test_lean_mode_trains_like_checkpointing_in_less_memory(llama_1b, tmp_path):
+    lean = _losses(llama_1b, tmp_path, "lean", "--memory-mode", "lean")
+    ckpt = _losses(llama_1b, tmp_path, "ckpt", "--memory-mode", "checkpoint")
+    assert lean["memory_mode"] == "lean" and ckpt["memory_mode"] == "checkpoint"
+    worst = max(abs(a - b) / abs(b) for a, b in zip(lean["losses"], ckpt["losses"]))
+    assert worst < 0.01, worst
+    assert lean["peak_allocated_gib"] < ckpt["peak_allocated_gib"]

@@ -1,0 +1,82 @@
+"""`lorastudio export-gguf RUN OUT.gguf`: a run as one GGUF file for llama.cpp, Ollama and LM Studio.
+
+Exit status: 0 written (and checked), 1 the export failed, was stopped or its worker died (nothing
+was written), 2 refused before anything started. Ctrl+C stops it; nothing is written.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lorastudio.core.cli.output import fail, print_phase
+from lorastudio.core.errors import event_error_lines
+
+
+def export_gguf_arguments(p) -> None:
+    from lorastudio.core.models.gguf_arch import TYPE_BITS, TYPE_NOTES
+    p.add_argument("run", type=Path, help="the run folder")
+    p.add_argument("out", type=Path, help="the .gguf file to write")
+    p.add_argument("--type", help="; ".join(f"{t}: {TYPE_NOTES[t]}" for t in TYPE_BITS) +
+                   " (default q8_0; f16 with --adapter-only); k-quants via llama.cpp's llama-quantize")
+    p.add_argument("--checkpoint", type=int, help="export this checkpoint step instead of the final adapter")
+    p.add_argument("--adapter-only", action="store_true",
+                   help="write only the LoRA adapter, as a GGUF LoRA to load on the base GGUF")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file (and its Modelfile)")
+
+
+def print_gguf_fidelity(f: dict) -> None:
+    agree = f"{f['greedy_agree']}/{f['prompts']}"
+    tokens = f"; tokenizer from the file agrees on {f['tokens_agree']}/{f['prompts']}" if "tokens_agree" in f else ""
+    print(f"Fidelity ({f['prompts']} prompts, {f['dtype']}): max |Δlogit| {f['max_abs_diff']:.3g}, "
+          f"mean {f['mean_abs_diff']:.3g}; greedy continuations agree on {agree}"
+          f" (next-token picks {100 * f.get('argmax_agree', 0):.1f}%){tokens}")
+    if "tensor_max_abs_diff" in f:
+        print(f"  adapter tensors read back: {f['tensors']}, largest difference from PEFT's "
+              f"{f['tensor_max_abs_diff']:.3g}")
+    if f["flagged"]:
+        print(f"  warning: the difference exceeds what {f['dtype']} explains (tolerance {f['tolerance']:.3g}); "
+              "do not ship this file before comparing answers")
+
+
+def print_event(ev: dict) -> None:
+    if ev["type"] == "phase":
+        print_phase(ev)
+    elif ev["type"] == "fidelity":
+        print_gguf_fidelity(ev)
+    elif ev["type"] == "error":
+        print(event_error_lines(ev), flush=True)
+
+
+def export_gguf(args) -> int:
+    from lorastudio.core.atomic_files import tidy
+    from lorastudio.core.formatting import format_bytes
+    from lorastudio.core.runs.export import ExportError
+    from lorastudio.core.runs.gguf_plan import prepare_job, start_export
+    from lorastudio.core.runtime.follower import follow
+    try:
+        job = prepare_job(args)
+    except ExportError as exc:
+        return fail(exc.message, exc.hint)
+    what = "the LoRA adapter" if job.adapter_only else "the merged model"
+    print(f"Exporting {what} of {job.run_dir.name} as {job.type} GGUF; about {format_bytes(job.estimate)} to write",
+          flush=True)
+    handle = start_export(job)
+    try:
+        outcome = follow(handle, print_event, on_interrupt=lambda: print(
+            "Cancelling the export; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
+    except KeyboardInterrupt:
+        print(f"Stopped waiting; the export worker (pid {handle.pid}) is stopping. Nothing is written to {job.out}")
+        return 1
+    if outcome.status == "completed":
+        end = outcome.end or {}
+        print(f"Wrote {outcome.output} ({format_bytes(end.get('size', 0))})")
+        if end.get("modelfile"):
+            print(f"  Ollama: ollama create {job.name.lower()} -f {end['modelfile']}")
+        print(f"  llama.cpp: llama-cli -m {outcome.output} -cnv" if not job.adapter_only else
+              f"  llama.cpp: llama-cli -m {job.base_gguf or 'BASE.gguf'} --lora {outcome.output} -cnv")
+        return 0
+    print(f"GGUF export {outcome.status}; nothing was written to {job.out}")
+    left = [item for item in tidy(job.out.parent) if item.action == "removed"]      # a killed worker's
+    if left:
+        print(f"Removed the export's unfinished hidden files beside it "
+              f"({', '.join(item.path.name for item in left)}: {format_bytes(sum(i.bytes for i in left))})")
+    return 1

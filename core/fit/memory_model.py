@@ -1,0 +1,354 @@
+"""How much GPU memory a LoRA / QLoRA run needs at its peak, from config.json and safetensors headers
+alone. Torch-free: the window calls it on every change of the form, `lorastudio fit` in well under
+a second, and the train job before it loads anything.
+
+The peak of a training step is at the end of the forward pass / the start of the backward pass:
+every term below is alive then. Each term is named so that people can see where the memory goes:
+
+  weights       the frozen base: NF4 with double quantization ≈ 0.5 B + absmax (1 B per 64
+                weights, fp32 per 256 blocks); 8-bit = 1 B + an fp32 scale per output row; none =
+                the compute dtype. Embeddings, norms, biases and the output head stay 16-bit.
+  lora          LoRA A and B in fp32 (4 B), their gradients (4 B) and AdamW's two moments (8 B).
+  activations   what the backward pass keeps, per token per layer, by memory mode:
+                  none        every tensor a layer saves (inputs of each matmul, attention, MLP);
+                  checkpoint  each layer's input (hidden × dtype) + one layer recomputed;
+                  lean        the inputs live in pinned host memory: ~2 layers' inputs + one layer.
+                The analytic count is multiplied by a per-architecture constant measured on a GPU
+                (core/fit/calibration.py).
+  loss          logits and cross-entropy: vocab × tokens × (bf16 logits + fp32 copy + log-softmax +
+                its gradient) when unfused; a chunk of the vocabulary at a time when fused (Liger).
+  scratch       bitsandbytes dequantizes one weight at a time in forward and backward; runtime
+                buffers (rotary tables, cuBLAS workspace).
+  context       the CUDA context and kernels (not in torch's "allocated" figure).
+  slack         the caching allocator's fragmentation: reserved − allocated.
+
+Tokens per micro-batch are batch_size × seq_len: the longest possible padded batch, or the token
+budget of a packed one (data.packing), which always fills it.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lorastudio.core.config import RunConfig
+from lorastudio.core.formatting import format_bytes
+from lorastudio.core.models.info import ModelInfo
+from lorastudio.core.models.targets import TargetReport, discover_targets, linear_modules
+
+GIB = 1 << 30
+MODES = ("none", "checkpoint", "lean")              # fastest first
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)           # 4-bit codes + uint8 absmax + fp32 second-level absmax
+LORA_STATE_BYTES = 4 + 4 + 8                        # fp32 weight, gradient, AdamW exp_avg + exp_avg_sq
+RUNTIME_BUFFERS = 96 << 20                          # rotary tables, masks, cuBLAS workspace, small tensors
+# Not in torch's "allocated": the CUDA context and kernel images, and the allocator's fragmentation.
+CUDA_CONTEXT = 600 << 20
+ALLOCATOR_SLACK = 0.08
+
+
+@dataclass(frozen=True)
+class Term:
+    key: str            # weights | lora | activations | loss | scratch | context | slack
+    label: str          # "Base weights (4-bit NF4)"
+    bytes: int
+    detail: str         # how it was counted, for tooltips and `lorastudio fit`
+    allocated: bool = True      # part of torch's max_memory_allocated (context and slack are not)
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "label": self.label, "bytes": self.bytes, "detail": self.detail,
+                "allocated": self.allocated}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    terms: tuple[Term, ...]
+    mode: str                    # the memory mode estimated (never "auto")
+    tokens: int                  # per micro-batch
+    fused_loss: bool
+    on_gpu: bool
+    constant: float = 1.0        # the activation constant used
+    constant_source: str = "prior"
+
+    @property
+    def allocated(self) -> int:
+        """Comparable with torch.cuda.max_memory_allocated."""
+        return sum(t.bytes for t in self.terms if t.allocated)
+
+    @property
+    def peak(self) -> int:
+        """What the device must hold: allocated + context + slack."""
+        return sum(t.bytes for t in self.terms)
+
+    def term(self, key: str) -> Term:
+        return next(t for t in self.terms if t.key == key)
+
+    def fits(self, capacity: int | None) -> bool:
+        return capacity is None or self.peak <= capacity
+
+    def verdict(self, capacity: int | None, target: str = "") -> str:
+        """ "Estimated peak 7.2 GiB of 24.0 GiB — fits" """
+        if capacity is None:
+            return f"Estimated peak {format_bytes(self.peak)}"
+        what = f" ({target})" if target else ""
+        return (f"Estimated peak {format_bytes(self.peak)} of {format_bytes(capacity)}{what} — "
+                + ("fits" if self.fits(capacity) else "does not fit"))
+
+    def to_dict(self, capacity: int | None = None) -> dict:
+        return {"peak": self.peak, "allocated": self.allocated, "mode": self.mode, "tokens": self.tokens,
+                "fused_loss": self.fused_loss, "activation_constant": self.constant,
+                "constant_source": self.constant_source, "capacity": capacity,
+                "fits": self.fits(capacity) if capacity is not None else None,
+                "terms": [t.to_dict() for t in self.terms]}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The decoder's dimensions, from config.json (and the tensor names for the MLP's kind)."""
+    model_type: str
+    hidden: int
+    intermediate: int
+    layers: int
+    q_dim: int
+    kv_dim: int
+    vocab: int
+    gated_mlp: bool
+
+    @classmethod
+    def of(cls, info: ModelInfo) -> "Shape":
+        cfg = dict(info.config)
+        cfg.update({k: v for k, v in (cfg.get("text_config") or {}).items() if k not in cfg or k == "model_type"})
+        hidden = _first(cfg, "hidden_size", "n_embd", "d_model", default=0)
+        heads = _first(cfg, "num_attention_heads", "n_head", default=1) or 1
+        head_dim = cfg.get("head_dim") or (hidden // heads if hidden else 0)
+        kv_heads = _first(cfg, "num_key_value_heads", "n_head_kv", default=heads) or heads
+        return cls(model_type=info.model_type, hidden=hidden,
+                   intermediate=_first(cfg, "intermediate_size", "n_inner", "ffn_dim", default=0) or 4 * hidden,
+                   layers=_first(cfg, "num_hidden_layers", "n_layer", "num_layers", default=0),
+                   q_dim=heads * head_dim, kv_dim=kv_heads * head_dim,
+                   vocab=_first(cfg, "vocab_size", default=0),
+                   gated_mlp=any("gate" in name or ".w3." in name for name in info.tensors))
+
+
+def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        if isinstance(cfg.get(key), int) and not isinstance(cfg.get(key), bool):
+            return cfg[key]
+    return default
+
+
+@dataclass
+class Knobs:
+    """What the estimate depends on besides the model (the config's settings, resolved)."""
+    quantization: str
+    batch_size: int
+    seq_len: int
+    mode: str                       # none | checkpoint | lean
+    r: int
+    targets: Any
+    dora: bool
+    dropout: float
+    act_bytes: int                  # 2 for bf16/fp16, 4 for fp32
+    on_gpu: bool
+    fused_loss: bool
+    packing: bool = False
+    extras: dict = field(default_factory=dict)
+
+    pairs: bool = False             # dpo / orpo: a chosen and a rejected answer per example
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * self.seq_len * (2 if self.pairs else 1)
+
+
+_MEMO: dict[tuple, tuple[tuple, Any]] = {}
+
+
+def _memo(key: tuple, owners: tuple, compute):
+    """What depends only on the model (its headers, its targets) is computed once per model
+    object: the window estimates at every keystroke. `owners` are kept to make `id()` safe."""
+    hit = _MEMO.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], owners)):
+        return hit[1]
+    if len(_MEMO) > 64:
+        _MEMO.clear()
+    value = compute()
+    _MEMO[key] = (owners, value)
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def fused_loss_available() -> bool:
+    """Liger's fused linear + cross-entropy is used on CUDA when liger-kernel is installed
+    (core/engine/model_loading.py); asked of the import system without importing it."""
+    try:
+        return importlib.util.find_spec("liger_kernel") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def effective_mode(config: RunConfig) -> str:
+    """The memory mode the config asks for: none, checkpoint, lean or auto."""
+    t = config.training
+    if t.memory_mode == "auto" and not t.gradient_checkpointing:
+        return "none"
+    return t.memory_mode
+
+
+def knobs_of(config: RunConfig, mode: str, on_gpu: bool = True, fused_loss: bool | None = None) -> Knobs:
+    if mode not in MODES:
+        raise ValueError(f"memory mode {mode!r} is not one of {MODES}")
+    t, lora = config.training, config.lora
+    cpu = config.device == "cpu" or not on_gpu
+    return Knobs(quantization=config.quantization, batch_size=t.batch_size, seq_len=t.seq_len, mode=mode,
+                 r=lora.r, targets=lora.targets, dora=lora.use_dora, dropout=lora.dropout,
+                 act_bytes=4 if config.compute_dtype == "fp32" or (cpu and config.compute_dtype == "auto") else 2,
+                 on_gpu=not cpu,
+                 fused_loss=(not cpu) and (fused_loss_available() if fused_loss is None else fused_loss),
+                 packing=bool(getattr(config.data, "packing", False)),
+                 pairs=getattr(t, "method", "sft") in ("dpo", "orpo"))
+
+
+# ---- the terms ------------------------------------------------------------------------------
+def weight_bytes(info: ModelInfo, report: TargetReport | None, quantization: str, dense_bytes: int = 2) -> tuple[int, dict]:
+    """Bytes of the frozen base, and how many parameters went each way."""
+    linear, outputs = (report.linear_modules, report.output_modules) if report else linear_modules(info)
+    tied = info.tie_word_embeddings
+    quantized = dense = 0
+    total = 0.0
+    for name, (_dtype, shape) in info.tensors.items():
+        module = name[: -len(".weight")] if name.endswith(".weight") else None
+        if tied and module in outputs and len(info.tensors) > 1 and _has_embedding(info):
+            continue                                  # the head is the embedding: counted once
+        n = _numel(shape)
+        if quantization != "none" and module in linear and module not in outputs:
+            quantized += n
+            total += n * NF4_BYTES if quantization == "4bit" else n + 4 * shape[0]
+        else:
+            dense += n
+            total += n * dense_bytes
+    return int(total), {"quantized": quantized, "dense": dense}
+
+
+def _has_embedding(info: ModelInfo) -> bool:
+    return any("embed" in n or n.endswith("wte.weight") for n in info.tensors)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def adapted_modules(report: TargetReport, targets) -> list[tuple[int, int]]:
+    return [report.linear_modules[m] for m in report.matching_modules(targets)]
+
+
+def layer_activation_elements(shape: Shape, adapted_per_layer: list[tuple[int, int]], r: int,
+                              dropout: float) -> float:
+    """Elements one decoder layer saves for its backward pass, per token (no checkpointing).
+
+    Attention: the block's input and its norm, q, k, v and their rotary outputs, SDPA's saved
+    q/k/v and output, o_proj's input. MLP: its input and norm, gate, up, act(gate), their product.
+    LoRA: A's and B's inputs (r each), plus a dropout output per adapted module when dropout > 0
+    (PEFT applies a separate dropout per module)."""
+    h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
+    attention = 2 * h + 4 * q + 4 * kv + q
+    mlp = 2 * h + (4 * i if shape.gated_mlp else 2 * i)
+    lora = sum(2 * r + (d_in * 1.5 if dropout > 0 else 0) for d_in, _d_out in adapted_per_layer)
+    return attention + mlp + lora
+
+
+def estimate(config: RunConfig, info: ModelInfo, mode: str | None = None, *, report: TargetReport | None = None,
+             on_gpu: bool = True, fused_loss: bool | None = None, calibration=None) -> Estimate:
+    """The peak of `config` on `info` in memory mode `mode` (default: the config's; for auto, the
+    mode choose_memory_mode would pick is the caller's business — this one estimates "checkpoint")."""
+    from lorastudio.core.fit.calibration import load_calibration
+    chosen = mode or effective_mode(config)
+    if chosen == "auto":
+        chosen = "checkpoint"
+    k = knobs_of(config, chosen, on_gpu=on_gpu, fused_loss=fused_loss)
+    return estimate_knobs(k, info, report or discover_targets(info), calibration or load_calibration())
+
+
+def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration) -> Estimate:
+    shape = _memo(("shape", id(info)), (info,), lambda: Shape.of(info))
+    T, L, b = k.tokens, max(shape.layers, 1), k.act_bytes
+    terms: list[Term] = []
+
+    dense_bytes = 2 if k.on_gpu or k.act_bytes == 2 else 4
+    w_bytes, split = _memo(("weights", id(info), id(report), k.quantization, dense_bytes), (info, report),
+                           lambda: weight_bytes(info, report, k.quantization, dense_bytes))
+    qname = {"4bit": "4-bit NF4", "8bit": "8-bit", "none": "16-bit"}[k.quantization]
+    terms.append(Term("weights", f"Base weights ({qname})", w_bytes,
+                      f"{split['quantized']:,} quantized + {split['dense']:,} 16-bit parameters "
+                      f"(embeddings, norms, head)" if k.quantization != "none" else
+                      f"{split['dense']:,} parameters × {dense_bytes} B"))
+
+    targets_key = k.targets if isinstance(k.targets, str) else tuple(k.targets)
+    adapted = _memo(("adapted", id(report), targets_key), (report,), lambda: adapted_modules(report, k.targets))
+    lora_params = sum(k.r * (d_in + d_out) + (d_out if k.dora else 0) for d_in, d_out in adapted)
+    terms.append(Term("lora", "LoRA weights, gradients, AdamW", lora_params * LORA_STATE_BYTES,
+                      f"{lora_params:,} trainable × {LORA_STATE_BYTES} B (fp32 weight, grad, 2 moments)"))
+
+    per_layer = [m for m in adapted]          # modules per layer: spread evenly over the layers
+    per_layer_share = per_layer[: max(1, len(per_layer) // L)] if per_layer else []
+    layer_elems = layer_activation_elements(shape, per_layer_share, k.r, k.dropout)
+    layer_bytes = layer_elems * b * T               # one layer, everything saved
+    if k.mode == "none":
+        stored, recompute = L * layer_bytes, 0.0
+        how = f"{L} layers × {layer_elems:,.0f} values/token × {b} B × {T:,} tokens"
+    else:
+        kept_layers = L if k.mode == "checkpoint" else min(L, 2)
+        stored = kept_layers * shape.hidden * b * T
+        recompute = layer_bytes * 1.5                  # one layer's activations and their gradients
+        where = "on the GPU" if k.mode == "checkpoint" else "on the GPU (the rest in pinned host memory)"
+        how = (f"{kept_layers} layer inputs × {shape.hidden:,} × {b} B × {T:,} tokens {where} "
+               f"+ one layer recomputed")
+    head = 2 * shape.hidden * b * T                    # final norm's input and output
+    constant, source = calibration.constant(shape.model_type, k.mode, k.quantization, k.on_gpu)
+    act = int((stored + recompute + head) * constant)
+    terms.append(Term("activations", f"Activations ({k.mode})", act, how + f"; × {constant:.3g} ({source})"))
+
+    if k.fused_loss:
+        loss = int(T * shape.hidden * 12)
+        loss_how = f"fused linear + cross-entropy: chunks of ≈ {T:,} × {shape.hidden:,} values"
+    else:
+        loss = int(T * shape.vocab * (b + 12))
+        loss_how = f"{T:,} tokens × {shape.vocab:,} vocab × {b + 12} B (logits, fp32 copy, log-softmax, grad)"
+    terms.append(Term("loss", "Logits and loss", loss, loss_how))
+
+    quantized = _memo(("quantized", id(report)), (report,), lambda: [
+        s for m, s in report.linear_modules.items() if m not in report.output_modules])
+    largest = max((d_in * d_out for d_in, d_out in quantized), default=0)
+    scratch = (RUNTIME_BUFFERS if k.on_gpu else 0) + (2 * largest * 2 if k.quantization != "none" else 0)
+    if k.quantization == "8bit":
+        widest = max((d_out for _d_in, d_out in quantized), default=0)
+        scratch += T * widest * 6                      # int32 matmul output + its fp16 dequantization
+    terms.append(Term("scratch", "Dequantization and buffers", scratch,
+                      "one dequantized weight in forward and one in backward, runtime buffers"))
+    if k.on_gpu:
+        allocated = sum(t.bytes for t in terms)
+        terms.append(Term("context", "CUDA context", CUDA_CONTEXT, "driver, kernels, cuBLAS handles", False))
+        terms.append(Term("slack", "Allocator slack", int(allocated * ALLOCATOR_SLACK),
+                          f"{ALLOCATOR_SLACK:.0%} of allocated: the caching allocator's fragmentation", False))
+    return Estimate(tuple(terms), k.mode, T, k.fused_loss, k.on_gpu, constant, source)
+
+
+def with_settings(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of `config` with dotted keys set ("training.batch_size": 2). Validated as usual."""
+    top, sections = {}, {}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if name:
+            sections.setdefault(section, {})[name] = value
+        else:
+            top[key] = value
+    changed = {s: replace(getattr(config, s), **values) for s, values in sections.items()}
+    return replace(config, **top, **changed)
+
+
+def as_on_gpu(config: RunConfig) -> RunConfig:
+    """The config as it would train on a GPU: `device: cpu` becomes auto (a what-if), the rest stays."""
+    return with_settings(config, {"device": "auto"}) if config.device == "cpu" else config

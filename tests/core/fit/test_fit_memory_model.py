@@ -1,0 +1,185 @@
+"""The memory model and the settings search, on real shapes written as safetensors headers only
+(tests/helpers/model_shapes.py): Llama-3.2-1B, Llama-3.1-8B, Qwen2.5-0.5B, Mistral-7B."""
+import json
+
+import pytest
+
+from lorastudio.core.config import RunConfig
+from lorastudio.core.fit.advice import choose_memory_mode, fit_settings, settings_after_oom
+from lorastudio.core.fit.calibration import Calibration, fitted_constant, read_calibration, record
+from lorastudio.core.fit.memory_model import NF4_BYTES, estimate
+from lorastudio.core.fit.targets import CARDS, GpuMemoryError, parse_memory
+from lorastudio.core.models.info import read_model_info
+from tests.helpers.model_shapes import header_only_model
+
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return {name: read_model_info(str(header_only_model(root / name, name)))
+            for name in ("llama-1b", "llama-8b", "qwen2.5-0.5b", "mistral-7b")}
+
+
+def config(info, **training) -> RunConfig:
+    quant = training.pop("quantization", "4bit")
+    return RunConfig.from_dict({"model": str(info.path), "quantization": quant,
+                                "lora": {"r": 16, "alpha": 32, "targets": "all-linear", "dropout": 0.0},
+                                "data": {"path": "data.jsonl"},
+                                "training": {"batch_size": 4, "seq_len": 1024, **training}})
+
+
+NO_CAL = Calibration()
+
+
+def test_weights_by_quantization_keep_embeddings_and_head_in_16_bit(shapes):
+    info = shapes["llama-8b"]
+    dense = 2 * 128256 * 4096 + 4096 * (2 * 32 + 1)          # embedding, head, norms: 16-bit
+    quantized = info.num_parameters - dense
+    w4 = estimate(config(info), info, "checkpoint", calibration=NO_CAL).term("weights").bytes
+    w8 = estimate(config(info, quantization="8bit"), info, "checkpoint", calibration=NO_CAL).term("weights").bytes
+    w16 = estimate(config(info, quantization="none"), info, "checkpoint", calibration=NO_CAL).term("weights").bytes
+    assert w4 == pytest.approx(2 * dense + quantized * NF4_BYTES, rel=1e-6)
+    assert w8 == pytest.approx(2 * dense + quantized, rel=0.01)      # + an fp32 scale per row
+    assert w16 == 2 * info.num_parameters
+    assert 5.0 * GIB < w4 < 5.6 * GIB                                   # QLoRA 8B: ≈ 5.3 GiB of weights
+
+
+def test_tied_embedding_is_counted_once(shapes):
+    info = shapes["qwen2.5-0.5b"]
+    w16 = estimate(config(info, quantization="none"), info, "none", calibration=NO_CAL).term("weights").bytes
+    assert w16 == 2 * info.num_parameters and "lm_head.weight" not in info.tensors
+
+
+def test_terms_scale_as_they_should(shapes):
+    info = shapes["llama-1b"]
+    one = {m: estimate(config(info, seq_len=1024), info, m, calibration=NO_CAL, fused_loss=False)
+           for m in ("none", "checkpoint", "lean")}
+    two = estimate(config(info, seq_len=2048), info, "none", calibration=NO_CAL, fused_loss=False)
+    assert one["none"].allocated > one["checkpoint"].allocated > one["lean"].allocated
+    assert two.term("activations").bytes == pytest.approx(2 * one["none"].term("activations").bytes, rel=0.01)
+    assert two.term("loss").bytes == 2 * one["none"].term("loss").bytes
+    lora = one["none"].term("lora")
+    assert lora.bytes == 16 * 16 * sum(i + o for i, o in (
+        (2048, 2048), (2048, 512), (2048, 512), (2048, 2048), (2048, 8192), (2048, 8192), (8192, 2048))) * 16
+    fused = estimate(config(info), info, "checkpoint", calibration=NO_CAL, fused_loss=True)
+    assert fused.term("loss").bytes < one["checkpoint"].term("loss").bytes / 10   # no vocab × tokens logits
+    keys = [t.key for t in one["none"].terms]
+    assert keys == ["weights", "lora", "activations", "loss", "scratch", "context", "slack"]
+    assert one["none"].peak - one["none"].allocated == one["none"].term("context").bytes + one["none"].term("slack").bytes
+
+
+def test_readme_measurements_within_ten_percent(shapes):
+    """The H100 figures of the README's speed table (bench_train.py: r 16 all-linear, seq 1024,
+    batch 4, checkpointing, Liger) against the model with the shipped constants."""
+    measured = {("llama-1b", "4bit"): 2.08, ("llama-1b", "none"): 3.44, ("llama-8b", "4bit"): 8.12,
+                ("llama-1b", "8bit"): 4.33}
+    for (name, quant), gib in measured.items():
+        info = shapes[name]
+        est = estimate(config(info, quantization=quant), info, "checkpoint", fused_loss=True)
+        error = (est.allocated / GIB - gib) / gib
+        print(f"{name} {quant}: predicted {est.allocated / GIB:.2f} GiB, measured {gib} GiB, {error:+.1%}")
+        assert abs(error) <= 0.10, (name, quant, error)
+
+
+def test_choose_memory_mode_picks_the_fastest_that_fits(shapes):
+    info = shapes["llama-8b"]
+    cfg = config(info, seq_len=2048)
+    none = estimate(cfg, info, "none").peak
+    checkpoint = estimate(cfg, info, "checkpoint").peak
+    assert choose_memory_mode(cfg, info, none + 1)[0] == "none"
+    mode, why = choose_memory_mode(cfg, info, checkpoint + 1)
+    assert mode == "checkpoint" and "of" in why
+    assert choose_memory_mode(cfg, info, 4 * GIB)[0] == "lean"
+    assert choose_memory_mode(config(info, memory_mode="none"), info, 4 * GIB) == ("none", "memory_mode: none in the config")
+    assert choose_memory_mode(config(info, gradient_checkpointing=False), info, 4 * GIB)[0] == "none"
+    assert choose_memory_mode(cfg, info, None)[0] == "checkpoint"
+
+
+def test_fit_settings_keeps_the_effective_batch_then_shortens_then_quantizes(shapes):
+    info = shapes["llama-8b"]
+    cfg = config(info, batch_size=8, grad_accum=2, seq_len=2048, quantization="8bit")
+    huge = fit_settings(cfg, info, 2000 * GIB)
+    assert huge.fits and huge.config.training.batch_size == 16 and huge.config.training.grad_accum == 1
+    assert huge.estimate.mode == "none" and "training.memory_mode" not in huge.overrides   # auto picks it
+    roomy = fit_settings(cfg, info, 200 * GIB)          # 16 × 1 needs checkpointing: 8 × 2 without is faster
+    assert roomy.fits and roomy.overrides == {} and roomy.estimate.mode == "none"
+    mid = fit_settings(cfg, info, 24 * GIB)
+    t = mid.config.training
+    assert mid.fits and mid.estimate.peak <= 24 * GIB and t.batch_size * t.grad_accum == 16
+    assert t.seq_len == 2048 and mid.config.quantization == "8bit"          # nothing worse was needed
+    small = fit_settings(cfg, info, 8 * GIB)
+    assert small.fits and small.config.quantization == "4bit" and small.estimate.peak <= 8 * GIB
+    assert small.changes[0][0] in ("quantization", "training.seq_len", "training.batch_size")
+    none = fit_settings(cfg, info, 3 * GIB)
+    assert not none.fits and "nothing fits" in none.reason and none.overrides == {}
+
+
+def test_after_an_oom_the_retry_shrinks_and_never_grows_the_batch(shapes):
+    info = shapes["llama-1b"]
+    cfg = config(info, batch_size=8, grad_accum=1, seq_len=2048, quantization="none", memory_mode="none")
+    before = estimate(cfg, info, "none").peak
+    advice = settings_after_oom(cfg, info, 80 * GIB)
+    assert advice.fits and advice.estimate.peak <= 0.8 * min(before, 80 * GIB)
+    assert advice.config.training.batch_size <= 8
+    assert advice.config.training.batch_size * advice.config.training.grad_accum == 8
+    assert "ran out of memory" in advice.reason
+
+
+def test_calibration_record_and_lookup(tmp_path):
+    path = tmp_path / "cal.json"
+    record(path, "llama/checkpoint/4bit", 1.2, gpu="H100")
+    entry = record(path, "llama/checkpoint/4bit", 1.6, gpu="H100")
+    assert entry["runs"] == 2 and entry["value"] == pytest.approx(1.4) and entry["date"]
+    cal = read_calibration(path)
+    assert cal.constant("llama", "checkpoint", "4bit")[0] == pytest.approx(1.4)
+    assert cal.constant("llama", "checkpoint", "8bit") == (1.0, "prior: not yet measured")
+    assert cal.constant("llama", "checkpoint", "4bit", on_gpu=False)[0] == 1.0
+    assert fitted_constant(10, 4, 3) == 2.0 and fitted_constant(10, 4, 0) is None
+    (tmp_path / "bad.json").write_text("{not json")
+    assert read_calibration(tmp_path / "bad.json").constants == {}         # damaged: the priors, no crash
+    (tmp_path / "odd.json").write_text(json.dumps({"constants": {"x/none": {"value": "big"}}}))
+    assert read_calibration(tmp_path / "odd.json").constants == {}
+
+
+def test_gpu_sizes_and_cards():
+    assert parse_memory("24GiB") == 24 * GIB == parse_memory("24 GB") == parse_memory("24")
+    assert parse_memory("12288MiB") == 12 * GIB
+    for bad in ("lots", "24 TB", "0.1"):
+        with pytest.raises(GpuMemoryError):
+            parse_memory(bad)
+    assert [c.bytes // GIB for c in CARDS] == [8, 12, 16, 24]
+
+
+def test_a_finished_gpu_run_refines_its_constant(shapes, tmp_path):
+    """A run folder as a GPU run leaves it (config.yaml, a journal with memory events) teaches the
+    user's calibration file its measured / analytic ratio; a CPU run teaches nothing."""
+    from lorastudio.core.fit.calibration import load_calibration
+    from lorastudio.core.fit.learn import learn_from_run
+    from lorastudio.core.journal import JournalWriter
+    info = shapes["llama-1b"]
+    cfg = config(info, seq_len=1024, memory_mode="checkpoint")
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg.save(run / "config.yaml")
+    unit = estimate(cfg, info, "checkpoint", fused_loss=True, calibration=NO_CAL)
+    act = unit.term("activations").bytes
+    measured = unit.allocated - act + int(1.25 * act)          # the activations were 25 % above the count
+    journal = JournalWriter(run / "events.jsonl")
+    journal.emit("start", config=cfg.to_dict(), devices=["H100"], versions={}, trainable_params=1,
+                 total_params=1, total_steps=3, memory_mode="checkpoint", kernels=["liger"])
+    journal.emit("log", level="info", message="Liger kernels applied to llama")
+    for step, peak in ((1, measured - 10_000_000), (2, measured)):
+        journal.emit("memory", step=step, rss=1, ram_used=1, ram_total=2, cuda_peak=peak, device_total=80 * GIB,
+                     device_name="NVIDIA H100 80GB HBM3")
+    journal.close()
+    entry = learn_from_run(run)
+    assert entry["value"] == pytest.approx(1.25, abs=0.01) and entry["gpu"] == "NVIDIA H100 80GB HBM3"
+    value, source = load_calibration().constant("llama", "checkpoint", "4bit")
+    assert value == pytest.approx(1.25, abs=0.01) and "H100" in source       # the user's file wins
+    cpu = tmp_path / "cpu"
+    cpu.mkdir()
+    cfg.save(cpu / "config.yaml")
+    JournalWriter(cpu / "events.jsonl").emit("memory", step=1, rss=1, ram_used=1, ram_total=2)
+    assert learn_from_run(cpu) is None

@@ -1,0 +1,330 @@
+"""GGUF export of a tiny trained Llama: the file is read back by code we did not write (gguf-py's
+reader, transformers' GGUF loader) and compared with base + adapter; every bad input is refused
+with nothing written. The CLI runs in this process and the job inline (`inline_jobs`)."""
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers.tiny_models import CHATML, add_chat_template, make_tiny_model, write_config
+from tests.helpers.training import CHAT, jsonl, train
+
+from lorastudio.core import cli
+from lorastudio.core.jobs import export_gguf as export_job
+from lorastudio.core.journal import read_events
+from lorastudio.core.runs.export import ExportError
+from lorastudio.core.runs.gguf_plan import GgufExportError, prepare_job
+
+IDS = [1, 20, 33, 47, 52, 61, 70, 90]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gguf")
+    model = add_chat_template(make_tiny_model(root / "model", "llama"))
+    data = jsonl(root / "train.jsonl", [CHAT] * 24)
+    config = write_config(root / "c.yaml", model, data, quantization="none", lora__r=4, training__lr=2e-2,
+                          lora__targets=["q_proj", "k_proj", "v_proj", "down_proj"], training__max_steps=6,
+                          training__save_every=3)
+    from lorastudio.core.config import RunConfig
+    from lorastudio.core.runs.folders import prepare_run
+    prepare_run(RunConfig.load(config), root / "run")
+    train(config, root / "run")
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def reference(run):
+    """Logits of base + adapter (PEFT), the thing every export must reproduce."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    base_dir = Path(json.loads(json.dumps(_config(run)["model"])))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), run / "adapter").eval()
+    base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    return logits(model), logits(base)
+
+
+def _config(run):
+    import yaml
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(torch.tensor([IDS])).logits.float()
+
+
+def run_cli(capfd, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def job_events(run):
+    (job,) = sorted((run / "gguf-exports").iterdir())[-1:]
+    return read_events(job / "events.jsonl")
+
+
+def field(reader, key):
+    f = reader.get_field(key)
+    return None if f is None else f.contents()
+
+
+def load_gguf(path: Path):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+
+
+# ---- the merged model ------------------------------------------------------------------------
+def test_f16_export_matches_base_plus_adapter_with_template_and_end_of_turn(run, reference, tmp_path, capfd,
+                                                                            inline_jobs):
+    from gguf import GGUFReader
+    out = tmp_path / "tiny-f16.gguf"
+    code, printed, err = run_cli(capfd, "export-gguf", run, out, "--type", "f16")
+    assert code == 0, printed + err
+    assert "Fidelity (4 prompts, f16): max |Δlogit|" in printed and "tokenizer from the file agrees on 4/4" in printed
+    assert f"Wrote {out} (" in printed and f"llama-cli -m {out} -cnv" in printed
+    with_adapter, base = reference
+    exported = logits(load_gguf(out))
+    assert (exported - with_adapter).abs().max() < 2e-3          # f16 rounding of the weights only
+    assert (exported - base).abs().max() > 2e-2                  # the adapter is in there
+    reader = GGUFReader(str(out))
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(run / "adapter")
+    assert field(reader, "general.architecture") == "llama" and field(reader, "general.type") == "model"
+    assert field(reader, "tokenizer.chat_template") == CHATML
+    assert field(reader, "tokenizer.ggml.eot_token_id") == tok.convert_tokens_to_ids("<|im_end|>")
+    assert field(reader, "tokenizer.ggml.eos_token_id") == tok.eos_token_id
+    assert field(reader, "tokenizer.ggml.pre") == "gpt2" and field(reader, "tokenizer.ggml.model") == "gpt2"
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {"F16"}
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 1} == {"F32"}
+    events = job_events(run)
+    fidelity = next(e for e in events if e["type"] == "fidelity")
+    assert not fidelity["flagged"] and fidelity["max_abs_diff"] < 2e-3 and fidelity["argmax_agree"] == 1.0
+    assert fidelity["tokens_agree"] == 4 and fidelity["eot_token"] == "<|im_end|>"
+    assert [e["name"] for e in events if e["type"] == "phase" and e["name"] != "writing"] == [
+        "loading", "adapter", "reference", "merging", "checking", "finishing"]
+    end = events[-1]
+    assert end["status"] == "completed" and end["output"] == str(out) and end["template"] == "chatml"
+    modelfile = (tmp_path / "tiny-f16.Modelfile").read_text()
+    assert "FROM ./tiny-f16.gguf\n" in modelfile and "ADAPTER" not in modelfile
+    assert 'TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}' in modelfile
+    assert 'PARAMETER stop "<|im_end|>"\n' in modelfile
+    assert 'SYSTEM """Be brief."""' in modelfile                 # the training data's system prompt
+    readme = (tmp_path / "tiny-f16.README.md").read_text()
+    assert "ollama create run -f tiny-f16.Modelfile" in readme and "llama-cli -m tiny-f16.gguf -cnv" in readme
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-f16.Modelfile", "tiny-f16.README.md", "tiny-f16.gguf"]
+
+
+@pytest.mark.parametrize("ftype, tolerance", [("q8_0", 3e-2), ("bf16", 2e-2), ("q4_0", 0.3)])
+def test_quantized_exports_read_back_within_their_rounding(run, reference, tmp_path, capfd, inline_jobs,
+                                                           ftype, tolerance):
+    from gguf import GGUFReader
+    out = tmp_path / f"tiny-{ftype}.gguf"
+    code, printed, err = run_cli(capfd, "export-gguf", run, out, "--type", ftype)
+    assert code == 0, printed + err
+    exported = logits(load_gguf(out))
+    assert (exported - reference[0]).abs().max() < tolerance
+    kinds = {t.name: t.tensor_type.name for t in GGUFReader(str(out)).tensors}
+    assert kinds["blk.0.attn_q.weight"] == ftype.upper() and kinds["blk.0.attn_norm.weight"] == "F32"
+    if ftype == "q4_0":
+        assert kinds["output.weight"] == "Q8_0"                  # kept at higher precision, as llama-quantize does
+    fidelity = next(e for e in job_events(run) if e["type"] == "fidelity")
+    assert not fidelity["flagged"] and fidelity["dtype"] == ftype
+
+
+# ---- adapter only ----------------------------------------------------------------------------
+def test_adapter_only_tensors_match_the_peft_adapter(run, tmp_path, capfd, inline_jobs):
+    from gguf import GGUFReader
+    from safetensors.torch import load_file
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+    out = tmp_path / "tiny-lora.gguf"
+    code, printed, err = run_cli(capfd, "export-gguf", run, out, "--adapter-only")
+    assert code == 0, printed + err
+    assert "adapter tensors read back: 16" in printed and "f16" in printed
+    reader = GGUFReader(str(out))
+    assert field(reader, "general.type") == "adapter" and field(reader, "adapter.type") == "lora"
+    assert field(reader, "general.architecture") == "llama" and field(reader, "adapter.lora.alpha") == 16.0
+    peft = {k: v.float().numpy() for k, v in load_file(str(run / "adapter" / "adapter_model.safetensors")).items()}
+    tensors = {t.name: np.array(t.data, dtype=np.float32).reshape([int(x) for x in reversed(t.shape)])
+               for t in reader.tensors}
+    assert len(tensors) == 16
+    unpermute = LlamaTensorProcessor(config={})._reverse_permute_weights      # transformers' code, not ours
+    for layer in (0, 1):
+        for module, gguf, heads in (("self_attn.q_proj", "attn_q", 4), ("self_attn.k_proj", "attn_k", 2),
+                                    ("self_attn.v_proj", "attn_v", None), ("mlp.down_proj", "ffn_down", None)):
+            key = f"base_model.model.model.layers.{layer}.{module}"
+            a, b = tensors[f"blk.{layer}.{gguf}.weight.lora_a"], tensors[f"blk.{layer}.{gguf}.weight.lora_b"]
+            assert a.shape == peft[key + ".lora_A.weight"].shape and b.shape == peft[key + ".lora_B.weight"].shape
+            assert np.abs(a - peft[key + ".lora_A.weight"]).max() < 1e-3
+            b_hf = unpermute(b, heads, heads) if heads else b
+            assert np.abs(b_hf - peft[key + ".lora_B.weight"]).max() < 1e-3
+            if heads:
+                assert np.abs(b - peft[key + ".lora_B.weight"]).max() > 1e-3        # it was permuted
+    fidelity = next(e for e in job_events(run) if e["type"] == "fidelity")
+    assert fidelity["max_abs_diff"] < 1e-3 and not fidelity["flagged"] and fidelity["tensors"] == 16
+    modelfile = (tmp_path / "tiny-lora.Modelfile").read_text()
+    assert "ADAPTER ./tiny-lora.gguf" in modelfile and "FROM PATH/TO/BASE-MODEL.gguf" in modelfile
+
+
+# ---- refusals: nothing written ---------------------------------------------------------------
+def args(run, out, **kw):
+    return SimpleNamespace(**{"run": run, "out": out, "type": None, "checkpoint": None, "adapter_only": False,
+                              "overwrite": False, **kw})
+
+
+def copy_run(run, tmp_path, name="copy") -> Path:
+    dest = tmp_path / name
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("gguf-exports"))
+    return dest
+
+
+def test_an_existing_file_is_refused_untouched_then_replaced_with_overwrite(run, tmp_path, capfd, inline_jobs):
+    out = tmp_path / "taken.gguf"
+    out.write_bytes(b"mine")
+    code, _out, err = run_cli(capfd, "export-gguf", run, out, "--type", "f16")
+    assert code == 2 and f"{out} already exists" in err and "--overwrite" in err
+    assert out.read_bytes() == b"mine" and [p.name for p in tmp_path.iterdir()] == ["taken.gguf"]
+    (tmp_path / "other.Modelfile").write_text("theirs")
+    with pytest.raises(GgufExportError, match="other.Modelfile already exists"):
+        prepare_job(args(run, tmp_path / "other.gguf"))
+    code, printed, err = run_cli(capfd, "export-gguf", run, out, "--type", "f16", "--overwrite")
+    assert code == 0, printed + err and out.read_bytes()[:4] == b"GGUF"
+
+
+def test_unsupported_architecture_is_refused(run, tmp_path, tiny_gpt2):
+    copy = copy_run(run, tmp_path)
+    text = (copy / "config.yaml").read_text().replace(str(_config(run)["model"]), str(tiny_gpt2))
+    (copy / "config.yaml").write_text(text)
+    with pytest.raises(GgufExportError, match="does not support 'gpt2' models") as err:
+        prepare_job(args(copy, tmp_path / "x.gguf"))
+    assert "supported: llama, mistral, qwen2, qwen3" in err.value.hint
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_run_without_an_adapter_is_refused(run, tmp_path):
+    copy = copy_run(run, tmp_path)
+    shutil.rmtree(copy / "adapter")
+    with pytest.raises(ExportError, match="has no final adapter") as err:
+        prepare_job(args(copy, tmp_path / "x.gguf"))
+    assert "--checkpoint 6" in err.value.hint
+    shutil.rmtree(copy / "checkpoints")
+    with pytest.raises(ExportError, match="has no final adapter") as err:
+        prepare_job(args(copy, tmp_path / "x.gguf"))
+    assert "train (or resume) it first" in err.value.hint
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.update(pre_tokenizer={"type": "Metaspace", "replacement": "▁"}), "pre-tokenizer"),
+    (lambda t: t["model"].update(type="WordPiece"), "a WordPiece tokenizer cannot be written as GGUF"),
+    (lambda t: t["model"].update(byte_fallback=True), "SentencePiece-style BPE"),
+])
+def test_a_tokenizer_that_cannot_be_represented_is_refused(run, tmp_path, change, message):
+    copy = copy_run(run, tmp_path)
+    path = copy / "adapter" / "tokenizer.json"
+    tok = json.loads(path.read_text())
+    change(tok)
+    path.write_text(json.dumps(tok))
+    with pytest.raises(GgufExportError, match=message) as err:
+        prepare_job(args(copy, tmp_path / "x.gguf"))
+    assert "tokenizer.json" in err.value.message and "byte-level BPE" in err.value.hint
+    prepare_job(args(copy, tmp_path / "x.gguf", adapter_only=True))     # an adapter carries no tokenizer
+
+
+def test_a_full_disk_is_refused_before_anything_is_written(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000))
+    with pytest.raises(GgufExportError, match=r"needs about .* has 1000 B free") as err:
+        prepare_job(args(run, tmp_path / "x.gguf", type="q8_0"))
+    assert "smaller type" in err.value.hint and not list(tmp_path.iterdir())
+
+
+def test_a_disk_that_fills_while_writing_leaves_nothing(run, tmp_path, capfd, inline_jobs, monkeypatch):
+    import errno
+    from lorastudio.core.engine import gguf_export
+
+    def full(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(gguf_export, "encode", full)
+    out = tmp_path / "full.gguf"
+    code, printed, _err = run_cli(capfd, "export-gguf", run, out, "--type", "f16")
+    assert code == 1 and "error (disk)" in printed and "GGUF file" in printed, printed
+    assert printed.splitlines()[-1] == f"GGUF export failed; nothing was written to {out}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_types_refused_with_what_to_do(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(GgufExportError, match="q4_k_m is a k-quant") as err:
+        prepare_job(args(run, tmp_path / "x.gguf", type="q4_k_m"))
+    assert "llama-quantize" in err.value.hint and "not on PATH" in err.value.hint
+    monkeypatch.setattr(shutil, "which", lambda name: "/opt/llama.cpp/llama-quantize")
+    with pytest.raises(GgufExportError) as err:
+        prepare_job(args(run, tmp_path / "x.gguf", type="q6_k"))
+    assert "found at /opt/llama.cpp/llama-quantize" in err.value.hint and "Q6_K" in err.value.hint
+    with pytest.raises(GgufExportError, match="adapter-only file is written as f16"):
+        prepare_job(args(run, tmp_path / "x.gguf", type="q8_0", adapter_only=True))
+    with pytest.raises(GgufExportError, match="does not end in .gguf"):
+        prepare_job(args(run, tmp_path / "x.bin"))
+
+
+def test_a_stop_while_writing_leaves_nothing(run, tmp_path, capfd, inline_jobs, monkeypatch):
+    real = export_job._test_pause
+
+    def stop_while_writing(phase, cancelled):
+        if phase == "writing":
+            os.kill(os.getpid(), signal.SIGTERM)
+        real(phase, cancelled)
+    monkeypatch.setattr(export_job, "_test_pause", stop_while_writing)
+    out = tmp_path / "stopped.gguf"
+    code, printed, _err = run_cli(capfd, "export-gguf", run, out, "--type", "f16")
+    assert code == 1 and printed.splitlines()[-1] == f"GGUF export stopped; nothing was written to {out}"
+    assert list(tmp_path.iterdir()) == []
+    assert job_events(run)[-1]["status"] == "stopped"
+
+
+def test_a_failing_check_reports_and_leaves_nothing(run, tmp_path, capfd, inline_jobs, monkeypatch):
+    def broken(*_args):
+        raise RuntimeError("the read-back broke")
+    monkeypatch.setattr(export_job, "check_file", broken)
+    out = tmp_path / "failing.gguf"
+    code, printed, _err = run_cli(capfd, "export-gguf", run, out, "--type", "f16")
+    assert code == 1 and "RuntimeError: the read-back broke" in printed
+    assert printed.splitlines()[-1] == f"GGUF export failed; nothing was written to {out}"
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- a real worker process: what only a process shows ------------------------------------------
+@pytest.mark.slow
+def test_a_killed_worker_leaves_nothing_once_the_cli_returns(run, tmp_path, capfd, monkeypatch):
+    import threading
+    import time
+    monkeypatch.setenv("LORASTUDIO_TEST_PAUSE", "checking:60")          # the worker waits there
+    out = tmp_path / "killed.gguf"
+    seen = {}
+
+    def kill_when_written():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            written = list(tmp_path.glob(".killed.gguf.*.partial/model.gguf"))
+            if written:
+                pid = int(written[0].parent.name.split(".")[3])          # `.NAME.PID.XXXX.partial`
+                seen["pid"] = pid
+                time.sleep(0.5)
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.2)
+    watcher = threading.Thread(target=kill_when_written, daemon=True)
+    watcher.start()
+    code, printed, _err = run_cli(capfd, "export-gguf", run, out, "--type", "f16")
+    watcher.join(timeout=5)
+    assert "pid" in seen, "the export never wrote its hidden file"
+    assert code == 1 and "exited unexpectedly (killed by signal 9 (SIGKILL))" in printed
+    assert f"GGUF export failed; nothing was written to {out}" in printed
+    assert printed.splitlines()[-1].startswith("Removed the export's unfinished hidden files beside it (.killed.gguf.")
+    assert list(tmp_path.iterdir()) == []
