@@ -8,6 +8,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from lorastudio.app.compat import pin_none
+from lorastudio.app.system_check import guard_qt_start
 from lorastudio.app.theme import apply_theme
 from lorastudio.core import package_version as app_version
 
@@ -40,7 +41,8 @@ def create_app(argv: list[str] | None = None) -> QApplication:
 
 
 def run(argv: list[str] | None = None) -> int:
-    app = create_app(argv)
+    with guard_qt_start():
+        app = create_app(argv)
     from lorastudio.app.main_window import MainWindow   # after the QApplication: pyqtgraph reads it
     window = MainWindow()
     window.show()

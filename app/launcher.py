@@ -16,6 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv:
         from lorastudio.core.cli import main as cli_main
         return cli_main(argv)
+    from lorastudio.app.system_check import window_problem     # before Qt: it aborts where we explain
+    problem = window_problem()
+    if problem:
+        print(problem, file=sys.stderr, flush=True)
+        return 1
     from lorastudio.app.application import run
     return run()
 

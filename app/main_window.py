@@ -3,24 +3,32 @@ shortcuts, a status bar, and settings (geometry, last folders, the form) kept ac
 
 Training outlives the window: closing it while a run is live asks whether to keep training in the
 background or stop; on the next start the window finds live runs (status.json pid + heartbeat)
-and re-attaches the Train page's live view, its curves filled in from the journal."""
+and re-attaches the Train page's live view, its curves filled in from the journal.
+
+Start-up is the time to the first picture (tests/bench/bench_startup.py): the Runs and Playground
+pages, the GPU probe and the live-run search wait until the window has painted (app/first_paint.py),
+and the plots import pyqtgraph only after their own first paint (app/widgets/series_plot.py)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QVBoxLayout, QWidget)
 
+from lorastudio.app.first_paint import after_first_paint
 from lorastudio.app.train.demo_defaults import apply_demo
-from lorastudio.app.playground.playground_page import PlaygroundPage
-from lorastudio.app.runs.runs_page import RunsPage
 from lorastudio.app.train.train_page import TrainPage
 from lorastudio.core.runs.listing import find_live_runs
 from lorastudio.core.runs.folders import default_runs_dir
 from lorastudio.core import package_version as app_version
+
+if TYPE_CHECKING:
+    from lorastudio.app.playground.playground_page import PlaygroundPage
+    from lorastudio.app.runs.runs_page import RunsPage
 
 PAGES = (("Train", True, "Set up and run a LoRA / QLoRA fine-tune"),
          ("Runs", True, "Every run: status, curves, resume, clone, delete"),
@@ -33,15 +41,18 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings or QSettings()
         self.setWindowTitle("LoRA Studio")
+        self.runs_root = runs_root or default_runs_dir()
         self.train_page = TrainPage(runs_root=runs_root)
-        self.runs_page = RunsPage(runs_root or default_runs_dir())
-        self.playground_page = PlaygroundPage(runs_root or default_runs_dir())
+        self._runs_page: RunsPage | None = None          # built after the first paint (or when asked for)
+        self._playground_page: PlaygroundPage | None = None
         self._build()
         self._actions()
         self._status_bar()
-        self._connect_runs()
         self.restore_settings()
-        QTimer.singleShot(0, self.reattach_live_run)
+        # What the first picture does not need waits until it is on screen.
+        after_first_paint(self, self.build_pages)
+        after_first_paint(self, self.train_page.hardware_panel.probe)
+        after_first_paint(self, self.reattach_live_run)
 
     def _build(self) -> None:
         self.sidebar = QListWidget(objectName="Sidebar")
@@ -55,9 +66,9 @@ class MainWindow(QMainWindow):
         self.sidebar.setCurrentRow(0)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.train_page)
-        self.pages.addWidget(self.runs_page)
-        self.pages.addWidget(self.playground_page)
-        self.sidebar.currentRowChanged.connect(lambda row: self.pages.setCurrentIndex(min(row, self.pages.count() - 1)))
+        for _later in PAGES[1:]:
+            self.pages.addWidget(QWidget())              # stand-ins until build_pages
+        self.sidebar.currentRowChanged.connect(self._row_changed)
         side = QWidget(objectName="Side")
         side.setAttribute(Qt.WA_StyledBackground)
         side.setFixedWidth(140)
@@ -117,6 +128,37 @@ class MainWindow(QMainWindow):
             self.run_label.setText(f"{'Running' if running else 'Last run'}: {run_dir.name}")
         self.start_action.setEnabled(not running)
 
+    # ---- the pages after Train: built once the window is on screen ---------------------------
+    @property
+    def runs_page(self) -> RunsPage:
+        self.build_pages()
+        return self._runs_page
+
+    @property
+    def playground_page(self) -> PlaygroundPage:
+        self.build_pages()
+        return self._playground_page
+
+    def build_pages(self) -> None:
+        """Make the Runs and Playground pages (once): not needed for the first picture."""
+        if self._runs_page is not None:
+            return
+        from lorastudio.app.playground.playground_page import PlaygroundPage
+        from lorastudio.app.runs.runs_page import RunsPage
+        self._runs_page = RunsPage(self.runs_root)
+        self._playground_page = PlaygroundPage(self.runs_root)
+        for index, page in ((1, self._runs_page), (2, self._playground_page)):
+            stand_in = self.pages.widget(index)
+            self.pages.insertWidget(index, page)
+            self.pages.removeWidget(stand_in)
+            stand_in.deleteLater()
+        self._connect_runs()
+
+    def _row_changed(self, row: int) -> None:
+        if row > 0:
+            self.build_pages()
+        self.pages.setCurrentIndex(min(row, self.pages.count() - 1))
+
     # ---- runs ---------------------------------------------------------------------------------
     def _connect_runs(self) -> None:
         self.runs_page.message.connect(lambda text: self.statusBar().showMessage(text, 0))
@@ -142,7 +184,7 @@ class MainWindow(QMainWindow):
         """At start-up: follow the newest run whose worker is still alive."""
         if self.train_page.running:
             return
-        live = find_live_runs(self.runs_page.runs_root)
+        live = find_live_runs(self.runs_root)
         if live:
             self.show_live_view(live[0])
             self.statusBar().showMessage(f"Re-attached to {live[0].name}, still training in the background"
@@ -165,6 +207,7 @@ class MainWindow(QMainWindow):
         page = self.train_page
         page.model_panel.last_folder = s.value("folders/model", page.model_panel.last_folder)
         page.dataset_panel.last_folder = s.value("folders/data", page.dataset_panel.last_folder)
+        page.start_bar.tensorboard_box.setChecked(s.value("train/tensorboard", "false") == "true")
         try:
             form = json.loads(s.value("train/form", "{}"))
         except (TypeError, ValueError):
@@ -180,6 +223,7 @@ class MainWindow(QMainWindow):
         s.setValue("train/splitter", page.splitter.saveState())
         s.setValue("folders/model", page.model_panel.last_folder)
         s.setValue("folders/data", page.dataset_panel.last_folder)
+        s.setValue("train/tensorboard", "true" if page.start_bar.tensorboard_box.isChecked() else "false")
         s.setValue("train/form", json.dumps(page.form_state()))
         s.sync()
 
@@ -218,6 +262,7 @@ class MainWindow(QMainWindow):
         self.save_settings()
         # The worker runs in its own session and carries on; its journal stays in the run folder.
         self.train_page.process.detach()
-        self.runs_page.refresher.stop()
+        if self._runs_page is not None:
+            self._runs_page.refresher.stop()
         super().closeEvent(event)
 

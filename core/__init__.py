@@ -8,9 +8,13 @@ import-linter contracts in pyproject.toml check these lines.
 """
 from __future__ import annotations
 
+import functools
 
+
+@functools.cache
 def package_version() -> str:
-    """The installed distribution's version (package metadata): --version, About, model cards."""
+    """The installed distribution's version (package metadata): --version, About, model cards.
+    Cached: reading the metadata scans every installed package (the window asks twice at start-up)."""
     from importlib.metadata import PackageNotFoundError, version
     try:
         return version("lorastudio")

@@ -19,11 +19,14 @@ from typing import Any
 import yaml
 
 from lorastudio.core.data.formats import COLUMN_ROLES, FORMAT_CHOICES
+from lorastudio.core.data.pairs import PAIR_ROLES
 
 QUANTIZATIONS = ("4bit", "8bit", "none")
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "linear", "constant")
 MEMORY_MODES = ("auto", "none", "checkpoint", "lean")
+METHODS = ("sft", "dpo", "orpo")
+DATA_COLUMN_ROLES = tuple(dict.fromkeys(COLUMN_ROLES + PAIR_ROLES))
 DATA_FORMATS = FORMAT_CHOICES       # the formats and their column roles are known in core/data/formats.py
 
 
@@ -91,7 +94,9 @@ class LoraSection:
 @dataclass
 class DataSection:
     path: str = field(default="", metadata=_help(
-        "The training data: .jsonl, .json, .csv, .tsv, .parquet or .txt."))
+        "The training data: a .jsonl, .json, .csv, .tsv, .parquet or .txt file; a folder (saved with "
+        "datasets' save_to_disk, or a dataset repository's files); or hf:NAME[:SPLIT] for a dataset in "
+        "the local Hugging Face cache."))
     format: str = field(default="auto", metadata=_help(
         "auto detects it from the field names; or text, prompt_completion, alpaca, messages, sharegpt."))
     columns: dict = field(default_factory=dict, metadata=_help(
@@ -109,15 +114,18 @@ class DataSection:
         "Fraction of examples held out for evaluation, in [0, 0.5]. 0 disables evaluation."))
     validation_path: str = field(default="", metadata=_help(
         "A separate validation file (overrides validation_split)."))
+    packing: bool = field(default=True, metadata=_help(
+        "Lay the examples of a micro-batch end to end instead of padding them, each attending only to "
+        "itself (same loss, less compute); models that cannot keep them apart fall back to padding."))
 
     def __post_init__(self):
         _require(isinstance(self.path, str) and self.path.strip() != "", "data.path", self.path,
                  "give the path of a data file")
         _require(self.format in DATA_FORMATS, "data.format", self.format,
                  f"allowed formats: {', '.join(DATA_FORMATS)}")
-        _require(isinstance(self.columns, dict) and all(k in COLUMN_ROLES and isinstance(v, str) and v
+        _require(isinstance(self.columns, dict) and all(k in DATA_COLUMN_ROLES and isinstance(v, str) and v
                  for k, v in self.columns.items()), "data.columns", self.columns,
-                 f"a mapping from {', '.join(COLUMN_ROLES)} to your column names")
+                 f"a mapping from {', '.join(DATA_COLUMN_ROLES)} to your column names")
         _require(isinstance(self.text_field, str) and self.text_field != "", "data.text_field",
                  self.text_field, "give the name of the field holding the text")
         _require(self.train_on in ("completions", "all"), "data.train_on", self.train_on,
@@ -132,6 +140,7 @@ class DataSection:
                  "data.validation_split", self.validation_split, "a fraction in [0, 0.5]")
         _require(isinstance(self.validation_path, str), "data.validation_path", self.validation_path,
                  "a file path, or empty")
+        _require(isinstance(self.packing, bool), "data.packing", self.packing, "true or false")
 
 
 @dataclass
@@ -161,6 +170,26 @@ class TrainingSection:
         "checkpoint: only each layer's input, the rest recomputed; lean: checkpoint with those inputs "
         "moved to pinned host memory (least GPU memory); auto: the fastest mode that fits the GPU."))
 
+    fused_lora: bool = field(default=True, metadata=_help(
+        "Compute each LoRA update fused into its frozen projection in the compute dtype (faster, less "
+        "memory). Off: PEFT's own LoRA layers. Layers the fused path does not cover use PEFT's anyway."))
+    oom_retry: bool = field(default=True, metadata=_help(
+        "When the GPU runs out of memory anyway: save an emergency checkpoint and go on by itself with "
+        "settings the memory model says fit (smaller micro-batch, more accumulation, another memory "
+        "mode); the journal records what changed. Off: the run fails and suggests the settings."))
+
+    method: str = field(default="sft", metadata=_help(
+        "sft: supervised fine-tuning on examples. dpo: Direct Preference Optimization on pairs "
+        "(prompt, chosen, rejected) against the frozen base as reference (the adapter switched off). "
+        "orpo: Odds Ratio Preference Optimization on pairs: the chosen answer's loss plus an odds-ratio "
+        "penalty on the rejected one, no reference."))
+    beta: float = field(default=0.1, metadata=_help(
+        "DPO's β: how far the tuned model may move from the reference to prefer the chosen answers "
+        "(the DPO paper's 0.1; larger stays closer to the base). Used by method dpo."))
+    orpo_lambda: float = field(default=0.1, metadata=_help(
+        "ORPO's λ: the weight of the odds-ratio term next to the chosen answer's loss (the ORPO paper's "
+        "0.1). Used by method orpo."))
+
     def __post_init__(self):
         def whole(key, v, low, allowed):
             _require(_is_int(v) and v >= low, f"training.{key}", v, allowed)
@@ -184,8 +213,15 @@ class TrainingSection:
         whole("keep_checkpoints", self.keep_checkpoints, 0, "a whole number ≥ 0 (0 = keep all)")
         _require(isinstance(self.gradient_checkpointing, bool), "training.gradient_checkpointing",
                  self.gradient_checkpointing, "true or false")
+        _require(isinstance(self.fused_lora, bool), "training.fused_lora", self.fused_lora, "true or false")
+        _require(isinstance(self.oom_retry, bool), "training.oom_retry", self.oom_retry, "true or false")
         _require(self.memory_mode in MEMORY_MODES, "training.memory_mode", self.memory_mode,
                  f"allowed: {', '.join(MEMORY_MODES)}")
+        _require(self.method in METHODS, "training.method", self.method, f"allowed: {', '.join(METHODS)}")
+        _require(_is_num(self.beta) and self.beta > 0, "training.beta", self.beta,
+                 "a number > 0 (DPO's β; usual 0.05–0.5)")
+        _require(_is_num(self.orpo_lambda) and self.orpo_lambda > 0, "training.orpo_lambda", self.orpo_lambda,
+                 "a number > 0 (ORPO's λ; usual 0.05–1)")
         if self.max_steps and self.warmup_steps >= self.max_steps:
             raise ConfigError("training.warmup_steps", self.warmup_steps,
                               f"warm-up must be shorter than max_steps ({self.max_steps})")
@@ -258,9 +294,17 @@ class RunConfig:
     def load(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except OSError as exc:
             raise ConfigError("(file)", str(path), f"it cannot be read: {exc.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise ConfigError("(file)", str(path), f"it is not UTF-8 text: byte 0x{raw[exc.start]:02x} at "
+                              f"offset {exc.start} (line {line}, column {column}) cannot be read; save the "
+                              "file as UTF-8 in your editor") from None
         return cls.from_yaml(text, source=str(path))
 
     def save(self, path: str | Path) -> None:

@@ -1,14 +1,16 @@
 """CUDA devices and memory through NVML and psutil. Torch-free, so the window can use it.
 
 NVML sees what the driver sees (every process's use of the card), which is the figure a user
-compares with the card's total; torch's allocator figures come from the worker itself.
+compares with the card's total; torch's allocator figures come from the worker itself. Beside
+memory, NVML gives the card's utilisation, temperature and power draw (`GpuStatus`): the worker
+puts them into its `memory` events and the dashboard shows them beside the VRAM gauge. Each
+figure is optional — a card or driver that does not report one leaves it None.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-
-import psutil
+from typing import Any, Callable
 
 
 @dataclass
@@ -19,13 +21,52 @@ class GpuInfo:
     used: int       # bytes, all processes
 
 
-def _nvml():
+@dataclass
+class GpuStatus:
+    used: int                           # bytes, all processes
+    total: int                          # bytes
+    utilization: int | None = None      # percent of the last sample period the GPU was busy
+    temperature: int | None = None      # °C, the GPU die
+    power: float | None = None          # watts drawn now
+    power_limit: float | None = None    # watts, the enforced limit
+
+    def event_fields(self) -> dict:
+        """The `memory` event's fields for this status (figures the card did not give are left out)."""
+        fields = {"device_used": self.used, "device_total": self.total, "gpu_util": self.utilization,
+                  "gpu_temp": self.temperature, "gpu_power": self.power, "gpu_power_limit": self.power_limit}
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+def _nvml(nvml=None):
     try:
-        import pynvml
-        pynvml.nvmlInit()
-        return pynvml
+        if nvml is None:
+            import pynvml as nvml
+        nvml.nvmlInit()
+        return nvml
     except Exception:       # no library, no driver, no GPU: all mean "no CUDA devices"
         return None
+
+
+def _ask(query: Callable[[], Any]) -> Any:
+    try:
+        return query()
+    except Exception:       # NVMLError_NotSupported and friends: this card does not say
+        return None
+
+
+def read_gpu_status(nvml, handle) -> GpuStatus:
+    """Memory, utilisation, temperature and power of one device, from an initialised NVML module
+    (pynvml, or any object with its functions)."""
+    mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+    rates = _ask(lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
+    milliwatts = _ask(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+    limit = _ask(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle))
+    temperature = _ask(lambda: nvml.nvmlDeviceGetTemperature(handle, getattr(nvml, "NVML_TEMPERATURE_GPU", 0)))
+    return GpuStatus(int(mem.used), int(mem.total),
+                     int(rates.gpu) if rates is not None else None,
+                     int(temperature) if temperature is not None else None,
+                     round(milliwatts / 1000, 1) if milliwatts is not None else None,
+                     round(limit / 1000, 1) if limit is not None else None)
 
 
 def list_gpus() -> list[GpuInfo]:
@@ -48,6 +89,7 @@ def list_gpus() -> list[GpuInfo]:
 
 
 def host_memory() -> dict:
+    import psutil       # here, not at the top: the window imports this module before its first paint
     vm = psutil.virtual_memory()
     return {"rss": psutil.Process().memory_info().rss, "ram_used": int(vm.total - vm.available),
             "ram_total": int(vm.total)}
@@ -55,17 +97,18 @@ def host_memory() -> dict:
 
 
 
-def gpu_memory_by_uuid(uuid: str) -> tuple[int, int] | None:
-    """(used, total) bytes from NVML for the device with this UUID (robust to CUDA_VISIBLE_DEVICES)."""
-    nvml = _nvml()
+def gpu_status_by_uuid(uuid: str, nvml=None) -> GpuStatus | None:
+    """The status of the device with this UUID (robust to CUDA_VISIBLE_DEVICES); None without NVML.
+    `nvml`: the NVML module to use (pynvml by default)."""
+    nvml = _nvml(nvml)
     if nvml is None:
         return None
     try:
         handle = nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-        mem = nvml.nvmlDeviceGetMemoryInfo(handle)
-        return int(mem.used), int(mem.total)
+        return read_gpu_status(nvml, handle)
     except Exception:
         return None
     finally:
         with contextlib.suppress(Exception):
             nvml.nvmlShutdown()
+

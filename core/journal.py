@@ -39,8 +39,10 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "end": {"status": (str,), "adapter": _OPT_STR},
     "token": {"side": (str,), "text": (str,)},                  # the playground's streamed answers
     "answer": {"side": (str,), "text": (str,), "tokens": (int,), "seconds": _NUM},
-    "report": {"report": (dict,)},                              # the data inspector's answer
+    "report": {"report": (dict,)},                              # the data inspector's, rank and resize answers
     "evaluation": {"result": (dict,)},                          # `lorastudio eval`'s (RUN/eval.json)
+    # An automatic retry after running out of memory: what changed (key, old, new) and why.
+    "retry": {"attempt": (int,), "reason": (str,), "changes": (list,), "step": (int,)},
 }
 END_STATUSES = ("completed", "stopped", "failed")
 OK_STATUSES = ("completed", "stopped")          # the work done is kept (a stopped run saved its adapter)

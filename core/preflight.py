@@ -9,7 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from lorastudio.core.config import ConfigError, RunConfig
-from lorastudio.core.models.info import ModelError, ModelInfo, read_model_info
+from lorastudio.core.data.files import DataError
+from lorastudio.core.data.sources import resolve as resolve_source
+from lorastudio.core.models.info import (ModelError, ModelInfo, needs_remote_code, read_model_info,
+                                        remote_code_files, tokenizer_problem)
 from lorastudio.core.models.targets import TargetReport, discover_targets
 
 
@@ -20,7 +23,7 @@ def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
     if not Path(model).expanduser().is_absolute() and candidate.exists():
         model = str(candidate.resolve())
     def absolute(p: str) -> str:
-        if not p:
+        if not p or p.startswith("hf:"):
             return p
         path = Path(p).expanduser()
         return str(path if path.is_absolute() else (base_dir / path).resolve())
@@ -41,10 +44,10 @@ def check_config(config: RunConfig) -> tuple[ModelInfo, TargetReport]:
                               "loaded; set allow_pickle: true if you trust it, or convert it to safetensors")
         if not info.pickle_files:
             raise ConfigError("model", config.model, f"no weight files (*.safetensors) in {info.path}")
-    data = Path(config.data.path)
-    if not data.is_file():
-        raise ConfigError("data.path", config.data.path,
-                          "the file does not exist" if not data.exists() else "it is not a file")
+    try:
+        resolve_source(config.data.path)          # a file, a dataset folder, or hf:NAME[:SPLIT]
+    except DataError as exc:
+        raise ConfigError("data.path", config.data.path, f"{exc.message.split(': ', 1)[-1]}; {exc.hint}") from None
     if config.data.validation_path and not Path(config.data.validation_path).is_file():
         raise ConfigError("data.validation_path", config.data.validation_path, "the file does not exist")
     report = discover_targets(info)
@@ -54,4 +57,42 @@ def check_config(config: RunConfig) -> tuple[ModelInfo, TargetReport]:
             raise ConfigError("lora.targets", unknown[0] if len(unknown) == 1 else unknown,
                               f"not a linear module of {info.architecture}; available: "
                               f"{', '.join(report.names())} (or all-linear)")
+        check_rank(config, report)
+    check_model_fits_config(config, info)
     return info, report
+
+
+def check_rank(config: RunConfig, report: TargetReport) -> None:
+    """A rank above a target's smaller side adds parameters that cannot learn anything new."""
+    shapes = [(report.linear_modules[m], m) for m in report.matching_modules(config.lora.targets)]
+    if not shapes:
+        return
+    (d_in, d_out), module = min(shapes, key=lambda item: min(item[0]))
+    if config.lora.r > min(d_in, d_out):
+        raise ConfigError("lora.r", config.lora.r,
+                          f"larger than the smallest adapted layer ({module}: {d_in} in × {d_out} out), whose "
+                          f"update cannot have a rank above {min(d_in, d_out)}; use r ≤ {min(d_in, d_out)}")
+
+
+def check_model_fits_config(config: RunConfig, info: ModelInfo) -> None:
+    """What config.json and the folder tell before loading: context length, tokenizer, remote code."""
+    context = info.context_length
+    if context and config.training.seq_len > context:
+        raise ConfigError("training.seq_len", config.training.seq_len,
+                          f"longer than the model's context ({context} positions: max_position_embeddings "
+                          f"in {info.path / 'config.json'}); use seq_len ≤ {context}")
+    if needs_remote_code(info) and not config.trust_remote_code:
+        raise ConfigError("trust_remote_code", False,
+                          f"{info.architecture} ({info.model_type}) is not built into transformers: the model "
+                          f"ships its own Python code ({', '.join(remote_code_files(info))}, named by auto_map in "
+                          f"config.json). Set trust_remote_code: true in the config only if you trust its "
+                          f"source — that code then runs on this machine when the model loads")
+    if config.trust_remote_code:
+        missing = [name for name in remote_code_files(info) if not (info.path / name).is_file()]
+        if missing:
+            raise ConfigError("model", config.model, f"config.json's auto_map names {', '.join(missing)}, "
+                              f"which is not in {info.path}; download the model again with its code files")
+    problem = tokenizer_problem(info.path)
+    if problem:
+        raise ConfigError("model", config.model, f"{problem}; copy the tokenizer files from the model's "
+                          "original download into that folder")

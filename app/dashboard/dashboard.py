@@ -5,13 +5,17 @@ worker that logs 50 steps a second costs the window a few redraws, not 50.
 """
 from __future__ import annotations
 
+from collections import deque
+
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget)
 
 from lorastudio.app.dashboard.log_pane import LogPane
 from lorastudio.app.dashboard.loss_plot import LossPlot
+from lorastudio.app.dashboard.preference_plot import PreferencePlot
+from lorastudio.app.widgets.gpu_readout import GpuReadout
 from lorastudio.app.widgets.memory_gauge import MemoryGauge
-from lorastudio.app.dashboard.run_state import STARTING, RunState
+from lorastudio.app.dashboard.run_state import STARTING, RunState, mode_words
 from lorastudio.core.formatting import format_bytes, format_count, format_duration, format_rate
 from lorastudio.app.widgets.series_plot import SeriesPlot
 from lorastudio.app.widgets.stat_card import StatCard
@@ -19,6 +23,7 @@ from lorastudio.app.dashboard.status_banner import StatusBanner
 
 REDRAW_MS = 150
 GIB = 1024 ** 3
+WORKER_TAIL_LINES = 40      # worker.log lines kept for a crash, the only time the pane shows them
 
 
 class Dashboard(QWidget):
@@ -26,6 +31,9 @@ class Dashboard(QWidget):
         super().__init__(parent)
         self.state = RunState()
         self._logged = 0
+        self._plot_queue: list = []
+        self._worker_tail: deque[str] = deque(maxlen=WORKER_TAIL_LINES)
+        self._worker_log_shown = False
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS)
         self._redraw_timer.timeout.connect(self.redraw)
         self._build()
@@ -46,11 +54,13 @@ class Dashboard(QWidget):
         self.cards = {"loss": StatCard("Loss", "Latest train loss"), "eval": StatCard("Eval loss", "Latest eval loss"),
                       "speed": StatCard("Tokens/s", "Training throughput"),
                       "ram": StatCard("System RAM", "Memory in use on this computer, and the worker's share")}
+        self.gpu = GpuReadout()                # shown once the worker reports a GPU's figures
         self.gauge = MemoryGauge()
         cards = QHBoxLayout()
         cards.setSpacing(8)
         for card in self.cards.values():
             cards.addWidget(card)
+        cards.addWidget(self.gpu)
         cards.addWidget(self.gauge)
 
         self.loss_plot = LossPlot()
@@ -67,6 +77,9 @@ class Dashboard(QWidget):
         grid.setRowStretch(0, 3)
         grid.setRowStretch(1, 2)
         grid.addWidget(self.loss_plot, 0, 0, 1, 3)
+        self.preference_plot = PreferencePlot()        # shown once a dpo / orpo run reports margins
+        grid.addWidget(self.preference_plot, 2, 0, 1, 3)
+        grid.setRowStretch(2, 2)
 
         self.log_pane = LogPane()
         self.splitter = QSplitter(Qt.Vertical)
@@ -88,13 +101,19 @@ class Dashboard(QWidget):
     def reset(self, run_dir: str = "", status: str = STARTING) -> None:
         self.state = RunState(status=status, run_dir=run_dir)
         self._logged = 0
+        self._worker_tail.clear()
+        self._worker_log_shown = False
         self.log_pane.clear()
         for plot in (self.loss_plot.plot, self.lr_plot, self.memory_plot, self.speed_plot):
             plot.clear_data()
+        self.preference_plot.reset()
         self.redraw()
 
     def apply(self, event: dict) -> None:
         self.state.apply(event)
+        self.preference_plot.apply(event)
+        if event["type"] == "error" and event["kind"] == "crashed":
+            self._show_worker_tail()
         if event["type"] == "end":          # the final picture at once, not a tick later
             self._redraw_timer.stop()
             self.redraw()
@@ -105,26 +124,66 @@ class Dashboard(QWidget):
         self.state.add_log(line)
         self._schedule()
 
+    def add_worker_log_line(self, line: str) -> None:
+        """A line of worker.log. Library warnings and the like stay there — the pane shows the run's
+        own messages — except after a crash, when the last lines are the only account of why."""
+        if self._worker_log_shown:
+            self.add_log_line(line)
+        else:
+            self._worker_tail.append(line)
+
+    def _show_worker_tail(self) -> None:
+        if not self._worker_log_shown:
+            self._worker_log_shown = True
+            self.state.add_log("worker.log ends with:")
+            for line in self._worker_tail:
+                self.state.add_log(line)
+
     def _schedule(self) -> None:
         if not self._redraw_timer.isActive():
             self._redraw_timer.start()
 
     # ---- output -------------------------------------------------------------------------------
     def redraw(self) -> None:
+        """The figures at once; the plots one per turn of the event loop (see `_draw_plots`)."""
         s = self.state
         self.banner.update_from(s)
         self._draw_progress(s)
         self._draw_cards(s)
-        self.loss_plot.update_from(s)
-        self.lr_plot.set_data("lr", s.lr.x, s.lr.y)
-        self.speed_plot.set_data("throughput", s.tokens_per_s.x, s.tokens_per_s.y)
-        self._draw_memory(s)
+        self._plot_queue = [(lambda: self.loss_plot.update_from(s), self.loss_plot.plot),
+                            (self.preference_plot.redraw, None),
+                            (lambda: self.lr_plot.set_data("lr", s.lr.x, s.lr.y), self.lr_plot),
+                            (lambda: self.speed_plot.set_data("throughput", s.tokens_per_s.x, s.tokens_per_s.y),
+                             self.speed_plot),
+                            (lambda: self._draw_memory(s), self.memory_plot)]
+        if s.finished or not self.isVisible():          # the final picture (or none on screen): all at once
+            while self._plot_queue:
+                self._plot_queue.pop(0)[0]()
+        else:
+            self._draw_plots()
         new = s.log[self._logged:] if self._logged <= len(s.log) else s.log[-200:]
         self.log_pane.append_lines(new)
         self._logged = len(s.log)
 
+    def _draw_plots(self) -> None:
+        """Give the next plot its data and paint it now, then yield to the event loop: a redraw blocks
+        input for one plot's paint at a time, never for all of them (tests/bench/bench_live_plots.py)."""
+        if not self._plot_queue:
+            return
+        draw, plot = self._plot_queue.pop(0)
+        draw()
+        if plot is not None and plot.built and plot.isVisible():
+            plot.repaint()
+        if self._plot_queue:        # a timer, not a posted call: input and other timers come first
+            QTimer.singleShot(1, self, self._draw_plots)
+
     def _draw_progress(self, s: RunState) -> None:
-        self.progress.setValue(int(1000 * s.fraction))
+        value = int(1000 * s.fraction)
+        if value != self.progress.value():
+            # QProgressBar.setValue repaints synchronously; let it join the next (batched) paint.
+            self.progress.setUpdatesEnabled(False)
+            self.progress.setValue(value)
+            self.progress.setUpdatesEnabled(True)
         total = f"{s.total_steps:,}" if s.total_steps else "—"
         self.progress_label.setText(f"Step {s.step:,} / {total}" + (f"  ·  {s.fraction:.0%}" if s.total_steps else ""))
         self.time_label.setText(f"Elapsed {format_duration(s.elapsed_s if s.step else None)}"
@@ -138,6 +197,7 @@ class Dashboard(QWidget):
                                f"at step {int(s.eval_loss.x[-1])}" if ev is not None else "")
         self.cards["speed"].set(format_rate(s.tokens_per_s.last),
                                 f"{format_count(s.trainable_params)} trainable" if s.trainable_params else "")
+        self.cards["speed"].setToolTip(mode_words(s.memory_mode, s.kernels) or "Tokens per second")
         rss, used = s.rss.last, s.ram_used.last
         self.cards["ram"].set(format_bytes(used) if used is not None else "—",
                               f"of {format_bytes(s.ram_total)}" if s.ram_total else "")
@@ -146,6 +206,13 @@ class Dashboard(QWidget):
         gauge = s.memory_gauge()
         if gauge:
             self.gauge.set_value(*gauge)
+        self._draw_gpu(s)
+
+    def _draw_gpu(self, s: RunState) -> None:
+        if s.has_gpu_figures:
+            self.gpu.set_figures(s.device_name, s.gpu_util.last, s.gpu_temp, s.gpu_power, s.gpu_power_limit)
+        else:
+            self.gpu.hide()
 
     def _draw_memory(self, s: RunState) -> None:
         p = self.memory_plot

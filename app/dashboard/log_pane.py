@@ -1,4 +1,5 @@
-"""The log pane: the journal's log events and the tail of worker.log (tracebacks live here)."""
+"""The log pane: the run's own messages (the journal's log, eval, checkpoint and error events).
+Library warnings stay in the run folder's worker.log; its last lines are shown only after a crash."""
 from __future__ import annotations
 
 from PySide6.QtGui import QTextCursor
@@ -14,7 +15,8 @@ class LogPane(QPlainTextEdit):
         self.setReadOnly(True)
         self.setMaximumBlockCount(MAX_BLOCKS)
         self.setLineWrapMode(QPlainTextEdit.WidgetWidth)
-        self.setPlaceholderText("The worker's messages appear here.")
+        self.setPlaceholderText("The run's messages appear here (library warnings go to the run folder's "
+                                "worker.log).")
 
     def append_lines(self, lines: list[str]) -> None:
         if not lines:

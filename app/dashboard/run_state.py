@@ -44,6 +44,8 @@ class RunState:
     elapsed_s: float = 0.0
     eta_s: float | None = None
     trainable_params: int = 0
+    memory_mode: str = ""           # none | checkpoint | lean, from the start event (0.2+)
+    kernels: list = field(default_factory=list)
     total_params: int = 0
     loss: Series = field(default_factory=Series)
     eval_loss: Series = field(default_factory=Series)
@@ -56,6 +58,10 @@ class RunState:
     device_total: int | None = None
     device_used: int | None = None
     device_name: str = ""
+    gpu_util: Series = field(default_factory=Series)     # % busy, against seconds (NVML, from the worker)
+    gpu_temp: int | None = None                          # °C
+    gpu_power: float | None = None                       # W
+    gpu_power_limit: float | None = None                 # W
     ram_total: int | None = None
     last_memory: dict = field(default_factory=dict)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
@@ -76,6 +82,7 @@ class RunState:
         self.status = RUNNING
         self.total_steps = e["total_steps"]
         self.trainable_params, self.total_params = e["trainable_params"], e["total_params"]
+        self.memory_mode, self.kernels = e.get("memory_mode") or "", list(e.get("kernels") or [])
         self._t0 = e["time"]
         resumed_at = e.get("resumed_at") or 0
         self.step = resumed_at
@@ -113,6 +120,9 @@ class RunState:
             self.device_total = e.get("device_total") or self.device_total
             self.device_used = e.get("device_used")
             self.device_name = e.get("device_name") or self.device_name
+            self.gpu_util.add(t, e.get("gpu_util"))
+            self.gpu_temp, self.gpu_power = e.get("gpu_temp"), e.get("gpu_power")
+            self.gpu_power_limit = e.get("gpu_power_limit") or self.gpu_power_limit
 
     def _on_checkpoint(self, e: dict) -> None:
         self.checkpoints.append((e["step"], e["path"]))
@@ -151,6 +161,11 @@ class RunState:
     def has_cuda(self) -> bool:
         return len(self.vram_allocated) > 0
 
+    @property
+    def has_gpu_figures(self) -> bool:
+        """NVML's utilisation, temperature or power came with the memory events."""
+        return len(self.gpu_util) > 0 or self.gpu_temp is not None or self.gpu_power is not None
+
     def memory_gauge(self) -> tuple[str, int, int] | None:
         """(label, used, total) for the gauge: the GPU when there is one, else system RAM."""
         if self.has_cuda and self.device_total:
@@ -174,3 +189,16 @@ def ema(values: list[float], weight: float) -> list[float]:
 
 
 
+
+
+KERNEL_WORDS = {"fused-lora": "fused LoRA", "liger": "Liger"}
+
+
+def mode_words(memory_mode: str, kernels: list) -> str:
+    """How a run trains, for the status line: "memory mode lean · fused LoRA + Liger"."""
+    if not memory_mode:
+        return ""
+    text = f"memory mode {memory_mode}"
+    if kernels:
+        text += " · " + " + ".join(KERNEL_WORDS.get(k, k) for k in kernels)
+    return text

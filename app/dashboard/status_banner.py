@@ -12,14 +12,41 @@ from lorastudio.app.dashboard.run_state import COMPLETED, FAILED, IDLE, RUNNING,
 
 TITLES = {IDLE: "Ready to train", STARTING: "Starting…", RUNNING: "Training", COMPLETED: "Training completed",
           STOPPED: "Training stopped", FAILED: "Training failed"}
+SET_UP = "Set up a run"
+FIRST_STEP = "Choose a model and a dataset, then press Start (Ctrl+Return)."
+
+
+def next_step(model_problem: str | None, data_problem: str | None, form_problem: str = "",
+              checking: bool = False) -> tuple[str, str]:
+    """(title, message) for the banner before a run: what the user does next. `model_problem` and
+    `data_problem` are the panels' reasons to block Start (None when that part is ready)."""
+    choose_model, choose_data = model_problem == "Choose a model.", data_problem == "Choose a dataset file."
+    if checking:
+        return TITLES[IDLE], "Checking the model and data…"
+    if choose_model and choose_data:
+        return SET_UP, FIRST_STEP
+    if choose_data:
+        return SET_UP, ("Model ready — now choose a dataset (Ctrl+Shift+O), then press Start." if not model_problem
+                        else f"{model_problem} Then choose a dataset (Ctrl+Shift+O).")
+    if choose_model:
+        return SET_UP, ("Dataset ready — now choose a model (Ctrl+O), then press Start." if not data_problem
+                        else f"{data_problem} Then choose a model (Ctrl+O).")
+    for problem in (model_problem, data_problem):
+        if problem:
+            return SET_UP, problem
+    if form_problem:
+        return SET_UP, f"Model and dataset ready — one setting to fix before Start: {form_problem}"
+    return TITLES[IDLE], "Model and dataset chosen: press Start (Ctrl+Return)."
 
 
 class StatusBanner(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("Banner")
-        self.title = QLabel(TITLES[IDLE], objectName="BannerTitle")
-        self.message = QLabel("Choose a model and a dataset, then press Start (Ctrl+Return).", wordWrap=True)
+        self._idle = (SET_UP, FIRST_STEP)
+        self._status = IDLE
+        self.title = QLabel(SET_UP, objectName="BannerTitle")
+        self.message = QLabel(FIRST_STEP, wordWrap=True)
         self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.hint = QLabel(wordWrap=True)
         self.hint.setProperty("role", "hint")
@@ -30,8 +57,14 @@ class StatusBanner(QFrame):
         self.open_button.clicked.connect(self._open)
         self.export_button = QPushButton("Export adapter…", clicked=self.open_export)
         self.merge_button = QPushButton("Merge and save…", clicked=self.open_merge)
+        self.gguf_button = QPushButton("Export for Ollama / llama.cpp…", clicked=self.open_gguf_export)
+        self.gguf_button.setToolTip("One GGUF file (merged, or the adapter alone) with an Ollama Modelfile")
+        self.gguf_button.hide()
+        self.evaluate_button = QPushButton("Evaluate…", clicked=self.open_evaluate)
+        self.evaluate_button.setToolTip("Held-out loss, exact match and valid JSON: base model vs base + adapter")
         self.export_button.hide()
         self.merge_button.hide()
+        self.evaluate_button.hide()
         self._folder = self._run_dir = ""
         text = QVBoxLayout()
         text.setSpacing(2)
@@ -43,16 +76,25 @@ class StatusBanner(QFrame):
         layout.addLayout(text, 1)
         buttons = QVBoxLayout()
         buttons.setSpacing(4)
-        for button in (self.open_button, self.export_button, self.merge_button):
+        for button in (self.open_button, self.export_button, self.merge_button, self.gguf_button,
+                       self.evaluate_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
+
+    def set_next_step(self, title: str, message: str) -> None:
+        """What the banner says while no run is shown (see `next_step`)."""
+        self._idle = (title, message)
+        if self._status == IDLE:
+            self.title.setText(title)
+            self.message.setText(message)
 
     def update_from(self, state: RunState) -> None:
         if self.property("state") != state.status:      # re-styling costs a few ms: only on change
             self.setProperty("state", state.status)
             self.style().polish(self)
-        self.title.setText(TITLES.get(state.status, state.status.capitalize()))
+        self._status = state.status
+        self.title.setText(self._idle[0] if state.status == IDLE else TITLES.get(state.status, state.status.capitalize()))
         self.message.setText(self._message(state))
         error = state.error if state.status in (FAILED, RUNNING, STOPPED) else None
         hint = error.get("hint", "") if error else ""
@@ -65,6 +107,8 @@ class StatusBanner(QFrame):
         has_result = self._has_result(self._run_dir, state.adapter)
         self.export_button.setVisible(has_result)
         self.merge_button.setVisible(has_result)
+        self.gguf_button.setVisible(has_result)
+        self.evaluate_button.setVisible(has_result)
 
     def _message(self, state: RunState) -> str:
         if state.status == FAILED and state.error:
@@ -76,7 +120,7 @@ class StatusBanner(QFrame):
                     else f"Stopped at step {state.step}.")
         if state.status in (RUNNING, STARTING):
             return state.phase or f"Run folder: {state.run_dir}"
-        return "Choose a model and a dataset, then press Start (Ctrl+Return)."
+        return self._idle[1]
 
     def _has_result(self, run_dir: str, adapter: str | None) -> bool:
         """An adapter or a checkpoint to export; the folder is listed once per finished run,
@@ -98,6 +142,16 @@ class StatusBanner(QFrame):
         from lorastudio.app.dialogs.merge_dialog import MergeDialog
         run = Path(self._run_dir)
         MergeDialog(run, run.parent, self.window()).open()
+
+    def open_evaluate(self) -> None:
+        from lorastudio.app.dialogs.evaluate_dialog import EvaluateDialog
+        run = Path(self._run_dir)
+        EvaluateDialog(run, run.parent, self.window()).open()
+
+    def open_gguf_export(self) -> None:
+        from lorastudio.app.dialogs.gguf_export_dialog import GgufExportDialog
+        run = Path(self._run_dir)
+        GgufExportDialog(run, run.parent, self.window()).open()
 
     def _open(self) -> None:
         if self._folder and Path(self._folder).exists():

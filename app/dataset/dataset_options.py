@@ -41,6 +41,9 @@ class DatasetOptions(QWidget):
         super().__init__(parent)
         self.combos = {name: _combo(name) for name in CHOICES}
         self.map_box = QCheckBox("Map columns", toolTip=field_help(DataSection, "columns"))
+        self.packing_box = QCheckBox("Pack examples (no padding)", objectName="data_packing",
+                                     toolTip=field_help(DataSection, "packing"))
+        self.packing_box.setChecked(True)
         self.validation_combo = _narrow(QComboBox(objectName="data_validation"))
         self.validation_combo.addItem("Hold out a split (fraction under Training)", SPLIT)
         self.validation_combo.addItem("A separate file", FILE)
@@ -53,6 +56,7 @@ class DatasetOptions(QWidget):
         for combo in (*self.combos.values(), self.validation_combo):
             combo.currentIndexChanged.connect(self._changed)
         self.map_box.toggled.connect(self._changed)
+        self.packing_box.toggled.connect(self._changed)
         self.validation_edit.editingFinished.connect(self._changed)
         self._changed()
 
@@ -63,7 +67,7 @@ class DatasetOptions(QWidget):
         c = self.combos
         rows = [(("Format", c["format"]), (None, self.map_box)),
                 (("Train on", c["train_on"]), ("Too long", c["too_long"])),
-                (("Bad rows", c["on_bad_rows"]), (None, None))]
+                (("Bad rows", c["on_bad_rows"]), (None, self.packing_box))]
         for r, pairs in enumerate(rows):
             for col, (label, widget) in enumerate(pairs):
                 if label:
@@ -100,7 +104,8 @@ class DatasetOptions(QWidget):
 
     def values(self) -> dict:
         """The DataSection fields these widgets set (no path, columns or split)."""
-        return {**{name: self.value(name) for name in CHOICES}, "validation_path": self.validation_path()}
+        return {**{name: self.value(name) for name in CHOICES}, "validation_path": self.validation_path(),
+                "packing": self.packing_box.isChecked()}
 
     def set_values(self, data: dict) -> None:
         for name, combo in self.combos.items():
@@ -111,4 +116,5 @@ class DatasetOptions(QWidget):
         self.validation_edit.setText(path)
         self.validation_combo.setCurrentIndex(self.validation_combo.findData(FILE if path else SPLIT))
         self.map_box.setChecked(bool(data.get("columns")))
+        self.packing_box.setChecked(bool(data.get("packing", True)))
         self._changed()

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QEvent, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QPushButton, QTableView, QVBoxLayout, QWidget)
+                               QLineEdit, QMenu, QPushButton, QTableView, QToolButton, QVBoxLayout, QWidget)
 
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.app.dataset.column_mapping import ColumnMapping
@@ -24,6 +24,9 @@ from lorastudio.app.dataset.inspection_text import error_text, plural
 from lorastudio.app.dataset.inspection_view import InspectionView
 from lorastudio.core.config import DataSection, field_help
 from lorastudio.core.data.preview import DatasetPreview, Detection, detect, read_preview, short_message
+from lorastudio.core.data.sources import datasets_cache_dir, is_hf_spec, list_cached_datasets
+from lorastudio.core.formatting import format_bytes
+from lorastudio.core.models.info import hf_cache_dir
 
 
 class DatasetPanel(QGroupBox):
@@ -43,15 +46,23 @@ class DatasetPanel(QGroupBox):
         self.setAcceptDrops(True)
         self._build()
         self._connect()
+        self.refresh_cache()
 
     def _build(self) -> None:
-        self.path_edit = QLineEdit(placeholderText="A data file: .jsonl, .json, .csv, .tsv, .parquet or .txt")
+        self.path_edit = QLineEdit(placeholderText="A data file (.jsonl, .json, .csv, .tsv, .parquet, .txt), "
+                                   "a dataset folder, or hf:NAME")
         self.path_edit.setToolTip(field_help(DataSection, "path") + "\nYou can also drop a file here.")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self.browse)
+        self.cache_button = QToolButton(text="Cached ▾", objectName="CachedDatasets")
+        self.cache_button.setPopupMode(QToolButton.InstantPopup)
+        self.cache_menu = QMenu(self.cache_button)
+        self.cache_button.setMenu(self.cache_menu)
+        self.cache_button.setEnabled(False)
         row = QHBoxLayout()
         row.addWidget(self.path_edit, 1)
         row.addWidget(browse)
+        row.addWidget(self.cache_button)
         self.options = DatasetOptions()
         self.mapping = ColumnMapping()
         self.mapping.hide()
@@ -102,6 +113,22 @@ class DatasetPanel(QGroupBox):
     def path(self) -> str:
         return self.path_edit.text().strip()
 
+    def refresh_cache(self) -> None:
+        """Datasets in the local Hugging Face caches, listed off the GUI thread like cached models."""
+        run_in_background(list_cached_datasets, on_done=self._show_cache, on_failed=lambda _e: self._show_cache([]))
+
+    def _show_cache(self, datasets: list[dict]) -> None:
+        self.cache_menu.clear()
+        self.cached_datasets = datasets
+        for d in datasets:
+            action = self.cache_menu.addAction(f"{d['id']}    {format_bytes(d['size'])}")
+            action.setToolTip(d["path"])
+            action.triggered.connect(lambda _=False, spec=d["spec"]: self.load(spec))
+        self.cache_button.setEnabled(bool(datasets))
+        where = f"{hf_cache_dir()} and {datasets_cache_dir()}"
+        self.cache_button.setToolTip(f"Datasets in the local Hugging Face caches ({where})" if datasets
+                                     else f"No datasets in the local Hugging Face caches ({where})")
+
     def load(self, path: str) -> None:
         path = path.strip()
         if self.preview is not None and path == self.preview.path:
@@ -110,8 +137,9 @@ class DatasetPanel(QGroupBox):
         self._request += 1
         self.preview = None
         self.inspection.show_report(None)
-        if path:
+        if path and not is_hf_spec(path):
             self.last_folder = self.options.last_folder = str(Path(path).expanduser().parent)
+        if path:
             request = self._request
             self.format_label.setText("Reading…")
             run_in_background(read_preview, path, on_done=lambda p: self._loaded(request, p))

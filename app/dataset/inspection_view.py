@@ -68,6 +68,11 @@ class InspectionView(QWidget):
         body.addWidget(self.example_caption)
         self.token_view = TokenView()
         body.addWidget(self.token_view)
+        self.rejected_caption = QLabel(objectName="RejectedCaption")     # pairs: the rejected side below
+        self.rejected_caption.setProperty("role", "hint")
+        self.rejected_view = TokenView()
+        body.addWidget(self.rejected_caption)
+        body.addWidget(self.rejected_view)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 6, 0, 0)
@@ -136,7 +141,9 @@ class InspectionView(QWidget):
         self.notes_label.setVisible(bool(report["notes"]))
         self.histogram.set_data(report["histogram"], report["seq_len"])
         self._show_example(report)
-        self.status_label.setText(f"{report['usable_examples']:,} examples · {FORMAT_TITLES.get(report['format'], '')}")
+        noun = "pairs" if report.get("pair") else "examples"
+        title = FORMAT_TITLES.get(report["format"], report["reason"].partition(":")[0])
+        self.status_label.setText(f"{report['usable_examples']:,} {noun} · {title}")
 
     def _show_example(self, report: dict) -> None:
         ex = report["example"]
@@ -147,6 +154,15 @@ class InspectionView(QWidget):
         self.example_of.setText(f"of {report['examples']:,}")
         self.example_caption.setText(example_caption(ex))
         self.token_view.set_tokens(ex["tokens"])
+        pair = report.get("pair")                  # preference pairs: chosen above, rejected below
+        self.rejected_caption.setVisible(pair is not None)
+        self.rejected_view.setVisible(pair is not None)
+        if pair is not None:
+            c, r = pair["chosen"], pair["rejected"]
+            self.example_caption.setText(f"{ex['where']} · {ex['status']} · <b>Chosen</b>: {c['trained']} of "
+                                         f"{c['total']} tokens trained")
+            self.rejected_caption.setText(f"<b>Rejected</b>: {r['trained']} of {r['total']} tokens trained")
+            self.rejected_view.set_tokens(r["tokens"])
 
     def example(self) -> int:
         return self.example_spin.value()

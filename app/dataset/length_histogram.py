@@ -5,20 +5,33 @@ bar at the seq_len line means many examples were cut there.
 """
 from __future__ import annotations
 
-import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from lorastudio.app.theme import ACCENT, BAD, plot_colors
 
 
-class LengthHistogram(pg.PlotWidget):
+class LengthHistogram(QWidget):
+    """The histogram's plot is made when the first report arrives: pyqtgraph stays out of start-up."""
+
     def __init__(self, parent: QWidget | None = None):
-        background, foreground = plot_colors()
-        super().__init__(parent=parent, background=background)
+        super().__init__(parent)
         self.counts: list[int] = []
         self.edges: list[int] = []
-        item = self.getPlotItem()
+        self.plot = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.setMinimumHeight(130)
+        self.setMaximumHeight(170)
+
+    def _build(self):
+        if self.plot is not None:
+            return self.plot
+        import pyqtgraph as pg
+
+        background, foreground = plot_colors()
+        self.plot = plot = pg.PlotWidget(parent=self, background=background)
+        item = plot.getPlotItem()
         item.setMenuEnabled(False)
         item.hideButtons()
         item.showGrid(x=False, y=False)
@@ -28,19 +41,31 @@ class LengthHistogram(pg.PlotWidget):
             axis.setTextPen(pg.mkPen(foreground))
             axis.enableAutoSIPrefix(False)
             axis.setLabel(label, color=foreground, **{"font-size": "8pt"})
-        self.setMouseEnabled(x=False, y=False)
-        self.setMinimumHeight(130)
-        self.setMaximumHeight(170)
-        self.bars = pg.BarGraphItem(x=[], height=[], width=1, brush=pg.mkBrush(ACCENT + "b0"),
-                                    pen=pg.mkPen(background, width=1))
-        self.addItem(self.bars)
-        self.seq_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(BAD, width=1.5, style=Qt.DashLine),
-                                        label="seq_len {value:.0f}",
-                                        labelOpts={"position": 0.88, "color": BAD, "anchors": [(1.05, 0), (1.05, 0)]})
-        self.addItem(self.seq_line)
+        plot.setMouseEnabled(x=False, y=False)
+        self._bars = pg.BarGraphItem(x=[], height=[], width=1, brush=pg.mkBrush(ACCENT + "b0"),
+                                     pen=pg.mkPen(background, width=1))
+        plot.addItem(self._bars)
+        self._seq_line = pg.InfiniteLine(angle=90, movable=False,
+                                         pen=pg.mkPen(BAD, width=1.5, style=Qt.DashLine), label="seq_len {value:.0f}",
+                                         labelOpts={"position": 0.88, "color": BAD,
+                                                    "anchors": [(1.05, 0), (1.05, 0)]})
+        plot.addItem(self._seq_line)
+        self.layout().addWidget(plot)
+        return plot
+
+    @property
+    def bars(self):
+        self._build()
+        return self._bars
+
+    @property
+    def seq_line(self):
+        self._build()
+        return self._seq_line
 
     def set_data(self, histogram: dict, seq_len: int) -> None:
         """`histogram` is the inspector's {"edges": [n + 1 ints], "counts": [n ints]}."""
+        plot = self._build()
         self.edges, self.counts = list(histogram.get("edges", [])), list(histogram.get("counts", []))
         if self.counts:
             width = self.edges[1] - self.edges[0]
@@ -55,8 +80,8 @@ class LengthHistogram(pg.PlotWidget):
         self.seq_line.setValue(seq_len)
         low, high = min(low, seq_len), max(high, seq_len)
         pad = max(1.0, (high - low) * 0.05)
-        self.setXRange(max(0, low - pad), high + pad, padding=0)
-        self.setYRange(0, max(self.counts or [1]) * 1.15, padding=0)
+        plot.setXRange(max(0, low - pad), high + pad, padding=0)
+        plot.setYRange(0, max(self.counts or [1]) * 1.15, padding=0)
         # Keep the label inside the plot: left of the line when the line is in the right half.
         right_half = seq_len > (low + high) / 2
         self.seq_line.label.setAnchor((1.05, 0) if right_half else (-0.05, 0))

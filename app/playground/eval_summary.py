@@ -1,4 +1,5 @@
-"""The run's `lorastudio eval` figures (RUN/eval.json): base and adapter side by side."""
+"""The run's evaluation figures (RUN/eval.json, from Evaluate… or `lorastudio eval`): base and
+adapter side by side. The Playground and the Evaluate dialog show it."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout
@@ -24,7 +25,7 @@ class EvalSummary(QFrame):
         while self.grid.count():
             self.grid.takeAt(0).widget().deleteLater()
         if not result:
-            self.note.setText(f"No evaluation yet. Run: lorastudio eval {run_name or 'RUN'}")
+            self.note.setText(f"No evaluation yet: Evaluate… on the Runs page, or lorastudio eval {run_name or 'RUN'}")
             return
         for col, head in enumerate(("", "Base", "Adapter"), start=0):
             self.grid.addWidget(QLabel(head, objectName="Muted"), 0, col)
@@ -38,4 +39,5 @@ class EvalSummary(QFrame):
                 self.grid.addWidget(QLabel(fmt.format(value) if value is not None else "–",
                                            objectName="EvalValue"), row, col)
             row += 1
-        self.note.setText(f"{result.get('base', {}).get('prompts', 0)} prompts from {result.get('data', '?')}")
+        took = f" in {result['seconds']:.0f} s" if isinstance(result.get("seconds"), (int, float)) else ""
+        self.note.setText(f"{result.get('base', {}).get('prompts', 0)} prompts from {result.get('data', '?')}{took}")

@@ -1,38 +1,49 @@
 """The Playground page: a prompt answered by the base model and by base + adapter, side by side.
 
 Pick a run and its adapter (final or a checkpoint), type a prompt or click a held-out one, and
-press Generate: the generation job (core/jobs/generate.py) streams both answers token by token
-into a journal that a JobProcess re-emits here. The window never loads a model itself.
+press Generate: the page's one generation worker (generation_worker.py, the generate job kept
+alive while the page is shown) streams both answers token by token into a journal that a
+JobProcess re-emits here. The window never loads a model itself. The run list follows the runs
+folder while the page is shown (RunsRefresher, as the Runs page): a run that has just saved an
+adapter appears by itself.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPlainTextEdit,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from lorastudio.app.playground.answer_pane import AnswerPane
 from lorastudio.app.playground.eval_summary import EvalSummary
 from lorastudio.app.playground.generation_settings import GenerationSettings
-from lorastudio.app.job_process import JobProcess
-from lorastudio.core.runs.heldout import adapter_choices, heldout_prompts, read_eval, start_generation
+from lorastudio.app.playground.generation_worker import IDLE_MS, GenerationWorker
+from lorastudio.app.runs.runs_refresher import RunsRefresher
+from lorastudio.core.runs.checkpoints import adapter_steps
+from lorastudio.core.runs.heldout import PLAYGROUND_DIR, adapter_choices, heldout_prompts, read_eval
 from lorastudio.core.runs.folders import default_runs_dir
 from lorastudio.core.runs.listing import runs_with_adapters
 
-POLL_MS = 60            # tokens arrive a few dozen a second: poll often, the reads are tiny
+EMPTY = "Train a run first: the playground compares a run's adapter with its base model."
 
 
 class PlaygroundPage(QWidget):
     generation_finished = Signal(str)           # status
 
-    def __init__(self, runs_root: Path | None = None, parent=None):
+    def __init__(self, runs_root: Path | None = None, parent=None, refresh_ms: int | None = None,
+                 idle_ms: int = IDLE_MS, worker_idle_s: float | None = None):
         super().__init__(parent)
         self.runs_root = Path(runs_root or default_runs_dir())
-        self.job = JobProcess(self, poll_ms=POLL_MS)
-        self.job.event.connect(self.on_event)
-        self.job.finished.connect(self.on_finished)
+        # the worker's folder sits beside the runs folder (DATA/playground/<stamp>), not in a run
+        self.worker = GenerationWorker(self.runs_root.parent / PLAYGROUND_DIR, self, idle_ms, worker_idle_s)
+        self.worker.event.connect(self.on_event)
+        self.worker.answered.connect(self.on_finished)
+        self.refresher = RunsRefresher(self.runs_root, self, **({"interval_ms": refresh_ms} if refresh_ms else {}))
+        self.refresher.updated.connect(self.follow_runs)
         self.prompts: list[dict] = []
+        self._shown: tuple = ()             # the runs and adapters the combos show
         self._build()
         self.refresh()
 
@@ -42,7 +53,9 @@ class PlaygroundPage(QWidget):
         self.run_combo.currentIndexChanged.connect(self.on_run_changed)
         self.adapter_combo = QComboBox(minimumWidth=160)
         self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("The list follows the runs folder by itself; this reads it now (F5)")
         self.refresh_button.clicked.connect(self.refresh)
+        QShortcut(QKeySequence(Qt.Key_F5), self, self.refresh, context=Qt.WidgetWithChildrenShortcut)
         top = QHBoxLayout()
         top.addWidget(QLabel("Run"))
         top.addWidget(self.run_combo, 1)
@@ -62,7 +75,7 @@ class PlaygroundPage(QWidget):
         self.generate_button = QPushButton("Generate", objectName="Primary")
         self.generate_button.clicked.connect(self.generate)
         self.stop_button = QPushButton("Stop", enabled=False)
-        self.stop_button.clicked.connect(self.job.stop)
+        self.stop_button.clicked.connect(self.worker.cancel)
         buttons = QHBoxLayout()
         buttons.addWidget(self.generate_button, 1)
         buttons.addWidget(self.stop_button)
@@ -108,16 +121,41 @@ class PlaygroundPage(QWidget):
         data = self.run_combo.currentData()
         return Path(data) if data else None
 
+    def adapters_on_disk(self) -> tuple:
+        """What the combos should show: every run with an adapter, and the adapters of each."""
+        return tuple((str(run), tuple(adapter_steps(run))) for run in runs_with_adapters(self.runs_root))
+
     def refresh(self) -> None:
-        current = self.run_combo.currentData()
+        current, shown = self.run_combo.currentData(), self.adapters_on_disk()
+        self._shown = shown
         self.run_combo.blockSignals(True)
         self.run_combo.clear()
-        for run in runs_with_adapters(self.runs_root):
-            self.run_combo.addItem(run.name, str(run))
+        for run, _steps in shown:
+            self.run_combo.addItem(Path(run).name, run)
         if current:
             self.run_combo.setCurrentIndex(max(0, self.run_combo.findData(current)))
         self.run_combo.blockSignals(False)
         self.on_run_changed()
+
+    def follow_runs(self, _summaries=None) -> None:
+        """The runs folder was read again (RunsRefresher): refill the lists if an adapter came or went,
+        keeping the chosen run and adapter."""
+        if self.adapters_on_disk() != self._shown:
+            step = self.adapter_combo.currentData()
+            self.refresh()
+            self.adapter_combo.setCurrentIndex(max(0, self.adapter_combo.findData(step)))
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.refresher.start()
+
+    def hideEvent(self, event) -> None:
+        """Leaving the page (or closing the window) stops the list's refresh and the worker; a
+        minimized window keeps both (its worker still ends after the idle time)."""
+        super().hideEvent(event)
+        if not event.spontaneous():
+            self.refresher.stop()
+            self.worker.stop()
 
     def select_run(self, run_dir: Path) -> None:
         index = self.run_combo.findData(str(run_dir))
@@ -139,9 +177,11 @@ class PlaygroundPage(QWidget):
             self.prompt_list.addItem(item)
         self.eval_summary.show_result(read_eval(run) if run else None, run.name if run else "")
         self.adapter_pane.subtitle.setText(run.name if run else "no run with an adapter yet")
-        self.generate_button.setEnabled(run is not None and not self.job.running)
+        self.generate_button.setEnabled(run is not None and not self.worker.busy)
         if run is None:
-            self.status.setText("Train a run first: the playground compares a run's adapter with its base model.")
+            self.status.setText(EMPTY)
+        elif self.status.text() == EMPTY:
+            self.status.setText("")
 
     def use_prompt(self, item: QListWidgetItem) -> None:
         prompt = self.prompts[self.prompt_list.row(item)]
@@ -159,16 +199,17 @@ class PlaygroundPage(QWidget):
     # ---- generation ----------------------------------------------------------------------------
     def generate(self) -> None:
         run = self.run_dir()
-        if run is None or not self.prompt_edit.toPlainText().strip() or self.job.running:
+        if run is None or not self.prompt_edit.toPlainText().strip() or self.worker.busy:
             self.status.setText("Type a prompt first." if run else self.status.text())
             return
-        self.base_pane.clear("loading…")
-        self.adapter_pane.clear("loading…")
-        self.status.setText("Starting a generation worker (loading the model takes a few seconds)…")
+        waiting = "waiting…" if self.worker.alive else "loading…"
+        self.base_pane.clear(waiting)
+        self.adapter_pane.clear(waiting)
+        self.status.setText("Asking the generation worker…" if self.worker.alive else
+                            "Starting a generation worker (loading the model takes a few seconds)…")
         self.generate_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.job.attach(start_generation(run, self.messages(), self.settings.values(),
-                                         checkpoint=self.adapter_combo.currentData()))
+        self.worker.ask(run, self.messages(), self.settings.values(), self.adapter_combo.currentData())
 
     def pane(self, side: str) -> AnswerPane:
         return self.base_pane if side == "base" else self.adapter_pane
@@ -179,18 +220,17 @@ class PlaygroundPage(QWidget):
             self.pane(ev["side"]).append(ev["text"])
         elif kind == "answer":
             self.pane(ev["side"]).finish(ev["tokens"], ev["seconds"])
-        elif kind == "phase":
+        elif kind == "phase" and ev["name"] != "answered":       # the end of a request: on_finished
             self.status.setText(ev.get("message") or ev["name"])
             if ev["name"] == "generating":
                 self.base_pane.status.setText("")
                 self.adapter_pane.status.setText("")
         elif kind == "error":
-            self.status.setText(f"{ev['message']} — {ev['hint']}")
+            self.status.setText(f"{ev['message']} — {ev['hint']}" if ev.get("hint") else ev["message"])
 
-    def on_finished(self, outcome) -> None:
-        """The job ended (an Outcome); a failure's words came as its `error` event."""
-        status = outcome.status
-        self.generate_button.setEnabled(True)
+    def on_finished(self, status: str) -> None:
+        """The request ended (completed | stopped | failed); a failure's words came as its `error` event."""
+        self.generate_button.setEnabled(self.run_dir() is not None)
         self.stop_button.setEnabled(False)
         if status == "completed":
             self.status.setText("Done.")
@@ -199,4 +239,5 @@ class PlaygroundPage(QWidget):
         self.generation_finished.emit(status)
 
     def shutdown(self) -> None:
-        self.job.stop()
+        self.refresher.stop()
+        self.worker.stop()

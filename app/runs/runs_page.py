@@ -89,6 +89,10 @@ class RunsPage(QWidget):
                  ("resume", "Resume", "Continue from the chosen checkpoint (latest by default), in the same folder"),
                  ("export", "Export…", "Export the adapter (PEFT files + tokenizer + model card)"),
                  ("merge", "Merge…", "Merge the adapter into the base model and save the result"),
+                 ("gguf", "GGUF…", "Export for Ollama / llama.cpp: one GGUF file (merged, or the adapter alone) "
+                  "with a Modelfile"),
+                 ("evaluate", "Evaluate…", "Held-out loss, exact match and valid JSON: base model vs base + adapter"),
+                 ("rank", "Rank…", "What rank the trained update really used; save a smaller adapter"),
                  ("delete", "Delete…", "Delete the run folder (asks first; refuses a running run)"))
         self.buttons: dict[str, QPushButton] = {}
         bar = QHBoxLayout()
@@ -115,6 +119,9 @@ class RunsPage(QWidget):
         b["resume"].clicked.connect(lambda: self.resume(self.details.chosen_checkpoint()))
         b["export"].clicked.connect(self.open_export)
         b["merge"].clicked.connect(self.open_merge)
+        b["gguf"].clicked.connect(self.open_gguf_export)
+        b["evaluate"].clicked.connect(self.open_evaluate)
+        b["rank"].clicked.connect(self.open_rank)
         b["delete"].clicked.connect(self.delete)
         self.details.resume_requested.connect(self.resume)
 
@@ -167,7 +174,7 @@ class RunsPage(QWidget):
         b["resume"].setToolTip("Continue from the chosen checkpoint, in the same folder" if run and run.can_resume
                                else "Only a stopped, failed or crashed run can be resumed")
         b["delete"].setEnabled(bool(run and not run.live))
-        for key in ("export", "merge"):
+        for key in ("export", "merge", "gguf", "rank", "evaluate"):
             b[key].setEnabled(bool(run and run.status in OK_STATUSES or run and run.checkpoints))
 
     # ---- actions ------------------------------------------------------------------------------
@@ -235,6 +242,21 @@ class RunsPage(QWidget):
         """The Merge dialog the Train page opens, with the selected run preselected."""
         from lorastudio.app.dialogs.merge_dialog import MergeDialog
         return self._open_dialog(MergeDialog)
+
+    def open_evaluate(self):
+        """The Evaluate dialog (base vs base + adapter on held-out data) for the selected run."""
+        from lorastudio.app.dialogs.evaluate_dialog import EvaluateDialog
+        return self._open_dialog(EvaluateDialog)
+
+    def open_gguf_export(self):
+        """The Export for Ollama / llama.cpp dialog the Train page opens, for the selected run."""
+        from lorastudio.app.dialogs.gguf_export_dialog import GgufExportDialog
+        return self._open_dialog(GgufExportDialog)
+
+    def open_rank(self):
+        """The Rank view (heat map, spectrum, suggestion, a smaller adapter) of the selected run."""
+        from lorastudio.app.runs.rank_view import RankView
+        return self._open_dialog(RankView)
 
     def _open_dialog(self, dialog_class):
         run = self.current_run()

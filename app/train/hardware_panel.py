@@ -1,7 +1,8 @@
 """Quantization and device: 4-bit NF4 / 8-bit / none, compute dtype, and the CUDA devices.
 
 The device list comes from NVML (`lorastudio.core.devices`), never from torch in this process;
-NVML initialisation can take a moment on a loaded machine, so it runs on the thread pool.
+NVML initialisation can take a moment on a loaded machine, so it runs on the thread pool, and
+only once the window is on screen (`probe`, called by the main window after its first paint).
 Without CUDA we say so and default to CPU without quantization; with CUDA, 4-bit NF4.
 """
 from __future__ import annotations
@@ -48,7 +49,14 @@ class HardwarePanel(QGroupBox):
         for combo in (self.quant_combo, self.dtype_combo, self.device_combo):
             combo.activated.connect(self._touched)
             combo.currentIndexChanged.connect(lambda _i: self.changed.emit())
-        run_in_background(probe_devices, on_done=self.set_devices, on_failed=lambda _e: self.set_devices(([], {})))
+        self._probing = False           # the main window starts the probe after its first paint
+
+    def probe(self) -> None:
+        """Look for GPUs (NVML) and the RAM on the thread pool, once."""
+        if not self._probing:
+            self._probing = True
+            run_in_background(probe_devices, on_done=self.set_devices,
+                              on_failed=lambda _e: self.set_devices(([], {})))
 
     def _touched(self, _index: int) -> None:
         self._user_touched = True

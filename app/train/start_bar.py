@@ -1,8 +1,8 @@
-"""The bar under the form: run name, Start, Stop, and why Start is disabled."""
+"""The bar under the form: run name, the TensorBoard option, Start, Stop, and why Start is disabled."""
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from lorastudio.core.config import RunConfig, field_help
 
@@ -20,6 +20,10 @@ class StartBar(QWidget):
         self.start_button.setToolTip("Write the run folder and start the worker (Ctrl+Return)")
         self.stop_button = QPushButton("Stop", objectName="StopButton", enabled=False)
         self.stop_button.setToolTip("Stop gracefully: the worker saves a checkpoint and the adapter (Esc)")
+        self.tensorboard_box = QCheckBox("TensorBoard files")
+        self.tensorboard_box.setToolTip("Also write TensorBoard event files into the run folder's tensorboard/ "
+                                        "(from the journal, at each eval, checkpoint and the end); compare runs "
+                                        "with: tensorboard --logdir RUNS_FOLDER")
         self.reason_label = QLabel(wordWrap=True)
         self.reason_label.setProperty("role", "reason")
         self.start_button.clicked.connect(self.start_requested)
@@ -32,6 +36,7 @@ class StartBar(QWidget):
         layout.setContentsMargins(10, 8, 10, 8)
         layout.setSpacing(4)
         layout.addLayout(row)
+        layout.addWidget(self.tensorboard_box)
         layout.addWidget(self.reason_label)
 
     def set_state(self, can_start: bool, reason: str, running: bool) -> None:

@@ -8,23 +8,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.app.dashboard.dashboard import Dashboard
+from lorastudio.app.dashboard.status_banner import next_step
 from lorastudio.app.dataset.dataset_panel import DatasetPanel
 from lorastudio.app.train.train_form import FormCheck, check_form
 from lorastudio.app.train.hardware_panel import HardwarePanel
 from lorastudio.app.train.lora_panel import LoraPanel
 from lorastudio.app.train.model_panel import READY, ModelPanel
-from lorastudio.app.dashboard.run_state import FAILED, STARTING
+from lorastudio.app.dashboard.run_state import FAILED, STARTING, mode_words
 from lorastudio.app.train.start_bar import StartBar
+from lorastudio.app.train.fit_indicator import FitIndicator, confirm_start
 from lorastudio.app.train.training_panel import TrainingPanel
 from lorastudio.app.train.training_process import TrainingProcess
 from lorastudio.core.preflight import check_config
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.journal import make_event
+from lorastudio.core.tensorboard import export_run
+
+STEP_MESSAGE_MS = 200
 
 
 class TrainPage(QWidget):
@@ -37,6 +42,7 @@ class TrainPage(QWidget):
         self.check = FormCheck(config=None)
         self.running = self._checking = False
         self.process = TrainingProcess(self)
+        self._step_timer = QTimer(self, singleShot=True, interval=STEP_MESSAGE_MS, timeout=self._show_step)
         self._build()
         self._connect()
         self.validate()
@@ -55,6 +61,8 @@ class TrainPage(QWidget):
         self.scroll.setWidget(inner)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.start_bar = StartBar()
+        self.fit_indicator = FitIndicator()                 # will it fit? (beside Start)
+        self.start_bar.layout().insertWidget(0, self.fit_indicator)
         setup = QWidget()
         setup.setMinimumWidth(476)
         column = QVBoxLayout(setup)
@@ -87,12 +95,36 @@ class TrainPage(QWidget):
         seq_len.valueChanged.connect(self.dataset_panel.set_seq_len)
         self.dataset_panel.set_seq_len(seq_len.value())
         self.start_bar.start_requested.connect(self.start)
+        self.hardware_panel.probed.connect(lambda: self.fit_indicator.set_gpus(self.hardware_panel.gpus))
+        self.fit_indicator.apply_requested.connect(self.apply_fit)
         self.start_bar.stop_requested.connect(self.request_stop)
         p = self.process
         p.event.connect(self.dashboard.apply)
-        p.log_line.connect(self.dashboard.add_log_line)
-        p.step.connect(lambda e: self.message.emit(f"Step {e['step']} / {e['total_steps']} · loss {e['loss']:.4f}"))
+        p.event.connect(self._tensorboard)
+        p.log_line.connect(self.dashboard.add_worker_log_line)     # shown only after a crash
+        p.step.connect(self._step_message)
         p.finished.connect(self._finished)
+
+    def _tensorboard(self, event: dict) -> None:
+        """With "TensorBoard files" ticked: RUN/tensorboard/ follows the journal (core/tensorboard.py)."""
+        run_dir = self.process.run_dir
+        if (self.start_bar.tensorboard_box.isChecked() and run_dir is not None
+                and event["type"] in ("eval", "checkpoint", "end")):
+            run_in_background(export_run, run_dir, on_failed=lambda exc: self.dashboard.add_log_line(
+                f"[warning] TensorBoard files not written: {exc}"))
+
+    def _step_message(self, event: dict) -> None:
+        """The status bar's step line, at most every STEP_MESSAGE_MS (a journal read after a restart
+        brings a thousand steps at once: one message, not a thousand)."""
+        self._last_step = event
+        if not self._step_timer.isActive():
+            self._step_timer.start()
+
+    def _show_step(self) -> None:
+        e = self._last_step
+        state = self.dashboard.state
+        how = mode_words(state.memory_mode, state.kernels)
+        self.message.emit(f"Step {e['step']} / {e['total_steps']} · loss {e['loss']:.4f}" + (f" · {how}" if how else ""))
 
     # ---- form ---------------------------------------------------------------------------------
     def _model_changed(self) -> None:
@@ -119,11 +151,41 @@ class TrainPage(QWidget):
         self.training_panel.show_problems(self.check.for_prefix("training") + self.check.for_prefix("data.validation_split"))
         self.lora_panel.show_problems([p.message for p in self.check.for_prefix("lora")])
         self._update_buttons()
+        self._update_fit()
         return self.check
+
+    def _update_fit(self) -> None:
+        """The memory estimate needs the model and the settings, not the data: a form without a
+        data file yet is estimated with a stand-in path."""
+        panel, config = self.model_panel, self.check.config
+        if config is None and panel.state == READY:
+            values = self.values()
+            values["data"] = {**values["data"], "path": values["data"].get("path") or "data.jsonl"}
+            values["problems"] = []
+            config = check_form(values).config
+        ready = panel.state == READY
+        self.fit_indicator.update_form(config if ready else None, panel.info if ready else None,
+                                       panel.report if ready else None)
+
+    def apply_fit(self, overrides: dict) -> None:
+        """Put "Make it fit"'s settings into the form (the form's memory control is the checkbox;
+        with memory_mode auto the trainer picks the mode that fits by itself)."""
+        training = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("training.")}
+        mode = training.pop("memory_mode", None)
+        training["gradient_checkpointing"] = (mode != "none" if mode else
+                                              self.training_panel.checkpointing_box.isChecked())
+        self.training_panel.set_values({"training": training})
+        if "quantization" in overrides:
+            self.hardware_panel.set_values({**self.hardware_panel.values(), "quantization": overrides["quantization"]})
+        self.validate()
+        self.message.emit("Settings that fit: " + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in overrides.items()))
 
     def _update_buttons(self) -> None:
         reason = "Checking the model and data…" if self._checking else self.check.reason
         self.start_bar.set_state(self.check.ok and not self._checking, reason, self.running)
+        model, data = self.model_panel.problem(), self.dataset_panel.problem()
+        self.dashboard.banner.set_next_step(*next_step(model and model[1], data and data[1],
+                                                       self.check.reason, self._checking))
 
     def form_state(self) -> dict:
         v = self.values()
@@ -158,6 +220,12 @@ class TrainPage(QWidget):
     def start(self) -> None:
         if self.running or self._checking or not self.validate().ok:
             return
+        if self.fit_indicator.will_not_fit_on_this_gpu():
+            answer = confirm_start(self, self.fit_indicator)
+            if answer == "fit":
+                self.fit_indicator.make_it_fit()
+            if answer != "start":
+                return
         config = self.check.config
         self._checking = True
         self._update_buttons()

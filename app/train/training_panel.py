@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBo
                                QLineEdit, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
 
 from lorastudio.app.train.train_form import parse_number
-from lorastudio.core.config import SCHEDULES, DataSection, TrainingSection, field_help
+from lorastudio.core.config import METHODS, SCHEDULES, DataSection, TrainingSection, field_help
 
 BIG = 10_000_000
 
@@ -51,8 +51,15 @@ class TrainingPanel(QGroupBox):
                                                     toolTip=field_help(DataSection, "validation_split")),
             "training.save_every": _spin(100, h("save_every")),
             "training.seed": _spin(0, h("seed"), 2**31 - 1),
+            "training.method": QComboBox(toolTip=h("method")),
+            "training.beta": QDoubleSpinBox(decimals=3, minimum=0.0, maximum=100.0, value=0.1, singleStep=0.05,
+                                            toolTip=h("beta")),
+            "training.orpo_lambda": QDoubleSpinBox(decimals=3, minimum=0.0, maximum=100.0, value=0.1,
+                                                   singleStep=0.05, toolTip=h("orpo_lambda")),
         }
         self.widgets["training.schedule"].addItems(SCHEDULES)
+        self.widgets["training.method"].addItems(METHODS)
+        self.strength_label = QLabel()
         for widget in (*self.widgets.values(), self.epochs_spin):
             widget.setMinimumWidth(64)          # the layout, not the longest possible number, sets the width
         self.checkpointing_box = QCheckBox("Gradient checkpointing", checked=True, toolTip=h("gradient_checkpointing"))
@@ -85,6 +92,11 @@ class TrainingPanel(QGroupBox):
         grid.addWidget(QLabel("Seed", toolTip=w["training.seed"].toolTip()), 5, 0)
         grid.addWidget(w["training.seed"], 5, 1)
         grid.addWidget(self.checkpointing_box, 5, 2, 1, 2)
+        grid.addWidget(QLabel("Method", toolTip=w["training.method"].toolTip()), 6, 0)
+        grid.addWidget(w["training.method"], 6, 1)
+        grid.addWidget(self.strength_label, 6, 2)
+        grid.addWidget(w["training.beta"], 6, 3)
+        grid.addWidget(w["training.orpo_lambda"], 6, 3)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         layout = QVBoxLayout(self)
@@ -110,18 +122,31 @@ class TrainingPanel(QGroupBox):
 
     def _changed(self, *_args) -> None:
         v = self.values()["training"]
-        # e.g. 2 × 4 = 8 examples per optimizer step, ≤ 8 × 512 = 4,096 tokens.
+        # e.g. 2 × 4 = 8 examples per optimizer step, ≤ 8 × 512 = 4,096 tokens (pairs: two sequences each).
         batch = v["batch_size"] * v["grad_accum"]
-        self.summary_label.setText(f"Effective batch {v['batch_size']} × {v['grad_accum']} = {batch} examples"
-                                   f" per step · up to {batch * v['seq_len']:,} tokens")
+        pairs = v["method"] != "sft"
+        self._show_strength(v["method"])
+        self.summary_label.setText(f"Effective batch {v['batch_size']} × {v['grad_accum']} = {batch} "
+                                   f"{'pairs' if pairs else 'examples'} per step · up to "
+                                   f"{batch * v['seq_len'] * (2 if pairs else 1):,} tokens")
         self.changed.emit()
+
+    def _show_strength(self, method: str) -> None:
+        """DPO's β or ORPO's λ next to the method; nothing for SFT."""
+        beta, lam = self.widgets["training.beta"], self.widgets["training.orpo_lambda"]
+        beta.setVisible(method == "dpo")
+        lam.setVisible(method == "orpo")
+        self.strength_label.setText({"dpo": "DPO β", "orpo": "ORPO λ"}.get(method, ""))
+        self.strength_label.setToolTip((beta if method == "dpo" else lam).toolTip())
 
     def values(self) -> dict:
         w = self.widgets
         lr, _ = parse_number(w["training.lr"].text(), "training.lr")
         training = {k.split(".")[1]: w[k].value() for k in w if k.startswith("training.") and isinstance(w[k], QSpinBox)}
         training.update(lr=lr, schedule=w["training.schedule"].currentText(), epochs=self.epochs_spin.value(),
-                        gradient_checkpointing=self.checkpointing_box.isChecked())
+                        gradient_checkpointing=self.checkpointing_box.isChecked(),
+                        method=w["training.method"].currentText(), beta=w["training.beta"].value(),
+                        orpo_lambda=w["training.orpo_lambda"].value())
         if not self.steps_radio.isChecked():
             training["max_steps"] = 0
         return {"training": training, "data": {"validation_split": w["data.validation_split"].value()}}

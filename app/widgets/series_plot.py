@@ -1,24 +1,99 @@
-"""A pyqtgraph plot of named series that follows the palette, with a legend and lazy curves."""
+"""A plot of named series that follows the palette, with a legend and lazy curves.
+
+pyqtgraph (with numpy) is most of the window's start-up time, and no plot has anything to show at
+start-up, so the plot is built after the window's first paint: until then `SeriesPlot` is a plain
+widget that paints its title on the plot's background and keeps the data it is given. Its first
+paint schedules the real plot (the next turn of the event loop), and anything that needs the real
+plot (`getPlotItem()`, `curves` once there is data) builds it at once. A plot never shown (a page not visited) never
+imports pyqtgraph.
+
+Long series are thinned before drawing (`MAX_POINTS`, keeping each bucket's extremes) and lines are
+drawn without antialiasing past a few hundred points: a 1,000-step run redraws as cheaply as a
+100-step one.
+"""
 from __future__ import annotations
 
-import pyqtgraph as pg
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QPainter
+from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from lorastudio.app.theme import SERIES, plot_colors
 
+MAX_POINTS = 600            # per curve on screen; a bucket keeps its first, min, max and last point
+ANTIALIAS_POINTS = 300      # above this many points a line is drawn without antialiasing
 
-class SeriesPlot(pg.PlotWidget):
+
+def thin(x: list[float], y: list[float], limit: int = MAX_POINTS) -> tuple[list[float], list[float]]:
+    """At most about `limit` points that keep the curve's shape: the series in equal buckets, each
+    giving its first, lowest, highest and last point in order (spikes survive, unlike striding)."""
+    n = len(x)
+    if n <= limit:
+        return list(x), list(y)
+    buckets = max(1, limit // 4)
+    size = n / buckets
+    keep: list[int] = []
+    for b in range(buckets):
+        lo, hi = int(b * size), min(n, int((b + 1) * size))
+        if lo >= hi:
+            continue
+        chunk = range(lo, hi)
+        low = min(chunk, key=y.__getitem__)
+        high = max(chunk, key=y.__getitem__)
+        keep.extend(sorted({lo, low, high, hi - 1}))
+    return [x[i] for i in keep], [y[i] for i in keep]
+
+
+class SeriesPlot(QWidget):
     def __init__(self, title: str, y_label: str = "", x_label: str = "step", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.title, self.labels = title, (y_label, x_label)
+        self.widget = None                      # the pyqtgraph PlotWidget, once built
+        self.legend = None
+        self._curves: dict = {}
+        self._pending: dict[str, tuple[list, list, dict]] = {}      # data given before the plot exists
+        self._mouse = {"x": True, "y": False}
+        self._scheduled = False
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.setMinimumSize(150, 140)
+
+    # ---- the real plot, built late ------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self.widget is not None
+
+    def paintEvent(self, event) -> None:
+        if self.widget is not None:
+            return
         background, foreground = plot_colors()
-        super().__init__(parent=parent, background=background)
-        self.curves: dict[str, pg.PlotDataItem] = {}
-        self._foreground = foreground
-        item = self.getPlotItem()
-        item.setTitle(f"<span style='font-size:10pt;font-weight:600'>{title}</span>", color=foreground)
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(background))
+        p.setPen(QColor(foreground))
+        font = QFont(self.font())
+        font.setPointSizeF(10)
+        font.setBold(True)
+        p.setFont(font)
+        p.drawText(self.rect().adjusted(0, 6, 0, 0), Qt.AlignHCenter | Qt.AlignTop, self.title)
+        p.end()
+        if not self._scheduled:                 # the window is on screen: build the plot next
+            self._scheduled = True
+            QTimer.singleShot(0, self, self.build)
+
+    def build(self) -> None:
+        """Import pyqtgraph and make the plot (once), then draw what was given meanwhile."""
+        if self.widget is not None:
+            return
+        import pyqtgraph as pg
+
+        background, foreground = plot_colors()
+        self._pg, self._foreground = pg, foreground
+        self.widget = pg.PlotWidget(parent=self, background=background)
+        item = self.widget.getPlotItem()
+        item.setTitle(f"<span style='font-size:10pt;font-weight:600'>{self.title}</span>", color=foreground)
         # No grid: alpha-blended grid lines cost 5× the paint time of the rest of the plot.
         item.showGrid(x=False, y=False)
         item.setMenuEnabled(False)
-        for name, label in (("left", y_label), ("bottom", x_label)):
+        for name, label in zip(("left", "bottom"), self.labels):
             axis = item.getAxis(name)
             axis.setPen(pg.mkPen(foreground, width=1))
             axis.setTextPen(pg.mkPen(foreground))
@@ -26,40 +101,75 @@ class SeriesPlot(pg.PlotWidget):
             if label:
                 axis.setLabel(label, color=foreground)
         self.legend = item.addLegend(offset=(-8, 8), labelTextColor=foreground, brush=pg.mkBrush(background + "c0"))
-        self.setMinimumSize(150, 140)
-        self.setMouseEnabled(x=True, y=False)
+        self.widget.setMouseEnabled(**self._mouse)
+        self.layout().addWidget(self.widget)
+        pending, self._pending = self._pending, {}
+        for name, (x, y, style) in pending.items():
+            self.set_data(name, x, y, **style)
+
+    # ---- what the dashboard and the Runs page use ----------------------------------------------
+    @property
+    def curves(self) -> dict:
+        """The curves by name (the real plot is built for them, if it holds any data yet)."""
+        if self._pending:
+            self.build()
+        return self._curves
+
+    def getPlotItem(self):
+        self.build()
+        return self.widget.getPlotItem()
+
+    def setMouseEnabled(self, x: bool = True, y: bool = True) -> None:
+        self._mouse = {"x": x, "y": y}
+        if self.widget is not None:
+            self.widget.setMouseEnabled(x=x, y=y)
 
     def curve(self, name: str, label: str | None = None, color: str | None = None, width: float = 2.0,
-              dashed: bool = False, symbol: str | None = None, alpha: int = 255) -> pg.PlotDataItem:
+              dashed: bool = False, symbol: str | None = None, alpha: int = 255):
         """The curve called `name`, created on first use (label None keeps it out of the legend)."""
-        if name not in self.curves:
+        self.build()
+        if name not in self._curves:
+            pg = self._pg
             qcolor = pg.mkColor(color or SERIES.get(name, self._foreground))
             qcolor.setAlpha(alpha)
-            pen = pg.mkPen(qcolor, width=width, style=pg.QtCore.Qt.DashLine if dashed else pg.QtCore.Qt.SolidLine)
+            pen = pg.mkPen(qcolor, width=width, style=Qt.DashLine if dashed else Qt.SolidLine)
             kwargs = dict(pen=pen, name=label, antialias=True)
             if symbol:
                 kwargs.update(symbol=symbol, symbolSize=7, symbolBrush=qcolor, symbolPen=qcolor)
-            self.curves[name] = self.plot([], [], **kwargs)
+            self._curves[name] = self.widget.plot([], [], **kwargs)
             if label is None:
-                self.legend.removeItem(self.curves[name])
-        return self.curves[name]
+                self.legend.removeItem(self._curves[name])
+        return self._curves[name]
 
     def set_data(self, name: str, x, y, **style) -> None:
-        self.curve(name, **style).setData(list(x), list(y))
+        if self.widget is None:
+            earlier = self._pending.get(name)
+            self._pending[name] = (list(x), list(y), earlier[2] if earlier else style)   # first style wins
+            return
+        x, y = list(x), list(y)
+        curve = self.curve(name, **style)
+        curve.source_points = len(x)
+        x, y = thin(x, y)
+        curve.setData(x, y, antialias=len(x) <= ANTIALIAS_POINTS)
 
     def drop(self, name: str) -> None:
         """Remove a curve and its legend entry (RAM lines once GPU figures arrive)."""
-        curve = self.curves.pop(name, None)
+        self._pending.pop(name, None)
+        curve = self._curves.pop(name, None)
         if curve is not None:
             self.legend.removeItem(curve)
-            self.removeItem(curve)
+            self.widget.removeItem(curve)
 
     def point_count(self, name: str) -> int:
-        curve = self.curves.get(name)
-        if curve is None or curve.xData is None:
-            return 0
-        return len(curve.xData)
+        """How many points the curve holds (before thinning for the screen)."""
+        if self.widget is None:
+            return len(self._pending[name][0]) if name in self._pending else 0
+        curve = self._curves.get(name)
+        return getattr(curve, "source_points", 0) if curve is not None else 0
 
     def clear_data(self) -> None:
-        for curve in self.curves.values():
+        for name, (_x, _y, style) in self._pending.items():
+            self._pending[name] = ([], [], style)
+        for curve in self._curves.values():
             curve.setData([], [])
+            curve.source_points = 0

@@ -70,6 +70,11 @@ def print_report(r: dict, color: bool, out=None) -> None:
     lines += ["", f"Example {ex['index']} ({ex['where']}, {ex['status']}): {ex['total']} tokens, "
               f"{ex['trained']} trained {'(highlighted)' if color else '(inside ⟦ ⟧)'}",
               marked_text(ex["tokens"], color)]
+    if r.get("pair"):             # preference pairs: the example above is the chosen side
+        rejected = r["pair"]["rejected"]
+        lines[-2] = lines[-2].replace(f"Example {ex['index']} (", f"Example {ex['index']}, chosen (", 1)
+        lines += ["", f"Example {ex['index']}, rejected: {rejected['total']} tokens, {rejected['trained']} trained",
+                  marked_text(rejected["tokens"], color)]
     out.write("\n".join(lines) + "\n")
 
 

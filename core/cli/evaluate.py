@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from lorastudio.core.cli.output import fail
-from lorastudio.core.runs.folders import EVALS_DIR
 
 ROWS = (("held-out loss", "loss", "{:.4f}"), ("exact match", "exact_match", "{:.0%}"),
         ("JSON format valid", "json_valid", "{:.0%}"))
@@ -22,6 +21,9 @@ def evaluate_arguments(p) -> None:
     p.add_argument("run", type=Path, help="the run folder")
     p.add_argument("--data", type=Path, help="held-out data (default: the run's validation data)")
     p.add_argument("--checkpoint", type=int, metavar="STEP", help="evaluate this checkpoint's adapter")
+    p.add_argument("--adapter", type=Path, metavar="FOLDER",
+                   help="evaluate another adapter for the run's base (e.g. from lorastudio resize); "
+                        "its result goes to RUN/evals/<stamp>/eval.json")
     p.add_argument("--limit", type=int, default=48, help="prompts to answer for the task metric")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -48,17 +50,22 @@ def print_result(result: dict, saved_to: Path) -> None:
 def evaluate(args) -> int:
     from lorastudio.core.errors import print_error
     from lorastudio.core.runs.export import ExportError, read_run
-    from lorastudio.core.runs.heldout import EVAL_FILE
+    from lorastudio.core.runs.heldout import EVAL_FILE, start_evaluation
     from lorastudio.core.runtime.follower import follow
-    from lorastudio.core.runtime.launcher import launch, new_job_dir
     run_dir = args.run.resolve()
     try:
         read_run(run_dir)
     except ExportError as exc:
         return fail(exc.message, exc.hint)
-    spec = {"run": str(run_dir), "data": str(args.data.resolve()) if args.data else None,
-            "checkpoint": args.checkpoint, "limit": args.limit}
-    handle = launch("evaluate", new_job_dir(run_dir / EVALS_DIR), spec)
+    adapter = getattr(args, "adapter", None)
+    if adapter is not None:
+        from lorastudio.core.runs.checkpoints import adapter_complete
+        if not adapter_complete(adapter):
+            return fail(f"--adapter {adapter} is not a PEFT adapter folder",
+                        "give a folder with adapter_config.json and adapter_model.safetensors")
+        if args.checkpoint is not None:
+            return fail("--adapter and --checkpoint name two adapters", "give one of them")
+    handle = start_evaluation(run_dir, args.checkpoint, args.data, args.limit, adapter)
     found: dict = {}
 
     def on_event(ev: dict) -> None:
@@ -85,5 +92,5 @@ def evaluate(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print_result(result, run_dir / EVAL_FILE)
+        print_result(result, Path(outcome.output) if outcome.output else run_dir / EVAL_FILE)
     return 0

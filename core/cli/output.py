@@ -41,7 +41,9 @@ class ProgressPrinter:
 
     def event(self, ev: dict) -> None:
         kind = ev["type"]
-        if kind == "phase":
+        if kind == "phase" and "fraction" in ev:          # a long phase's progress (tokenizing)
+            self.bar(ev["fraction"], ev.get("message") or ev["name"])
+        elif kind == "phase":
             self.line(f"· {ev.get('message') or ev['name']}")
         elif kind == "start":
             self.line(f"· {ev['trainable_params']:,} trainable of {ev['total_params']:,} parameters "
@@ -58,6 +60,18 @@ class ProgressPrinter:
             self.line(f"  {ev['level']}: {ev['message']}")
         elif kind == "error":
             self.line(event_error_lines(ev))
+
+    def bar(self, fraction: float, message: str) -> None:
+        width = 24
+        filled = int(width * min(max(fraction, 0.0), 1.0))
+        text = f"[{'#' * filled}{'-' * (width - filled)}] {fraction:4.0%}  {message}"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(120)[:160])
+            self.stream.flush()
+            self.line_open = True
+        elif time.time() - self.last_print > 5 or fraction >= 1:
+            self.line(text)
+            self.last_print = time.time()
 
     def step(self, ev: dict) -> None:
         done, total = ev["step"], ev["total_steps"]

@@ -21,10 +21,11 @@ def export_arguments(p) -> None:
 
 
 def export(args) -> int:
-    from lorastudio.core.runs.export import ExportError, export_adapter
+    from lorastudio.core.errors import UserError
+    from lorastudio.core.runs.export import export_adapter
     try:
         out = export_adapter(args.run, args.out, args.checkpoint, args.zip, args.overwrite)
-    except ExportError as exc:
+    except UserError as exc:            # ExportError, and every failed write (core/disk.py) in words
         return fail(exc.message, exc.hint)
     print(f"Exported the adapter to {out}")
     cfg = json.loads((out / "adapter_config.json").read_text()) if out.is_dir() else None
@@ -65,7 +66,7 @@ def print_merge_event(ev: dict) -> None:
 def merge(args) -> int:
     from lorastudio.core.formatting import format_bytes
     from lorastudio.core.runs.export import ExportError
-    from lorastudio.core.runs.merge_plan import prepare_job, start_merge
+    from lorastudio.core.runs.merge_plan import clean_after, prepare_job, start_merge
     from lorastudio.core.runtime.follower import follow
     try:
         job = prepare_job(args)
@@ -84,4 +85,8 @@ def merge(args) -> int:
         print(f"Merged model saved to {outcome.output}")
         return 0
     print(f"Merge {outcome.status}; nothing was written to {job.out}")
+    left = [item for item in clean_after(job) if item.action == "removed"]
+    if left:
+        print(f"Removed the merge's unfinished hidden files beside it "
+              f"({', '.join(item.path.name for item in left)}: {format_bytes(sum(i.bytes for i in left))})")
     return 1

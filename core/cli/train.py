@@ -10,6 +10,7 @@ from pathlib import Path
 from lorastudio.core.cli.models import ensure_imported
 from lorastudio.core.cli.output import ProgressPrinter, fail
 from lorastudio.core.config import ConfigError, RunConfig
+from lorastudio.core.errors import UserError
 from lorastudio.core.formatting import format_count
 from lorastudio.core.preflight import check_config, resolve_paths
 from lorastudio.core.runs.folders import JOURNAL_FILE, new_run_dir, prepare_run, start_training
@@ -36,6 +37,8 @@ def train(args) -> int:
         prepare_run(config, run_dir)
     except (FileExistsError, OSError) as exc:
         return fail(str(exc))
+    except UserError as exc:            # another process writes into --run-dir (core/runs/locks.py)
+        return fail(exc.message, exc.hint)
     lora = report.lora_params(config.lora.targets, config.lora.r, config.lora.use_dora)
     print(f"Run folder: {run_dir}")
     print(f"Model: {info.architecture} ({format_count(info.num_parameters)}), {config.quantization}; "

@@ -1,7 +1,7 @@
 """A small, bounded look at a dataset file: its first rows, and what shape they have. Torch-free.
 
-Reading goes through core/data/files.py (the trainer's own reader), so the preview accepts exactly
-the files training accepts: JSONL, JSON, CSV, TSV, Parquet, text. Only the first `limit` good rows
+Reading goes through core/data/sources.py and files.py (the trainer's own readers), so the preview
+accepts exactly what training accepts: JSONL, JSON, CSV, TSV, Parquet, text, dataset folders, hf:NAME. Only the first `limit` good rows
 are read (a 10 GB JSONL costs a few KB). `read_preview` touches the disk: the window calls it off
 the GUI thread. `detect` works on the rows in memory (format override and column mapping), cheap
 enough to run on every change of a combo box. The formats themselves are core/data/formats.py's.
@@ -13,8 +13,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorastudio.core.data.files import BadRow, DataError, Row, iter_rows
+from lorastudio.core.data.files import BadRow, DataError, Row
+from lorastudio.core.data.sources import Source, is_hf_spec, iter_source_rows, resolve
 from lorastudio.core.data.formats import FORMAT_TITLES, apply_columns, detect_format, to_example
+from lorastudio.core.data.pairs import PAIR_FORMAT, check_pair_rows, looks_like_pairs
 
 PREVIEW_ROWS = 20
 
@@ -46,15 +48,15 @@ class Detection:
 
 
 def read_preview(path: str | Path, limit: int = PREVIEW_ROWS) -> DatasetPreview:
-    path = Path(path).expanduser()
+    """The first rows of a file, a dataset folder, or hf:NAME[:SPLIT] (core/data/sources.py)."""
+    spec = str(path).strip()
+    path = spec if is_hf_spec(spec) else Path(spec).expanduser()
     preview = DatasetPreview(str(path))
-    if path.is_dir():
-        preview.error = (f"{path}: this is a folder, not a file", "choose a data file inside it")
-        return preview
     try:
-        preview.rows = list(itertools.islice(iter_rows(path, bad=preview.bad_rows), limit))
+        source = resolve(str(path))
+        preview.rows = list(itertools.islice(iter_source_rows(source, bad=preview.bad_rows), limit))
         if preview.bad_rows:
-            preview.strict_error = _first_error(path, limit + len(preview.bad_rows))
+            preview.strict_error = _first_error(source, limit + len(preview.bad_rows))
     except DataError as exc:
         preview.error = (exc.message, exc.hint)
     except OSError as exc:
@@ -65,9 +67,9 @@ def read_preview(path: str | Path, limit: int = PREVIEW_ROWS) -> DatasetPreview:
     return preview
 
 
-def _first_error(path: Path, limit: int) -> tuple[str, str] | None:
+def _first_error(source: Source, limit: int) -> tuple[str, str] | None:
     try:
-        for _ in itertools.islice(iter_rows(path, bad=None), limit):
+        for _ in itertools.islice(iter_source_rows(source, bad=None), limit):
             pass
     except DataError as exc:
         return exc.message, exc.hint
@@ -78,6 +80,12 @@ def detect(preview: DatasetPreview, fmt: str = "auto", columns: dict | None = No
            skip_bad: bool = False) -> Detection:
     """The format of the previewed rows under the user's choices, as the trainer will see it."""
     source, columns = preview.path, dict(columns or {})
+    if fmt == "auto" and looks_like_pairs(preview.rows):         # preference pairs (training.method dpo/orpo)
+        try:
+            reason, bad = check_pair_rows(preview.rows, source, columns, skip_bad)
+        except DataError as exc:
+            return Detection(error=(exc.message, exc.hint))
+        return Detection(PAIR_FORMAT, reason, bad_rows=bad)
     try:
         rows = preview.rows
         if columns:

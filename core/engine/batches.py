@@ -1,9 +1,13 @@
-"""Training data: read any supported file, render and mask it, split, serve micro-batches.
+"""Training data: read any supported source, render and mask it, split, serve micro-batches.
 
 One pipeline for the trainer, the CLI's inspector and the window's inspector:
-  data.files.iter_rows -> data.formats.detect_format / to_example -> data.chat_masks.encode -> fit_length.
+  data.sources.resolve -> data.examples.stream_examples -> token_cache.encode_bounded -> a token table.
+The trainer reads the memory-mapped token table (core/engine/batching/token_cache.py), built once per
+(source, tokenizer, seq_len, data options) and reused by later runs and resumes.
 The order of examples is a pure function of (seed, epoch), so "micro-batch k" names the same
 examples in an uninterrupted run and in a resumed one — a checkpoint's data position is just k.
+With data.packing the examples of micro-batch k are laid end to end (core/engine/batching/packing.py):
+the same examples, the same trained tokens, no padding.
 """
 from __future__ import annotations
 
@@ -11,16 +15,20 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
-from lorastudio.core.data.split import split  # noqa: F401 (the trainer's split)
-from lorastudio.core.data.files import BadRow, DataError, Row, iter_rows
-from lorastudio.core.data.formats import FORMAT_TITLES, Example, apply_columns, detect_format, to_example
-from lorastudio.core.data.chat_masks import (FALLBACK_NOTE, IGNORE_INDEX, Encoded, TemplateError, encode,
-                                       fit_length, has_chat_template)
+from lorastudio.core.data.split import split, validation_indices
+from lorastudio.core.data.files import BadRow, DataError
+from lorastudio.core.data.examples import stream_examples
+from lorastudio.core.data.formats import Example
+from lorastudio.core.data.chat_masks import FALLBACK_NOTE, IGNORE_INDEX, Encoded, has_chat_template
+from lorastudio.core.engine.batching import packing
+from lorastudio.core.engine.batching.token_cache import NO_TARGET, OK, TOO_LONG, TokenTable, encode_bounded, load_or_build
 
-__all__ = ["DataError", "IGNORE_INDEX", "load_examples", "encode_examples", "prepare_data"]
+__all__ = ["DataError", "IGNORE_INDEX", "load_examples", "encode_examples", "prepare_data", "split"]
 
 
 @dataclass
@@ -32,47 +40,38 @@ class LoadedExamples:
     bad_rows: list[BadRow]
 
 
-def _columns(data_cfg) -> dict:
-    if data_cfg.columns:
-        return dict(data_cfg.columns)
-    if data_cfg.text_field != "text":
-        return {"text": data_cfg.text_field}
-    return {}
-
-
 def load_examples(path: Path, data_cfg) -> LoadedExamples:
-    """Read and normalise every example of a file, following data.on_bad_rows."""
-    source = str(path)
-    bad: list[BadRow] | None = [] if data_cfg.on_bad_rows == "skip" else None
-    rows: list[Row] = list(iter_rows(Path(path), bad, data_cfg.text_blocks))
-    if not rows:
-        raise DataError(f"{source}: no valid examples" + (f" ({len(bad)} bad rows skipped)" if bad else ""),
-                        "the file needs at least one valid example")
-    columns = _columns(data_cfg)
-    if columns:
-        rows = [Row(r.where, apply_columns(r.value, columns, r.where, source)) for r in rows]
-    if data_cfg.format == "auto":
-        fmt, reason = detect_format(rows, source)
-    else:
-        fmt, reason = data_cfg.format, f"{FORMAT_TITLES[data_cfg.format]}: set by data.format"
-    if columns:
-        reason += f" (columns mapped: {', '.join(f'{k} <- {v}' for k, v in columns.items())})"
-    examples = []
-    for row in rows:
-        try:
-            examples.append(to_example(row, fmt, source))
-        except DataError as exc:
-            if bad is None:
-                raise
-            bad.append(BadRow(row.where, exc.message.split(": ", 1)[-1]))
-    if not examples:
-        raise DataError(f"{source}: every row was bad ({len(bad or [])} skipped)", "fix the file")
-    return LoadedExamples(source, fmt, reason, examples, bad or [])
+    """Read and normalise every example of a source, following data.on_bad_rows (in memory:
+    for previews, evaluation and tests; training reads the token table)."""
+    stream = stream_examples(str(path), data_cfg)
+    examples = list(stream.examples)
+    return LoadedExamples(stream.source, stream.format, stream.reason, examples, stream.bad_rows)
+
+
+class TableItems(Sequence):
+    """Rows `indices` of a token table, as Encoded items, read on demand from the memory map."""
+
+    def __init__(self, table: TokenTable, indices: np.ndarray):
+        self.table, self.indices = table, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.table.item(int(j)) for j in self.indices[i]]
+        return self.table.item(int(self.indices[i]))
+
+    def lengths(self) -> np.ndarray:
+        return self.table.lengths[self.indices]
+
+    def trained(self) -> int:
+        return int(self.table.trained[self.indices].sum())
 
 
 @dataclass
 class EncodedSet:
-    items: list[Encoded]
+    items: Sequence[Encoded]
     truncated: int = 0
     dropped_too_long: int = 0
     dropped_no_target: int = 0
@@ -84,10 +83,14 @@ class EncodedSet:
 
     @property
     def tokens(self) -> int:
+        if isinstance(self.items, TableItems):
+            return int(self.items.lengths().sum())
         return sum(len(e.input_ids) for e in self.items)
 
     @property
     def trained_tokens(self) -> int:
+        if isinstance(self.items, TableItems):
+            return self.items.trained()
         return sum(e.trained_tokens for e in self.items)
 
 
@@ -96,15 +99,10 @@ def encode_examples(examples: list[Example], tokenizer, data_cfg, seq_len: int) 
     if any(e.is_chat for e in examples) and not has_chat_template(tokenizer):
         out.notes.append(FALLBACK_NOTE)
     for ex in examples:
-        try:
-            enc = encode(ex, tokenizer, data_cfg.train_on)
-        except TemplateError as exc:
-            raise DataError(f"{ex.where}: {exc}", "use a model with a standard chat template, "
-                            "or set data.train_on: all") from None
-        fitted = fit_length(enc, seq_len, data_cfg.too_long)
-        if fitted is None:
+        status, fitted = encode_bounded(ex, tokenizer, data_cfg.train_on, seq_len, data_cfg.too_long)
+        if status == TOO_LONG:
             out.dropped_too_long += 1
-        elif fitted.trained_tokens == 0:
+        elif status == NO_TARGET:
             out.dropped_no_target += 1
         else:
             out.truncated += fitted.truncated
@@ -112,22 +110,32 @@ def encode_examples(examples: list[Example], tokenizer, data_cfg, seq_len: int) 
     return out
 
 
+def table_set(table: TokenTable, indices) -> EncodedSet:
+    """The usable examples among rows `indices` of a token table, with the counts of the rest."""
+    idx = np.asarray(indices, dtype=np.int64)
+    status = table.status[idx]
+    ok = idx[status == OK]
+    return EncodedSet(items=TableItems(table, ok), truncated=int(table.truncated[ok].sum()),
+                      dropped_too_long=int((status == TOO_LONG).sum()),
+                      dropped_no_target=int((status == NO_TARGET).sum()), notes=list(table.meta.get("notes", [])))
 
 
 class MicroBatches:
-    """Micro-batch k of the whole run: epoch k // per_epoch, position k % per_epoch."""
+    """Micro-batch k of the whole run: epoch k // per_epoch, position k % per_epoch.
+    `row_budget` > 0 packs each micro-batch into rows of at most that many tokens."""
 
-    def __init__(self, data: EncodedSet, batch_size: int, pad_id: int, seed: int):
-        if not data.items:
+    def __init__(self, data: EncodedSet, batch_size: int, pad_id: int, seed: int, row_budget: int = 0):
+        if not len(data.items):
             raise DataError("no training examples left after tokenization",
                             "add examples with at least two tokens each")
         self.data, self.batch_size, self.pad_id, self.seed = data, batch_size, pad_id, seed
-        self.per_epoch = math.ceil(len(data.input_ids) / batch_size)
+        self.row_budget = row_budget
+        self.per_epoch = math.ceil(len(data.items) / batch_size)
         self._order_cache: dict[int, list[int]] = {}
 
     def _order(self, epoch: int) -> list[int]:
         if epoch not in self._order_cache:
-            order = list(range(len(self.data.input_ids)))
+            order = list(range(len(self.data.items)))
             random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
             self._order_cache = {epoch: order}
         return self._order_cache[epoch]
@@ -137,7 +145,12 @@ class MicroBatches:
         return self._order(epoch)[pos * self.batch_size:(pos + 1) * self.batch_size]
 
     def batch(self, k: int) -> dict[str, torch.Tensor]:
-        return collate([self.data.items[i] for i in self.indices(k)], self.pad_id)
+        return self.collate([self.data.items[i] for i in self.indices(k)])
+
+    def collate(self, rows: list[Encoded]) -> dict[str, torch.Tensor]:
+        if self.row_budget:
+            return packing.collate_packed(rows, self.pad_id, self.row_budget)
+        return collate(rows, self.pad_id)
 
     def epoch_of(self, k: int) -> float:
         return k / self.per_epoch
@@ -158,8 +171,16 @@ def collate(rows: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def count_label_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Tokens that contribute to the loss: labels are shifted by one inside the model."""
+    """Tokens that contribute to the loss: labels are shifted by one inside the model (a packed
+    batch's first token of every example is -100 already)."""
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def count_real_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that are not padding (what tokens/s counts)."""
+    if isinstance(batch, packing.PackedBatch):
+        return batch.real_tokens
+    return int(batch["attention_mask"].sum())
 
 
 @dataclass
@@ -167,7 +188,9 @@ class PreparedData:
     train: MicroBatches
     validation: EncodedSet | None
     train_set: EncodedSet
-    loaded: LoadedExamples
+    table: TokenTable
+    packing: str = "off"               # on | off | fallback
+    packing_note: str = ""
 
     @property
     def examples(self) -> int:
@@ -177,14 +200,19 @@ class PreparedData:
     def validation_examples(self) -> int:
         return len(self.validation.items) if self.validation else 0
 
+    def collate(self, rows: list[Encoded]) -> dict[str, torch.Tensor]:
+        """A batch of these rows the way training batches are made (packed or padded)."""
+        return self.train.collate(rows)
+
     def summary(self) -> dict:
-        t = self.train_set
-        return {"format": self.loaded.format, "reason": self.loaded.reason, "examples": self.examples,
+        t, meta = self.train_set, self.table.meta
+        return {"format": meta["format"], "reason": meta["reason"], "examples": self.examples,
                 "validation_examples": self.validation_examples, "tokens": t.tokens,
                 "trained_tokens": t.trained_tokens, "truncated": t.truncated,
                 "dropped_too_long": t.dropped_too_long, "dropped_no_target": t.dropped_no_target,
-                "bad_rows": [{"where": b.where, "problem": b.problem} for b in self.loaded.bad_rows],
-                "notes": t.notes}
+                "bad_rows": meta["bad_rows"], "notes": t.notes, "source": meta["source"],
+                "cache_hit": self.table.cache_hit, "cache": str(self.table.path),
+                "packing": self.packing, "packing_note": self.packing_note}
 
 
 def pad_id_of(tokenizer) -> int:
@@ -195,22 +223,34 @@ def pad_id_of(tokenizer) -> int:
     return pad_id
 
 
-def prepare_data(data_cfg, tokenizer, seq_len: int, batch_size: int, seed: int) -> PreparedData:
-    loaded = load_examples(Path(data_cfg.path), data_cfg)
+def prepare_data(data_cfg, tokenizer, seq_len: int, batch_size: int, seed: int, model=None,
+                 progress: Callable[[float | None, str], None] = lambda f, m: None,
+                 log: Callable[[str], None] = lambda m: None) -> PreparedData:
+    """Token tables of data.path (and data.validation_path), the split, and the micro-batches;
+    with `model` and data.packing, packed batches if the model keeps packed examples apart."""
+    table = load_or_build(data_cfg.path, data_cfg, tokenizer, seq_len, progress, log)
     if data_cfg.validation_path:
-        train_ex = loaded.examples
-        val_ex = load_examples(Path(data_cfg.validation_path), data_cfg).examples
+        train_idx = np.arange(len(table))
+        vtable = load_or_build(data_cfg.validation_path, data_cfg, tokenizer, seq_len, progress, log)
+        val_set = table_set(vtable, np.arange(len(vtable)))
     else:
-        train_ex, val_ex = split(loaded.examples, data_cfg.validation_split, seed)
-    train_set = encode_examples(train_ex, tokenizer, data_cfg, seq_len)
-    if not train_set.items:
+        held = np.asarray(validation_indices(len(table), data_cfg.validation_split, seed), dtype=np.int64)
+        keep = np.ones(len(table), dtype=bool)
+        keep[held] = False
+        train_idx = np.flatnonzero(keep)
+        val_set = table_set(table, held) if len(held) else None
+    train_set = table_set(table, train_idx)
+    if not len(train_set.items):
         raise DataError(f"{data_cfg.path}: no example has a token to train on "
                         f"({train_set.dropped_no_target} had none left after masking, "
                         f"{train_set.dropped_too_long} were longer than seq_len={seq_len})",
                         "check that examples have assistant / completion text, raise training.seq_len, "
                         "or set data.train_on: all")
-    val_set = encode_examples(val_ex, tokenizer, data_cfg, seq_len) if val_ex else None
-    if val_set is not None and not val_set.items:
+    if val_set is not None and not len(val_set.items):
         val_set = None
-    train = MicroBatches(train_set, batch_size, pad_id_of(tokenizer), seed)
-    return PreparedData(train=train, validation=val_set, train_set=train_set, loaded=loaded)
+    budget, mode, note = 0, "off", "data.packing is off: batches are padded to their longest example"
+    if getattr(data_cfg, "packing", False) and model is not None:
+        budget, mode, note = packing.choose(model, seq_len, batch_size)
+    train = MicroBatches(train_set, batch_size, pad_id_of(tokenizer), seed, row_budget=budget)
+    return PreparedData(train=train, validation=val_set, train_set=train_set, table=table,
+                        packing=mode, packing_note=note)

@@ -4,8 +4,9 @@ checkpoints/step-000100/
   adapter_config.json, adapter_model.safetensors   (PEFT format: also usable as an adapter)
   trainer_state.pt     optimizer, scheduler, grad scaler, RNG states
   state.json           step, micro-batch position, loss — readable without torch
-Each is written into a temporary folder and renamed into place, so a crash or a full disk
-never replaces a good checkpoint with a broken one.
+Each is written into a hidden temporary folder and swapped into place (core/atomic_files), so a
+crash or a full disk never replaces a good checkpoint with a broken one; the free space is checked
+against the checkpoint's size before writing.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from lorastudio.core.atomic_files import atomic_dir
+from lorastudio.core.disk import check_room, writing
 from lorastudio.core.runs.checkpoints import STATE_FILE, checkpoint_name, complete_checkpoints
 
 TRAINER_STATE_FILE = "trainer_state.pt"
@@ -38,9 +40,31 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def adapter_bytes(model) -> int:
+    """What save_pretrained writes for the adapter: its trainable tensors (PEFT saves only those)."""
+    return tensor_bytes(p for p in model.parameters() if p.requires_grad) + 64 * 1024
+
+
+def checkpoint_bytes(model, optimizer) -> int:
+    """A checkpoint's size before it is written: the adapter plus the optimizer's state tensors."""
+    state = tensor_bytes(t for per_param in optimizer.state.values() for t in per_param.values())
+    if not optimizer.state:         # before the first step: AdamW keeps two tensors per parameter
+        state = 2 * tensor_bytes(p for p in model.parameters() if p.requires_grad)
+    return adapter_bytes(model) + state
+
+
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, scaler, position: dict) -> Path:
+    """Write checkpoint `step` under `root`; first check the disk has room for it (DiskError).
+    A write that fails anyway becomes a DiskError naming the cause; earlier checkpoints stay."""
     target = Path(root) / checkpoint_name(step)
-    with atomic_dir(target) as tmp:
+    what, need = f"checkpoint {target.name}", checkpoint_bytes(model, optimizer)
+    intact = "earlier checkpoints are intact; resume once there is room"
+    check_room(Path(root), need, what, intact)
+    with writing(what, Path(root), need, intact), atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state()},

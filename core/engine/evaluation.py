@@ -5,6 +5,8 @@ Two measures a side:
   * the task: a greedy answer to each prompt compared with the reference — exact match (after
     trimming whitespace; JSON answers compare as parsed objects), and, when the references are
     JSON objects, format validity (the answer parses as a JSON object with the reference's keys).
+    Generation stops at end of turn and, on a JSON task, once the answer's score is settled: it
+    holds a complete object, or it began with prose (cut after its first word; `samples` show that).
 
 Heavy (torch, the model) inside `evaluate_run` only; `score` and `parse_json_object` are plain
 Python. The evaluation job (core/jobs/evaluate.py) runs this and stores the result in RUN/eval.json.
@@ -34,13 +36,18 @@ def parse_json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def is_json_task(references: list[str]) -> bool:
+    """Most references are JSON objects: answers are scored (and cut) as JSON."""
+    return sum(parse_json_object(r) is not None for r in references) * 2 > len(references)
+
+
 def score(answers: list[str], references: list[str]) -> dict:
     """exact_match, and json_valid when most references are JSON objects (fractions 0→1)."""
     refs_json = [parse_json_object(r) for r in references]
-    is_json_task = sum(r is not None for r in refs_json) * 2 > len(references)
+    json_task = is_json_task(references)
     exact = valid = 0
     for answer, ref, ref_obj in zip(answers, references, refs_json):
-        obj = parse_json_object(answer) if is_json_task else None
+        obj = parse_json_object(answer) if json_task else None
         if ref_obj is not None and obj is not None:
             exact += obj == ref_obj
             valid += set(obj) == set(ref_obj)
@@ -48,7 +55,7 @@ def score(answers: list[str], references: list[str]) -> dict:
             exact += " ".join(answer.split()) == " ".join(ref.split())
     n = max(len(references), 1)
     result = {"exact_match": exact / n, "prompts": len(references)}
-    if is_json_task:
+    if json_task:
         result["json_valid"] = valid / n
     return result
 
@@ -83,14 +90,14 @@ def heldout_loss(pair, encoded, side: str, batch_size: int) -> float | None:
 
 
 def evaluate_run(run_dir: Path, data: Path | None = None, checkpoint: int | None = None, limit: int = 48,
-                 progress: Progress = lambda name, fraction, message: None) -> dict:
+                 progress: Progress = lambda name, fraction, message: None, adapter_dir: Path | None = None) -> dict:
     """{run, data, checkpoint, adapter_path, examples, date, base: {loss, exact_match, prompts,
     json_valid?}, adapter: {the same}, samples, seconds}."""
     from lorastudio.core.engine.batches import encode_examples
     from lorastudio.core.engine.inference import SIDES, encode_prompt, greedy_batch, load_pair
     started = time.time()
     progress("loading", 0.02, "Loading the base model and the adapter")
-    pair = load_pair(run_dir, checkpoint)
+    pair = load_pair(run_dir, checkpoint, adapter_dir=adapter_dir)
     examples, source = load_heldout(pair.config, data)
     encoded = encode_examples(examples, pair.tokenizer, pair.config.data, pair.config.training.seq_len)
     chats = [split_prompt(ex.messages) for ex in examples if ex.is_chat][:limit]
@@ -98,6 +105,7 @@ def evaluate_run(run_dir: Path, data: Path | None = None, checkpoint: int | None
     prompts = [encode_prompt(pair.tokenizer, prompt) for prompt, _ in chats]
     references = [ref for _, ref in chats]
     longest = max((len(pair.tokenizer(r)["input_ids"]) for r in references), default=0)
+    json_answers = is_json_task(references)        # an answer ends with its JSON object (or at end of turn)
     # "base" and "adapter" are the two sides' measures (below); the adapter's folder is "adapter_path".
     result = {"run": str(run_dir), "data": source, "checkpoint": checkpoint, "adapter_path": str(pair.adapter),
               "examples": len(encoded.items), "date": _dt.datetime.now().isoformat(timespec="seconds")}
@@ -115,7 +123,7 @@ def evaluate_run(run_dir: Path, data: Path | None = None, checkpoint: int | None
         answers[side] = []
         for i in batches:
             say("answering", f"{side}: answering prompts {i + 1}-{min(i + GEN_BATCH, len(prompts))} of {len(prompts)}")
-            answers[side] += greedy_batch(pair, prompts[i:i + GEN_BATCH], side, longest + 16)
+            answers[side] += greedy_batch(pair, prompts[i:i + GEN_BATCH], side, longest + 16, json_answers)
             done += 1
         result[side] = {"loss": loss, **score(answers[side], references)}
     result["samples"] = [{"prompt": p[-1]["content"], "reference": r, "base": b, "adapter": a}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from lorastudio.core.preflight import check_config
 from lorastudio.core.config import RunConfig
@@ -33,12 +34,15 @@ class LoadedPair:
     adapter: Path
 
 
-def load_pair(run_dir: Path, checkpoint: int | None = None, device: str | None = None) -> LoadedPair:
+def load_pair(run_dir: Path, checkpoint: int | None = None, device: str | None = None,
+              adapter_dir: Path | None = None) -> LoadedPair:
+    """The run's base model with its adapter (final, a checkpoint's, or `adapter_dir`: another
+    adapter folder for the same base, e.g. one made by `lorastudio resize`)."""
     from peft import PeftModel
     run_dir = Path(run_dir)
     config = RunConfig.load(run_dir / CONFIG_FILE)
     info, _ = check_config(config)
-    adapter = adapter_source(run_dir, checkpoint)
+    adapter = Path(adapter_dir) if adapter_dir is not None else adapter_source(run_dir, checkpoint)
     dev = pick_device(device or config.device)
     dtype = pick_compute_dtype(config.compute_dtype, dev)
     tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else info.path
@@ -67,9 +71,27 @@ def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
     return list(tokenizer(text, add_special_tokens=not templated)["input_ids"])
 
 
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token the chat template writes right after an assistant's answer, if any."""
+    if not has_chat_template(tokenizer):
+        return None
+    mark = "\u2063answer\u2063"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": mark}],
+                                             tokenize=False)
+    except Exception:       # a template that refuses this shape (e.g. requires a system turn)
+        return None
+    after = text.split(mark, 1)[1] if mark in text else ""
+    ids = tokenizer(after.lstrip(), add_special_tokens=False)["input_ids"] if after.strip() else []
+    special = set(getattr(tokenizer, "all_special_ids", []) or []) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    return ids[0] if ids and ids[0] in special else None
+
+
 def stop_ids(tokenizer, model) -> set[int]:
+    """End of text and end of turn: the tokenizer's and the model's eos, the template's end-of-turn."""
     ids = set()
-    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None),
+                   end_of_turn_id(tokenizer)):
         if isinstance(source, int):
             ids.add(source)
         elif isinstance(source, (list, tuple)):
@@ -79,6 +101,52 @@ def stop_ids(tokenizer, model) -> set[int]:
         if isinstance(tid, int):
             ids.add(tid)
     return ids
+
+
+def json_object_end(text: str) -> int | None:
+    """The index just past the first complete top-level JSON object in `text`, else None.
+
+    Counts braces outside strings (a string's escaped quotes and braces do not count); what comes
+    before the first "{" (a code fence, a word) is skipped. Plain Python, no parsing of values."""
+    depth, in_string, escaped = 0, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"' and depth:
+            in_string = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def json_answer_settled(text: str) -> bool:
+    """Nothing more can change how a JSON answer scores: it holds a complete object, or it has begun
+    with something other than "{" or a ``` fence (the only starts that can parse as an object, see
+    evaluation.parse_json_object) — a model answering in prose is cut after its first word."""
+    start = text.lstrip()
+    if json_object_end(start) is not None:
+        return True
+    return bool(start) and not (start.startswith("{") or start.startswith("```") or "```".startswith(start))
+
+
+class JsonObjectDone(StoppingCriteria):
+    """generate()'s per-row stop on a JSON task: True for each row whose new text is settled."""
+
+    def __init__(self, tokenizer, prompt_width: int):
+        self.tokenizer, self.width = tokenizer, prompt_width
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)
+        return torch.tensor([json_answer_settled(t) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 def pick_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
@@ -143,14 +211,22 @@ def stream_both(pair: LoadedPair, messages: list[dict], settings: dict, sides=SI
 
 
 @torch.no_grad()
-def greedy_batch(pair: LoadedPair, prompts: list[list[int]], side: str, max_new_tokens: int) -> list[str]:
-    """Greedy answers for many prompts at once (left padding), for evaluation."""
+def greedy_batch(pair: LoadedPair, prompts: list[list[int]], side: str, max_new_tokens: int,
+                 json_answers: bool = False) -> list[str]:
+    """Greedy answers for many prompts at once (left padding), for evaluation. Each answer stops at
+    end of turn, and with `json_answers` as soon as its score is settled (json_answer_settled): a
+    complete JSON object (anything after it is cut too), or a start no JSON object can have."""
     tok, model = pair.tokenizer, pair.model
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=pair.device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=pair.device)
+    stopping = StoppingCriteriaList([JsonObjectDone(tok, width)] if json_answers else [])
     with side_context(model, side):
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad, eos_token_id=sorted(stop_ids(tok, model)))
-    return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+                             do_sample=False, pad_token_id=pad, eos_token_id=sorted(stop_ids(tok, model)),
+                             stopping_criteria=stopping)
+    answers = [tok.decode(row[width:], skip_special_tokens=True) for row in out]
+    if json_answers:
+        answers = [a[:json_object_end(a)] if json_object_end(a) else a for a in answers]
+    return [a.strip() for a in answers]

@@ -1,8 +1,8 @@
 """What a data file trains on, as a plain dict: format, token counts, lengths, example N with its
 loss mask.
 
-The numbers come from the very functions the trainer uses (batches.load_examples,
-batches.encode_examples, chat_masks.encode), so they cannot disagree with training. Needs the
+The numbers come from the trainer's own token table (core/engine/batching/token_cache.py: the
+same cache entry a run with these settings reads), so they cannot disagree with training. Needs the
 model's tokenizer (transformers), hence the inspection job (core/jobs/inspect_data.py) runs it
 for the window and the CLI, never they themselves.
 """
@@ -37,47 +37,68 @@ def histogram(values: list[int], bins: int = HIST_BINS) -> dict:
     return {"edges": edges, "counts": counts}
 
 
+def length_summary(lengths: list[int]) -> dict:
+    """min, percentiles, max and mean of sorted lengths."""
+    return {"min": lengths[0] if lengths else 0, "p50": percentile(lengths, 0.5),
+            "p90": percentile(lengths, 0.9), "p99": percentile(lengths, 0.99),
+            "max": lengths[-1] if lengths else 0,
+            "mean": round(sum(lengths) / len(lengths), 1) if lengths else 0}
+
+
 def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int = 1,
                  progress: Progress = lambda name, fraction, message: None) -> dict:
     """The report (see the keys below); DataError for bad data or an example out of range,
-    ModelError for a model whose tokenizer cannot be loaded."""
-    from lorastudio.core.data.chat_masks import encode, fit_length, has_chat_template
-    from lorastudio.core.engine.batches import encode_examples, load_examples
+    ModelError for a model whose tokenizer cannot be loaded. Reads the trainer's token table
+    (built here if no run built it yet, reused by the run after)."""
+    import itertools
+
+    import numpy as np
+
+    from lorastudio.core.data.chat_masks import has_chat_template
+    from lorastudio.core.data.pairs import is_pair_file, pair_report
+    from lorastudio.core.data.examples import stream_examples
+    from lorastudio.core.engine.batches import table_set
+    from lorastudio.core.engine.batching.token_cache import OK, TOO_LONG, encode_bounded, load_or_build
     from lorastudio.core.engine.model_loading import load_tokenizer
 
     progress("tokenizer", 0.1, "Loading the tokenizer")
     tokenizer = load_tokenizer(resolve_model_path(model), trust_remote_code=False)
     progress("reading", 0.3, f"Reading {Path(data_cfg.path).name}")
-    loaded = load_examples(Path(data_cfg.path), data_cfg)
-    progress("encoding", 0.5, f"Tokenizing {len(loaded.examples):,} examples")
-    encoded = encode_examples(loaded.examples, tokenizer, data_cfg, seq_len)
-    lengths = sorted(len(e.input_ids) for e in encoded.items)
+    if is_pair_file(Path(data_cfg.path), data_cfg):          # preference pairs: both sides of pair N
+        report, lengths = pair_report(data_cfg, tokenizer, seq_len, example)
+        return {**report, "lengths": length_summary(lengths), "histogram": histogram(lengths)}
+    progress("encoding", 0.5, "Tokenizing the examples (or reading them from the token cache)")
+
+    def building(fraction, message):          # only a long build says more
+        if fraction is not None and 0 < fraction < 1:
+            progress("encoding", 0.5 + 0.45 * fraction, message)
+    table = load_or_build(data_cfg.path, data_cfg, tokenizer, seq_len, building)
+    encoded = table_set(table, np.arange(len(table)))
+    lengths = sorted(int(n) for n in encoded.items.lengths())
+    meta = table.meta
     report = {
-        "file": loaded.source, "format": loaded.format, "reason": loaded.reason,
+        "file": meta["source"], "format": meta["format"], "reason": meta["reason"],
         "chat_template": "model" if has_chat_template(tokenizer) else "fallback",
-        "examples": len(loaded.examples), "usable_examples": len(encoded.items),
+        "examples": len(table), "usable_examples": len(encoded.items),
         "tokens": encoded.tokens, "trained_tokens": encoded.trained_tokens, "seq_len": seq_len,
-        "lengths": {"min": lengths[0] if lengths else 0, "p50": percentile(lengths, 0.5),
-                    "p90": percentile(lengths, 0.9), "p99": percentile(lengths, 0.99),
-                    "max": lengths[-1] if lengths else 0,
-                    "mean": round(sum(lengths) / len(lengths), 1) if lengths else 0},
+        "lengths": length_summary(lengths),
         "histogram": histogram(lengths),
         "truncated": encoded.truncated, "dropped_too_long": encoded.dropped_too_long,
         "dropped_no_target": encoded.dropped_no_target,
-        "bad_rows": [{"where": b.where, "problem": b.problem} for b in loaded.bad_rows],
-        "notes": encoded.notes,
+        "bad_rows": meta["bad_rows"], "notes": encoded.notes,
     }
-    if not 1 <= example <= len(loaded.examples):
-        raise DataError(f"--example {example} is out of range", f"choose 1 to {len(loaded.examples)}")
-    ex = loaded.examples[example - 1]
-    full = encode(ex, tokenizer, data_cfg.train_on)
-    fitted = fit_length(full, seq_len, data_cfg.too_long)
-    shown = fitted or full
+    if not 1 <= example <= len(table):
+        raise DataError(f"--example {example} is out of range", f"choose 1 to {len(table)}")
+    status = int(table.status[example - 1])
+    shown = table.item(example - 1)
+    if status == TOO_LONG:        # not kept in the table: its first seq_len tokens, read again
+        ex = next(itertools.islice(stream_examples(data_cfg.path, data_cfg).examples, example - 1, None))
+        shown = encode_bounded(ex, tokenizer, data_cfg.train_on, seq_len, "truncate")[1]
     report["example"] = {
-        "index": example, "where": ex.where,
-        "status": "dropped: longer than seq_len" if fitted is None else
-                  ("dropped: nothing to train after masking" if fitted.trained_tokens == 0 else
-                   ("truncated" if fitted.truncated else "ok")),
+        "index": example, "where": shown.where,
+        "status": "dropped: longer than seq_len" if status == TOO_LONG else
+                  ("dropped: nothing to train after masking" if status != OK else
+                   ("truncated" if shown.truncated else "ok")),
         "tokens": [{"id": i, "text": tokenizer.decode([i]), "trained": lab != -100}
                    for i, lab in zip(shown.input_ids, shown.labels)],
         "trained": shown.trained_tokens, "total": len(shown.input_ids),

@@ -18,13 +18,18 @@ import torch
 
 from lorastudio.core.engine import checkpoint_state as ckpt
 from lorastudio.core.config import RunConfig
-from lorastudio.core.engine.batches import PreparedData, collate, count_label_tokens, prepare_data
-from lorastudio.core.devices import gpu_memory_by_uuid, host_memory
+from lorastudio.core.engine.batches import PreparedData, count_label_tokens, count_real_tokens, prepare_data
+from lorastudio.core.devices import GpuStatus, gpu_status_by_uuid, host_memory
 from lorastudio.core.journal import JournalWriter
 from lorastudio.core.atomic_files import atomic_dir
+from lorastudio.core.disk import check_room, writing
 from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.engine.model_loading import LoadedModel, load_for_training, trainable_parameters
+from lorastudio.core.engine.objectives import make_objective
 from lorastudio.core.runs.folders import ADAPTER_DIR, CHECKPOINTS_DIR
+
+
+MEMORY_EVERY_S = 2.0      # memory events at most this often (and at the first and last step)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -65,6 +70,7 @@ class Trainer:
         self.step = 0            # optimizer steps done
         self.micro = 0           # micro-batches consumed (the data position)
         self.last_loss = float("nan")
+        self.objective = make_objective(config.training)     # what a step minimises (sft, dpo, orpo)
 
     # ---- set-up ---------------------------------------------------------------------------
     def setup(self, resume_from: Path | None = None) -> None:
@@ -77,11 +83,12 @@ class Trainer:
         self.model = self.loaded.model
         self.device = self.loaded.device
         self.journal.emit("phase", name="data", message="Tokenizing the data")
-        self.data: PreparedData = prepare_data(self.config.data, self.loaded.tokenizer, t.seq_len,
+        prepare = self.objective.prepare_data if self.objective.pairs else self.prepare_supervised
+        self.data: PreparedData = prepare(self.config.data, self.loaded.tokenizer, t.seq_len,
                                                t.batch_size, t.seed)
         self.report_data(t.seq_len)
         self.total = total_steps(self.config, self.data.train.per_epoch)
-        params = trainable_parameters(self.model)
+        self.params = params = trainable_parameters(self.model)
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay,
                                            fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -110,6 +117,14 @@ class Trainer:
                 group["lr"] = t.lr * lr_factor(self.step, t.warmup_steps, self.total, t.schedule)
         self.journal.emit("log", level="info", message=f"Resumed from {resume_from} at step {self.step}")
 
+    def prepare_supervised(self, data_cfg, tokenizer, seq_len: int, batch_size: int, seed: int) -> PreparedData:
+        """batches.prepare_data with the model (to check packing) and progress in the journal."""
+        def progress(fraction, message):
+            self.journal.emit("phase", name="data", message=message,
+                              **({"fraction": fraction} if fraction is not None else {}))
+        return prepare_data(data_cfg, tokenizer, seq_len, batch_size, seed, model=self.model, progress=progress,
+                            log=lambda m: self.journal.emit("log", level="warning", message=m))
+
     def report_data(self, seq_len: int) -> None:
         summary = self.data.summary()
         self.journal.emit("data", **summary)
@@ -118,6 +133,10 @@ class Trainer:
                           f"{summary['trained_tokens']:,} of {summary['tokens']:,} tokens trained")
         for note in summary["notes"]:
             self.journal.emit("log", level="warning", message=f"Note: {note}")
+        if "packing" in summary:          # supervised data: packing and the token cache
+            self.journal.emit("log", level="warning" if summary["packing"] == "fallback" else "info",
+                              message=f"Packing {summary['packing']}: {summary['packing_note']}. Token cache "
+                              f"{'hit' if summary['cache_hit'] else 'built'}: {summary['cache']}")
         counts = [(summary["truncated"], f"were longer than seq_len={seq_len} tokens and were truncated"),
                   (summary["dropped_too_long"], f"were longer than seq_len={seq_len} tokens and were dropped"),
                   (summary["dropped_no_target"], "had no token left to train on after masking and were dropped"),
@@ -137,7 +156,7 @@ class Trainer:
             "start", config=self.config.to_dict(), devices=devices, total_steps=self.total,
             trainable_params=trainable, total_params=self.info.num_parameters + trainable,
             examples=self.data.examples, validation_examples=self.data.validation_examples,
-            resumed_at=self.step,
+            resumed_at=self.step, memory_mode=self.loaded.memory_mode, kernels=self.loaded.kernels,
             versions={"torch": torch.__version__, "transformers": transformers.__version__,
                       "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__})
 
@@ -146,8 +165,13 @@ class Trainer:
         """Train until done or asked to stop; returns 'completed' or 'stopped'."""
         t = self.config.training
         self.journal.emit("phase", name="training", message=f"Training {self.total} steps")
+        if self.step == 0 and self.objective.pairs:
+            self.evaluate()              # the base's own preferences: where the plots start
         self.model.train()
+        if self.device.type == "cuda":       # the journal's peak is training's, not loading's
+            torch.cuda.reset_peak_memory_stats(self.device)
         began, tokens_window, window_start = time.time(), 0, time.time()
+        self.memory_time = 0.0
         first_step = self.step
         step_times: list[float] = []
         while self.step < self.total:
@@ -163,12 +187,15 @@ class Trainer:
                 now = time.time()
                 recent = step_times[-20:]
                 eta = (self.total - self.step) * (sum(recent) / len(recent))
-                self.emit_memory()
+                if now - self.memory_time >= MEMORY_EVERY_S or self.step in (first_step + 1, self.total):
+                    self.emit_memory()          # NVML and psutil cost milliseconds: not every step
+                    self.memory_time = now
                 self.journal.emit("step", step=self.step, total_steps=self.total,
                                   epoch=round(self.data.train.epoch_of(self.micro), 4), loss=loss,
                                   lr=self.scheduler.get_last_lr()[0], grad_norm=grad_norm,
                                   tokens_per_s=tokens_window / max(now - window_start, 1e-9),
-                                  elapsed_s=now - began, eta_s=eta, steps_this_session=self.step - first_step)
+                                  elapsed_s=now - began, eta_s=eta, steps_this_session=self.step - first_step,
+                                  **self.objective.step_fields())
                 tokens_window, window_start = 0, now
             if t.save_every and self.step % t.save_every == 0 and self.step < self.total:
                 self.save_checkpoint()
@@ -178,22 +205,19 @@ class Trainer:
 
     def one_step(self) -> tuple[float, float | None, int]:
         t = self.config.training
-        batches = [self.data.train.batch(self.micro + i) for i in range(t.grad_accum)]
-        n_items = sum(count_label_tokens(b) for b in batches)
-        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-        total_loss = 0.0
-        for batch in batches:
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            out = self.model(**batch, num_items_in_batch=n_items)
-            loss = out.loss
+        batches, on_device = self.step_batches(self.micro)
+        self.objective.begin_step(batches)
+        tokens = sum(count_real_tokens(b) for b in batches)     # padding excluded, packed or not
+        total_loss = torch.zeros((), device=self.device)   # summed on the device: one host sync a step
+        for batch in on_device:
+            loss = self.objective.loss(self.model, batch)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-            total_loss += float(loss.detach())
+            total_loss += loss.detach().float()
         self.micro += t.grad_accum
         grad_norm = None
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if t.max_grad_norm:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable_parameters(self.model), t.max_grad_norm))
+        norm = torch.nn.utils.clip_grad_norm_(self.params, t.max_grad_norm) if t.max_grad_norm else None
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -201,9 +225,28 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.step + 1 < self.total:      # the next step's batches go out while this one computes
+            self.prefetched = (self.micro, self.step_batches(self.micro))
+        # The one host sync of the step, after everything is queued (the GPU never waits for us).
+        if norm is not None:
+            total_loss, grad_norm = torch.stack([total_loss, norm.float().to(self.device)]).tolist()
+        else:
+            total_loss = float(total_loss)
         if not math.isfinite(total_loss):
             raise FloatingPointError(f"the loss became {total_loss} at step {self.step + 1}")
         return total_loss, grad_norm if grad_norm is None or math.isfinite(grad_norm) else None, tokens
+
+    def step_batches(self, micro: int) -> tuple[list, list[dict]]:
+        """The step's micro-batches starting at `micro`, and their copies on the device (from pinned
+        memory, so the copies do not wait for the GPU's queue to drain)."""
+        ready = getattr(self, "prefetched", None)
+        if ready is not None and ready[0] == micro:
+            self.prefetched = None
+            return ready[1]
+        batches = [self.data.train.batch(micro + i) for i in range(self.config.training.grad_accum)]
+        pin = self.device.type == "cuda"
+        return batches, [{k: (v.pin_memory() if pin else v).to(self.device, non_blocking=True)
+                          for k, v in b.items()} for b in batches]
 
     def should_eval(self) -> bool:
         t = self.config.training
@@ -216,11 +259,13 @@ class Trainer:
     def evaluate(self) -> float | None:
         if self.data.validation is None:
             return None
+        if self.objective.pairs:
+            return self.evaluate_pairs()
         self.model.eval()
         rows, bs = self.data.validation.items, self.config.training.batch_size
         loss_sum, count = 0.0, 0
         for i in range(0, len(rows), bs):
-            batch = collate(rows[i:i + bs], self.data.train.pad_id)
+            batch = self.data.collate(rows[i:i + bs])            # packed like training batches
             n = count_label_tokens(batch)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             out = self.model(**batch, num_items_in_batch=n)
@@ -231,6 +276,13 @@ class Trainer:
         self.journal.emit("eval", step=self.step, loss=loss, tokens=count)
         return loss
 
+    def evaluate_pairs(self) -> float:
+        """Held-out pairs: loss, margin, accuracy and log-probabilities (the eval event)."""
+        fields = self.objective.evaluate(self.model, self.data.validation, self.config.training.batch_size,
+                                         self.data.train.pad_id, self.device)
+        self.journal.emit("eval", step=self.step, **fields)
+        return fields["loss"]
+
     # ---- memory, checkpoints, the end ------------------------------------------------------
     def emit_memory(self) -> None:
         fields = host_memory()
@@ -240,11 +292,11 @@ class Trainer:
                           cuda_peak=torch.cuda.max_memory_allocated(self.device),
                           device_name=torch.cuda.get_device_name(self.device))
             props = torch.cuda.get_device_properties(self.device)
-            nvml = gpu_memory_by_uuid(str(getattr(props, "uuid", "")))
-            if nvml is None:          # no NVML: the driver's view through CUDA itself
+            status = gpu_status_by_uuid(str(getattr(props, "uuid", "")))    # memory, utilisation, °C, W
+            if status is None:          # no NVML: the driver's view of memory through CUDA itself
                 free, total = torch.cuda.mem_get_info(self.device)
-                nvml = (total - free, total)
-            fields.update(device_used=nvml[0], device_total=nvml[1])
+                status = GpuStatus(total - free, total)
+            fields.update(status.event_fields())
         self.journal.emit("memory", step=self.step, **fields)
 
     def save_checkpoint(self) -> Path:
@@ -261,7 +313,9 @@ class Trainer:
 
     def save_adapter(self) -> Path:
         target = self.run_dir / ADAPTER_DIR
-        with atomic_dir(target) as tmp:
+        need = ckpt.adapter_bytes(self.model) + sum(p.stat().st_size for p in self.info.path.glob("tokenizer*"))
+        check_room(self.run_dir, need, "the adapter", "the checkpoints are intact")
+        with writing("the adapter", self.run_dir, need, "the checkpoints are intact"), atomic_dir(target) as tmp:
             self.model.save_pretrained(tmp)
             self.loaded.tokenizer.save_pretrained(tmp)
         return target

@@ -2,7 +2,9 @@
 held-out data (core/engine/evaluation.py), stored in RUN/eval.json.
 
 JOB_DIR/job.yaml (written by `lorastudio eval`, core/cli/evaluate.py; JOB_DIR is RUN/evals/<stamp>):
-    run: RUN_DIR   data: FILE | null   checkpoint: STEP | null   limit: 48
+    run: RUN_DIR   data: FILE | null   checkpoint: STEP | null   limit: 48   adapter: FOLDER | null
+(adapter: another adapter folder for the run's base, e.g. from `lorastudio resize`; its result is
+stored in JOB_DIR/eval.json, leaving RUN/eval.json to the run's own adapter)
 Journal: phase (loading, loss, answering; fraction 0→1) · evaluation (result: the dict written to
 RUN/eval.json) · error (kind, message, hint: a DataError, ModelError or ConfigError in words) ·
 end (output: RUN/eval.json). Its life is the runtime's (core/runtime/worker.py).
@@ -22,10 +24,13 @@ def evaluate(job: Job) -> dict:
     spec = job.spec
     run_dir = Path(spec["run"])
     data = Path(spec["data"]) if spec.get("data") else None
-    result = evaluate_run(run_dir, data, spec.get("checkpoint"), int(spec.get("limit", 48)), progress=job.progress)
-    atomic_write_json(run_dir / EVAL_FILE, result)
+    adapter = Path(spec["adapter"]) if spec.get("adapter") else None
+    result = evaluate_run(run_dir, data, spec.get("checkpoint"), int(spec.get("limit", 48)), progress=job.progress,
+                          adapter_dir=adapter)
+    saved = (job.job_dir if adapter is not None else run_dir) / EVAL_FILE
+    atomic_write_json(saved, result)
     job.emit("evaluation", result=result)
-    return {"output": str(run_dir / EVAL_FILE)}
+    return {"output": str(saved)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from lorastudio.core.atomic_files import replace_folder
+from lorastudio.core.atomic_files import partial_dir, replace_folder, tidy
+from lorastudio.core.disk import check_room, writing
+from lorastudio.core.runs.locks import acquire, output_lock_path
+from lorastudio.core.runs.merge_plan import disk_hint
 from lorastudio.core.runtime.worker import Job, job_main
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -61,9 +63,12 @@ class Merge:
         self.phase("saving", 0.60, f"Saving safetensors shards (at most {spec['max_shard_size']} each)")
         out = Path(spec["out"])
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-        merged.save_pretrained(self.tmp, max_shard_size=spec["max_shard_size"])
-        tokenizer.save_pretrained(self.tmp)
+        need, hint = int(spec.get("estimate") or 0), disk_hint(spec["dtype"])
+        check_room(out.parent, need, "the merged model", hint)
+        self.tmp = partial_dir(out)         # `.OUT.PID.XXXX.partial`: tidied by the next command if we are killed
+        with writing("the merged model", out.parent, need, hint):
+            merged.save_pretrained(self.tmp, max_shard_size=spec["max_shard_size"])
+            tokenizer.save_pretrained(self.tmp)
         del merged, model, base
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -73,7 +78,8 @@ class Merge:
         self.job.emit("fidelity", **compare(reference, result, spec["dtype"]))
         del reloaded
         self.phase("finishing", 0.95, f"Moving the merged model into {out}")
-        replace_folder(self.tmp, out)
+        with writing("the merged model", out.parent, need, hint):
+            replace_folder(self.tmp, out)           # swapped with an --overwrite's old OUT in one step
         self.tmp = None
         return str(out)
 
@@ -130,12 +136,16 @@ def _test_pause(phase: str, cancelled) -> None:
 
 def merge(job: Job) -> dict:
     job.oom_hint = lambda: OOM_HINT
+    out = Path(job.spec["out"])
+    lock = acquire(out, "merging into it", output_lock_path(out))    # the starter's, handed down (or FolderBusy)
+    tidy(out.parent)
     work = Merge(job)
     try:
         output = work.run()
         return {"status": "completed", "output": output}     # done, even if a stop came in its last moment
     finally:
         work.cleanup()          # stopped or failed: the hidden folder goes, nothing is left behind
+        lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,15 @@ can report (SIGKILL, a segfault) leaves no `end`: readers see a dead pid in stat
 the run crashed; faulthandler puts the native stack of a segfault into worker.log.
 
 LORASTUDIO_FAULT=KIND:STEP (oom, exception, segfault, kill) makes the worker fail on purpose before
-optimizer step STEP+1 — the tests' way to produce each failure in a real process.
+optimizer step STEP+1 — the tests' way to produce each failure in a real process;
+oom-forward:STEP:BATCH raises torch's OutOfMemoryError inside the model's forward while the
+micro-batch is larger than BATCH (a small GPU, simulated).
+
+Out of memory with training.oom_retry on (the default): the failed step's gradients are dropped,
+an emergency checkpoint is saved, the memory model (core/fit/advice.settings_after_oom) picks
+settings that fit, config.yaml gets them (config.previous.yaml keeps the old), a `retry` event
+records what changed and why, and training goes on from the checkpoint in the same process and
+journal — up to MAX_OOM_RETRIES times.
 """
 from __future__ import annotations
 
@@ -23,9 +31,16 @@ from typing import Callable
 from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import JournalWriter
 from lorastudio.core.preflight import check_config
-from lorastudio.core.runs.folders import CONFIG_FILE, HEARTBEAT_S, write_status
-from lorastudio.core.runs.resume import oom_hint, oom_overrides
+from lorastudio.core.runs.folders import CHECKPOINTS_DIR, CONFIG_FILE, HEARTBEAT_S, write_status
+from lorastudio.core.runs.resume import check_room_for_training, oom_hint, oom_overrides
+from lorastudio.core.atomic_files import tidy
+from lorastudio.core.runtime.failures import is_out_of_memory
 from lorastudio.core.runtime.worker import Job, job_main
+from lorastudio.core.fit.advice import settings_after_oom
+from lorastudio.core.fit.learn import learn_from_run
+from lorastudio.core.runs.resume import describe_changes, save_changed_config
+
+MAX_OOM_RETRIES = 3
 
 
 def heartbeat(run_dir: Path, stop: threading.Event) -> None:
@@ -36,7 +51,7 @@ def heartbeat(run_dir: Path, stop: threading.Event) -> None:
 def injected_fault(should_stop: Callable[[], bool], trainer_step: Callable[[], int]) -> Callable[[], bool]:
     """`should_stop` for the trainer, failing on purpose when LORASTUDIO_FAULT asks (tests only)."""
     kind, _, at = os.environ.get("LORASTUDIO_FAULT", "").partition(":")
-    if not kind:
+    if not kind or kind == "oom-forward":      # that one is install_memory_limit's
         return should_stop
     at_step = int(at or 0)
 
@@ -54,6 +69,97 @@ def injected_fault(should_stop: Callable[[], bool], trainer_step: Callable[[], i
             raise RuntimeError(f"injected failure at step {at_step}")
         return should_stop()
     return check
+
+
+def install_memory_limit(trainer) -> None:
+    """LORASTUDIO_FAULT=oom-forward:STEP:BATCH: from optimizer step STEP+1 on, the model's forward
+    raises a real torch.OutOfMemoryError while the micro-batch is larger than BATCH — a GPU too
+    small for the settings, on a CPU (the tests' way to exercise the automatic retry)."""
+    kind, _, rest = os.environ.get("LORASTUDIO_FAULT", "").partition(":")
+    if kind != "oom-forward":
+        return
+    at_step, _, max_batch = rest.partition(":")
+    import torch
+
+    def hook(_module, _args):
+        if trainer.step >= int(at_step or 0) and trainer.config.training.batch_size > int(max_batch or 1):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (a memory limit "
+                                         f"of batch_size {max_batch} set by LORASTUDIO_FAULT)")
+    trainer.model.register_forward_pre_hook(hook)
+
+
+def recover_from_oom(job: Job, trainer, config: RunConfig, info, exc: BaseException,
+                     attempt: int) -> tuple[RunConfig, Path | None] | None:
+    """After an out-of-memory error: free what the failed step held, save an emergency checkpoint
+    if the trainer got far enough, and choose settings the memory model says fit. Returns the
+    new config and the checkpoint to resume from, or None (nothing fits: the error stands)."""
+    import gc
+    import traceback
+
+    import torch
+    traceback.clear_frames(exc.__traceback__)      # the failed step's tensors, held by its frames
+    step = trainer.step
+    job.log(f"Out of GPU memory at step {step + 1} (attempt {attempt} of {MAX_OOM_RETRIES + 1}): "
+            f"{str(exc).splitlines()[0]}", level="warning")
+    device = getattr(trainer, "device", None)
+    optimizer = getattr(trainer, "optimizer", None)
+    if optimizer is not None:
+        optimizer.zero_grad(set_to_none=True)      # the failed step's partial gradients
+    gc.collect()
+    if device is not None and device.type == "cuda":
+        torch.cuda.empty_cache()
+    checkpoint = emergency_checkpoint(job, trainer)
+    on_gpu = device is not None and device.type == "cuda"
+    capacity = torch.cuda.get_device_properties(device).total_memory if on_gpu else None
+    advice = settings_after_oom(config, info, capacity, on_gpu=on_gpu)
+    if not advice.fits or not advice.changes:
+        job.log(f"No automatic retry: {advice.reason if not advice.fits else 'no smaller settings'}",
+                level="warning")
+        return None
+    for name in ("model", "optimizer", "scheduler", "loaded", "data"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)           # drop the model before loading it again
+    gc.collect()
+    if on_gpu:
+        torch.cuda.empty_cache()
+    save_changed_config(job.job_dir, advice.config)
+    changes = [{"key": k, "old": o, "new": n} for k, o, n in advice.changes]
+    job.emit("retry", attempt=attempt, reason=advice.reason, changes=changes, step=step,
+             checkpoint=str(checkpoint) if checkpoint else None)
+    job.log(f"Retrying from {'step ' + str(step) if checkpoint else 'the beginning'} with "
+            f"{describe_changes(advice.changes)}: {advice.reason}", level="warning")
+    return advice.config, checkpoint
+
+
+def emergency_checkpoint(job: Job, trainer) -> Path | None:
+    """The trainer's state now, or the latest checkpoint on disk if saving is not possible."""
+    from lorastudio.core.runs.checkpoints import checkpoint_dir, list_checkpoint_steps
+    run_dir = job.job_dir
+    if trainer.step > 0 and getattr(trainer, "optimizer", None) is not None:
+        if trainer.step in list_checkpoint_steps(run_dir):
+            return checkpoint_dir(run_dir, trainer.step)
+        try:
+            path = trainer.save_checkpoint()
+            job.log(f"Emergency checkpoint saved at step {trainer.step}: {path}", level="warning")
+            return path
+        except Exception as exc:                   # noqa: BLE001 — fall back to the last one on disk
+            job.log(f"The emergency checkpoint could not be saved ({type(exc).__name__}: {exc})",
+                    level="warning")
+    steps = list_checkpoint_steps(run_dir)
+    return checkpoint_dir(run_dir, steps[-1]) if steps else None
+
+
+def learn_memory(job: Job, run_dir: Path, status: str) -> None:
+    """A completed GPU run refines its architecture's activation constant (core/fit/learn.py)."""
+    if status != "completed":
+        return
+    try:
+        entry = learn_from_run(run_dir)
+    except Exception as exc:                       # noqa: BLE001 — never fail a finished run over this
+        job.log(f"The memory model could not learn from this run: {exc}", level="warning")
+        return
+    if entry:
+        job.log(f"Memory model: activation constant now {entry['value']} (from {entry['runs']} run(s))")
 
 
 def import_gguf_model(model: str, journal: JournalWriter) -> None:
@@ -77,13 +183,32 @@ def train(job: Job) -> dict:
         job.oom_hint = lambda: oom_hint(config)
         job.error_extra = lambda kind: {"overrides": oom_overrides(config)} if kind == "oom" else {}
         import_gguf_model(config.model, job.journal)
-        info, _report = check_config(config)
+        info, report = check_config(config)
+        tidy(run_dir / CHECKPOINTS_DIR)      # a killed save's leftovers go; a swapped-out adapter comes back
+        tidy(run_dir)
+        lora = report.lora_params(config.lora.targets, config.lora.r, config.lora.use_dora)
+        check_room_for_training(run_dir, job.args.resume_from, first_checkpoint_bytes=4 * 4 * lora)
         from lorastudio.core.engine.trainer import Trainer
-        trainer = Trainer(config, info, run_dir, job.journal)
-        trainer.should_stop = injected_fault(job.should_stop, lambda: trainer.step)
-        trainer.setup(job.args.resume_from)
-        trainer.start_event()
-        status = trainer.train()
+        resume_from, attempt = job.args.resume_from, 0
+        while True:
+            trainer = Trainer(config, info, run_dir, job.journal)
+            trainer.should_stop = injected_fault(job.should_stop, lambda: trainer.step)
+            try:
+                trainer.setup(resume_from)
+                install_memory_limit(trainer)
+                trainer.start_event()
+                status = trainer.train()
+                break
+            except Exception as exc:            # noqa: BLE001 — only an out-of-memory error is retried
+                if not (is_out_of_memory(exc) and config.training.oom_retry and attempt < MAX_OOM_RETRIES):
+                    raise
+                attempt += 1
+                retry = recover_from_oom(job, trainer, config, info, exc, attempt)
+                del trainer
+                if retry is None:
+                    raise
+                config, resume_from = retry
+        learn_memory(job, run_dir, status)
         adapter = getattr(trainer, "adapter_path", None)
         return {"status": status, "adapter": str(adapter) if adapter else None}
     except KeyboardInterrupt:
@@ -95,7 +220,7 @@ def train(job: Job) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return job_main("train", train, argv, spec_file=CONFIG_FILE,
+    return job_main("train", train, argv, spec_file=CONFIG_FILE, lock=True,
                     add_arguments=lambda p: p.add_argument("--resume-from", type=Path, default=None))
 
 

@@ -163,6 +163,63 @@ def read_safetensors_header(path: Path) -> dict:
             raise ModelError(f"{path} has a damaged safetensors header", "re-download the model") from None
 
 
+def check_shard_complete(path: Path, header: dict) -> None:
+    """A safetensors file whose data ends before its header says (a cut-off download or copy)."""
+    ends = [meta["data_offsets"][1] for name, meta in header.items()
+            if name != "__metadata__" and isinstance(meta, dict) and len(meta.get("data_offsets") or ()) == 2]
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+    expected, actual = 8 + length + max(ends, default=0), path.stat().st_size
+    if actual < expected:
+        raise ModelError(f"weight file {path} is cut off: its header describes {expected:,} bytes, the file "
+                         f"has {actual:,} ({expected - actual:,} missing)",
+                         "the download or copy did not finish; download the model again")
+
+
+# Files a tokenizer is loaded from: one of these sets must be in the model folder.
+TOKENIZER_FILE_SETS = (("tokenizer.json",), ("tokenizer.model",), ("vocab.json", "merges.txt"),
+                       ("vocab.txt",), ("tokenizer.tiktoken",), ("qwen.tiktoken",), ("spiece.model",))
+
+
+def tokenizer_problem(folder: Path) -> str | None:
+    """Why no tokenizer can be loaded from `folder` (naming the files expected), or None."""
+    folder = Path(folder)
+    if any(all((folder / name).is_file() for name in files) for files in TOKENIZER_FILE_SETS):
+        return None
+    if any(folder.glob("*.tiktoken")):
+        return None
+    expected = " or ".join(" + ".join(files) for files in TOKENIZER_FILE_SETS[:4])
+    return f"{folder} has no tokenizer files (expected {expected})"
+
+
+def remote_code_files(info: "ModelInfo") -> list[str]:
+    """The Python files config.json's auto_map names (a model that ships its own code), or []."""
+    auto_map = info.config.get("auto_map")
+    if not isinstance(auto_map, dict):
+        return []
+    names = []
+    for ref in auto_map.values():
+        for item in (ref if isinstance(ref, list) else [ref]):
+            if isinstance(item, str) and "." in item:
+                module = item.split("--")[-1].rsplit(".", 1)[0]
+                names.append(module.replace(".", "/") + ".py")
+    return sorted(set(names))
+
+
+def needs_remote_code(info: "ModelInfo") -> bool:
+    """True when the model ships its own code and the installed transformers does not know its
+    model_type (found without importing transformers: its models/<type>/ folder)."""
+    if not remote_code_files(info):
+        return False
+    import importlib.util
+    spec = importlib.util.find_spec("transformers")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        return False            # cannot tell: leave it to the loader
+    model_type = str(info.config.get("model_type", "")).replace("-", "_")
+    return not any((Path(loc) / "models" / model_type).is_dir() for loc in locations)
+
+
 def _weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -203,7 +260,9 @@ def read_model_info(source: str) -> ModelInfo:
         if not shard.is_file():
             raise ModelError(f"weight shard {shard.name} listed in the index is missing from {folder}",
                              "the download is incomplete; download the model again")
-        for name, meta in read_safetensors_header(shard).items():
+        header = read_safetensors_header(shard)
+        check_shard_complete(shard, header)
+        for name, meta in header.items():
             if name != "__metadata__":
                 tensors[name] = (meta["dtype"], tuple(meta["shape"]))
     return ModelInfo(path=folder, source=str(source), config=config, tensors=tensors,

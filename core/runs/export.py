@@ -17,8 +17,10 @@ from pathlib import Path
 from lorastudio.core.runs.checkpoints import ADAPTER_FILES, adapter_complete, checkpoint_dir, list_checkpoint_steps
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.journal import last_of, read_events
-from lorastudio.core.atomic_files import atomic_dir
-from lorastudio.core.runs.folders import ADAPTER_DIR, CONFIG_FILE, JOURNAL_FILE
+from lorastudio.core.atomic_files import atomic_dir, partial_dir, partial_name, tidy
+from lorastudio.core.disk import check_room, writing
+from lorastudio.core.runs.folders import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE
+from lorastudio.core.runs.locks import FolderBusy, acquire, output_lock_path
 from lorastudio.core.errors import UserError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -138,30 +140,53 @@ def write_export(tmp: Path, run_dir: Path, src: Path, summary: RunSummary, check
     (tmp / "README.md").write_text(model_card(summary, Path(run_dir).name, checkpoint), encoding="utf-8")
 
 
+def export_size(src: Path, summary: RunSummary) -> int:
+    """Bytes an export writes: the adapter's files, the tokenizer's and the model card."""
+    tok_source = src if (src / "tokenizer_config.json").is_file() else Path(summary.config.model)
+    files = [src / name for name in ADAPTER_FILES] + [tok_source / name for name in TOKENIZER_FILES]
+    return sum(path.stat().st_size for path in files if path.is_file()) + 16 * 1024
+
+
 def export_adapter(run_dir: Path, out: Path, checkpoint: int | None = None, as_zip: bool = False,
                    overwrite: bool = False) -> Path:
+    """Export the run's adapter to `out`. Raises ExportError for every refusal and every failed
+    write (full disk, read-only, no permission…), naming the cause; `out` is whole or untouched."""
     run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
+    tidy(run_dir)                                   # an adapter swap cut short by a crash is put back
+    tidy(run_dir / CHECKPOINTS_DIR)
     summary = read_run(run_dir)
     src = adapter_source(run_dir, checkpoint)
     if out == run_dir or run_dir in out.parents:
         raise ExportError(f"{out} is inside the run folder", "export somewhere outside the run folder")
     if as_zip:
         out = out if out.suffix == ".zip" else out.with_suffix(".zip")
-        if out.exists() and not overwrite:
-            raise ExportError(f"{out} already exists", "choose another name, or pass --overwrite")
-        return _write_zip(run_dir, out, src, summary, checkpoint)
-    ensure_free_target(out, overwrite)
-    if out.is_file():
-        out.unlink()
-    with atomic_dir(out) as tmp:
-        write_export(tmp, run_dir, src, summary, checkpoint)
-    return out
+    try:
+        lock = acquire(out, "exporting an adapter", output_lock_path(out))
+    except FolderBusy as exc:
+        raise ExportError(exc.message, exc.hint) from None
+    try:
+        tidy(out.parent)
+        need = export_size(src, summary)
+        check_room(out.parent, need, "the exported adapter", error=ExportError)
+        with writing("the exported adapter", out.parent, need, error=ExportError):
+            if as_zip:
+                if out.exists() and not overwrite:
+                    raise ExportError(f"{out} already exists", "choose another name, or pass --overwrite")
+                return _write_zip(run_dir, out, src, summary, checkpoint)
+            ensure_free_target(out, overwrite)
+            if out.is_file():
+                out.unlink()
+            with atomic_dir(out) as tmp:
+                write_export(tmp, run_dir, src, summary, checkpoint)
+        return out
+    finally:
+        lock.release()
 
 
 def _write_zip(run_dir: Path, out: Path, src: Path, summary: RunSummary, checkpoint: int | None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
-    fd, tmp_zip = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    staging = partial_dir(out)
+    fd, tmp_zip = tempfile.mkstemp(prefix=partial_name(out), suffix=".partial", dir=out.parent)
     os.close(fd)
     try:
         write_export(staging, run_dir, src, summary, checkpoint)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.atomic_files import atomic_write_json
+from lorastudio.core.processes import pid_alive  # noqa: F401 (importers take it from here)
+from lorastudio.core.runs.locks import acquire, release_all
 
 CONFIG_FILE, JOURNAL_FILE, STATUS_FILE, LOG_FILE = "config.yaml", "events.jsonl", "status.json", "worker.log"
 ADAPTER_DIR, CHECKPOINTS_DIR = "adapter", "checkpoints"
@@ -55,13 +57,22 @@ def new_run_dir(config: RunConfig, runs_root: Path | None = None, now: _dt.datet
 
 
 def prepare_run(config: RunConfig, run_dir: Path) -> Path:
-    """Create the run folder and write its resolved config. Refuses a folder that has a journal."""
+    """Create the run folder, take its lock (core/runs/locks.py: held until `start_training` hands
+    it to the worker) and write its resolved config. Refuses a folder that has a journal, and one
+    that another process is writing into (FolderBusy, naming its pid)."""
     run_dir = Path(run_dir)
     if (run_dir / JOURNAL_FILE).exists():
         raise FileExistsError(f"{run_dir} already holds a run (events.jsonl); choose a new folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / CONFIG_FILE)
-    write_status(run_dir, state="starting", pid=None)
+    lock = acquire(run_dir, "starting a training run")
+    try:
+        if (run_dir / JOURNAL_FILE).exists():      # a worker that ended between the check and the lock
+            raise FileExistsError(f"{run_dir} already holds a run (events.jsonl); choose a new folder")
+        config.save(run_dir / CONFIG_FILE)
+        write_status(run_dir, state="starting", pid=None)
+    except BaseException:
+        lock.release()
+        raise
     return run_dir
 
 
@@ -78,23 +89,6 @@ def read_status(run_dir: Path) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def worker_alive(run_dir: Path, status: dict | None = None, now: float | None = None) -> bool:
@@ -121,9 +115,13 @@ def start_training(run_dir: Path, env: dict | None = None, resume_from: Path | N
     that is still importing torch for a crashed one."""
     from lorastudio.core.runtime.launcher import launch
     args = ("--resume-from", str(resume_from)) if resume_from else ()
-    handle = launch("train", Path(run_dir), None, args, detach=True, env=env, niceness=niceness)
-    if handle.process is not None and handle.returncode() is None:
-        write_status(run_dir, pid=handle.pid)
+    lock = acquire(run_dir, "starting a training run")     # already ours after prepare_run or a resume
+    try:
+        handle = launch("train", Path(run_dir), None, args, detach=True, env=env, niceness=niceness, lock=lock)
+        if handle.process is not None and handle.returncode() is None:
+            write_status(run_dir, pid=handle.pid)
+    finally:
+        release_all(lock)       # the worker holds it now (its own copy of the open lock file)
     return handle
 
 

@@ -13,12 +13,16 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from lorastudio.core.atomic_files import Leftover, tidy
+from lorastudio.core.disk import existing_ancestor
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.runs.export import ExportError, adapter_source, read_run
 from lorastudio.core.models.info import ModelError, read_model_info
 from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 from lorastudio.core.runs.folders import MERGES_DIR
+from lorastudio.core.runs.locks import FolderBusy, acquire, discard_stale, output_lock_path, release_all
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 SAFETY_MARGIN = 1.05            # shards + index + tokenizer, with a little room to spare
@@ -41,6 +45,7 @@ class MergeJob:
     prompts: list[str]
     estimate: int
     overwrite: bool
+    lock: Any = None             # the output's lock, handed to the merge job by start_merge
 
     def to_spec(self) -> dict:
         """The merge job's job.yaml."""
@@ -80,15 +85,20 @@ def check_target(out: Path, run_dir: Path, base: Path, overwrite: bool) -> None:
         raise MergeError(f"{out} is not empty", "choose an empty or new folder, or pass --overwrite")
 
 
-def check_disk(out: Path, estimate: int) -> None:
-    parent = Path(out).resolve().parent
-    while not parent.exists():
-        parent = parent.parent
+def disk_hint(dtype: str) -> str:
+    """What else can make a merge fit: never a wider dtype."""
+    return ("bf16 or fp16 (--dtype) needs half the room of fp32, or choose a folder on another disk"
+            if dtype == "fp32" else "choose a folder on another disk")
+
+
+def check_disk(out: Path, estimate: int, dtype: str = "bf16") -> None:
+    parent = existing_ancestor(Path(out).resolve().parent)
     free = shutil.disk_usage(parent).free
     if free < estimate:
         raise MergeError(f"not enough disk space for the merged model: it needs about "
-                         f"{format_bytes(estimate)}, {parent} has {format_bytes(free)} free",
-                         "free some space or choose another disk; nothing was written")
+                         f"{format_bytes(estimate)} in {parent}, which has {format_bytes(free)} free",
+                         f"free {format_bytes(estimate - free)} or more there; {disk_hint(dtype)}; "
+                         "nothing was written")
 
 
 def default_prompts(run_dir: Path, config, limit: int = 4) -> list[str]:
@@ -125,8 +135,18 @@ def prepare_job(args) -> MergeJob:
     out = Path(args.out).resolve()
     check_target(out, run_dir, base, args.overwrite)
     parse_size(args.max_shard_size)
-    estimate = estimate_output(base, args.dtype)
-    check_disk(out, estimate)
+    try:        # one writer per output: held until start_merge hands it to the merge job (core/runs/locks.py)
+        lock = acquire(out, "merging into it", output_lock_path(out))
+    except FolderBusy as exc:
+        raise MergeError(exc.message, exc.hint) from None
+    try:
+        tidy(out.parent)            # a killed merge's hidden folder goes before the space is counted
+        check_target(out, run_dir, base, args.overwrite)
+        estimate = estimate_output(base, args.dtype)
+        check_disk(out, estimate, args.dtype)
+    except BaseException:
+        lock.release()
+        raise
     if args.prompts:
         try:
             prompts = [line.strip() for line in Path(args.prompts).read_text(encoding="utf-8").splitlines()
@@ -136,9 +156,23 @@ def prepare_job(args) -> MergeJob:
     else:
         prompts = default_prompts(run_dir, summary.config)
     return MergeJob(run_dir, out, adapter, base, args.dtype, args.max_shard_size, args.device,
-                    prompts, estimate, args.overwrite)
+                    prompts, estimate, args.overwrite, lock)
 
 
 def start_merge(job: MergeJob) -> JobHandle:
-    """Start the merge job in a fresh RUN/merges/<stamp>/ folder."""
-    return launch("merge", new_job_dir(job.run_dir / MERGES_DIR), job.to_spec())
+    """Start the merge job in a fresh RUN/merges/<stamp>/ folder; it holds the output's lock."""
+    handle = None
+    try:
+        handle = launch("merge", new_job_dir(job.run_dir / MERGES_DIR), job.to_spec(), lock=job.lock)
+        return handle
+    finally:
+        if job.lock is not None:
+            release_all(job.lock, handed_over=handle is not None and handle.returncode() is None)
+            job.lock = None
+
+
+def clean_after(job: MergeJob) -> list[Leftover]:
+    """After a merge that did not complete: the hidden folders its dead worker left beside OUT
+    (and its lock file, which a killed worker cannot remove)."""
+    discard_stale(output_lock_path(job.out))
+    return tidy(Path(job.out).parent)

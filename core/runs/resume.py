@@ -21,7 +21,10 @@ from lorastudio.core.runs.checkpoints import checkpoint_dir, list_checkpoint_ste
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.errors import UserError
 from lorastudio.core.journal import JournalWriter
-from lorastudio.core.runs.folders import CONFIG_FILE, JOURNAL_FILE, start_training, worker_alive, write_status
+from lorastudio.core.runs.folders import CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE, start_training, worker_alive, write_status
+from lorastudio.core.runs.locks import FolderBusy, acquire
+from lorastudio.core.atomic_files import atomic_write_text, folder_size, tidy
+from lorastudio.core.disk import DiskError, check_room
 
 PREVIOUS_CONFIG_FILE = "config.previous.yaml"
 # Settings that change the adapter's shape or the frozen base: a checkpoint cannot carry over.
@@ -161,16 +164,37 @@ def plan_resume(run_dir: Path, step: int | None = None, overrides: dict | None =
     if fixed and checkpoint is not None:
         raise ResumeError(f"{', '.join(fixed)} cannot change when resuming: the checkpoint's adapter "
                           "has the old shape", "start a new run with the new settings instead")
+    tidy(run_dir / CHECKPOINTS_DIR)          # leftovers of a killed save (core/atomic_files.tidy)
+    tidy(run_dir)
+    try:
+        check_room_for_training(run_dir, checkpoint)
+    except DiskError as exc:
+        raise ResumeError(exc.message, exc.hint) from None
     return ResumePlan(run_dir, checkpoint, at, changes), config
+
+
+def check_room_for_training(run_dir: Path, checkpoint: Path | None, first_checkpoint_bytes: int = 0) -> None:
+    """Refuse (DiskError) before any loading when the run's disk cannot hold its next checkpoint and
+    adapter: a resumed run's next checkpoint is as large as the one it resumes from."""
+    need = folder_size(checkpoint) if checkpoint is not None else first_checkpoint_bytes
+    if need:
+        check_room(Path(run_dir), need, "the run's next checkpoint",
+                   "the run's checkpoints are intact; resume once there is room" if checkpoint is not None
+                   else "or start the run in a folder on another disk (--run-dir)")
+
+
+def save_changed_config(run_dir: Path, config: RunConfig) -> None:
+    """config.yaml becomes `config`; the one before is kept as config.previous.yaml."""
+    previous = (run_dir / CONFIG_FILE).read_text(encoding="utf-8")
+    atomic_write_text(run_dir / PREVIOUS_CONFIG_FILE, previous)
+    config.save(run_dir / CONFIG_FILE)
 
 
 def write_resume(plan: ResumePlan, config: RunConfig) -> None:
     """Save the changed config (keeping the old one) and open a new segment of the journal."""
     run_dir = plan.run_dir
     if plan.changes:
-        previous = (run_dir / CONFIG_FILE).read_text(encoding="utf-8")
-        (run_dir / PREVIOUS_CONFIG_FILE).write_text(previous, encoding="utf-8")
-        config.save(run_dir / CONFIG_FILE)
+        save_changed_config(run_dir, config)
     _end_partial_line(run_dir / JOURNAL_FILE)
     journal = JournalWriter(run_dir / JOURNAL_FILE)
     try:
@@ -196,6 +220,13 @@ def _end_partial_line(journal: Path) -> None:
 def resume_run(run_dir: Path, step: int | None = None, overrides: dict | None = None,
                env: dict | None = None):
     """Resume `run_dir` now: returns (the training job's handle, the plan). Raises ResumeError."""
-    plan, config = plan_resume(run_dir, step, overrides)
-    write_resume(plan, config)
-    return start_training(plan.run_dir, env=env, resume_from=plan.checkpoint), plan
+    try:
+        lock = acquire(Path(run_dir), "resuming")     # no second writer: core/runs/locks.py
+    except FolderBusy as exc:
+        raise ResumeError(exc.message, exc.hint) from None
+    try:
+        plan, config = plan_resume(run_dir, step, overrides)
+        write_resume(plan, config)
+        return start_training(plan.run_dir, env=env, resume_from=plan.checkpoint), plan
+    finally:
+        lock.release()

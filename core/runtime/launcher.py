@@ -29,7 +29,7 @@ from lorastudio.core.atomic_files import atomic_write_text
 
 JOB_FILE, JOURNAL_FILE, LOG_FILE = "job.yaml", "events.jsonl", "worker.log"
 JOBS_PACKAGE = "lorastudio.core.jobs"
-VERBS = ("train", "merge", "generate", "import_gguf", "evaluate", "inspect_data")
+VERBS = ("train", "merge", "generate", "import_gguf", "evaluate", "inspect_data", "rank", "resize", "export_gguf")
 _INLINE = {"on": False}
 
 
@@ -126,10 +126,15 @@ class JobHandle:
 
 
 def launch(verb: str, job_dir: Path, spec: dict[str, Any] | None = None, args: tuple | list = (), *,
-           detach: bool = False, env: dict[str, str] | None = None, niceness: int = 0) -> JobHandle:
+           detach: bool = False, env: dict[str, str] | None = None, niceness: int = 0,
+           lock: Any = None) -> JobHandle:
     """Write `spec` to JOB_DIR/job.yaml (unless None: the training job reads config.yaml) and start
-    the job. `detach`: in its own session, so it outlives the window or the CLI that started it."""
+    the job. `detach`: in its own session, so it outlives the window or the CLI that started it.
+    `lock` (a core.runs.locks.FolderLock held by the caller) is handed to the job process, which
+    holds it for its life (its descriptor stays open in the child; LORASTUDIO_LOCK_FD names it)."""
     job_dir = Path(job_dir)
+    if lock is not None:
+        env = {**(env or {}), "LORASTUDIO_LOCK_FD": str(lock.fd)}
     job_dir.mkdir(parents=True, exist_ok=True)
     if spec is not None:
         write_spec(job_dir, spec)
@@ -138,6 +143,7 @@ def launch(verb: str, job_dir: Path, spec: dict[str, Any] | None = None, args: t
     with open(job_dir / LOG_FILE, "ab") as log:
         process = subprocess.Popen(job_command(verb, job_dir, args), stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=detach,
+                                   pass_fds=(lock.fd,) if lock is not None else (),
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     if niceness:        # the window stays responsive on a 2-core laptop; threads started later inherit it
         with contextlib.suppress(OSError, AttributeError):

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from lorastudio.core.journal import OK_STATUSES, JournalWriter
 from lorastudio.core.errors import print_error
+from lorastudio.core.runs.locks import FolderBusy, acquire
 from lorastudio.core.runtime.failures import classify
 from lorastudio.core.runtime.launcher import JOB_FILE, JOURNAL_FILE, read_spec
 
@@ -83,9 +84,27 @@ class _Signals:
 
 
 def run_job(verb: str, job_dir: Path, body: Callable[[Job], dict | None], spec: dict | None = None,
-            args: argparse.Namespace | None = None) -> int:
-    """Run `body` as job `verb` in `job_dir` with the one life described above."""
+            args: argparse.Namespace | None = None, lock: bool = False) -> int:
+    """Run `body` as job `verb` in `job_dir` with the one life described above. `lock`: hold the
+    folder's lock (core/runs/locks.py) for the job's whole life, taken before anything is written;
+    a folder busy with another writer ends the job at once (exit 1), its journal untouched."""
     job_dir = Path(job_dir)
+    held = None
+    if lock:
+        try:
+            held = acquire(job_dir, f"the {verb} job")
+        except FolderBusy as exc:
+            print_error(exc.message, exc.hint)
+            return 1
+    try:
+        return _run_job(verb, job_dir, body, spec, args)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _run_job(verb: str, job_dir: Path, body: Callable[[Job], dict | None], spec: dict | None,
+             args: argparse.Namespace | None) -> int:
     if spec is None and (job_dir / JOB_FILE).is_file():
         spec = read_spec(job_dir)
     with contextlib.suppress(ValueError, OSError):       # stderr without a file descriptor (a test's capture)
@@ -120,7 +139,7 @@ def report_failure(job: Job, exc: BaseException) -> None:
 
 def job_main(verb: str, body: Callable[[Job], dict | None], argv: list[str] | None = None,
              add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-             spec_file: str = JOB_FILE) -> int:
+             spec_file: str = JOB_FILE, lock: bool = False) -> int:
     """`python -m lorastudio.core.jobs.<verb> JOB_DIR [options]`: parse, check, then `run_job`."""
     parser = argparse.ArgumentParser(prog=f"python -m lorastudio.core.jobs.{verb}")
     parser.add_argument("job_dir", type=Path)
@@ -130,4 +149,4 @@ def job_main(verb: str, body: Callable[[Job], dict | None], argv: list[str] | No
     if not (args.job_dir / spec_file).is_file():
         print_error(f"{args.job_dir / spec_file} does not exist")
         return 2
-    return run_job(verb, args.job_dir.resolve(), body, args=args)
+    return run_job(verb, args.job_dir.resolve(), body, args=args, lock=lock)

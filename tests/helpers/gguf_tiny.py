@@ -2,7 +2,8 @@
 
 The tensors come from the tiny Llama of tiny_models.py (hidden size 64, 2 layers), renamed to
 llama.cpp's names, with q/k rows permuted as convert_hf_to_gguf.py does (transformers undoes it on
-load); the byte-level BPE tokenizer goes in as `tokenizer.ggml.*` metadata, with a ChatML template.
+load) — names and permutation from core/engine/gguf_tensor_names.py, which the exporter uses too;
+the byte-level BPE tokenizer goes in as `tokenizer.ggml.*` metadata, with a ChatML template.
 """
 from __future__ import annotations
 
@@ -13,27 +14,17 @@ import numpy as np
 
 from tests.helpers.tiny_models import CHATML
 
-LAYER_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-               "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-               "post_attention_layernorm": "ffn_norm"}
+from lorastudio.core.engine.gguf_tensor_names import TensorNames, permute_rows, unpermute_rows
 
 
-def gguf_name(hf_name: str) -> str:
-    if hf_name == "model.embed_tokens.weight":
-        return "token_embd.weight"
-    if hf_name == "model.norm.weight":
-        return "output_norm.weight"
-    if hf_name == "lm_head.weight":
-        return "output.weight"
-    _model, _layers, index, rest = hf_name.split(".", 3)
-    module, _, kind = rest.rpartition(".")
-    return f"blk.{index}.{LAYER_NAMES[module]}.{kind}"
+def gguf_name(hf_name: str, n_layers: int = 2) -> str:
+    """llama.cpp's name for a tiny Llama tensor (the one name table: gguf-py's, as the exporter uses)."""
+    return TensorNames("llama", n_layers).gguf_name(hf_name)
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's q/k row order (convert_hf_to_gguf.py LlamaModel.permute)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    """llama.cpp's q/k row order (the exporter's permutation)."""
+    return permute_rows(w, n_head)
 
 
 def write_tiny_gguf(path: Path, hf_folder: Path, *, architecture: str = "llama", quantize: dict | None = None,
@@ -107,4 +98,4 @@ def write_tiny_gguf(path: Path, hf_folder: Path, *, architecture: str = "llama",
 
 
 def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return unpermute_rows(w, n_head)

@@ -34,7 +34,9 @@ def test_steps_move_the_progress_cards_and_plots(qtbot, page, journal):
     write_steps(writer, range(1, 6))
     writer.emit("eval", step=5, loss=0.75)
     d = page.dashboard
-    qtbot.waitUntil(lambda: d.loss_plot.plot.point_count("train") == 5, timeout=5000)
+    # The plots are drawn one per turn of the event loop (the loss first), so wait for the last one.
+    qtbot.waitUntil(lambda: d.loss_plot.plot.point_count("train") == 5 and d.speed_plot.point_count("throughput") == 5,
+                    timeout=5000)
     assert d.progress_label.text() == "Step 5 / 20  ·  25%"
     assert d.progress.value() == 250
     assert d.time_label.text() == "Elapsed 0:30  ·  ETA 1:30"

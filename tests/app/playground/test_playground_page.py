@@ -1,7 +1,7 @@
-"""The Playground page follows the generation job: both answers stream in, side by side.
+"""The Playground page follows its generation worker: both answers stream in, side by side.
 
-The job runs inline (the `inline_jobs` fixture) where only the result matters; the live stream
-from a real worker process is the slow test."""
+The worker runs inline (the `inline_jobs` fixture, ending once its inbox is empty) where only the
+result matters; the live stream from a real worker process, kept for a second prompt, is slow."""
 from __future__ import annotations
 
 import json
@@ -45,44 +45,63 @@ def test_the_page_lists_runs_adapters_and_heldout_prompts(qtbot, trained_runs):
     assert "lorastudio eval 2026-01-01_1200_tiny" in page.eval_summary.note.text()
 
 
-def prompted_page(qtbot, runs_root, max_new_tokens):
-    """The page with a prompt typed in, and the list its job's events will be collected into."""
-    page = PlaygroundPage(runs_root)
+def prompted_page(qtbot, runs_root, max_new_tokens, **kwargs):
+    """The page with a prompt typed in, and the list its requests' events will be collected into."""
+    page = PlaygroundPage(runs_root, **kwargs)
     qtbot.addWidget(page)
     page.prompt_edit.setPlainText("the cat sat on the mat")
     page.settings.max_new_tokens.setValue(max_new_tokens)
     events = []
-    page.job.event.connect(events.append)
+    page.worker.event.connect(events.append)
     return page, events
 
 
 @pytest.mark.slow
-def test_the_page_streams_both_answers(qtbot, trained_runs):
+def test_the_page_streams_both_answers_and_keeps_its_worker(qtbot, trained_runs):
+    """A real worker process: the first prompt loads the model, the second is answered by the same
+    process without loading it again; leaving the page ends the worker."""
     page, events = prompted_page(qtbot, trained_runs, 24)
     page.resize(1100, 700)
     page.show()
-    with qtbot.waitSignal(page.generation_finished, timeout=120_000) as done:
+    with qtbot.waitSignal(page.generation_finished, timeout=300_000) as done:      # a fresh interpreter imports torch
         page.generate()
         assert not page.generate_button.isEnabled() and page.stop_button.isEnabled()
-        qtbot.waitUntil(lambda: bool(page.base_pane.answer() and page.adapter_pane.answer()), timeout=120_000)
+        qtbot.waitUntil(lambda: bool(page.base_pane.answer() and page.adapter_pane.answer()), timeout=300_000)
     assert done.args == ["completed"]
     answers = {e["side"]: e["text"] for e in events if e["type"] == "answer"}
     assert page.base_pane.answer() == answers["base"] and page.adapter_pane.answer() == answers["adapter"]
     assert sum(e["type"] == "token" for e in events) >= 2
     assert "tokens ·" in page.adapter_pane.status.text() and page.generate_button.isEnabled()
     assert page.status.text() == "Done."
+    assert [e["name"] for e in events if e["type"] == "phase"][0] == "loading"
+
+    worker, pid = page.worker, page.worker.process.handle.pid
+    events.clear()
+    page.prompt_edit.setPlainText("a small model learns")
+    with qtbot.waitSignal(page.generation_finished, timeout=60_000) as done:
+        page.generate()
+        assert page.base_pane.status.text() == "waiting…"
+    assert done.args == ["completed"] and worker.process.handle.pid == pid and worker.alive
+    assert "loading" not in [e["name"] for e in events if e["type"] == "phase"]
+    assert {e["request"] for e in events} == {2}
+
+    job_dir = worker.job_dir
+    page.hide()                                            # leaving the page ends the worker
+    qtbot.waitUntil(lambda: not worker.alive, timeout=30_000)
+    assert worker.process.outcome.status == "stopped" and not job_dir.exists()
 
 
 def test_generate_shows_both_answers_and_a_failure_in_words(qtbot, trained_runs, inline_jobs):
-    page, events = prompted_page(qtbot, trained_runs, 8)
+    page, events = prompted_page(qtbot, trained_runs, 8, worker_idle_s=0)   # inline: ends when its inbox is empty
     with qtbot.waitSignal(page.generation_finished, timeout=60_000) as done:
         page.generate()
     assert done.args == ["completed"] and page.status.text() == "Done."
     answers = {e["side"]: e["text"] for e in events if e["type"] == "answer"}
     assert page.base_pane.answer() == answers["base"] and page.adapter_pane.answer() == answers["adapter"]
     assert page.generate_button.isEnabled() and not page.stop_button.isEnabled()
-    job_dirs = sorted((trained_runs / "2026-01-01_1200_tiny" / "playground").iterdir())
-    assert (job_dirs[-1] / "job.yaml").is_file() and (job_dirs[-1] / "events.jsonl").is_file()
+    assert {e["request"] for e in events if e["type"] == "token"} == {1}
+    qtbot.waitUntil(lambda: not page.worker.job_dir.exists())     # an idle worker ended and its folder went
+    assert page.worker.job_dir.parent == trained_runs.parent / "playground"
 
     page.adapter_combo.addItem("checkpoint step 99", 99)              # one that is not there
     page.adapter_combo.setCurrentIndex(page.adapter_combo.count() - 1)

@@ -105,7 +105,8 @@ def test_out_of_memory_resumes_with_suggested_settings_in_one_click(qtbot, windo
     from lorastudio.core.config import RunConfig
     from lorastudio.core.runs.folders import prepare_run, start_training
     run_dir = runs_home / "runs" / "oom"
-    prepare_run(RunConfig.load(make_config(training__max_steps=6, training__save_every=2)), run_dir)
+    prepare_run(RunConfig.load(make_config(training__max_steps=6, training__save_every=2,
+                                            training__oom_retry=False)), run_dir)   # the manual path
     worker = start_training(run_dir, env={"LORASTUDIO_FAULT": "oom:3"})
     assert worker.returncode() == 1
     page = show_runs(qtbot, window, 1)

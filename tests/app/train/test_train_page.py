@@ -142,3 +142,23 @@ def test_form_values_folders_and_geometry_survive_a_restart(qtbot, window, setti
     assert p2.training_panel.widgets["training.max_steps"].value() == 6
     assert p2.model_panel.last_folder == str(tiny_llama.parent)
     assert p2.check.ok
+
+
+def test_the_status_line_says_which_memory_mode_and_kernels_ran(qtbot, page, tmp_path):
+    """The journal's start event names the memory mode and the kernels; the window shows them."""
+    from lorastudio.core.journal import JournalWriter
+    run = tmp_path / "run"
+    run.mkdir()
+    journal = JournalWriter(run / "events.jsonl")
+    journal.emit("start", config={}, devices=["NVIDIA H100 80GB HBM3"], versions={}, trainable_params=11_272_192,
+                 total_params=1_247_086_592, total_steps=10, memory_mode="lean", kernels=["liger", "fused-lora"])
+    journal.emit("step", step=1, total_steps=10, epoch=0.1, loss=2.5, lr=1e-4, grad_norm=1.0,
+                 tokens_per_s=44000.0, elapsed_s=0.2, eta_s=2.0)
+    journal.close()
+    messages = []
+    page.message.connect(messages.append)
+    page.attach(run)
+    qtbot.waitUntil(lambda: any(m.startswith("Step 1 / 10") for m in messages), timeout=5000)
+    line = next(m for m in messages if m.startswith("Step 1 / 10"))
+    assert line == "Step 1 / 10 · loss 2.5000 · memory mode lean · Liger + fused LoRA"
+    assert page.dashboard.cards["speed"].toolTip() == "memory mode lean · Liger + fused LoRA"

@@ -237,7 +237,10 @@ def test_killed_merge_leaves_no_output_folder(run_4bit, tmp_path, capfd, monkeyp
     assert "job" in seen, "the merge never reached its checking phase"
     assert code == 1 and not out.exists()
     assert "error (crashed): The merge worker exited unexpectedly (killed by signal 9 (SIGKILL))." in printed
-    assert printed.splitlines()[-1] == f"Merge failed; nothing was written to {out}"
+    assert printed.splitlines()[-2] == f"Merge failed; nothing was written to {out}"
+    # the dead worker's hidden folder (the whole merged model) is removed, and the message says so
+    assert printed.splitlines()[-1].startswith("Removed the merge's unfinished hidden files beside it (.killed.")
+    assert not list(tmp_path.glob(".killed.*"))
 
 
 @pytest.mark.slow

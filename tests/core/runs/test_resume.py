@@ -79,7 +79,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(make_config, tmp_path,
 
 def test_out_of_memory_then_resume_with_the_suggested_settings(make_config, tmp_path, capfd, monkeypatch,
                                                                inline_jobs):
-    config = make_config(training__max_steps=8, training__save_every=2, data__validation_split=0.0)
+    config = make_config(training__max_steps=8, training__save_every=2, data__validation_split=0.0,
+                         training__oom_retry=False)          # the automatic retry: tests/core/fit
     full = launch(config, tmp_path / "full")
     oom = launch(config, tmp_path / "oom", fault="oom:3")
     assert full.returncode() == 0 and oom.returncode() == 1
