@@ -227,6 +227,28 @@ class TrainingSection:
                               f"warm-up must be shorter than max_steps ({self.max_steps})")
 
 
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class DistributedSection:
+    processes: int = field(default=1, metadata=_help(
+        "Training processes (torch.distributed ranks). On CUDA each owns one GPU; on CPU they use gloo. "
+        "Each process trains training.batch_size examples of every micro-batch, so N processes × "
+        "batch_size b train exactly like 1 process × batch_size N·b."))
+    strategy: str = field(default="ddp", metadata=_help(
+        "ddp: every process holds the whole model and gradients are averaged. fsdp: the base is "
+        "sharded across GPUs (not available in this version)."))
+
+    def __post_init__(self):
+        _require(_is_int(self.processes) and self.processes >= 1, "distributed.processes", self.processes,
+                 "a whole number ≥ 1 (1 = a single process)")
+        _require(self.strategy in STRATEGIES, "distributed.strategy", self.strategy,
+                 f"allowed: {', '.join(STRATEGIES)}")
+        _require(self.strategy != "fsdp", "distributed.strategy", self.strategy,
+                 "FSDP needs several CUDA GPUs; not available in this version — use ddp")
+
+
 @dataclass
 class RunConfig:
     model: str = field(default="", metadata=_help(
@@ -244,6 +266,7 @@ class RunConfig:
     lora: LoraSection = field(default_factory=LoraSection)
     data: DataSection = field(default_factory=lambda: DataSection(path="data.jsonl"))
     training: TrainingSection = field(default_factory=TrainingSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def __post_init__(self):
         _require(isinstance(self.model, str) and self.model.strip() != "", "model", self.model,
@@ -258,6 +281,9 @@ class RunConfig:
         for key in ("trust_remote_code", "allow_pickle"):
             _require(isinstance(getattr(self, key), bool), key, getattr(self, key), "true or false")
         _require(isinstance(self.name, str), "name", self.name, "a short text")
+        _require(self.distributed.processes == 1 or self.training.method == "sft", "distributed.processes",
+                 self.distributed.processes, f"training.method {self.training.method} trains on one process "
+                 "only in this version; set distributed.processes: 1 or training.method: sft")
 
     # ---- YAML round trip -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -270,7 +296,8 @@ class RunConfig:
     def from_dict(cls, raw: Any) -> "RunConfig":
         if not isinstance(raw, dict):
             raise ConfigError("(top level)", raw, "the config must be a mapping of keys to values")
-        sections = {"lora": LoraSection, "data": DataSection, "training": TrainingSection}
+        sections = {"lora": LoraSection, "data": DataSection, "training": TrainingSection,
+                    "distributed": DistributedSection}
         kwargs = {}
         for key, value in raw.items():
             if key in sections:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import deque
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QSplitter, QVBoxLayout, QWidget)
 
 from lorastudio.app.dashboard.log_pane import LogPane
 from lorastudio.app.dashboard.loss_plot import LossPlot
@@ -47,6 +47,8 @@ class Dashboard(QWidget):
         self.time_label = QLabel("Elapsed — · ETA —")
         self.time_label.setProperty("role", "hint")
         progress_row = QHBoxLayout()
+        for label in (self.progress_label, self.time_label):     # never clipped by the bar beside them
+            label.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Preferred)
         progress_row.addWidget(self.progress_label)
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.time_label)

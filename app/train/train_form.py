@@ -10,9 +10,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorastudio.core.config import ConfigError, DataSection, LoraSection, RunConfig, TrainingSection
+from lorastudio.core.config import (ConfigError, DataSection, DistributedSection, LoraSection, RunConfig,
+                                     TrainingSection)
 
-SECTIONS = {"lora": LoraSection, "data": DataSection, "training": TrainingSection}
+SECTIONS = {"lora": LoraSection, "data": DataSection, "training": TrainingSection,
+            "distributed": DistributedSection}      # no panel yet: a loaded config's value passes through
 
 
 @dataclass

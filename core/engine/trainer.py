@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from lorastudio.core.engine import checkpoint_state as ckpt
+from lorastudio.core.engine import distributed as dist_
 from lorastudio.core.config import RunConfig
 from lorastudio.core.engine.batches import PreparedData, count_label_tokens, count_real_tokens, prepare_data
 from lorastudio.core.devices import GpuStatus, gpu_status_by_uuid, host_memory
@@ -64,9 +65,11 @@ def total_steps(config: RunConfig, micro_per_epoch: int) -> int:
 
 class Trainer:
     def __init__(self, config: RunConfig, info: ModelInfo, run_dir: Path, journal: JournalWriter,
-                 should_stop: Callable[[], bool] = lambda: False):
+                 should_stop: Callable[[], bool] = lambda: False, ranks: dist_.Ranks = dist_.SINGLE):
         self.config, self.info, self.run_dir, self.journal = config, info, Path(run_dir), journal
         self.should_stop = should_stop
+        self.ranks = ranks       # several processes (core/engine/distributed.py): only rank 0 writes
+        self.global_batch = config.training.batch_size * ranks.world     # micro-batch k's examples
         self.step = 0            # optimizer steps done
         self.micro = 0           # micro-batches consumed (the data position)
         self.last_loss = float("nan")
@@ -84,8 +87,12 @@ class Trainer:
         self.device = self.loaded.device
         self.journal.emit("phase", name="data", message="Tokenizing the data")
         prepare = self.objective.prepare_data if self.objective.pairs else self.prepare_supervised
+        if not self.ranks.main:
+            dist_.barrier(self.ranks)       # rank 0 builds the token cache; the others then read it
         self.data: PreparedData = prepare(self.config.data, self.loaded.tokenizer, t.seq_len,
-                                               t.batch_size, t.seed)
+                                               self.global_batch, t.seed)
+        if self.ranks.main:
+            dist_.barrier(self.ranks)
         self.report_data(t.seq_len)
         self.total = total_steps(self.config, self.data.train.per_epoch)
         self.params = params = trainable_parameters(self.model)
@@ -103,12 +110,12 @@ class Trainer:
         t = self.config.training
         state = ckpt.load_checkpoint(resume_from, self.model, self.optimizer, self.scheduler, self.scaler)
         self.step, self.micro = state["step"], state["micro_batch"]
-        old_batch = state.get("batch_size", t.batch_size)
-        if old_batch != t.batch_size:
+        old_batch = state.get("batch_size", t.batch_size)       # the global micro-batch (all ranks)
+        if old_batch != self.global_batch:
             old_per_epoch = state.get("per_epoch") or -(-self.data.examples // old_batch)
-            self.micro = map_data_position(self.micro, old_batch, old_per_epoch, t.batch_size,
+            self.micro = map_data_position(self.micro, old_batch, old_per_epoch, self.global_batch,
                                            self.data.train.per_epoch)
-            self.journal.emit("log", level="info", message=f"batch_size {old_batch} → {t.batch_size}: "
+            self.journal.emit("log", level="info", message=f"batch_size {old_batch} → {self.global_batch}: "
                               f"data position {state['micro_batch']} → {self.micro} (micro-batches)")
         if state.get("total_steps", self.total) != self.total or self.scheduler.base_lrs[0] != t.lr:
             self.scheduler.base_lrs = [t.lr] * len(self.optimizer.param_groups)
@@ -175,7 +182,7 @@ class Trainer:
         first_step = self.step
         step_times: list[float] = []
         while self.step < self.total:
-            if self.should_stop():
+            if dist_.any_true(self.should_stop(), self.ranks, self.device):     # all ranks stop together
                 return self.finish("stopped")
             t0 = time.time()
             loss, grad_norm, tokens = self.one_step()
@@ -205,15 +212,17 @@ class Trainer:
 
     def one_step(self) -> tuple[float, float | None, int]:
         t = self.config.training
-        batches, on_device = self.step_batches(self.micro)
-        self.objective.begin_step(batches)
+        batches, on_device, weights = self.step_batches(self.micro)
+        self.objective.begin_step(batches)      # the step's token count: all ranks' (the global batch)
         tokens = sum(count_real_tokens(b) for b in batches)     # padding excluded, packed or not
         total_loss = torch.zeros((), device=self.device)   # summed on the device: one host sync a step
-        for batch in on_device:
-            loss = self.objective.loss(self.model, batch)
+        for batch, weight in zip(on_device, weights):
+            loss = self.objective.loss(self.model, batch) * weight
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.detach().float()
         self.micro += t.grad_accum
+        dist_.sum_gradients(self.params, self.ranks)        # several processes: the 1-process gradient
+        total_loss = dist_.sum_value(total_loss, self.ranks)
         grad_norm = None
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -236,17 +245,25 @@ class Trainer:
             raise FloatingPointError(f"the loss became {total_loss} at step {self.step + 1}")
         return total_loss, grad_norm if grad_norm is None or math.isfinite(grad_norm) else None, tokens
 
-    def step_batches(self, micro: int) -> tuple[list, list[dict]]:
-        """The step's micro-batches starting at `micro`, and their copies on the device (from pinned
-        memory, so the copies do not wait for the GPU's queue to drain)."""
+    def step_batches(self, micro: int) -> tuple[list, list[dict], list[float]]:
+        """The step's micro-batches starting at `micro`, this rank's share of them on the device
+        (from pinned memory, so the copies do not wait for the GPU's queue to drain), and each
+        share's loss weight (0 for a rank left without rows: it only takes part)."""
         ready = getattr(self, "prefetched", None)
         if ready is not None and ready[0] == micro:
             self.prefetched = None
             return ready[1]
         batches = [self.data.train.batch(micro + i) for i in range(self.config.training.grad_accum)]
+        shares, weights = batches, [1.0] * len(batches)
+        if self.ranks.on:
+            train = self.data.train
+            split = [dist_.rank_rows([train.data.items[i] for i in train.indices(micro + j)], self.ranks)
+                     for j in range(len(batches))]
+            shares = [train.collate(rows) for rows, _real in split]
+            weights = [1.0 if real else 0.0 for _rows, real in split]
         pin = self.device.type == "cuda"
         return batches, [{k: (v.pin_memory() if pin else v).to(self.device, non_blocking=True)
-                          for k, v in b.items()} for b in batches]
+                          for k, v in b.items()} for b in shares], weights
 
     def should_eval(self) -> bool:
         t = self.config.training
@@ -299,12 +316,14 @@ class Trainer:
             fields.update(status.event_fields())
         self.journal.emit("memory", step=self.step, **fields)
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
+        if not self.ranks.main:
+            return None
         root = self.run_dir / CHECKPOINTS_DIR
         path = ckpt.save_checkpoint(root, self.step, self.model, self.optimizer, self.scheduler,
                                     self.scaler, {"micro_batch": self.micro, "loss": self.last_loss,
                                                   "total_steps": self.total,
-                                                  "batch_size": self.config.training.batch_size,
+                                                  "batch_size": self.global_batch,
                                                   "per_epoch": self.data.train.per_epoch})
         self.journal.emit("checkpoint", step=self.step, path=str(path))
         for old in ckpt.prune_checkpoints(root, self.config.training.keep_checkpoints):
@@ -328,5 +347,6 @@ class Trainer:
             self.save_checkpoint()
         if status == "completed":
             self.evaluate()
-        self.adapter_path = self.save_adapter()
+        if self.ranks.main:
+            self.adapter_path = self.save_adapter()
         return status

@@ -11,7 +11,9 @@ the run crashed; faulthandler puts the native stack of a segfault into worker.lo
 LORASTUDIO_FAULT=KIND:STEP (oom, exception, segfault, kill) makes the worker fail on purpose before
 optimizer step STEP+1 — the tests' way to produce each failure in a real process;
 oom-forward:STEP:BATCH raises torch's OutOfMemoryError inside the model's forward while the
-micro-batch is larger than BATCH (a small GPU, simulated).
+micro-batch is larger than BATCH (a small GPU, simulated). With distributed.processes > 1,
+LORASTUDIO_FAULT_RANK=R puts the fault in rank R only (default 0); kind `start` makes that rank
+fail before it joins the process group.
 
 Out of memory with training.oom_retry on (the default): the failed step's gradients are dropped,
 an emergency checkpoint is saved, the memory model (core/fit/advice.settings_after_oom) picks
@@ -39,8 +41,15 @@ from lorastudio.core.runtime.worker import Job, job_main
 from lorastudio.core.fit.advice import settings_after_oom
 from lorastudio.core.fit.learn import learn_from_run
 from lorastudio.core.runs.resume import describe_changes, save_changed_config
+from lorastudio.core.errors import UserError
+from lorastudio.core.runtime.launcher import start_ranks
 
 MAX_OOM_RETRIES = 3
+
+
+class RankFailed(UserError):
+    """Another rank of a multi-process run died: the run stops with that rank's words."""
+    kind = "crashed"
 
 
 def heartbeat(run_dir: Path, stop: threading.Event) -> None:
@@ -190,6 +199,8 @@ def train(job: Job) -> dict:
         check_room_for_training(run_dir, job.args.resume_from, first_checkpoint_bytes=4 * 4 * lora)
         from lorastudio.core.engine.trainer import Trainer
         resume_from, attempt = job.args.resume_from, 0
+        if config.distributed.processes > 1:
+            return train_ranks(job, config, info, resume_from)
         while True:
             trainer = Trainer(config, info, run_dir, job.journal)
             trainer.should_stop = injected_fault(job.should_stop, lambda: trainer.step)
@@ -219,7 +230,133 @@ def train(job: Job) -> dict:
         beat.join(timeout=2 * HEARTBEAT_S)
 
 
+def train_ranks(job: Job, config: RunConfig, info, resume_from: Path | None) -> dict:
+    """Rank 0 of a multi-process run (core/engine/distributed.py): start the other ranks, train
+    with them, and turn a rank's death into this run's error. No out-of-memory retry here."""
+    from lorastudio.core.engine import distributed
+    from lorastudio.core.engine.trainer import Trainer
+    world = config.distributed.processes
+    args = ("--resume-from", str(resume_from)) if resume_from else ()
+    own = rank_config(config, 0)            # checked before any rank starts
+    group = start_ranks("train", job.job_dir, world, args)
+    job.log(f"Training on {world} processes ({config.distributed.strategy}); ranks 1–{world - 1} write "
+            f"worker-rankN.log")
+    ranks = distributed.Ranks(0, world)
+    try:
+        trainer = Trainer(own, info, job.job_dir, job.journal, ranks=ranks)
+        faulty = os.environ.get("LORASTUDIO_FAULT_RANK", "0") == "0"       # tests: which rank fails
+        stop = injected_fault(job.should_stop, lambda: trainer.step) if faulty else job.should_stop
+
+        def should_stop() -> bool:
+            asked = stop()
+            if asked:
+                group.stop()            # SIGTERM to every rank: each stops after this same step
+            return asked
+        trainer.should_stop = should_stop
+        try:
+            join_watching(ranks, rank_device(config), group)
+            trainer.setup(resume_from)
+            trainer.start_event()
+            status = trainer.train()
+        except BaseException as exc:        # noqa: BLE001 — a dead rank is the cause, not this symptom
+            group.stop()
+            # A lost peer shows here as a RuntimeError from a collective; a rank's own error stands.
+            failed = group.failure() if isinstance(exc, RuntimeError) and not isinstance(exc, UserError) else None
+            if failed:
+                raise RankFailed(f"Training stopped: {failed}",
+                                 "the other ranks were stopped; resume from the last checkpoint") from exc
+            raise
+        adapter = getattr(trainer, "adapter_path", None)
+        return {"status": status, "adapter": str(adapter) if adapter else None}
+    finally:
+        distributed.close()
+        group.close()
+
+
+def join_watching(ranks, device, group) -> None:
+    """Join the process group while watching the other ranks: one that dies before joining ends the
+    run at once (rather than after the group's start-up timeout)."""
+    from lorastudio.core.engine import distributed
+    outcome: dict = {}
+
+    def join() -> None:
+        try:
+            distributed.init(ranks, device)
+        except BaseException as exc:        # noqa: BLE001 — handed to the caller
+            outcome["error"] = exc
+    thread = threading.Thread(target=join, name="join-process-group", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        failed = group.failure(wait_s=0) if thread.is_alive() else None
+        if failed:
+            raise RankFailed(f"Training could not start: {failed}", "see that rank's log for the cause")
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def rank_device(config: RunConfig):
+    import torch
+    cuda = config.device != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda") if cuda else torch.device("cpu")
+
+
+def rank_config(config: RunConfig, rank: int) -> RunConfig:
+    """On CUDA, rank r trains on the r-th visible GPU (CUDA_VISIBLE_DEVICES is respected); on CPU
+    every rank uses the CPU. More ranks than visible GPUs is a config error."""
+    import dataclasses
+
+    import torch
+    if rank_device(config).type != "cuda":
+        return config
+    visible = torch.cuda.device_count()
+    if config.distributed.processes > visible:
+        raise UserError(f"distributed.processes is {config.distributed.processes} but {visible} GPU(s) are "
+                        "visible", "lower distributed.processes, or set device: cpu")
+    return dataclasses.replace(config, device=f"cuda:{rank}")
+
+
+def peer_main(argv: list[str] | None, rank: int) -> int:
+    """Ranks 1..N-1: train alongside rank 0 and write nothing into the run folder (their output is
+    their worker-rankN.log). SIGTERM stops after the current step, with rank 0; any failure exits 1
+    with its traceback in the log (rank 0 reports it)."""
+    import argparse
+    import traceback
+
+    from lorastudio.core.engine import distributed
+    from lorastudio.core.engine.trainer import Trainer
+    parser = argparse.ArgumentParser(prog="python -m lorastudio.core.jobs.train (rank > 0)")
+    parser.add_argument("job_dir", type=Path)
+    parser.add_argument("--resume-from", type=Path, default=None)
+    args = parser.parse_args(argv)
+    stop = {"asked": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(asked=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(asked=True))
+    try:
+        config = RunConfig.load(args.job_dir / CONFIG_FILE)
+        info, _report = check_config(config)
+        ranks = distributed.from_environment()
+        if os.environ.get("LORASTUDIO_FAULT_RANK") == str(rank) and os.environ.get("LORASTUDIO_FAULT") == "start":
+            raise RuntimeError("injected failure before joining the process group")     # tests only
+        trainer = Trainer(rank_config(config, rank), info, args.job_dir, distributed.NullJournal(), ranks=ranks)
+        trainer.should_stop = injected_fault(lambda: stop["asked"], lambda: trainer.step) \
+            if os.environ.get("LORASTUDIO_FAULT_RANK", "") == str(rank) else (lambda: stop["asked"])
+        distributed.init(ranks, rank_device(config))
+        trainer.setup(args.resume_from)
+        status = trainer.train()
+        print(f"rank {rank}: {status} at step {trainer.step}", flush=True)
+        return 0
+    except BaseException:           # noqa: BLE001 — rank 0 reports; this log keeps the traceback
+        traceback.print_exc()
+        return 1
+    finally:
+        distributed.close()
+
+
 def main(argv: list[str] | None = None) -> int:
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank > 0:
+        return peer_main(argv, rank)
     return job_main("train", train, argv, spec_file=CONFIG_FILE, lock=True,
                     add_arguments=lambda p: p.add_argument("--resume-from", type=Path, default=None))
 

@@ -151,6 +151,109 @@ def launch(verb: str, job_dir: Path, spec: dict[str, Any] | None = None, args: t
     return JobHandle(verb, job_dir, process)
 
 
+def rank_log(rank: int) -> str:
+    """Where rank `rank` of a multi-process job writes its output: rank 0 is the job's own log."""
+    return LOG_FILE if rank == 0 else f"worker-rank{rank}.log"
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In a rank's child process, before exec: SIGKILL when rank 0 goes (Linux), so no rank outlives
+    it (not even one waiting in a collective, where a SIGTERM handler would never run)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+
+
+class RankGroup:
+    """Ranks 1..N-1 of a job whose rank 0 is this process (torchrun's environment: RANK,
+    LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). Rank 0 started them, so it sees each one's
+    exit status: `failure()` puts a dead rank into words; `stop()` / `close()` end them all."""
+
+    def __init__(self, world: int, port: int, processes: dict[int, Any], job_dir: Path):
+        self.world, self.port, self.processes, self.job_dir = world, port, processes, Path(job_dir)
+        self.saved_env: dict[str, str | None] = {}
+
+    def env(self, rank: int) -> dict[str, str]:
+        return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(self.world),
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(self.port)}
+
+    def failure(self, wait_s: float = 3.0) -> str | None:
+        """'rank R exited …' for the first rank that ended (waiting up to `wait_s` for one to), else None."""
+        import time
+        deadline = time.monotonic() + wait_s
+        while True:
+            for rank, process in sorted(self.processes.items()):
+                code = process.poll()
+                if code is not None and code != 0:
+                    log = self.job_dir / rank_log(rank)
+                    how = f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 \
+                        else f"exit code {code}: {_last_line(log)}"
+                    return f"rank {rank} of {self.world} exited ({how}); see {log}"
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
+    def restore_environment(self) -> None:
+        for key, value in self.saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def stop(self) -> None:
+        """SIGTERM to every rank still running (each stops gracefully)."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+
+    def close(self, wait_s: float = 30.0) -> None:
+        """Wait for the ranks to exit (they finish the same step as rank 0); SIGKILL what remains."""
+        import time
+        deadline = time.monotonic() + wait_s
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                process.wait()
+        self.restore_environment()
+
+
+def _last_line(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()[:300]
+    return "it printed nothing"
+
+
+def start_ranks(verb: str, job_dir: Path, world: int, args: tuple | list = (),
+                env: dict[str, str] | None = None) -> RankGroup:
+    """Called by rank 0 of a job (in its own process): start ranks 1..world-1 as
+    `python -m lorastudio.core.jobs.<verb> JOB_DIR [args]` with torchrun's environment, each with its
+    output in JOB_DIR/worker-rankN.log; set rank 0's own environment. The ranks die with rank 0."""
+    job_dir, port = Path(job_dir), free_port()
+    group = RankGroup(world, port, {}, job_dir)
+    group.saved_env = {key: os.environ.get(key) for key in group.env(0)}     # back on close (inline runs)
+    os.environ.update(group.env(0))
+    for rank in range(1, world):
+        with open(job_dir / rank_log(rank), "ab") as log:
+            group.processes[rank] = subprocess.Popen(
+                job_command(verb, job_dir, args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), **group.env(rank)})
+    return group
+
+
 def run_inline(verb: str, job_dir: Path, args: tuple | list = (), env: dict[str, str] | None = None) -> int:
     """Run a job's `main` in this process (tests): returns its exit status. What it prints goes to
     its worker.log, as a job process's would."""

@@ -40,6 +40,7 @@ def main() -> int:
     p.add_argument("--memory-mode", default="checkpoint", choices=["none", "checkpoint", "lean", "auto"])
     p.add_argument("--packing", action="store_true", help="data.packing on (rows are full anyway)")
     p.add_argument("--no-fused", action="store_true", help="PEFT's own LoRA layers (training.fused_lora false)")
+    p.add_argument("--processes", type=int, default=1, help="distributed.processes (one GPU each)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -50,7 +51,8 @@ def main() -> int:
            "data": {"path": str(data), "validation_split": 0.0, "packing": a.packing},
            "training": {"max_steps": a.steps, "lr": 2e-4, "batch_size": a.batch_size, "grad_accum": 1,
                         "seq_len": a.seq_len, "save_every": 0, "warmup_steps": 2,
-                        "memory_mode": a.memory_mode, "fused_lora": not a.no_fused}}
+                        "memory_mode": a.memory_mode, "fused_lora": not a.no_fused},
+           "distributed": {"processes": a.processes}}
     import yaml
     (work / "c.yaml").write_text(yaml.safe_dump(cfg))
     run_dir = work / "run"

@@ -3,12 +3,19 @@ settings that fit, and the run goes on by itself to the end. The error is a real
 torch.OutOfMemoryError raised inside the model's forward (LORASTUDIO_FAULT=oom-forward:STEP:BATCH:
 a forward pre-hook that refuses micro-batches larger than BATCH from step STEP+1 on), through the
 real training job, in-process (`inline_jobs`)."""
+import pytest
 import yaml
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import read_events, validate
 from lorastudio.core.runs.folders import prepare_run, read_status, start_training
 from lorastudio.core.runs.listing import summarize
+
+@pytest.fixture(autouse=True)
+def own_data_home(tmp_path, monkeypatch):
+    """The user's calibration file lives in the data directory: a fresh one per test."""
+    monkeypatch.setenv("LORASTUDIO_HOME", str(tmp_path / "home"))
+
 
 
 def launch(config_path, run_dir, monkeypatch, fault):
