@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QMessageBox, QProgressBar,
+from PySide6.QtWidgets import (QDialogButtonBox, QFormLayout, QLabel, QProgressBar,
                                QSpinBox, QVBoxLayout, QWidget)
 
+from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.playground.eval_summary import EvalSummary
@@ -22,7 +23,10 @@ from lorastudio.core.runs.heldout import read_eval, start_evaluation
 DEFAULT_PROMPTS = 48
 
 
-class EvaluateDialog(QDialog):
+class EvaluateDialog(JobDialog):
+    CANCEL_TITLE = 'Cancel the evaluation?'
+    CANCEL_QUESTION = 'An evaluation is running. Cancel it? Nothing will be saved.'
+
     def __init__(self, run_dir: Path | None, runs_root: Path | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Evaluate")
@@ -112,7 +116,7 @@ class EvaluateDialog(QDialog):
             self.process.attach(start_evaluation(run, self.picker.checkpoint, limit=self.limit_spin.value()))
         except OSError as exc:          # the evals folder cannot be written, the worker cannot start
             self.progress.hide()
-            self._say(f"The evaluation could not start: {exc}", "error")
+            self._result(f"The evaluation could not start: {exc}", "error")
         self._update()
 
     def _event(self, ev: dict) -> None:
@@ -130,40 +134,14 @@ class EvaluateDialog(QDialog):
             self.phase_label.setText(f"Done in {self.result.get('seconds', 0):.0f} s.")
             self.summary.show_result(self.result, Path(self.result.get("run", "")).name)
             self.summary.title.setText("Evaluation")
-            self._say(f"Saved to {outcome.output}", "notice")
+            self._result(f"Saved to {outcome.output}", "notice")
         else:
             self.progress.hide()
             self.phase_label.setText("")
             if outcome.status == "stopped":
-                self._say("Evaluation cancelled; nothing was saved.", "notice")
+                self._result("Evaluation cancelled; nothing was saved.", "notice")
             else:
                 error = outcome.error or {"message": "The evaluation ended without a result.", "hint": ""}
                 hint = f"\nWhat to do: {error['hint']}" if error.get("hint") else ""
-                self._say(f"{error['message']}{hint}", "error")
+                self._result(f"{error['message']}{hint}", "error")
         self._update()
-
-    def _say(self, text: str, role: str) -> None:
-        self.result_label.setText(text)
-        self.result_label.setProperty("role", role)
-        self.result_label.style().polish(self.result_label)
-        self.result_label.show()
-
-    def cancel(self) -> None:
-        if self.process.stop():
-            self.phase_label.setText("Cancelling…")
-
-    def closeEvent(self, event) -> None:
-        if self.running:
-            answer = QMessageBox.question(self, "Cancel the evaluation?", "An evaluation is running. Cancel it? "
-                                          "Nothing will be saved.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-            if answer == QMessageBox.Yes:
-                self.cancel()
-            event.ignore()
-            return
-        super().closeEvent(event)
-
-    def reject(self) -> None:           # Esc
-        if not self.running:
-            super().reject()
-        else:
-            self.close()

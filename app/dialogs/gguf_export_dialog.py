@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton,
                                QVBoxLayout, QWidget)
 
+from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
 from lorastudio.app.dialogs.merge_dialog import fidelity_text
 from lorastudio.app.job_process import JobProcess
@@ -39,7 +40,10 @@ def gguf_fidelity_text(f: dict) -> str:
     return text
 
 
-class GgufExportDialog(QDialog):
+class GgufExportDialog(JobDialog):
+    CANCEL_TITLE = 'Cancel the export?'
+    CANCEL_QUESTION = 'An export is running. Cancel it? Nothing will be written.'
+
     def __init__(self, run_dir: Path | None, runs_root: Path | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Export for Ollama / llama.cpp")
@@ -237,31 +241,8 @@ class GgufExportDialog(QDialog):
         self._update()
 
     def _result(self, text: str, role: str) -> None:
-        self.result_label.setText(text)
-        self.result_label.setProperty("role", role)
-        self.result_label.style().polish(self.result_label)
-        self.result_label.show()
+        super()._result(text, role)
         self.adjustSize()               # room for the longer texts (the fidelity result)
-
-    def cancel(self) -> None:
-        if self.process.stop():
-            self.phase_label.setText("Cancelling…")
-
-    def closeEvent(self, event) -> None:
-        if self.running:
-            answer = QMessageBox.question(self, "Cancel the export?", "An export is running. Cancel it? Nothing "
-                                          "will be written.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-            if answer == QMessageBox.Yes:
-                self.cancel()
-            event.ignore()
-            return
-        super().closeEvent(event)
-
-    def reject(self) -> None:           # Esc
-        if not self.running:
-            super().reject()
-        else:
-            self.close()
 
     def _open(self) -> None:
         if self.output is not None and self.output.parent.exists():

@@ -14,6 +14,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
+from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.thread_pool import run_in_background
@@ -33,7 +34,10 @@ def fidelity_text(f: dict) -> str:
             f"{f['greedy_agree']} of {f['prompts']}.")
 
 
-class MergeDialog(QDialog):
+class MergeDialog(JobDialog):
+    CANCEL_TITLE = 'Cancel the merge?'
+    CANCEL_QUESTION = 'A merge is running. Cancel it? Nothing will be written.'
+
     def __init__(self, run_dir: Path | None, runs_root: Path | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Merge and save")
@@ -175,32 +179,6 @@ class MergeDialog(QDialog):
         flagged = bool(self.fidelity and self.fidelity["flagged"])
         self._result(text, "notice" if outcome.status == "completed" and not flagged else "error")
         self._update()
-
-    def _result(self, text: str, role: str) -> None:
-        self.result_label.setText(text)
-        self.result_label.setProperty("role", role)
-        self.result_label.style().polish(self.result_label)
-        self.result_label.show()
-
-    def cancel(self) -> None:
-        if self.process.stop():
-            self.phase_label.setText("Cancelling…")
-
-    def closeEvent(self, event) -> None:
-        if self.running:
-            answer = QMessageBox.question(self, "Cancel the merge?", "A merge is running. Cancel it? Nothing "
-                                          "will be written.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-            if answer == QMessageBox.Yes:
-                self.cancel()
-            event.ignore()
-            return
-        super().closeEvent(event)
-
-    def reject(self) -> None:           # Esc
-        if not self.running:
-            super().reject()
-        else:
-            self.close()
 
     def _open(self) -> None:
         if self.output is not None and self.output.exists():

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QDoubleS
                                QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton,
                                QSpinBox, QVBoxLayout, QWidget)
 
+from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.formatting import format_bytes
@@ -33,7 +34,9 @@ def resize_preview(report: dict, rank: int | None, energy: float | None) -> dict
             "max_error": max(errors), "ranks": ranks}
 
 
-class ResizeDialog(QDialog):
+class ResizeDialog(JobDialog):
+    CANCEL_QUESTION = None         # closing stops the resize without asking
+
     def __init__(self, target, report: dict, parent: QWidget | None = None):
         super().__init__(parent)
         self.target, self.report = target, report
@@ -189,25 +192,6 @@ class ResizeDialog(QDialog):
             self._result("Cancelled; nothing was written." if outcome.status == "stopped" else outcome.words(),
                          "error")
         self._update()
-
-    def _result(self, text: str, role: str) -> None:
-        self.result_label.setText(text)
-        self.result_label.setProperty("role", role)
-        self.result_label.style().polish(self.result_label)
-        self.result_label.show()
-
-    def closeEvent(self, event) -> None:
-        if self.running:
-            self.process.stop()
-            event.ignore()
-            return
-        super().closeEvent(event)
-
-    def reject(self) -> None:           # Esc
-        if not self.running:
-            super().reject()
-        else:
-            self.close()
 
     def _open(self) -> None:
         if self.output is not None and self.output.exists():

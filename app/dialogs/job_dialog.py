@@ -1,0 +1,42 @@
+"""What every dialog that runs a job shares: the result line, Cancel, and closing while it runs.
+
+A subclass has `process` (an app.job_process.JobProcess or a wrapper with `stop()`), a `running`
+property, `phase_label` and `result_label`, and names its question: CANCEL_TITLE and CANCEL_QUESTION
+(None: closing cancels without asking).
+"""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QDialog, QMessageBox
+
+
+class JobDialog(QDialog):
+    CANCEL_TITLE = "Cancel?"
+    CANCEL_QUESTION: str | None = "A job is running. Cancel it?"
+
+    def _result(self, text: str, role: str) -> None:
+        """Show the outcome in the result line, styled by `role` (notice | error)."""
+        self.result_label.setText(text)
+        self.result_label.setProperty("role", role)
+        self.result_label.style().polish(self.result_label)
+        self.result_label.show()
+
+    def cancel(self) -> None:
+        if self.process.stop():
+            self.phase_label.setText("Cancelling…")
+
+    def closeEvent(self, event) -> None:
+        if self.running:
+            if self.CANCEL_QUESTION is None:
+                self.cancel()
+            elif QMessageBox.question(self, self.CANCEL_TITLE, self.CANCEL_QUESTION,
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No) == QMessageBox.Yes:
+                self.cancel()
+            event.ignore()
+            return
+        super().closeEvent(event)
+
+    def reject(self) -> None:           # Esc: asks like closing does while a job runs
+        if not self.running:
+            super().reject()
+        else:
+            self.close()
