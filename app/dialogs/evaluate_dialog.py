@@ -120,11 +120,10 @@ class EvaluateDialog(JobDialog):
         self._update()
 
     def _event(self, ev: dict) -> None:
-        if ev["type"] == "phase":
-            self.progress.setValue(int(100 * ev.get("fraction", 0)))
-            self.phase_label.setText(ev.get("message") or ev["name"])
-        elif ev["type"] == "evaluation":
+        if ev["type"] == "evaluation":
             self.result = ev["result"]
+        else:
+            super()._event(ev)
 
     def _finish(self, outcome) -> None:
         """The job ended (an Outcome): completed, stopped, or failed — a crash included, in core's words."""

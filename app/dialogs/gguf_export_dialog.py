@@ -208,13 +208,6 @@ class GgufExportDialog(JobDialog):
             self._result(f"The export could not start: {exc}", "error")
         self._update()
 
-    def _event(self, ev: dict) -> None:
-        if ev["type"] == "phase":
-            self.progress.setValue(int(100 * ev.get("fraction", 0)))
-            self.phase_label.setText(ev.get("message", ev["name"]))
-        elif ev["type"] == "fidelity":
-            self.fidelity = ev
-
     def _finish(self, outcome) -> None:
         self.status = outcome.status
         if outcome.status == "completed":

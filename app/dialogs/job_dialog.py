@@ -1,8 +1,8 @@
 """What every dialog that runs a job shares: the result line, Cancel, and closing while it runs.
 
 A subclass has `process` (an app.job_process.JobProcess or a wrapper with `stop()`), a `running`
-property, `phase_label` and `result_label`, and names its question: CANCEL_TITLE and CANCEL_QUESTION
-(None: closing cancels without asking).
+property, `progress`, `phase_label` and `result_label`, connects the job's events to `_event`, and
+names its question: CANCEL_TITLE and CANCEL_QUESTION (None: closing cancels without asking).
 """
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ from PySide6.QtWidgets import QDialog, QMessageBox
 class JobDialog(QDialog):
     CANCEL_TITLE = "Cancel?"
     CANCEL_QUESTION: str | None = "A job is running. Cancel it?"
+
+    def _event(self, ev: dict) -> None:
+        """A job event: phases move the bar and the phase line; a fidelity check is kept for the end."""
+        if ev["type"] == "phase":
+            self.progress.setValue(int(100 * ev.get("fraction", 0)))
+            self.phase_label.setText(ev.get("message") or ev["name"])
+        elif ev["type"] == "fidelity":
+            self.fidelity = ev
 
     def _result(self, text: str, role: str) -> None:
         """Show the outcome in the result line, styled by `role` (notice | error)."""

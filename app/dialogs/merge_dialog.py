@@ -152,13 +152,6 @@ class MergeDialog(JobDialog):
             self._result(f"The merge could not start: {exc}", "error")
         self._update()
 
-    def _event(self, ev: dict) -> None:
-        if ev["type"] == "phase":
-            self.progress.setValue(int(100 * ev.get("fraction", 0)))
-            self.phase_label.setText(ev.get("message", ev["name"]))
-        elif ev["type"] == "fidelity":
-            self.fidelity = ev
-
     def _finish(self, outcome) -> None:
         """The merge ended (an Outcome): completed, stopped, or failed — a crash included, in core's words."""
         self.status = outcome.status

@@ -174,11 +174,6 @@ class ResizeDialog(JobDialog):
             self._result(f"The resize could not start: {exc}", "error")
         self._update()
 
-    def _event(self, ev: dict) -> None:
-        if ev["type"] == "phase":
-            self.progress.setValue(int(100 * ev.get("fraction", 0)))
-            self.phase_label.setText(ev.get("message") or ev["name"])
-
     def _finish(self, outcome) -> None:
         self.status = outcome.status
         if outcome.status == "completed":
