@@ -3,8 +3,9 @@
 A micro-batch of B pairs is one forward pass over 2B rows (the B chosen sequences, then the B
 rejected ones). Only answer tokens are scored: the decoder's hidden states at the positions that
 predict an answer token go through the output head in chunks of 512 tokens, each recomputed in the
-backward pass (checkpointed), so no tokens × vocabulary logits exist for the prompt and at most a
-chunk's for the answers.
+backward pass, so no tokens × vocabulary logits exist for the prompt and at most a chunk's for
+the answers (`HeadLogProbs`: about 32 M logits at a time, whatever the vocabulary, computed in place —
+a 128k vocabulary's chunk of 512 tokens through logsumexp and its backward had cost 0.8 GiB at peak).
 
 DPO (Rafailov et al., 2023) needs the reference model's log-probabilities: with LoRA that is the same
 frozen base with the adapter switched off (PEFT's `disable_adapter()`), run without gradients in eval
@@ -28,8 +29,8 @@ from lorastudio.core.data.files import DataError
 from lorastudio.core.data.pairs import EncodedPair, LoadedPairs, PairSet, encode_pairs, load_pairs, pair_summary
 from lorastudio.core.data.split import split
 from lorastudio.core.engine.batches import MicroBatches, collate, pad_id_of
+from lorastudio.core.fit.memory_model import PAIR_LOGIT_ELEMENTS as LOGIT_ELEMENTS   # 128 MB of fp32 logits
 
-LOGIT_CHUNK = 512           # answer tokens whose logits exist at once
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -101,6 +102,65 @@ def _chunk_logps(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, -1)
 
 
+class HeadLogProbs(torch.autograd.Function):
+    """log p(target) of each row of `hidden` through a frozen, bias-free output head, chunked: the
+    logits of a chunk of rows exist in the forward pass and again in the backward pass, are worked
+    on in place (no log-softmax, exp or gradient copies) and are never saved. Only the gradient for
+    `hidden` is returned: the head is frozen."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        n = targets.shape[0]
+        out = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(out)
+        for i in range(0, n, chunk):
+            logits = (hidden[i:i + chunk] @ weight.t()).float()
+            target = logits.gather(1, targets[i:i + chunk, None]).squeeze(1)
+            top = logits.amax(-1, keepdim=True)
+            lse[i:i + chunk] = logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(1))
+            out[i:i + chunk] = target - lse[i:i + chunk]
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        grad_hidden = torch.empty_like(hidden)
+        grad = grad.float()
+        for i in range(0, targets.shape[0], ctx.chunk):
+            g = grad[i:i + ctx.chunk, None]
+            dlogits = (hidden[i:i + ctx.chunk] @ weight.t()).float()
+            dlogits.sub_(lse[i:i + ctx.chunk, None]).exp_().mul_(-g)         # −g · softmax
+            dlogits.scatter_add_(1, targets[i:i + ctx.chunk, None], g)        # + g at the target
+            grad_hidden[i:i + ctx.chunk] = dlogits.to(hidden.dtype) @ weight
+        return grad_hidden, None, None, None
+
+
+def _frozen_plain_head(head) -> torch.Tensor | None:
+    """The head's weight when it is a frozen, bias-free dense linear layer (what HeadLogProbs can
+    compute through), else None (an adapted or quantized head keeps the generic path)."""
+    weight = getattr(head, "weight", None)
+    if type(head) is not torch.nn.Linear or head.bias is not None or weight is None or weight.requires_grad:
+        return None
+    return weight
+
+
+def head_logps(head, picked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) of each picked hidden state, a bounded number of logits at a time."""
+    weight = _frozen_plain_head(head)
+    vocab = weight.shape[0] if weight is not None else getattr(head, "out_features", 32768)
+    chunk = max(16, LOGIT_ELEMENTS // max(vocab, 1))
+    if weight is not None and picked.dtype == weight.dtype:
+        return HeadLogProbs.apply(picked, weight, targets, chunk)
+    chunks = [checkpoint(_chunk_logps, head, picked[i:i + chunk], targets[i:i + chunk], use_reentrant=False)
+              if torch.is_grad_enabled() else _chunk_logps(head, picked[i:i + chunk], targets[i:i + chunk])
+              for i in range(0, len(targets), chunk)]
+    return torch.cat(chunks) if chunks else picked.new_zeros(0, dtype=torch.float32)
+
+
 def sequence_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-probability of each row's trained tokens, how many there are), one value a row."""
     labels = batch["labels"][:, 1:]
@@ -114,13 +174,7 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
         decoder, head = parts
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                          use_cache=False).last_hidden_state
-        picked = hidden[:, :-1][rows, cols]
-        chunks = []
-        for i in range(0, len(targets), LOGIT_CHUNK):
-            h, t = picked[i:i + LOGIT_CHUNK], targets[i:i + LOGIT_CHUNK]
-            chunks.append(checkpoint(_chunk_logps, head, h, t, use_reentrant=False)
-                          if torch.is_grad_enabled() else _chunk_logps(head, h, t))
-        token_logps = torch.cat(chunks) if chunks else hidden.new_zeros(0, dtype=torch.float32)
+        token_logps = head_logps(head, hidden[:, :-1][rows, cols], targets)
     n = labels.shape[0]
     sums = torch.zeros(n, dtype=torch.float32, device=token_logps.device).index_add(0, rows, token_logps)
     counts = torch.bincount(rows, minlength=n).to(sums.dtype)

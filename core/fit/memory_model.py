@@ -45,6 +45,9 @@ RUNTIME_BUFFERS = 96 << 20                          # rotary tables, masks, cuBL
 # Not in torch's "allocated": the CUDA context and kernel images, and the allocator's fragmentation.
 CUDA_CONTEXT = 600 << 20
 ALLOCATOR_SLACK = 0.08
+# DPO/ORPO score answers through the head a chunk at a time: this many logits exist at once
+# (core/engine/preference.py reads it from here: the memory model must stay torch-free).
+PAIR_LOGIT_ELEMENTS = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class Knobs:
     extras: dict = field(default_factory=dict)
 
     pairs: bool = False             # dpo / orpo: a chosen and a rejected answer per example
+    fused_lora: bool = False        # the fused QLoRA path: quantized weights dequantized for bf16 GEMMs
 
     @property
     def tokens(self) -> int:
@@ -206,7 +210,8 @@ def knobs_of(config: RunConfig, mode: str, on_gpu: bool = True, fused_loss: bool
                  on_gpu=not cpu,
                  fused_loss=(not cpu) and (fused_loss_available() if fused_loss is None else fused_loss),
                  packing=bool(getattr(config.data, "packing", False)),
-                 pairs=getattr(t, "method", "sft") in ("dpo", "orpo"))
+                 pairs=getattr(t, "method", "sft") in ("dpo", "orpo"),
+                 fused_lora=(not cpu) and getattr(t, "fused_lora", True) and lora.dropout == 0 and not lora.use_dora)
 
 
 # ---- the terms ------------------------------------------------------------------------------
@@ -311,7 +316,12 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
     act = int((stored + recompute + head) * constant)
     terms.append(Term("activations", f"Activations ({k.mode})", act, how + f"; × {constant:.3g} ({source})"))
 
-    if k.fused_loss:
+    if k.pairs:
+        chunk = max(16, PAIR_LOGIT_ELEMENTS // max(shape.vocab, 1))
+        loss = int(chunk * shape.vocab * 8 + T * shape.hidden * b * 2)
+        loss_how = (f"answer log-probabilities in chunks of {chunk:,} tokens × {shape.vocab:,} vocab "
+                    f"(bf16 + fp32 in place) + the answers' hidden states and their gradient")
+    elif k.fused_loss:
         loss = int(T * shape.hidden * 12)
         loss_how = f"fused linear + cross-entropy: chunks of ≈ {T:,} × {shape.hidden:,} values"
     else:
@@ -323,7 +333,7 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
         s for m, s in report.linear_modules.items() if m not in report.output_modules])
     largest = max((d_in * d_out for d_in, d_out in quantized), default=0)
     scratch = (RUNTIME_BUFFERS if k.on_gpu else 0) + (2 * largest * 2 if k.quantization != "none" else 0)
-    if k.quantization == "8bit":
+    if k.quantization == "8bit" and not k.fused_lora:
         widest = max((d_out for _d_in, d_out in quantized), default=0)
         scratch += T * widest * 6                      # int32 matmul output + its fp16 dequantization
     terms.append(Term("scratch", "Dequantization and buffers", scratch,

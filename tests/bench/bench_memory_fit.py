@@ -56,6 +56,33 @@ def ensure_model(work: Path, shape: str) -> Path:
     return out
 
 
+def bench_config(model: Path, data: Path, quant: str, seq: int, mode: str, batch: int, steps: int,
+                 oom_retry: bool = False) -> dict:
+    return {"model": str(model), "quantization": quant, "device": "cuda",
+            "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": "all-linear"},
+            "data": {"path": str(data), "validation_split": 0.0},
+            "training": {"max_steps": steps, "lr": 2e-4, "batch_size": batch, "grad_accum": 1, "seq_len": seq,
+                         "save_every": 0, "warmup_steps": 1, "memory_mode": mode, "oom_retry": oom_retry}}
+
+
+def repredict(rows: list[dict], work: Path) -> None:
+    """Predict saved rows again with today's memory model and shipped constants, from header-only
+    models of the same shapes (the runs' own folders stay on the GPU machine)."""
+    import yaml
+    from tests.helpers.model_shapes import header_only_model
+    data = work / "data.jsonl"
+    data.write_text('{"text": "x"}\n')
+    for r in rows:
+        model = work / "models" / r["shape"]
+        if not (model / "config.json").is_file():
+            header_only_model(model, r["shape"])
+        config = work / f"{r['name']}.yaml"
+        config.write_text(yaml.safe_dump(bench_config(model, data, r["quantization"], r["seq_len"], r["mode"],
+                                                      r["batch"], 3)))
+        r["config"] = str(config)
+        r.update(predict(r))
+
+
 def run_config(work: Path, shape: str, quant: str, seq: int, mode: str, batch: int, steps: int,
                oom_retry: bool = False) -> dict:
     import yaml
@@ -66,12 +93,7 @@ def run_config(work: Path, shape: str, quant: str, seq: int, mode: str, batch: i
     data = work / f"data-{seq}.jsonl"
     if not data.is_file():
         write_data(data, examples=max(64, batch * (steps + 2)), words=seq)
-    cfg = {"model": str(model), "quantization": quant, "device": "cuda",
-           "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": "all-linear"},
-           "data": {"path": str(data), "validation_split": 0.0},
-           "training": {"max_steps": steps, "lr": 2e-4, "batch_size": batch, "grad_accum": 1, "seq_len": seq,
-                        "save_every": 0, "warmup_steps": 1, "memory_mode": mode, "oom_retry": oom_retry}}
-    (folder / "c.yaml").write_text(yaml.safe_dump(cfg))
+    (folder / "c.yaml").write_text(yaml.safe_dump(bench_config(model, data, quant, seq, mode, batch, steps, oom_retry)))
     began = time.time()
     proc = subprocess.run([sys.executable, "-m", "lorastudio.app.launcher", "train", str(folder / "c.yaml"),
                            "--run-dir", str(folder / "run")], capture_output=True, text=True)
@@ -109,8 +131,12 @@ def predict(row: dict, calibration=None) -> dict:
     from lorastudio.core.fit.calibration import Calibration
     from lorastudio.core.fit.memory_model import estimate
     from lorastudio.core.models.info import read_model_info
+    from lorastudio.core.fit.calibration import SHIPPED, read_calibration
     config = RunConfig.load(row["config"])
     info = read_model_info(config.model)
+    # The shipped constants only: the run just measured refined its own constant in LORASTUDIO_HOME,
+    # and that would make the "as shipped" column in-sample.
+    calibration = calibration or read_calibration(SHIPPED)
     fused = "liger" in (row.get("kernels") or [])
     mode = row.get("mode_used") or row["mode"]
     est = estimate(config, info, mode, fused_loss=fused, calibration=calibration)
@@ -155,21 +181,64 @@ def table(rows: list[dict], key: str = "predicted") -> str:
     return "\n".join(lines)
 
 
+def refit_prediction(row: dict, calibration) -> int:
+    """The allocated peak with other constants: the model is linear in the activation constant."""
+    constant, _ = calibration.constant(row["model_type"], row["mode_used"] or row["mode"], row["quantization"])
+    return int(row["fixed"] + constant * row["act_at_one"])
+
+
+def write_and_check(measured: list[dict], write: bool) -> None:
+    """Fit the constants on every measured run (written into the shipped file with --write), print the
+    in-sample errors, then the honest ones: each shape predicted with pooled constants fitted on the
+    other shapes only (leave one shape out)."""
+    from lorastudio.core.atomic_files import atomic_write_json
+    from lorastudio.core.fit.calibration import SHIPPED, Calibration
+    device, today = measured[0].get("device") or "GPU", _dt.date.today().isoformat()
+    constants = {k: {**v, "gpu": device, "date": today, "source": "tests/bench/bench_memory_fit.py"}
+                 for k, v in fit_constants(measured).items()}
+    if write:
+        atomic_write_json(SHIPPED, {"version": 1, "note": "Activation constants of core/fit/memory_model.py "
+                                    "(measured / analytic), written by tests/bench/bench_memory_fit.py --write.",
+                                    "constants": constants})
+        print(f"\nWrote {len(constants)} constants to {SHIPPED}")
+    fitted = Calibration(constants)
+    for r in measured:
+        r["refit"] = refit_prediction(r, fitted)
+        others = [o for o in measured if o["shape"] != r["shape"]]
+        pooled = Calibration({k: v for k, v in fit_constants(others).items() if k.startswith("*/")})
+        r["left_out"] = refit_prediction(r, pooled)
+    print("\nWith the fitted constants (in-sample):\n" + table(measured, "refit"))
+    print("\nEach shape left out (pooled constants fitted on the other shapes):\n" + table(measured, "left_out"))
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lorastudio-bench-fit",
                    help="models are built here once and reused")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--only", default="", help="run only configurations whose name contains this")
+    p.add_argument("--shapes", default="", help="comma-separated shapes to run (default: all)")
     p.add_argument("--write", action="store_true", help="write the fitted constants into the shipped file")
     p.add_argument("--no-oom-demo", action="store_true")
     p.add_argument("--out", type=Path, help="also write every row as JSON here")
+    p.add_argument("--merge", type=Path, nargs="+", help="run nothing: fit and print from rows saved with --out "
+                   "(runs split over several device calls)")
     a = p.parse_args()
+    if a.merge:
+        rows = [r for f in a.merge for r in json.loads(f.read_text())]
+        measured = [r for r in rows if r.get("measured") and "fixed" in r]
+        repredict(measured, Path(tempfile.mkdtemp(prefix="bench-fit-merge-")))
+        print("With the constants as shipped when measured:\n" + table(measured))
+        write_and_check(measured, a.write)
+        for demo in (r for r in rows if r.get("retries")):
+            print(oom_line(demo))
+        return 0
     a.work.mkdir(parents=True, exist_ok=True)
+    shapes = set(filter(None, a.shapes.split(",")))
     rows = []
     began = time.time()
     for shape, quant, seq, mode, batch in CONFIGS:
-        if a.only and a.only not in f"{shape}-{quant}-{seq}-{mode}":
+        if a.only and a.only not in f"{shape}-{quant}-{seq}-{mode}" or shapes and shape not in shapes:
             continue
         row = run_config(a.work, shape, quant, seq, mode, batch, a.steps)
         if row["measured"]:
@@ -180,36 +249,26 @@ def main() -> int:
             row["fit_seconds"] = time_fit_command(Path(row["config"]))
     print("\nWith the constants as shipped:\n" + table(rows), flush=True)
     measured = [r for r in rows if r.get("measured")]
-    if a.write and measured:
-        from lorastudio.core.atomic_files import atomic_write_json
-        from lorastudio.core.fit.calibration import SHIPPED, Calibration
-        fitted = fit_constants(measured)
-        device, today = measured[0]["device"] or "GPU", _dt.date.today().isoformat()
-        constants = {k: {**v, "gpu": device, "date": today, "source": "tests/bench/bench_memory_fit.py"}
-                     for k, v in fitted.items()}
-        atomic_write_json(SHIPPED, {"version": 1, "note": "Activation constants of core/fit/memory_model.py "
-                                    "(measured / analytic), written by tests/bench/bench_memory_fit.py --write.",
-                                    "constants": constants})
-        calibration = Calibration(constants)
-        for r in measured:
-            r["refit"] = predict(r, calibration)["predicted"]
-            pooled = Calibration({k: v for k, v in constants.items() if k.startswith("*/")})
-            r["left_out"] = predict(r, pooled)["predicted"]
-        print(f"\nWrote {len(constants)} constants to {SHIPPED}")
-        print("\nWith the fitted constants (in-sample):\n" + table(measured, "refit"))
-        print("\nWith pooled constants only (no per-architecture constant):\n" + table(measured, "left_out"))
-    if not a.no_oom_demo and not a.only:
+    if measured and (a.write or len({r["shape"] for r in measured}) > 1):
+        write_and_check(measured, a.write)
+    if not a.no_oom_demo and not a.only and (not shapes or OOM_DEMO[0] in shapes):
         shape, quant, seq, mode, batch = OOM_DEMO
         demo = run_config(a.work, shape, quant, seq, mode, batch, steps=4, oom_retry=True)
-        changes = [c for e in demo["retries"] for c in e.get("changes", [])]
-        print(f"\nToo large on purpose ({demo['name']}): ended {demo['status']} after "
-              f"{len(demo['retries'])} automatic retr{'y' if len(demo['retries']) == 1 else 'ies'}; changes: "
-              + ", ".join(f"{c['key']} {c['old']} → {c['new']}" for c in changes), flush=True)
+        print("\n" + oom_line(demo), flush=True)
         rows.append(demo)
     print(f"\nTotal {time.time() - began:.0f} s")
     if a.out:
         a.out.write_text(json.dumps(rows, indent=2, default=str))
     return 0 if measured and all(r.get("status") == "completed" for r in rows) else 1
+
+
+def oom_line(demo: dict) -> str:
+    changes = [c for e in demo["retries"] for c in e.get("changes", [])]
+    n = len(demo["retries"])
+    return (f"Too large on purpose ({demo['name']}): ended {demo['status']} after {n} automatic "
+            f"retr{'y' if n == 1 else 'ies'} in {demo['seconds']} s; changes: "
+            + ", ".join(f"{c['key']} {c['old']} → {c['new']}" for c in changes)
+            + (f"; peak {demo['measured'] / GIB:.2f} GiB" if demo.get("measured") else ""))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ first paint has been handed to the screen. The clock starts in the parent just b
 is spawned, so interpreter start-up and every import count. Prints one JSON object: each run's
 seconds and CPU seconds (the process's own, up to first paint: what a busy machine cannot inflate),
 the medians, the load average, the platform, and which deferred modules were loaded at first paint.
-`--importtime N` adds the N slowest imports (cumulative, from `python -X importtime`) of one more run.
+`--importtime N` adds the N slowest imports (cumulative, from `python -X importtime`) of one more run,
+counting only the modules loaded before the first paint.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class FirstPaint(QObject):
     def done(self):
         print(json.dumps({"first_paint_s": time.time() - spawned, "cpu_s": time.process_time(),
                           "platform": QApplication.platformName(), "source": application.__file__,
-                          "loaded": [m for m in DEFERRED if m in sys.modules]}), flush=True)
+                          "loaded": [m for m in DEFERRED if m in sys.modules],
+                          "modules": sorted(sys.modules) if WITH_MODULES else []}), flush=True)
         QApplication.instance().exit(0)
 
 probe = FirstPaint()
@@ -70,7 +72,7 @@ def child_env(home: str) -> dict:
 
 
 def one_start(extra_args: tuple = ()) -> tuple[dict, str]:
-    code = f"DEFERRED = {DEFERRED!r}\n" + CHILD
+    code = f"DEFERRED = {DEFERRED!r}\nWITH_MODULES = {bool(extra_args)!r}\n" + CHILD
     with tempfile.TemporaryDirectory() as home:
         spawned = time.time()
         result = subprocess.run([sys.executable, *extra_args, "-c", code, repr(spawned)], capture_output=True,
@@ -81,13 +83,15 @@ def one_start(extra_args: tuple = ()) -> tuple[dict, str]:
     return json.loads(line), result.stderr
 
 
-def slowest_imports(stderr: str, count: int) -> list[tuple[str, float]]:
-    """(module, cumulative ms) of the `count` slowest imports in `-X importtime` output."""
+def slowest_imports(stderr: str, count: int, before_paint: set[str]) -> list[tuple[str, float]]:
+    """(module, cumulative ms) of the `count` slowest imports in `-X importtime` output, counting
+    only modules loaded before the first paint (what is imported after it is not start-up)."""
     rows = []
     for line in stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "cumulative" not in line:
             _self, cumulative, name = (part.strip() for part in line[len("import time:"):].split("|"))
-            rows.append((name.strip(), int(cumulative) / 1000))
+            if name.strip() in before_paint:
+                rows.append((name.strip(), int(cumulative) / 1000))
     return sorted(rows, key=lambda r: -r[1])[:count]
 
 
@@ -105,7 +109,9 @@ def main() -> int:
               "platform": runs[0]["platform"], "source": runs[0]["source"], "loaded_at_first_paint": runs[0]["loaded"],
               "target_s": 1.0, "cpus": os.cpu_count()}
     if args.importtime:
-        report["slowest_imports_ms"] = slowest_imports(one_start(("-X", "importtime"))[1], args.importtime)
+        timed, stderr = one_start(("-X", "importtime"))
+        report["modules_at_first_paint"] = len(timed["modules"])
+        report["slowest_imports_ms"] = slowest_imports(stderr, args.importtime, set(timed["modules"]))
     print(json.dumps(report))
     return 0
 

@@ -178,3 +178,34 @@ def test_the_inspector_shows_both_sides_of_a_pair(tmp_path, tiny_chat_llama):
     assert "Example 2, chosen (line 2, ok)" in text and "Example 2, rejected:" in text
     last = inspect_data(DataSection(path=str(path)), str(tiny_chat_llama), 64, example=7)
     assert last["example"]["status"] == "dropped: the prompt fills seq_len"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_chunked_head_log_probs_match_log_softmax_and_its_gradient(chunk):
+    """HeadLogProbs works on its chunk's logits in place; its values and its gradient for the hidden
+    states equal log_softmax's through the full logits, whatever the chunk (1 row, uneven, all)."""
+    from lorastudio.core.engine.preference import HeadLogProbs
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, 50, (10,), generator=gen)
+    upstream = torch.randn(10, generator=gen, dtype=torch.float64)
+    ours = HeadLogProbs.apply(hidden, weight, targets, chunk)
+    (grad_ours,) = torch.autograd.grad((ours * upstream).sum(), hidden)
+    direct = (hidden @ weight.t()).log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    (grad_direct,) = torch.autograd.grad((direct * upstream).sum(), hidden)
+    assert torch.allclose(ours.double(), direct, atol=1e-5)       # the values are kept in fp32
+    assert torch.allclose(grad_ours, grad_direct, atol=1e-5)
+
+
+def test_an_adapted_head_keeps_the_generic_path():
+    """A head with a bias or a trainable weight is not the frozen plain head HeadLogProbs assumes:
+    the generic checkpointed chunks score it, with the head's own gradient."""
+    from lorastudio.core.engine.preference import head_logps
+    head = torch.nn.Linear(8, 20)                        # a bias, and a weight that trains
+    hidden = torch.randn(5, 8, requires_grad=True)
+    targets = torch.randint(0, 20, (5,))
+    out = head_logps(head, hidden, targets)
+    out.sum().backward()
+    assert head.weight.grad is not None and hidden.grad is not None
+    assert torch.allclose(out, head(hidden).log_softmax(-1).gather(1, targets[:, None]).squeeze(1), atol=1e-5)

@@ -76,14 +76,45 @@ def test_terms_scale_as_they_should(shapes):
     assert one["none"].peak - one["none"].allocated == one["none"].term("context").bytes + one["none"].term("slack").bytes
 
 
+def test_eight_bit_on_the_fused_path_has_no_int_matmul_buffer(shapes):
+    """bitsandbytes' int8 matmul keeps an int32 output and its fp16 copy per call; the fused path
+    dequantizes the weight for a bf16 GEMM instead, so its scratch is 4-bit's (dropout or DoRA, which
+    the fused path does not take, bring the int8 buffer back)."""
+    info = shapes["qwen2.5-0.5b"]
+    fused = estimate(config(info, quantization="8bit"), info, "lean", calibration=NO_CAL)
+    four = estimate(config(info), info, "lean", calibration=NO_CAL)
+    plain = RunConfig.from_dict({**config(info, quantization="8bit").to_dict(),
+                                 "lora": {"r": 16, "alpha": 32, "targets": "all-linear", "dropout": 0.1}})
+    unfused = estimate(plain, info, "lean", calibration=NO_CAL)
+    assert fused.term("scratch").bytes == four.term("scratch").bytes
+    assert unfused.term("scratch").bytes - fused.term("scratch").bytes == 4 * 1024 * 4864 * 6
+
+
+def test_pairs_score_answers_a_bounded_chunk_of_logits_at_a_time(shapes):
+    """DPO/ORPO: twice the rows of SFT, and the head's logits a chunk at a time (whatever the batch),
+    not tokens × vocabulary."""
+    info = shapes["llama-1b"]
+    sft = estimate(config(info), info, "checkpoint", calibration=NO_CAL, fused_loss=False)
+    dpo = estimate(config(info, method="dpo"), info, "checkpoint", calibration=NO_CAL)
+    bigger = estimate(config(info, method="dpo", batch_size=16), info, "checkpoint", calibration=NO_CAL)
+    assert dpo.tokens == 2 * sft.tokens
+    assert dpo.term("loss").bytes < sft.term("loss").bytes / 10
+    chunk_part = dpo.term("loss").bytes - 2 * 4 * 1024 * 2048 * 2 * 2
+    assert chunk_part == bigger.term("loss").bytes - 2 * 16 * 1024 * 2048 * 2 * 2 == (1 << 25) // 128256 * 128256 * 8
+
+
 def test_readme_measurements_within_ten_percent(shapes):
-    """The H100 peaks of the README's tables (the fast path, bench_speed.py and bench_memory_fit.py:
-    r 16 on all linear layers, Liger) against the model with the shipped constants. The 8B rows were
-    not used to fit them."""
-    measured = [("llama-1b", "4bit", 1024, 4, "none", 4.97), ("llama-1b", "4bit", 2048, 4, "checkpoint", 2.39),
-                ("llama-1b", "4bit", 2048, 4, "lean", 2.02), ("llama-1b", "8bit", 2048, 4, "none", 9.19),
-                ("llama-8b", "4bit", 2048, 2, "checkpoint", 7.60), ("llama-8b", "4bit", 2048, 2, "lean", 6.85),
-                ("llama-8b", "4bit", 2048, 2, "none", 19.80)]
+    """The H100 peaks of the README's table (bench_memory_fit.py, the fast path: r 16 on all linear
+    layers, Liger, 3 steps) against the model with the shipped constants: four shapes, 4- and 8-bit,
+    seq 1024 and 2048, every memory mode."""
+    measured = [("llama-1b", "4bit", 1024, 4, "none", 4.973), ("llama-1b", "4bit", 2048, 4, "checkpoint", 2.387),
+                ("llama-1b", "4bit", 2048, 4, "lean", 2.020), ("llama-1b", "8bit", 2048, 4, "none", 9.186),
+                ("qwen2.5-0.5b", "4bit", 2048, 4, "none", 6.441), ("qwen2.5-0.5b", "8bit", 1024, 4, "lean", 1.004),
+                ("qwen2.5-0.5b", "4bit", 1024, 4, "checkpoint", 0.954),
+                ("llama-8b", "4bit", 1024, 2, "checkpoint", 6.78), ("llama-8b", "4bit", 2048, 2, "none", 19.80),
+                ("llama-8b", "8bit", 2048, 2, "lean", 10.00), ("mistral-7b", "4bit", 2048, 2, "checkpoint", 6.14),
+                ("mistral-7b", "8bit", 1024, 2, "none", 14.60), ("mistral-7b", "4bit", 1024, 2, "lean", 5.01),
+                ("llama-8b", "4bit", 2048, 2, "checkpoint", 7.60), ("llama-8b", "4bit", 2048, 2, "lean", 6.85)]
     for name, quant, seq, batch, mode, gib in measured:
         info = shapes[name]
         est = estimate(config(info, quantization=quant, seq_len=seq, batch_size=batch), info, mode, fused_loss=True)
