@@ -83,6 +83,12 @@ def detect_format(rows: list[Row], source: str) -> tuple[str, str]:
     first = row_format(sample[0].value)
     if first is None:
         keys = ", ".join(sorted(sample[0].value)) or "(none)"
+        from lorastudio.core.data.pairs import is_pair_row      # pairs imports this module
+        if is_pair_row(sample[0].value):
+            raise DataError(f"{source}, {sample[0].where}: preference pairs (fields: {keys}), but the run "
+                            "trains supervised (training.method: sft)",
+                            "set training.method: dpo or orpo to train on pairs (Method on the Train page), "
+                            "or choose a supervised data set")
         raise DataError(f"{source}, {sample[0].where}: unknown format (fields: {keys})",
                         "use text, prompt/completion, instruction/input/output, messages or conversations "
                         "fields, or map your columns with data.columns (e.g. {prompt: question, "

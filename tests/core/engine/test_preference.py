@@ -156,6 +156,16 @@ def test_supervised_data_under_dpo_is_a_located_error(tmp_path, tiny_chat_llama)
         train(config, tmp_path / "run")
 
 
+def test_pairs_under_sft_name_the_method_to_set(tmp_path, tiny_chat_llama):
+    """A pair file with the default method is not an "unknown format": the error says what to set."""
+    from lorastudio.core.data.files import DataError
+    data = jsonl(tmp_path / "pairs.jsonl", pair_rows(4, 0))
+    config = write_config(tmp_path / "c.yaml", tiny_chat_llama, data)
+    with pytest.raises(DataError, match=r"pairs.jsonl, line 1: preference pairs .*training.method: sft") as err:
+        train(config, tmp_path / "run")
+    assert "training.method: dpo or orpo" in err.value.hint
+
+
 def test_the_inspector_shows_both_sides_of_a_pair(tmp_path, tiny_chat_llama):
     from lorastudio.core.config import DataSection
     from lorastudio.core.engine.inspection import inspect_data
