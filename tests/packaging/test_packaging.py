@@ -55,3 +55,17 @@ def test_wheel_in_a_fresh_venv_has_version_and_resources(tmp_path):
                               "print(sorted(p.name for p in r.files('lorastudio.resources').iterdir()))"],
                              capture_output=True, text=True, check=True).stdout
     assert "icons" in listing and "style.qss" in listing and "data" in listing
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "resources" / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_preset_is_a_valid_config(preset, tmp_path):
+    """A preset is overrides with the model and data to fill in: with those filled, it validates
+    (a misspelt key or a bad value in a shipped preset would reach users as an error)."""
+    import yaml
+
+    from lorastudio.core.config import RunConfig
+    raw = yaml.safe_load(preset.read_text(encoding="utf-8"))
+    raw["model"] = str(tmp_path / "model")
+    raw.setdefault("data", {})["path"] = str(tmp_path / "data.jsonl")
+    config = RunConfig.from_dict(raw)
+    assert config.training.max_steps > 0
