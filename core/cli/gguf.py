@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorastudio.core.cli.output import fail, print_phase
-from lorastudio.core.errors import event_error_lines
+from lorastudio.core.cli.output import fail, result_event_printer
 
 
 def export_gguf_arguments(p) -> None:
@@ -21,29 +20,6 @@ def export_gguf_arguments(p) -> None:
     p.add_argument("--adapter-only", action="store_true",
                    help="write only the LoRA adapter, as a GGUF LoRA to load on the base GGUF")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file (and its Modelfile)")
-
-
-def print_gguf_fidelity(f: dict) -> None:
-    agree = f"{f['greedy_agree']}/{f['prompts']}"
-    tokens = f"; tokenizer from the file agrees on {f['tokens_agree']}/{f['prompts']}" if "tokens_agree" in f else ""
-    print(f"Fidelity ({f['prompts']} prompts, {f['dtype']}): max |Δlogit| {f['max_abs_diff']:.3g}, "
-          f"mean {f['mean_abs_diff']:.3g}; greedy continuations agree on {agree}"
-          f" (next-token picks {100 * f.get('argmax_agree', 0):.1f}%){tokens}")
-    if "tensor_max_abs_diff" in f:
-        print(f"  adapter tensors read back: {f['tensors']}, largest difference from PEFT's "
-              f"{f['tensor_max_abs_diff']:.3g}")
-    if f["flagged"]:
-        print(f"  warning: the difference exceeds what {f['dtype']} explains (tolerance {f['tolerance']:.3g}); "
-              "do not ship this file before comparing answers")
-
-
-def print_event(ev: dict) -> None:
-    if ev["type"] == "phase":
-        print_phase(ev)
-    elif ev["type"] == "fidelity":
-        print_gguf_fidelity(ev)
-    elif ev["type"] == "error":
-        print(event_error_lines(ev), flush=True)
 
 
 def export_gguf(args) -> int:
@@ -61,7 +37,7 @@ def export_gguf(args) -> int:
           flush=True)
     handle = start_export(job)
     try:
-        outcome = follow(handle, print_event, on_interrupt=lambda: print(
+        outcome = follow(handle, result_event_printer("do not ship this file before comparing answers"), on_interrupt=lambda: print(
             "Cancelling the export; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
     except KeyboardInterrupt:
         print(f"Stopped waiting; the export worker (pid {handle.pid}) is stopping. Nothing is written to {job.out}")

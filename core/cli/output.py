@@ -22,6 +22,34 @@ def print_phase(ev: dict) -> None:
         print(event_error_lines(ev), file=sys.stderr, flush=True)
 
 
+def print_fidelity(f: dict, before_shipping: str) -> None:
+    """A merge's or an export's fidelity check, with what the GGUF check adds when it is there."""
+    agree = f"{f['greedy_agree']}/{f['prompts']}"
+    picks = f" (next-token picks {100 * f['argmax_agree']:.1f}%)" if "argmax_agree" in f else ""
+    tokens = f"; tokenizer from the file agrees on {f['tokens_agree']}/{f['prompts']}" if "tokens_agree" in f else ""
+    print(f"Fidelity ({f['prompts']} prompts, {f['dtype']}): max |Δlogit| {f['max_abs_diff']:.3g}, "
+          f"mean {f['mean_abs_diff']:.3g}; greedy continuations agree on {agree}{picks}{tokens}")
+    if "tensor_max_abs_diff" in f:
+        print(f"  adapter tensors read back: {f['tensors']}, largest difference from PEFT's "
+              f"{f['tensor_max_abs_diff']:.3g}")
+    if f["flagged"]:
+        print(f"  warning: the difference exceeds what {f['dtype']} rounding explains "
+              f"(tolerance {f['tolerance']:.3g}); {before_shipping}")
+
+
+def result_event_printer(before_shipping: str):
+    """The follow() callback of a job that writes a result and checks it (merge, GGUF export):
+    phases as progress lines, the fidelity check, errors."""
+    def on_event(ev: dict) -> None:
+        if ev["type"] == "fidelity":
+            print_fidelity(ev, before_shipping)
+        elif ev["type"] == "error":
+            print(event_error_lines(ev), flush=True)
+        else:
+            print_phase(ev)
+    return on_event
+
+
 class ProgressPrinter:
     """One line rewritten in place on a terminal; a line every few seconds otherwise."""
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lorastudio.core.cli.output import fail, print_phase
-from lorastudio.core.errors import event_error_lines
+from lorastudio.core.cli.output import fail, result_event_printer
 
 
 def export_arguments(p) -> None:
@@ -45,24 +44,6 @@ def merge_arguments(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
 
-def print_fidelity(f: dict) -> None:
-    agree = f"{f['greedy_agree']}/{f['prompts']}"
-    print(f"Fidelity ({f['prompts']} prompts, {f['dtype']}): max |Δlogit| {f['max_abs_diff']:.3g}, "
-          f"mean {f['mean_abs_diff']:.3g}; greedy continuations agree on {agree}")
-    if f["flagged"]:
-        print(f"  warning: the difference exceeds what {f['dtype']} rounding explains "
-              f"(tolerance {f['tolerance']:.3g}); compare the merged model before shipping it")
-
-
-def print_merge_event(ev: dict) -> None:
-    if ev["type"] == "phase":
-        print_phase(ev)
-    elif ev["type"] == "fidelity":
-        print_fidelity(ev)
-    elif ev["type"] == "error":
-        print(event_error_lines(ev), flush=True)
-
-
 def merge(args) -> int:
     from lorastudio.core.formatting import format_bytes
     from lorastudio.core.runs.export import ExportError
@@ -76,7 +57,7 @@ def merge(args) -> int:
           flush=True)
     handle = start_merge(job)
     try:
-        outcome = follow(handle, print_merge_event, on_interrupt=lambda: print(
+        outcome = follow(handle, result_event_printer("compare the merged model before shipping it"), on_interrupt=lambda: print(
             "Cancelling the merge; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
     except KeyboardInterrupt:
         print(f"Stopped waiting; the merge worker (pid {handle.pid}) is stopping. Nothing is written to {job.out}")
