@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QApplication
 
 from lorastudio.app.compat import pin_none
 from lorastudio.app.system_check import guard_qt_start
-from lorastudio.app.theme import apply_theme
+from lorastudio.app.theme import apply_style_sheet, apply_theme
 from lorastudio.core import package_version as app_version
 
 ORGANIZATION = APPLICATION = "LoRA Studio"
@@ -25,7 +25,8 @@ def app_icon() -> QIcon:
     return icon
 
 
-def create_app(argv: list[str] | None = None) -> QApplication:
+def create_app(argv: list[str] | None = None, style_sheet: bool = True) -> QApplication:
+    """The QApplication, themed; `style_sheet=False` leaves the sheet to the caller (`run`)."""
     pin_none()
     app = QApplication.instance() or QApplication(list(argv if argv is not None else sys.argv))
     app.setOrganizationName(ORGANIZATION)
@@ -35,16 +36,17 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app.setApplicationVersion(app_version())
     app.setWindowIcon(app_icon())
     QSettings.setDefaultFormat(QSettings.IniFormat)
-    apply_theme(app)
+    apply_theme(app, with_style_sheet=style_sheet)
     app.styleHints().colorSchemeChanged.connect(lambda _scheme: apply_theme(app))
     return app
 
 
 def run(argv: list[str] | None = None) -> int:
     with guard_qt_start():
-        app = create_app(argv)
+        app = create_app(argv, style_sheet=False)
     from lorastudio.app.main_window import MainWindow   # after the QApplication: pyqtgraph reads it
     window = MainWindow()
+    apply_style_sheet(app)          # once the window is built, before it is polished (see theme.py)
     window.show()
     return app.exec()
 

@@ -2,9 +2,12 @@
 GUIProcess serves all of its children): training, merge, generation, GGUF import, inspection.
 
 It launches through core's one launcher (`core.runtime.launcher.launch`), polls the job's journal
-with core's `JobWatch` from a QTimer (a few hundred bytes a tick, never blocking), re-emits each
-event, optionally follows the tail of worker.log, and ends with one `Outcome` — a process that
-died without `end` is put into words by core, not here.
+with core's `JobWatch` from a QTimer, re-emits each event, optionally follows the tail of
+worker.log, and ends with one `Outcome` — a process that died without `end` is put into words by
+core, not here. A tick reads at most READ_BYTES of journal: re-attaching to a long run's history
+(a thousand steps, ~250 KB) takes a few ticks BURST_MS apart instead of one that blocks the event
+loop for 100 ms (tests/bench/bench_live_plots.py, `attach`); `finished` comes after the last event
+(in the same tick: whoever sees a job's `end` event sees it finished right after).
 """
 from __future__ import annotations
 
@@ -17,20 +20,26 @@ from lorastudio.core.runtime.follower import JobWatch, Outcome
 from lorastudio.core.runtime.launcher import JobHandle, launch
 
 POLL_MS = 250
+READ_BYTES = 16 * 1024          # journal read per tick: ~80 events, a few ms of the dashboard's work
+BURST_MS = 5                    # the next tick's delay while a long journal is being caught up with
 LOG_TAIL_BYTES = 64 * 1024      # read at most this much new worker.log per tick
 
 
 class JobProcess(QObject):
     started = Signal(str)               # the job folder
-    event = Signal(dict)                # every journal event, in order (synthesized crash events too)
+    # Events travel as `object`: a `dict` signal converts each one to a QVariantMap and back (~15 µs
+    # a hop, a third of the cost of re-reading a long journal); receivers only read them.
+    event = Signal(object)              # every journal event (a dict), in order (synthesized crash events too)
     log_line = Signal(str)              # a line of worker.log (with tail_log)
     finished = Signal(object)           # Outcome
 
-    def __init__(self, parent: QObject | None = None, poll_ms: int = POLL_MS, tail_log: bool = False):
+    def __init__(self, parent: QObject | None = None, poll_ms: int = POLL_MS, tail_log: bool = False,
+                 read_bytes: int = READ_BYTES):
         super().__init__(parent)
         self.handle: JobHandle | None = None
         self.watch: JobWatch | None = None
         self.tail_log = tail_log
+        self.poll_ms, self.read_bytes = poll_ms, read_bytes
         self._log_offset, self._log_partial = 0, b""
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
@@ -49,7 +58,7 @@ class JobProcess(QObject):
         self.handle = handle
         self.watch = JobWatch(handle, alive=alive, crash_hint=crash_hint)
         self._log_offset, self._log_partial = 0, b""
-        self._timer.start()
+        self._timer.start(self.poll_ms)
         self.started.emit(str(handle.job_dir))
 
     def stop(self) -> bool:
@@ -72,11 +81,13 @@ class JobProcess(QObject):
     def poll(self) -> None:
         if self.watch is None:
             return
-        for ev in self.watch.poll():
+        for ev in self.watch.poll(self.read_bytes):
             self.event.emit(ev)
         if self.tail_log:
             self._read_log()
-        if self.watch.outcome is not None and self._timer.isActive():
+        if self._timer.isActive():          # more journal waiting: the next tick soon, else at the pace
+            self._timer.setInterval(BURST_MS if self.watch.backlog else self.poll_ms)
+        if self.watch.ended and self._timer.isActive():
             self._timer.stop()
             self.handle.returncode()            # reap it if it has exited (no zombie left behind)
             self.finished.emit(self.watch.outcome)

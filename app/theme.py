@@ -54,9 +54,18 @@ def style_sheet() -> str:
     return resources.files("lorastudio.resources").joinpath("style.qss").read_text(encoding="utf-8")
 
 
-def apply_theme(app: QApplication) -> None:
+def apply_theme(app: QApplication, with_style_sheet: bool = True) -> None:
+    """Fusion, the palette and (unless told to wait) the style sheet; see `apply_style_sheet`."""
     app.setStyle("Fusion")
     app.setPalette(dark_palette() if is_dark() else light_palette())
+    if with_style_sheet:
+        apply_style_sheet(app)
+
+
+def apply_style_sheet(app: QApplication) -> None:
+    """The application's style sheet. At start-up it is set once the main window is built: while an
+    application sheet is set, every widget put into a layout re-resolves the sheet for its whole
+    subtree, which made building the Train page ~4 times slower (~200 ms of the start-up)."""
     icons = resources.files("lorastudio.resources").joinpath("icons")
     app.setStyleSheet(style_sheet().replace("@ACCENT", ACCENT).replace("@ICONS", str(icons).replace("\\", "/")))
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lorastudio.core.data.formats import COLUMN_ROLES, FORMAT_CHOICES
 from lorastudio.core.data.pairs import PAIR_ROLES
 
@@ -290,6 +288,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
+        import yaml         # here, not at the top: the window's first paint needs the config, not yaml
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     @classmethod
@@ -308,6 +307,7 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "config") -> "RunConfig":
+        import yaml
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:

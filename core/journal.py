@@ -134,19 +134,31 @@ def read_events(path: str | Path) -> list[dict]:
 
 
 class JournalFollower:
-    """Reads new complete lines since the last poll; keeps a partial last line for later."""
+    """Reads new complete lines since the last poll; keeps a partial last line for later.
+
+    `poll(max_bytes)` reads about that much at most (finishing the line the cap cuts, so each poll
+    gives whole events); `at_end` then says whether it reached the end of the file or left the rest
+    for the next poll (the window reads a long journal over several ticks: core/runtime/follower)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._offset = 0
         self._partial = b""
+        self.at_end = True
 
-    def poll(self) -> list[dict]:
+    def poll(self, max_bytes: int | None = None) -> list[dict]:
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self._offset)
-                chunk = fh.read()
+                if max_bytes is None:
+                    chunk = fh.read()
+                else:
+                    chunk = fh.read(max_bytes)
+                    if len(chunk) == max_bytes and not chunk.endswith(b"\n"):
+                        chunk += fh.readline()          # the rest of the line the cap cut
+                self.at_end = max_bytes is None or fh.tell() >= os.fstat(fh.fileno()).st_size
         except FileNotFoundError:
+            self.at_end = True
             return []
         self._offset += len(chunk)
         data = self._partial + chunk

@@ -148,6 +148,9 @@ class Dashboard(QWidget):
     # ---- output -------------------------------------------------------------------------------
     def redraw(self) -> None:
         """The figures at once; the plots one per turn of the event loop (see `_draw_plots`)."""
+        for _draw, plot in self._plot_queue:            # a redraw before the last one's turns were over
+            if plot is not None:
+                plot.setUpdatesEnabled(True)
         s = self.state
         self.banner.update_from(s)
         self._draw_progress(s)
@@ -158,9 +161,19 @@ class Dashboard(QWidget):
                             (lambda: self.speed_plot.set_data("throughput", s.tokens_per_s.x, s.tokens_per_s.y),
                              self.speed_plot),
                             (lambda: self._draw_memory(s), self.memory_plot)]
-        if s.finished or not self.isVisible():          # the final picture (or none on screen): all at once
+        if not self.isVisible():                        # none on screen: all at once
             while self._plot_queue:
                 self._plot_queue.pop(0)[0]()
+        elif s.finished:
+            # The final picture's data at once (nothing reads it a turn late), its plots painted one per
+            # turn all the same: each is held back (updates off) until its turn, or one paint would
+            # draw them all together and block input for as long (tests/bench/bench_live_plots.py).
+            for draw, plot in self._plot_queue:
+                draw()
+                if plot is not None:
+                    plot.setUpdatesEnabled(False)
+            self._plot_queue = [(lambda: None, plot) for _draw, plot in self._plot_queue if plot is not None]
+            QTimer.singleShot(1, self, self._draw_plots)
         else:
             self._draw_plots()
         new = s.log[self._logged:] if self._logged <= len(s.log) else s.log[-200:]
@@ -174,8 +187,10 @@ class Dashboard(QWidget):
             return
         draw, plot = self._plot_queue.pop(0)
         draw()
-        if plot is not None and plot.built and plot.isVisible():
-            plot.repaint()
+        if plot is not None:
+            plot.setUpdatesEnabled(True)                # held back by a final redraw until now
+            if plot.built and plot.isVisible():
+                plot.repaint()
         if self._plot_queue:        # a timer, not a posted call: input and other timers come first
             QTimer.singleShot(1, self, self._draw_plots)
 

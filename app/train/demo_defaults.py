@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-from lorastudio.core.models.demo import INSTALL_HINT, demo_preset
-
 # The test suite sets this: its windows start from an empty form (and import no 93 MB model).
 SKIP_ENV = "LORASTUDIO_NO_DEMO"
 
@@ -16,6 +14,7 @@ def apply_demo(train_page) -> bool:
     """Fill the Train page from resources/presets/demo.yaml; False when the demo model is absent."""
     if os.environ.get(SKIP_ENV):
         return False
+    from lorastudio.core.models.demo import INSTALL_HINT, demo_preset   # yaml: only on a first start
     preset = demo_preset()
     train_page.restore_form(preset)
     train_page.start_bar.name_edit.setText(preset.get("name", ""))

@@ -27,12 +27,12 @@ CRASH_HINT = "Resume it from the Runs page (it continues from the last checkpoin
 
 class TrainingProcess(QObject):
     started = Signal(str)               # run folder
-    event = Signal(dict)                # every journal event, in order
-    step = Signal(dict)
-    evaluated = Signal(dict)
-    memory = Signal(dict)
+    event = Signal(object)              # every journal event (a dict, as JobProcess.event), in order
+    step = Signal(object)
+    evaluated = Signal(object)
+    memory = Signal(object)
     log_line = Signal(str)              # a line of worker.log (stderr: warnings, tracebacks)
-    error = Signal(dict)                # kind, message, hint, traceback?
+    error = Signal(object)              # kind, message, hint, traceback?
     finished = Signal(str, object)      # status, adapter path or None
 
     def __init__(self, parent: QObject | None = None, poll_ms: int = POLL_MS):

@@ -60,6 +60,25 @@ def guess_column(role: str, columns: list[str]) -> str:
     return next((lower[name] for name in SYNONYMS.get(role, (role,)) if name in lower), "")
 
 
+# The sides of a preference pair (core/data/pairs.py) by their common spellings, tried in order: here
+# so that supervised detection can tell a pair file apart without importing pairs.
+SIDE_NAMES = {"prompt": ("prompt", "question", "instruction", "query", "input", "context"),
+              "chosen": ("chosen", "preferred", "accepted", "chosen_response", "response_chosen",
+                         "good", "positive", "winner"),
+              "rejected": ("rejected", "dispreferred", "rejected_response", "response_rejected",
+                           "bad", "negative", "loser"),
+              "system": ("system", "system_prompt")}
+
+
+def side_field(value: dict, side: str) -> str | None:
+    """The field of `value` that holds `side` (prompt, chosen, rejected, system), or None."""
+    return next((name for name in SIDE_NAMES[side] if name in value), None)
+
+
+def is_pair_row(value: dict) -> bool:
+    return side_field(value, "chosen") is not None and side_field(value, "rejected") is not None
+
+
 def row_format(value: dict) -> str | None:
     keys = set(value)
     if isinstance(value.get("messages"), list):
@@ -83,7 +102,6 @@ def detect_format(rows: list[Row], source: str) -> tuple[str, str]:
     first = row_format(sample[0].value)
     if first is None:
         keys = ", ".join(sorted(sample[0].value)) or "(none)"
-        from lorastudio.core.data.pairs import is_pair_row      # pairs imports this module
         if is_pair_row(sample[0].value):
             raise DataError(f"{source}, {sample[0].where}: preference pairs (fields: {keys}), but the run "
                             "trains supervised (training.method: sft)",

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorastudio.core.data.files import BadRow, DataError, Row, iter_rows
-from lorastudio.core.data.formats import CHAT_ROLES, DETECT_ROWS, SHAREGPT_ROLES
+from lorastudio.core.data.formats import (CHAT_ROLES, DETECT_ROWS, SHAREGPT_ROLES, SIDE_NAMES, is_pair_row,
+                                         side_field)
 
 if TYPE_CHECKING:
     from lorastudio.core.data.chat_masks import Encoded
@@ -31,12 +32,6 @@ if TYPE_CHECKING:
 PAIR_FORMAT = "pairs"
 PAIR_TITLE = "preference pairs"
 PAIR_ROLES = ("prompt", "chosen", "rejected", "system")       # data.columns keys for pairs
-SIDE_NAMES = {"prompt": ("prompt", "question", "instruction", "query", "input", "context"),
-              "chosen": ("chosen", "preferred", "accepted", "chosen_response", "response_chosen",
-                         "good", "positive", "winner"),
-              "rejected": ("rejected", "dispreferred", "rejected_response", "response_rejected",
-                           "bad", "negative", "loser"),
-              "system": ("system", "system_prompt")}
 PAIR_HINT = ("give each row prompt, chosen and rejected fields, or map yours with data.columns "
              "(e.g. {prompt: question, chosen: good, rejected: bad})")
 
@@ -92,15 +87,6 @@ class PairSet:
 
 
 # ---- recognising and reading pairs ----------------------------------------------------------
-def side_field(value: dict, side: str) -> str | None:
-    """The field of `value` that holds `side` (prompt, chosen, rejected, system), or None."""
-    return next((name for name in SIDE_NAMES[side] if name in value), None)
-
-
-def is_pair_row(value: dict) -> bool:
-    return side_field(value, "chosen") is not None and side_field(value, "rejected") is not None
-
-
 def looks_like_pairs(rows: list[Row]) -> bool:
     """True when the first row has a chosen and a rejected side (what auto-detection goes by)."""
     return bool(rows) and is_pair_row(rows[0].value)

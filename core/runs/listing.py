@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from lorastudio.core.runs.checkpoints import adapter_steps, list_checkpoint_steps
 from lorastudio.core.journal import END_STATUSES, JournalFollower
 from lorastudio.core.atomic_files import folder_size
@@ -276,6 +274,7 @@ def _mtime(path: Path) -> float | None:
 
 
 def _read_yaml(path: Path) -> dict:
+    import yaml             # here: the window imports this module's status words before its first paint
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):

@@ -85,13 +85,22 @@ class JobWatch:
 
     @property
     def ended(self) -> bool:
-        return self.outcome is not None
+        """The job's `end` has been read and nothing after it is left unread."""
+        return self.outcome is not None and not self.backlog
 
-    def poll(self) -> list[dict]:
-        events = self._read()
-        if self.outcome is None and self._process_gone():
-            events += self._read()              # what it wrote just before exiting
-            if self.outcome is None:
+    @property
+    def backlog(self) -> bool:
+        """The last capped poll left journal lines unread (poll again soon)."""
+        return not self._journal.at_end
+
+    def poll(self, max_bytes: int | None = None) -> list[dict]:
+        """The new events, in order. `max_bytes` caps how much of the journal one poll reads (a
+        re-attached long run arrives over a few polls, see `backlog`); a process found gone without
+        `end` is put into words only once everything it wrote has been read."""
+        events = self._read(max_bytes)
+        if self.outcome is None and not self.backlog and self._process_gone():
+            events += self._read(max_bytes)     # what it wrote just before exiting
+            if self.outcome is None and not self.backlog:
                 synthetic = crash_events(self.handle.verb, self.handle.job_dir, self.handle.returncode(),
                                          self.crash_hint)
                 if self._error is not None:     # it said what went wrong: keep its words
@@ -101,8 +110,8 @@ class JobWatch:
                 events += synthetic
         return events
 
-    def _read(self) -> list[dict]:
-        events = self._journal.poll()
+    def _read(self, max_bytes: int | None = None) -> list[dict]:
+        events = self._journal.poll(max_bytes)
         for ev in events:
             self._note(ev)
         return events

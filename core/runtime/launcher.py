@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
 from lorastudio.core.atomic_files import atomic_write_text
 
 JOB_FILE, JOURNAL_FILE, LOG_FILE = "job.yaml", "events.jsonl", "worker.log"
@@ -58,12 +56,14 @@ def new_job_dir(parent: Path, label: str = "") -> Path:
 
 
 def write_spec(job_dir: Path, spec: dict[str, Any]) -> Path:
+    import yaml         # here, not at the top: the window imports the runtime before its first paint
     path = Path(job_dir) / JOB_FILE
     atomic_write_text(path, yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return path
 
 
 def read_spec(job_dir: Path) -> dict[str, Any]:
+    import yaml
     data = yaml.safe_load((Path(job_dir) / JOB_FILE).read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
 

@@ -36,6 +36,7 @@ def test_run_paints_the_window_before_the_deferred_imports_and_returns_the_exit_
         "        if event.type() == QEvent.Paint and obj.isWidgetType() and obj.windowTitle() == 'LoRA Studio':\n"
         "            QApplication.instance().removeEventFilter(self)\n"
         f"            print('deferred', [m for m in {HEAVY + DEFERRED!r} if m in sys.modules])\n"
+        "            print('styled', bool(QApplication.instance().styleSheet()))\n"
         "            QTimer.singleShot(500, check)\n"
         "        return False\n"
         "probe = FirstPaint()\n"
@@ -45,8 +46,8 @@ def test_run_paints_the_window_before_the_deferred_imports_and_returns_the_exit_
         "    print('plots', 'pyqtgraph' in sys.modules)\n"
         "    QApplication.instance().exit(7)\n"
         "create_app = application.create_app\n"
-        "def create(argv=None):\n"
-        "    app = create_app(argv)\n"
+        "def create(argv=None, **options):\n"
+        "    app = create_app(argv, **options)\n"
         "    app.installEventFilter(probe)\n"
         "    return app\n"
         "application.create_app = create\n"
@@ -55,6 +56,7 @@ def test_run_paints_the_window_before_the_deferred_imports_and_returns_the_exit_
     assert result.returncode == 7, result.stderr           # run() returns the event loop's exit code
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
     assert lines["deferred"] == "[]"
+    assert lines["styled"] == "True"                      # the style sheet, set after the window is built
     assert lines["shown"] == "1"
     assert lines["plots"] == "True"                        # built right after the first paint
 

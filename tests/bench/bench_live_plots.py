@@ -8,7 +8,8 @@ The main window is shown at its default size on the Train page. Two scenarios:
   stream  — a separate process writes a training journal (step events at --rate a second, memory
             every 5 steps, eval every 50, a log line every 100) and the page follows it live;
   attach  — the journal of a finished --steps run is already on disk and the page re-attaches to it
-            (the whole history arrives at once, as after a restart).
+            (the whole history is there at once, as after a restart; JobProcess reads it a capped
+            amount per tick).
 A 20 ms probe timer records how late each of its ticks fires (`worst_late_ms`, `p99_late_ms`), and
 how much CPU the window's main thread used between two ticks (`worst_busy_ms`: the longest stretch
 of work that blocked the event loop), and the longest single call (CPU ms of the main thread) of the

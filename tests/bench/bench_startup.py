@@ -51,8 +51,8 @@ class FirstPaint(QObject):
 
 probe = FirstPaint()
 create_app = application.create_app
-def create_and_probe(argv=None):
-    app = create_app(argv)
+def create_and_probe(argv=None, **options):
+    app = create_app(argv, **options)
     app.installEventFilter(probe)
     return app
 application.create_app = create_and_probe

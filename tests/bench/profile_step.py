@@ -66,10 +66,10 @@ def main():
         step()
     torch.cuda.synchronize()
     t = time.perf_counter()
-    for _ in range(5):
+    for _ in range(10):
         step()
     torch.cuda.synchronize()
-    ms = (time.perf_counter() - t) / 5 * 1000
+    ms = (time.perf_counter() - t) / 10 * 1000
     print(f"step {ms:.0f} ms, {a.mb * a.seq / ms * 1000:,.0f} tok/s, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(2):
@@ -83,6 +83,8 @@ def main():
             continue
         fams[family(ev.key)] += t_us / 2 / 1000
         rows.append((t_us / 2 / 1000, ev.count // 2, ev.key[:110]))
+    print(f"GPU kernel time {sum(fams.values()):.0f} ms a step of {ms:.0f} ms wall "
+          f"({sum(fams.values()) / ms:.0%} busy: the rest is the host launching work)")
     print("per step, by family (ms):", ", ".join(f"{k} {v:.1f}" for k, v in fams.most_common()))
     for t_ms, n, key in sorted(rows, reverse=True)[:22]:
         print(f"{t_ms:8.2f} ms {n:5d}x {key}")

@@ -1,7 +1,7 @@
 """The dashboard follows a journal written with JournalWriter, as it would a worker's."""
 import pytest
 
-from lorastudio.core.journal import JournalWriter
+from lorastudio.core.journal import JournalWriter, make_event
 
 GIB = 1024 ** 3
 
@@ -136,3 +136,22 @@ def test_a_half_written_last_line_waits_for_its_end(qtbot, page, journal):
         assert page.dashboard.state.step == 1
         fh.write(' "lr": 0.0002, "grad_norm": null, "tokens_per_s": 10.0, "elapsed_s": 2.0, "eta_s": 30.0}\n')
     qtbot.waitUntil(lambda: page.dashboard.state.step == 2, timeout=5000)
+
+
+def test_the_final_picture_has_all_its_data_at_once_and_paints_its_plots_one_per_turn(qtbot, page, journal):
+    run_dir, writer = journal
+    follow(page, run_dir)
+    write_steps(writer, range(1, 21))
+    writer.emit("memory", rss=GIB, ram_used=6 * GIB, ram_total=16 * GIB)
+    d = page.dashboard
+    plots = [d.loss_plot.plot, d.lr_plot, d.speed_plot, d.memory_plot]
+    qtbot.waitUntil(lambda: d.speed_plot.point_count("throughput") == 20 and all(p.built for p in plots),
+                    timeout=5000)
+    page.process.detach()
+    d.apply(make_event("end", status="completed", adapter=str(run_dir / "adapter")))
+    # The data and the figures at once (whoever looks right after `end` sees the final numbers)...
+    assert d.banner.title.text() == "Training completed" and d.progress.value() == 1000
+    assert [p.point_count(name) for p, name in zip(plots, ("train", "lr", "throughput", "ram"))] == [20, 20, 20, 1]
+    # ...the plots' paints one per turn of the event loop, each held back until its turn.
+    assert not all(p.updatesEnabled() for p in plots)
+    qtbot.waitUntil(lambda: all(p.updatesEnabled() for p in plots), timeout=5000)
