@@ -27,6 +27,37 @@ def family(name: str) -> str:
     return "other"
 
 
+def report_syncs(step) -> None:
+    """Run one step with CUDA's sync debug mode on and print, for each synchronizing call, the
+    innermost frames outside torch that led to it (a sync stops the host running ahead of the GPU)."""
+    import traceback
+
+    import torch
+    import warnings
+    seen = collections.Counter()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename
+                  and "warnings.py" not in f.filename]
+        seen[" <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames[-4:]))] += 1
+
+    torch.cuda.set_sync_debug_mode("warn")
+    old = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            step()
+            torch.cuda.synchronize()
+    finally:
+        warnings.showwarning = old
+        torch.cuda.set_sync_debug_mode("default")
+    print(f"host-device syncs in one step: {sum(seen.values())}")
+    for where, n in seen.most_common():
+        print(f"  {n:3d}x {where}")
+
+
 def main():
     import torch
     import yaml
@@ -42,6 +73,8 @@ def main():
     p.add_argument("--mb", type=int, default=4)
     p.add_argument("--memory-mode", default="checkpoint")
     p.add_argument("--no-fused", action="store_true")
+    p.add_argument("--syncs", action="store_true", help="print where each host-device sync of a step comes from")
+    p.add_argument("--host", type=int, default=0, help="also list the N host-side calls with the most self CPU time")
     a = p.parse_args()
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     cfg = RunConfig.from_dict({"model": a.model, "quantization": "4bit", "device": "cuda",
@@ -65,20 +98,24 @@ def main():
     for _ in range(3):
         step()
     torch.cuda.synchronize()
+    if a.syncs:
+        report_syncs(step)
     t = time.perf_counter()
     for _ in range(10):
         step()
     torch.cuda.synchronize()
     ms = (time.perf_counter() - t) / 10 * 1000
     print(f"step {ms:.0f} ms, {a.mb * a.seq / ms * 1000:,.0f} tok/s, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if a.host else [])
+    with profile(activities=activities) as prof:
         for _ in range(2):
             step()
         torch.cuda.synchronize()
     fams = collections.Counter()
     rows = []
     for ev in prof.key_averages():
-        t_us = getattr(ev, "device_time_total", 0) or getattr(ev, "cuda_time_total", 0)
+        # self time: with host events recorded, an operator's total also counts its kernels'
+        t_us = getattr(ev, "self_device_time_total", 0) or getattr(ev, "self_cuda_time_total", 0)
         if t_us <= 0:
             continue
         fams[family(ev.key)] += t_us / 2 / 1000
@@ -88,6 +125,12 @@ def main():
     print("per step, by family (ms):", ", ".join(f"{k} {v:.1f}" for k, v in fams.most_common()))
     for t_ms, n, key in sorted(rows, reverse=True)[:22]:
         print(f"{t_ms:8.2f} ms {n:5d}x {key}")
+    if a.host:
+        host = sorted(((ev.self_cpu_time_total / 2 / 1000, ev.count // 2, ev.key[:90]) for ev in prof.key_averages()
+                       if ev.self_cpu_time_total > 0), reverse=True)
+        print(f"host: self CPU time per step {sum(h[0] for h in host):.0f} ms (profiler overhead included); top calls:")
+        for t_ms, n, key in host[:a.host]:
+            print(f"{t_ms:8.2f} ms {n:6d}x {key}")
 
 
 if __name__ == "__main__":

@@ -60,3 +60,20 @@ def test_lean_mode_trains_like_checkpointing_in_less_memory(llama_1b, tmp_path):
     worst = max(abs(a - b) / abs(b) for a, b in zip(lean["losses"], ckpt["losses"]))
     assert worst < 0.01, worst
     assert lean["peak_allocated_gib"] < ckpt["peak_allocated_gib"]
+
+
+@pytest.mark.parametrize("shape", [(2048, 2048), (512, 2048), (8192, 2048), (896, 4864), (14336, 4096)])
+def test_direct_nf4_dequantization_is_bitsandbytes_own(shape):
+    """The fast path's direct calls into bitsandbytes' CUDA kernels give exactly what its public
+    dequantize_4bit gives (double quantization, bf16), and are really taken on this machine."""
+    torch = pytest.importorskip("torch")
+    bnb = pytest.importorskip("bitsandbytes")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from lorastudio.core.engine.fast_lora import _DirectNF4
+    weight = torch.randn(shape, dtype=torch.bfloat16, device="cuda")
+    packed, state = bnb.functional.quantize_4bit(weight, quant_type="nf4", compress_statistics=True)
+    direct = _DirectNF4()
+    assert direct.usable(packed, state)
+    assert torch.equal(direct(packed, state), bnb.functional.dequantize_4bit(packed, state))
+    assert direct.dequantize(packed, state).shape == shape and direct.fns
