@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QVBoxLayout, QWidget)
 
 from lorastudio.app.dialogs.job_dialog import JobDialog
@@ -25,7 +25,6 @@ from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.atomic_files import tidy
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.models.gguf_arch import ADAPTER_TYPES, TYPE_NOTES
-from lorastudio.core.runs.export import ExportError
 from lorastudio.core.runs.gguf_plan import TYPES, export_choices, prepare_job, start_export
 
 DEFAULT_TYPE = "q8_0"
@@ -183,17 +182,10 @@ class GgufExportDialog(JobDialog):
         run_in_background(prepare_job, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
 
     def _refused(self, exc: Exception, args) -> None:
-        self._update()
-        if isinstance(exc, ExportError) and "already exists" in exc.message and not args.overwrite:
-            answer = QMessageBox.question(self, "Replace?", f"{exc.message}.\n\nReplace it? (The old file is "
-                                          "replaced only once the new one is written and checked.)",
-                                          QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-            if answer == QMessageBox.Yes:
-                self.start_export(overwrite=True)
-            else:
-                self._result("Nothing was written. Choose another file name.", "notice")
-            return
-        self._result(f"{exc.message}\nWhat to do: {exc.hint}" if isinstance(exc, ExportError) else str(exc), "error")
+        self._refused_output(exc, args, "already exists",
+                             lambda e: f"{e.message}.\n\nReplace it? (The old file is replaced only once the new one "
+                                       "is written and checked.)",
+                             "Nothing was written. Choose another file name.", self.start_export)
 
     def _launch(self, job) -> None:
         self.output, self.status, self.fidelity = job.out, None, None

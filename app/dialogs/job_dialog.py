@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QDialog, QMessageBox
 
+from lorastudio.core.runs.export import ExportError
+
 
 class JobDialog(QDialog):
     CANCEL_TITLE = "Cancel?"
@@ -27,6 +29,20 @@ class JobDialog(QDialog):
         self.result_label.setProperty("role", role)
         self.result_label.style().polish(self.result_label)
         self.result_label.show()
+
+    def _refused_output(self, exc: Exception, args, taken: str, question, decline: str, again) -> None:
+        """A start refused before the job ran. When the output is taken (`taken` in the message) and
+        overwriting was not asked, ask `question(exc)` and start `again(overwrite=True)` on Yes;
+        anything else is shown with what to do. Calls the subclass's `_update` first."""
+        self._update()
+        if isinstance(exc, ExportError) and taken in exc.message and not args.overwrite:
+            if QMessageBox.question(self, "Replace?", question(exc), QMessageBox.Yes | QMessageBox.No,
+                                    QMessageBox.No) == QMessageBox.Yes:
+                again(overwrite=True)
+            else:
+                self._result(decline, "notice")
+            return
+        self._result(f"{exc.message}\nWhat to do: {exc.hint}" if isinstance(exc, ExportError) else str(exc), "error")
 
     def cancel(self) -> None:
         if self.process.stop():

@@ -11,15 +11,14 @@ from types import SimpleNamespace
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.formatting import format_bytes
-from lorastudio.core.runs.export import ExportError
 from lorastudio.core.runs.merge_plan import prepare_job, start_merge
 
 DTYPES = [("bf16 (recommended on GPUs)", "bf16"), ("fp16", "fp16"), ("fp32 (exact, twice the size)", "fp32")]
@@ -128,17 +127,10 @@ class MergeDialog(JobDialog):
         run_in_background(prepare_job, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
 
     def _refused(self, exc: Exception, args) -> None:
-        self._update()
-        if isinstance(exc, ExportError) and "is not empty" in exc.message and not args.overwrite:
-            answer = QMessageBox.question(self, "Replace?", f"{args.out} is not empty.\n\nReplace its contents "
-                                          "with the merged model? (They are removed only once the merge "
-                                          "has succeeded.)", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-            if answer == QMessageBox.Yes:
-                self.start_merge(overwrite=True)
-            else:
-                self._result("Nothing was written. Choose an empty or new folder.", "notice")
-            return
-        self._result(f"{exc.message}\nWhat to do: {exc.hint}" if isinstance(exc, ExportError) else str(exc), "error")
+        self._refused_output(exc, args, "is not empty",
+                             lambda e: f"{args.out} is not empty.\n\nReplace its contents with the merged model? "
+                                       "(They are removed only once the merge has succeeded.)",
+                             "Nothing was written. Choose an empty or new folder.", self.start_merge)
 
     def _launch(self, job) -> None:
         self.output, self.status, self.fidelity = job.out, None, None

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorastudio.core.data.files import BadRow, DataError, Row, iter_rows
-from lorastudio.core.data.formats import (CHAT_ROLES, DETECT_ROWS, SHAREGPT_ROLES, SIDE_NAMES, is_pair_row,
-                                         side_field)
+from lorastudio.core.data.formats import (CHAT_ROLES, DETECT_ROWS, SHAREGPT_ROLES, SIDE_NAMES, apply_columns,
+                                         is_pair_row, side_field)
 
 if TYPE_CHECKING:
     from lorastudio.core.data.chat_masks import Encoded
@@ -110,14 +110,7 @@ def detect_pairs(rows: list[Row], source: str) -> str:
 
 def map_pair_columns(value: dict, columns: dict[str, str], where: str, source: str) -> dict:
     """The row with the user's columns renamed to ours (unmapped fields stay as they are)."""
-    out = dict(value)
-    for ours, theirs in columns.items():
-        if theirs not in value:
-            raise DataError(f"{source}, {where}: column '{theirs}' (mapped to {ours}) is missing; "
-                            f"this row has {', '.join(sorted(value)) or 'no fields'}",
-                            "fix data.columns or the row")
-        out[ours] = value[theirs]
-    return out
+    return {**value, **apply_columns(value, columns, where, source)}
 
 
 def _messages(items: list, name: str, where: str, source: str) -> list[dict]:
