@@ -127,6 +127,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--rate", type=float, default=100.0, help="step events a second in the stream scenario")
     p.add_argument("--scenario", choices=["stream", "attach", "both"], default="both")
+    p.add_argument("--grab", help="also save the window at the end of each scenario as GRAB-SCENARIO.png")
     args = p.parse_args()
     home = tempfile.mkdtemp(prefix="bench-live-")
     os.environ.update(LORASTUDIO_HOME=home, HOME=home, XDG_CONFIG_HOME=os.path.join(home, "config"))
@@ -157,6 +158,8 @@ def main() -> int:
         print(json.dumps({"scenario": scenario, "steps": args.steps, "rate": args.rate if feeder else None,
                           **result, "platform": app.platformName(), "load_1min": round(os.getloadavg()[0], 1)}),
               flush=True)
+        if args.grab:
+            window.grab().save(f"{args.grab}-{scenario}.png")
         window.train_page.process.detach()
         window.close()
         window.deleteLater()
