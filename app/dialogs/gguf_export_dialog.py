@@ -182,7 +182,7 @@ class GgufExportDialog(JobDialog):
         run_in_background(prepare_job, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
 
     def _refused(self, exc: Exception, args) -> None:
-        self._refused_output(exc, args, "already exists",
+        self._refused_output(exc, args.overwrite, "already exists",
                              lambda e: f"{e.message}.\n\nReplace it? (The old file is replaced only once the new one "
                                        "is written and checked.)",
                              "Nothing was written. Choose another file name.", self.start_export)
@@ -201,29 +201,13 @@ class GgufExportDialog(JobDialog):
         self._update()
 
     def _finish(self, outcome) -> None:
-        self.status = outcome.status
-        if outcome.status == "completed":
-            end = outcome.end or {}
-            text = f"Wrote {outcome.output} ({format_bytes(end.get('size', 0))})"
-            if end.get("modelfile"):
-                text += f"\nOllama: ollama create {Path(outcome.output).stem.lower()} -f {end['modelfile']}"
-            self.progress.setValue(100)
-            self.phase_label.setText("Done.")
-            text += "\n" + gguf_fidelity_text(self.fidelity) if self.fidelity else ""
-            self.open_button.show()
-        else:
-            if outcome.status == "stopped":
-                text = "Export cancelled; nothing was written."
-            elif outcome.error is not None:
-                text = f"{outcome.error['message']}\nWhat to do: {outcome.error.get('hint', '')}"
-            else:
-                text = "Failed."
-            if self.output is not None:         # a killed worker's hidden file beside the target
-                tidy(self.output.parent)
-            self.progress.hide()
-        flagged = bool(self.fidelity and self.fidelity["flagged"])
-        self._result(text, "notice" if outcome.status == "completed" and not flagged else "error")
-        self._update()
+        end = outcome.end or {}
+        done = f"Wrote {outcome.output} ({format_bytes(end.get('size', 0))})"
+        if end.get("modelfile"):
+            done += f"\nOllama: ollama create {Path(outcome.output).stem.lower()} -f {end['modelfile']}"
+        if outcome.status != "completed" and self.output is not None:
+            tidy(self.output.parent)            # a killed worker's hidden file beside the target
+        self._show_written(outcome, done, "Export cancelled; nothing was written.", gguf_fidelity_text)
 
     def _result(self, text: str, role: str) -> None:
         super()._result(text, role)

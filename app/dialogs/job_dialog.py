@@ -30,19 +30,42 @@ class JobDialog(QDialog):
         self.result_label.style().polish(self.result_label)
         self.result_label.show()
 
-    def _refused_output(self, exc: Exception, args, taken: str, question, decline: str, again) -> None:
+    def _refused_output(self, exc: Exception, overwrite: bool, taken: str, question, decline: str | None,
+                        again) -> None:
         """A start refused before the job ran. When the output is taken (`taken` in the message) and
-        overwriting was not asked, ask `question(exc)` and start `again(overwrite=True)` on Yes;
-        anything else is shown with what to do. Calls the subclass's `_update` first."""
+        overwriting was not asked, ask `question(exc)` and start `again(overwrite=True)` on Yes (on No,
+        show `decline` if given); anything else is shown with what to do. Calls the subclass's
+        `_update` first."""
         self._update()
-        if isinstance(exc, ExportError) and taken in exc.message and not args.overwrite:
+        if isinstance(exc, ExportError) and taken in exc.message and not overwrite:
             if QMessageBox.question(self, "Replace?", question(exc), QMessageBox.Yes | QMessageBox.No,
                                     QMessageBox.No) == QMessageBox.Yes:
                 again(overwrite=True)
-            else:
+            elif decline is not None:
                 self._result(decline, "notice")
             return
         self._result(f"{exc.message}\nWhat to do: {exc.hint}" if isinstance(exc, ExportError) else str(exc), "error")
+
+    def _show_written(self, outcome, done: str, cancelled: str, fidelity_text) -> None:
+        """A job that writes a result and checks it has ended: `done` plus the fidelity check's text
+        (`fidelity_text(check)`), or why nothing was written; a flagged check shows as an error."""
+        self.status = outcome.status
+        if outcome.status == "completed":
+            text = done + ("\n" + fidelity_text(self.fidelity) if self.fidelity else "")
+            self.progress.setValue(100)
+            self.phase_label.setText("Done.")
+            self.open_button.show()
+        else:
+            if outcome.status == "stopped":
+                text = cancelled
+            elif outcome.error is not None:
+                text = f"{outcome.error['message']}\nWhat to do: {outcome.error.get('hint', '')}"
+            else:
+                text = "Failed."
+            self.progress.hide()
+        flagged = bool(self.fidelity and self.fidelity["flagged"])
+        self._result(text, "notice" if outcome.status == "completed" and not flagged else "error")
+        self._update()
 
     def cancel(self) -> None:
         if self.process.stop():

@@ -127,7 +127,7 @@ class MergeDialog(JobDialog):
         run_in_background(prepare_job, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
 
     def _refused(self, exc: Exception, args) -> None:
-        self._refused_output(exc, args, "is not empty",
+        self._refused_output(exc, args.overwrite, "is not empty",
                              lambda e: f"{args.out} is not empty.\n\nReplace its contents with the merged model? "
                                        "(They are removed only once the merge has succeeded.)",
                              "Nothing was written. Choose an empty or new folder.", self.start_merge)
@@ -146,24 +146,8 @@ class MergeDialog(JobDialog):
 
     def _finish(self, outcome) -> None:
         """The merge ended (an Outcome): completed, stopped, or failed — a crash included, in core's words."""
-        self.status = outcome.status
-        if outcome.status == "completed":
-            text = f"Merged model saved to {outcome.output}"
-            self.progress.setValue(100)
-            self.phase_label.setText("Done.")
-            text += "\n" + fidelity_text(self.fidelity) if self.fidelity else ""
-            self.open_button.show()
-        else:
-            if outcome.status == "stopped":
-                text = "Merge cancelled; nothing was written."
-            elif outcome.error is not None:
-                text = f"{outcome.error['message']}\nWhat to do: {outcome.error.get('hint', '')}"
-            else:
-                text = "Failed."
-            self.progress.hide()
-        flagged = bool(self.fidelity and self.fidelity["flagged"])
-        self._result(text, "notice" if outcome.status == "completed" and not flagged else "error")
-        self._update()
+        self._show_written(outcome, f"Merged model saved to {outcome.output}", "Merge cancelled; nothing was written.",
+                           fidelity_text)
 
     def _open(self) -> None:
         if self.output is not None and self.output.exists():

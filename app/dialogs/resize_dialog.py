@@ -14,14 +14,13 @@ from statistics import mean
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QButtonGroup, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QRadioButton,
+                               QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
                                QSpinBox, QVBoxLayout, QWidget)
 
 from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.formatting import format_bytes
-from lorastudio.core.runs.export import ExportError
 from lorastudio.core.runs.rank_plan import check_resize, start_resize
 from lorastudio.core.runs.rank_report import adapter_bytes, new_ranks, suggested_rank, tail_error
 
@@ -153,15 +152,10 @@ class ResizeDialog(JobDialog):
                           on_failed=lambda exc: self._refused(exc, out, overwrite))
 
     def _refused(self, exc: Exception, out: Path, overwrite: bool) -> None:
-        self._update()
-        if isinstance(exc, ExportError) and "is not empty" in exc.message and not overwrite:
-            answer = QMessageBox.question(self, "Replace?", f"{out} is not empty.\n\nReplace its contents with "
-                                          "the smaller adapter? (They are removed only once it is saved.)",
-                                          QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-            if answer == QMessageBox.Yes:
-                self.start_resize(overwrite=True)
-            return
-        self._result(f"{exc.message}\nWhat to do: {exc.hint}" if isinstance(exc, ExportError) else str(exc), "error")
+        self._refused_output(exc, overwrite, "is not empty",
+                             lambda e: f"{out} is not empty.\n\nReplace its contents with the smaller adapter? "
+                                       "(They are removed only once it is saved.)",
+                             None, self.start_resize)
 
     def _launch(self, job) -> None:
         self.output, self.status = job.out, None
