@@ -37,7 +37,8 @@ def export_gguf(args) -> int:
           flush=True)
     handle = start_export(job)
     try:
-        outcome = follow(handle, result_event_printer("do not ship this file before comparing answers"), on_interrupt=lambda: print(
+        outcome = follow(handle, result_event_printer("do not ship this file before comparing answers"),
+                         on_interrupt=lambda: print(
             "Cancelling the export; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
     except KeyboardInterrupt:
         print(f"Stopped waiting; the export worker (pid {handle.pid}) is stopping. Nothing is written to {job.out}")

@@ -57,7 +57,8 @@ def merge(args) -> int:
           flush=True)
     handle = start_merge(job)
     try:
-        outcome = follow(handle, result_event_printer("compare the merged model before shipping it"), on_interrupt=lambda: print(
+        outcome = follow(handle, result_event_printer("compare the merged model before shipping it"),
+                         on_interrupt=lambda: print(
             "Cancelling the merge; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
     except KeyboardInterrupt:
         print(f"Stopped waiting; the merge worker (pid {handle.pid}) is stopping. Nothing is written to {job.out}")

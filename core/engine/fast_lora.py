@@ -95,12 +95,14 @@ class _DirectNF4:
     def dequantize(self, w: torch.Tensor, qs) -> torch.Tensor:
         if not self.usable(w, qs):
             return _bnb().functional.dequantize_4bit(w, qs)
+        out = self(w, qs)
         if not self.checked:
             self.checked = True
-            if not torch.equal(self(w, qs), _bnb().functional.dequantize_4bit(w, qs)):
+            public = _bnb().functional.dequantize_4bit(w, qs)
+            if not torch.equal(out, public):
                 self.fns = False
-                return _bnb().functional.dequantize_4bit(w, qs)
-        return self(w, qs)
+                return public
+        return out
 
 
 _nf4 = _DirectNF4()

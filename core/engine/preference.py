@@ -2,10 +2,10 @@
 
 A micro-batch of B pairs is one forward pass over 2B rows (the B chosen sequences, then the B
 rejected ones). Only answer tokens are scored: the decoder's hidden states at the positions that
-predict an answer token go through the output head in chunks of 512 tokens, each recomputed in the
+predict an answer token go through the output head a chunk at a time, each chunk recomputed in the
 backward pass, so no tokens × vocabulary logits exist for the prompt and at most a chunk's for
 the answers (`HeadLogProbs`: about 32 M logits at a time, whatever the vocabulary, computed in place —
-a 128k vocabulary's chunk of 512 tokens through logsumexp and its backward had cost 0.8 GiB at peak).
+fixed chunks of 512 tokens through logsumexp and its backward had cost 0.8 GiB at a 128k vocabulary).
 
 DPO (Rafailov et al., 2023) needs the reference model's log-probabilities: with LoRA that is the same
 frozen base with the adapter switched off (PEFT's `disable_adapter()`), run without gradients in eval
@@ -30,7 +30,6 @@ from lorastudio.core.data.pairs import EncodedPair, LoadedPairs, PairSet, encode
 from lorastudio.core.data.split import split
 from lorastudio.core.engine.batches import MicroBatches, collate, pad_id_of
 from lorastudio.core.fit.memory_model import PAIR_LOGIT_ELEMENTS as LOGIT_ELEMENTS   # 128 MB of fp32 logits
-
 
 
 # ---- data --------------------------------------------------------------------------------------
