@@ -1,7 +1,7 @@
 """One QObject around every job process the window starts or re-attaches to (as qutebrowser's
 GUIProcess serves all of its children): training, merge, generation, GGUF import, inspection.
 
-It launches through core's one launcher (`core.runtime.launcher.launch`), polls the job's journal
+It follows a job started by its plan's starter (`core.plans.<verb>.start_<verb>`), polls the job's journal
 with core's `JobWatch` from a QTimer, re-emits each event, optionally follows the tail of
 worker.log, and ends with one `Outcome` — a process that died without `end` is put into words by
 core, not here. A tick reads at most READ_BYTES of journal: re-attaching to a long run's history
@@ -11,13 +11,12 @@ loop for 100 ms (tests/bench/bench_live_plots.py, `attach`); `finished` comes af
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from lorastudio.core.runtime.follower import JobWatch, Outcome
-from lorastudio.core.runtime.launcher import JobHandle, launch
+from lorastudio.core.runtime.launcher import JobHandle
 
 POLL_MS = 250
 READ_BYTES = 16 * 1024          # journal read per tick: ~80 events, a few ms of the dashboard's work
@@ -46,12 +45,6 @@ class JobProcess(QObject):
         self._timer.timeout.connect(self.poll)
 
     # ---- control ------------------------------------------------------------------------------
-    def start(self, verb: str, job_dir: Path, spec: dict[str, Any] | None = None, args: tuple | list = (),
-              *, detach: bool = False, niceness: int = 0, crash_hint: str = "") -> JobHandle:
-        handle = launch(verb, job_dir, spec, args, detach=detach, niceness=niceness)
-        self.attach(handle, crash_hint=crash_hint)
-        return handle
-
     def attach(self, handle: JobHandle, alive: Callable[[], bool] | None = None, crash_hint: str = "") -> None:
         """Follow `handle`'s journal from its first line (one we started, one found running, or one
         just resumed: an `end` followed by more events is an earlier segment, not the end)."""

@@ -150,7 +150,7 @@ class StatusBanner(QFrame):
         EvaluateDialog(run, run.parent, self.window()).open()
 
     def open_gguf_export(self) -> None:
-        from lorastudio.app.dialogs.gguf_export_dialog import GgufExportDialog
+        from lorastudio.app.dialogs.export_gguf_dialog import GgufExportDialog
         run = Path(self._run_dir)
         GgufExportDialog(run, run.parent, self.window()).open()
 

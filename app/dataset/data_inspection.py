@@ -19,15 +19,13 @@ from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal
 
 from lorastudio.app.job_process import JobProcess
 from lorastudio.core.config import ConfigError
-from lorastudio.core.data.inspect_request import InspectRequest
-from lorastudio.core.runs.folders import INSPECTIONS_DIR, data_home
+from lorastudio.core.plans.inspect_data import InspectRequest, start_inspect_data
 from lorastudio.core.runtime.failures import INPUT_KINDS
 from lorastudio.core.runtime.follower import Outcome
-from lorastudio.core.runtime.launcher import JobHandle, new_job_dir
+from lorastudio.core.runtime.launcher import JobHandle
 
 DEBOUNCE_MS = 400
 POLL_MS = 100
-VERB = "inspect_data"
 
 
 @dataclass
@@ -115,22 +113,16 @@ class DataInspection(QObject):
             return
         generation = self._generation
         try:
-            spec = req.spec()
+            handle = start_inspect_data(req)
         except ConfigError as exc:
             self._done(generation, InspectResult(error=(str(exc), "")))
             return
-        try:
-            job_dir = new_job_dir(data_home() / INSPECTIONS_DIR)
-        except OSError as exc:                  # a read-only or full data directory
+        except OSError as exc:                  # a read-only or full data directory; no interpreter
             self._done(generation, InspectResult(error=(f"The inspector could not start: {exc}", "")))
             return
-        self._running, self._report = (generation, job_dir), None
-        try:
-            self._live.handle = self._job.start(VERB, job_dir, spec)
-        except OSError as exc:                  # the interpreter could not be started
-            self._running = None
-            shutil.rmtree(job_dir, ignore_errors=True)
-            self._done(generation, InspectResult(error=(f"The inspector could not start: {exc}", "")))
+        self._running, self._report = (generation, handle.job_dir), None
+        self._live.handle = handle
+        self._job.attach(handle)
 
     def _event(self, ev: dict) -> None:
         if ev["type"] == "report":

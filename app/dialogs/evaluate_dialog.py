@@ -1,7 +1,7 @@
 """Evaluate…: the base model against base + adapter on held-out data, from the window.
 
 The evaluation job (core/jobs/evaluate.py, what `lorastudio eval` runs) does the work in its own
-process, started by core.runs.heldout.start_evaluation and followed by a JobProcess: its phases
+process, started by core.plans.evaluate.start_evaluate and followed by a JobProcess: its phases
 drive the progress bar, its `evaluation` event fills the table (held-out loss, exact match, valid
 JSON; base and adapter side by side — the Playground's EvalSummary). The Runs page and the Train
 page's final status open this dialog; the run's last evaluation (RUN/eval.json) shows at once.
@@ -18,7 +18,8 @@ from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.playground.eval_summary import EvalSummary
-from lorastudio.core.runs.heldout import read_eval, start_evaluation
+from lorastudio.core.plans.evaluate import EvaluateRequest, start_evaluate
+from lorastudio.core.runs.heldout import read_eval
 
 DEFAULT_PROMPTS = 48
 
@@ -113,7 +114,8 @@ class EvaluateDialog(JobDialog):
         self.progress.show()
         self.phase_label.setText("Starting the evaluation worker…")
         try:
-            self.process.attach(start_evaluation(run, self.picker.checkpoint, limit=self.limit_spin.value()))
+            self.process.attach(start_evaluate(EvaluateRequest(run, self.picker.checkpoint,
+                                                              limit=self.limit_spin.value())))
         except OSError as exc:          # the evals folder cannot be written, the worker cannot start
             self.progress.hide()
             self._result(f"The evaluation could not start: {exc}", "error")

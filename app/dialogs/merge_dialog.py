@@ -1,13 +1,12 @@
 """Merge and save…: fold an adapter into its base model, in a worker, with a fidelity check.
 
-The checks (target folder, disk space) run off the GUI thread (core.runs.merge_plan.prepare_job);
+The checks (target folder, disk space) run off the GUI thread (core.plans.merge.plan_merge);
 the merge itself is the merge job (core/jobs/merge.py) in its own process, followed through its
 journal by a JobProcess. The Train page's banner and the Runs page open this same dialog.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
@@ -19,7 +18,7 @@ from lorastudio.app.dialogs.adapter_picker import AdapterPicker
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.formatting import format_bytes
-from lorastudio.core.runs.merge_plan import prepare_job, start_merge
+from lorastudio.core.plans.merge import MergeRequest, plan_merge, start_merge
 
 DTYPES = [("bf16 (recommended on GPUs)", "bf16"), ("fp16", "fp16"), ("fp32 (exact, twice the size)", "fp32")]
 SHARD_SIZES = ["5GB", "2GB", "1GB", "500MB"]
@@ -114,17 +113,17 @@ class MergeDialog(JobDialog):
             self.out_edit.setText(folder)
 
     # ---- running --------------------------------------------------------------------------
-    def job_args(self, overwrite: bool) -> SimpleNamespace:
-        return SimpleNamespace(run=self.picker.run_dir, out=Path(self.out_edit.text().strip()).expanduser(),
-                               checkpoint=self.picker.checkpoint, dtype=self.dtype_combo.currentData(),
-                               max_shard_size=self.shard_combo.currentText().strip(),
-                               device=self.device_combo.currentText(), prompts=None, overwrite=overwrite)
+    def job_args(self, overwrite: bool) -> MergeRequest:
+        return MergeRequest(self.picker.run_dir, Path(self.out_edit.text().strip()).expanduser(),
+                            self.picker.checkpoint, self.dtype_combo.currentData(),
+                            self.shard_combo.currentText().strip(), None, self.device_combo.currentText(),
+                            overwrite)
 
     def start_merge(self, overwrite: bool = False) -> None:
         self.merge_button.setEnabled(False)
         self._result("Checking the output folder and the free disk space…", "hint")
         args = self.job_args(overwrite)
-        run_in_background(prepare_job, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
+        run_in_background(plan_merge, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
 
     def _refused(self, exc: Exception, args) -> None:
         self._refused_output(exc, args.overwrite, "is not empty",

@@ -3,7 +3,7 @@ smallest rank holding a share of it, with the size before and after and the erro
 
 Opened by the Rank view (app/runs/rank_view.py) with the rank report in hand: the sizes and errors
 shown before saving are computed from the report's singular values (core/runs/rank_report.py,
-torch-free). The checks run off the GUI thread (core.runs.rank_plan.check_resize); the resize is
+torch-free). The checks run off the GUI thread (core.plans.resize.plan_resize); the resize is
 the resize job (core/jobs/resize.py) in its own process, followed by a JobProcess.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.formatting import format_bytes
-from lorastudio.core.runs.rank_plan import check_resize, start_resize
+from lorastudio.core.plans.resize import ResizeRequest, plan_resize, start_resize
 from lorastudio.core.runs.rank_report import adapter_bytes, new_ranks, suggested_rank, tail_error
 
 
@@ -148,7 +148,7 @@ class ResizeDialog(JobDialog):
         self.save_button.setEnabled(False)
         rank, energy = self.choice()
         out = Path(self.out_edit.text().strip()).expanduser()
-        run_in_background(check_resize, self.target, out, rank, energy, overwrite, on_done=self._launch,
+        run_in_background(plan_resize, ResizeRequest(self.target, out, rank, energy, overwrite), on_done=self._launch,
                           on_failed=lambda exc: self._refused(exc, out, overwrite))
 
     def _refused(self, exc: Exception, out: Path, overwrite: bool) -> None:

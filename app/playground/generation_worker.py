@@ -2,7 +2,7 @@
 open, so a later prompt is answered without loading the model again.
 
 The worker is the generate job in its serving shape (core/jobs/generate.py): requests go to its
-inbox (core/runs/heldout.request_generation), its journal comes back through one JobProcess, and
+inbox (core/plans/generate.request_generation), its journal comes back through one JobProcess, and
 only the events of the request in flight are passed on (`event`), ending with `answered(status)`.
 It is stopped when the page is left or the window closes (`stop`), and after IDLE_MS without a
 request; it would also end by itself once the window's process is gone.
@@ -15,8 +15,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from lorastudio.app.job_process import JobProcess
-from lorastudio.core.runs.heldout import (WORKER_IDLE_S, cancel_generation, new_worker_dir, request_generation,
-                                          start_generation_worker)
+from lorastudio.core.plans.generate import (WORKER_IDLE_S, WorkerRequest, cancel_generation, new_worker_dir,
+                                            request_generation, start_generate)
 
 POLL_MS = 60            # tokens arrive a few dozen a second: poll often, the reads are tiny
 IDLE_MS = int(WORKER_IDLE_S * 1000)
@@ -59,7 +59,7 @@ class GenerationWorker(QObject):
             self.job_dir, self.requests_served = new_worker_dir(self.parent_dir), 0
         request_generation(self.job_dir, request_id, run_dir, messages, settings, checkpoint)
         if fresh:               # its inbox already holds the request (an inline job answers it at once)
-            self.process.attach(start_generation_worker(self.job_dir, idle_s=self.worker_idle_s))
+            self.process.attach(start_generate(WorkerRequest(self.job_dir, self.worker_idle_s)))
         return request_id
 
     def cancel(self) -> None:

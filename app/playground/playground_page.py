@@ -22,7 +22,8 @@ from lorastudio.app.playground.generation_settings import GenerationSettings
 from lorastudio.app.playground.generation_worker import IDLE_MS, GenerationWorker
 from lorastudio.app.runs.runs_refresher import RunsRefresher
 from lorastudio.core.runs.checkpoints import adapter_steps
-from lorastudio.core.runs.heldout import PLAYGROUND_DIR, adapter_choices, heldout_prompts, read_eval
+from lorastudio.core.plans.generate import PLAYGROUND_DIR
+from lorastudio.core.runs.heldout import adapter_choices, heldout_prompts, read_eval
 from lorastudio.core.runs.folders import default_runs_dir
 from lorastudio.core.runs.listing import runs_with_adapters
 

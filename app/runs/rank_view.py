@@ -21,7 +21,7 @@ from lorastudio.app.theme import ACCENT, BAD, plot_colors
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.runs.export import ExportError
-from lorastudio.core.runs.rank_plan import find_target, start_rank
+from lorastudio.core.plans.rank import find_target, start_rank
 from lorastudio.core.runs.rank_report import adapter_bytes, heat_grid, suggestion
 
 HEAT_KEY = "effective_rank_99"

@@ -21,7 +21,8 @@ from lorastudio.app.runs.runs_table_model import RunsSortProxy, RunsTableModel
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.runs.listing import RunSummary, delete_run
-from lorastudio.core.runs.resume import ResumeError, resume_run
+from lorastudio.core.plans.train import resume_run
+from lorastudio.core.runs.resume import ResumeError
 from lorastudio.core.runs.folders import CONFIG_FILE
 from lorastudio.core.journal import OK_STATUSES
 
@@ -250,7 +251,7 @@ class RunsPage(QWidget):
 
     def open_gguf_export(self):
         """The Export for Ollama / llama.cpp dialog the Train page opens, for the selected run."""
-        from lorastudio.app.dialogs.gguf_export_dialog import GgufExportDialog
+        from lorastudio.app.dialogs.export_gguf_dialog import GgufExportDialog
         return self._open_dialog(GgufExportDialog)
 
     def open_rank(self):

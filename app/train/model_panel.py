@@ -141,7 +141,8 @@ class ModelPanel(QGroupBox):
     def _import_gguf_first(self, source: str) -> bool:
         """A .gguf not yet in the model cache is imported by a job (with progress), then read."""
         from lorastudio.app.job_process import JobProcess
-        from lorastudio.core.models.gguf_cache import cached_import, is_gguf, start_import
+        from lorastudio.core.models.gguf_cache import cached_import, is_gguf
+        from lorastudio.core.plans.import_gguf import ImportGgufRequest, start_import_gguf
         path = Path(source).expanduser()
         if not (is_gguf(source) and path.is_file()) or cached_import(path) is not None:
             return False
@@ -152,7 +153,7 @@ class ModelPanel(QGroupBox):
         self.gguf_job.stop()                            # an import of an earlier choice
         self._set_state(LOADING, f"Importing {path.name} into the model cache (once) …")
         self._import_source = source
-        self.gguf_job.attach(start_import(path))
+        self.gguf_job.attach(start_import_gguf(ImportGgufRequest(path)))
         return True
 
     def _import_event(self, ev: dict) -> None:

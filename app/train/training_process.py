@@ -2,7 +2,7 @@
 process) plus what is particular to training — typed signals for the dashboard, the run folder,
 and runs the window did not start (found running, re-attached to after a restart).
 
-Launching goes through core (`core.runs.folders.start_training`), following through core's
+Launching goes through core (`core.plans.train.start_train`), following through core's
 `JobWatch` inside JobProcess, and a worker that dies without `end` is put into words by core
 (`core.runtime.follower.crash_events`); this class only adds the hint that such a run can be
 resumed, and judges a re-attached worker (no process handle) by its pid and heartbeat.
@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 from lorastudio.app.job_process import POLL_MS, JobProcess
 from lorastudio.core.config import RunConfig
+from lorastudio.core.plans.train import TrainRequest, start_train
 from lorastudio.core.runs import folders as runs
 from lorastudio.core.runtime.follower import Outcome
 from lorastudio.core.runtime.launcher import JobHandle
@@ -55,7 +56,7 @@ class TrainingProcess(QObject):
     def start(self, config: RunConfig, runs_root: Path | None = None) -> Path:
         """Write the run folder, launch the training job and follow it. Returns the run folder."""
         run_dir = runs.prepare_run(config, runs.new_run_dir(config, runs_root or runs.default_runs_dir()))
-        self.follow(run_dir, runs.start_training(run_dir, niceness=WORKER_NICENESS))
+        self.follow(run_dir, start_train(TrainRequest(run_dir, niceness=WORKER_NICENESS)))
         return run_dir
 
     def follow(self, run_dir: Path, handle: JobHandle | None = None) -> None:

@@ -25,17 +25,17 @@ class Command:
 
 COMMANDS = (
     Command("train", "train", "train", "train a LoRA adapter from a YAML config"),
-    Command("targets", "models", "targets", "list a model's LoRA target modules (reads headers only)"),
-    Command("export", "results", "export", "export a run's adapter (PEFT format + tokenizer + model card)"),
-    Command("merge", "results", "merge", "merge a run's adapter into the base model and save it"),
-    Command("export-gguf", "gguf", "export_gguf", "export a run as GGUF for llama.cpp / Ollama (merged, or adapter only)"),
+    Command("targets", "targets", "targets", "list a model's LoRA target modules (reads headers only)"),
+    Command("export", "export", "export", "export a run's adapter (PEFT format + tokenizer + model card)"),
+    Command("merge", "merge", "merge", "merge a run's adapter into the base model and save it"),
+    Command("export-gguf", "export_gguf", "export_gguf", "export a run as GGUF for llama.cpp / Ollama (merged, or adapter only)"),
     Command("resume", "train", "resume", "resume a stopped, failed or crashed run from a checkpoint"),
     Command("eval", "evaluate", "evaluate", "held-out loss and task metric: base model vs base + adapter"),
-    Command("import-gguf", "models", "import_gguf", "convert a .gguf model into the model cache (once)"),
-    Command("inspect", "data", "inspect", "show what a data file trains on: format, lengths, masks"),
+    Command("import-gguf", "import_gguf", "import_gguf", "convert a .gguf model into the model cache (once)"),
+    Command("inspect", "inspect_data", "inspect", "show what a data file trains on: format, lengths, masks"),
     Command("fit", "fit", "fit", "will it fit? estimated GPU memory, and settings that fit (--auto)"),
     Command("rank", "rank", "rank", "what rank a trained adapter really used: singular values of each update"),
-    Command("resize", "rank", "resize", "save a smaller adapter: the best rank-K approximation of every update"),
+    Command("resize", "resize", "resize", "save a smaller adapter: the best rank-K approximation of every update"),
     Command("tensorboard", "tensorboard_export", "tensorboard", "write TensorBoard event files from runs' journals"),
 )
 

@@ -50,7 +50,8 @@ def print_result(result: dict, saved_to: Path) -> None:
 def evaluate(args) -> int:
     from lorastudio.core.errors import print_error
     from lorastudio.core.runs.export import ExportError, read_run
-    from lorastudio.core.runs.heldout import EVAL_FILE, start_evaluation
+    from lorastudio.core.plans.evaluate import EvaluateRequest, start_evaluate
+    from lorastudio.core.runs.heldout import EVAL_FILE
     from lorastudio.core.runtime.follower import follow
     run_dir = args.run.resolve()
     try:
@@ -65,7 +66,7 @@ def evaluate(args) -> int:
                         "give a folder with adapter_config.json and adapter_model.safetensors")
         if args.checkpoint is not None:
             return fail("--adapter and --checkpoint name two adapters", "give one of them")
-    handle = start_evaluation(run_dir, args.checkpoint, args.data, args.limit, adapter)
+    handle = start_evaluate(EvaluateRequest(run_dir, args.checkpoint, args.data, args.limit, adapter))
     found: dict = {}
 
     def on_event(ev: dict) -> None:

@@ -127,3 +127,36 @@ class ProgressPrinter:
             self.stream.write("\n")
             self.stream.flush()
             self.line_open = False
+
+
+def follow_report(handle, what: str) -> tuple[dict | None, object]:
+    """Follow a job that answers with a `report` event (rank, resize): (the report, the outcome), or
+    (None, None) after a second Ctrl+C; progress lines on stderr."""
+    from lorastudio.core.runtime.follower import follow
+    found: dict = {}
+
+    def on_event(ev: dict) -> None:
+        if ev["type"] == "phase":
+            print(f"· {ev.get('message') or ev['name']}", file=sys.stderr, flush=True)
+        elif ev["type"] == "report":
+            found["report"] = ev["report"]
+        elif ev["type"] == "error":
+            print(event_error_lines(ev), file=sys.stderr, flush=True)
+
+    try:
+        outcome = follow(handle, on_event, on_interrupt=lambda: print(
+            f"Stopping the {what} (Ctrl+C again to leave it at once)…", file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        handle.kill()
+        return None, None
+    return found.get("report"), outcome
+
+
+def report_failure(outcome, handle, what: str) -> int:
+    if outcome is None:
+        print_error(f"the {what} was interrupted; nothing was written")
+    elif outcome.error is None:         # an error event was printed as it came
+        print_error(f"the {what} ended {outcome.status}; nothing was written", f"see {handle.log}")
+    elif outcome.error.get("kind") == "exception":
+        print(f"  details: {handle.log}", file=sys.stderr)
+    return 1

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorastudio.core.cli.models import ensure_imported
+from lorastudio.core.cli.import_gguf import ensure_imported
 from lorastudio.core.cli.output import ProgressPrinter, fail
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.errors import UserError
 from lorastudio.core.formatting import format_count
 from lorastudio.core.preflight import check_config, resolve_paths
-from lorastudio.core.runs.folders import JOURNAL_FILE, new_run_dir, prepare_run, start_training
+from lorastudio.core.plans.train import TrainRequest, start_train
+from lorastudio.core.runs.folders import JOURNAL_FILE, new_run_dir, prepare_run
 from lorastudio.core.runtime.follower import follow
 
 
@@ -43,7 +44,7 @@ def train(args) -> int:
     print(f"Run folder: {run_dir}")
     print(f"Model: {info.architecture} ({format_count(info.num_parameters)}), {config.quantization}; "
           f"LoRA r={config.lora.r} on {config.lora.targets}: {format_count(lora)} trainable")
-    handle = start_training(run_dir)
+    handle = start_train(TrainRequest(run_dir))
     if args.detach:
         print(f"Worker started (pid {handle.pid}); follow it in {run_dir / JOURNAL_FILE}")
         return 0
@@ -60,7 +61,8 @@ def resume_arguments(p) -> None:
 
 def resume(args) -> int:
     from lorastudio.core.runs.folders import default_runs_dir
-    from lorastudio.core.runs.resume import ResumeError, parse_overrides, resume_run
+    from lorastudio.core.plans.train import resume_run
+    from lorastudio.core.runs.resume import ResumeError, parse_overrides
     run_dir = args.run if args.run.is_dir() else default_runs_dir() / args.run
     try:
         handle, plan = resume_run(run_dir.resolve(), args.checkpoint, parse_overrides(args.overrides))

@@ -1,5 +1,5 @@
 """`python -m lorastudio.core.jobs.evaluate JOB_DIR`: the base model against base + adapter on
-held-out data (core/engine/evaluation.py), stored in RUN/eval.json.
+held-out data (core/engine/evaluate.py), stored in RUN/eval.json.
 
 JOB_DIR/job.yaml (written by `lorastudio eval`, core/cli/evaluate.py; JOB_DIR is RUN/evals/<stamp>):
     run: RUN_DIR   data: FILE | null   checkpoint: STEP | null   limit: 48   adapter: FOLDER | null
@@ -19,7 +19,7 @@ from lorastudio.core.runtime.worker import Job, job_main
 
 def evaluate(job: Job) -> dict:
     from lorastudio.core.atomic_files import atomic_write_json
-    from lorastudio.core.engine.evaluation import evaluate_run
+    from lorastudio.core.engine.evaluate import evaluate_run
     from lorastudio.core.runs.heldout import EVAL_FILE
     spec = job.spec
     run_dir = Path(spec["run"])

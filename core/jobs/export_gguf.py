@@ -1,9 +1,9 @@
 """`python -m lorastudio.core.jobs.export_gguf JOB_DIR`: a run as a GGUF file for llama.cpp / Ollama.
 
-Reads JOB_DIR/job.yaml (written by core/runs/gguf_plan.py), journals to JOB_DIR/events.jsonl:
+Reads JOB_DIR/job.yaml (written by core/plans/export_gguf.py), journals to JOB_DIR/events.jsonl:
   phase (fraction 0→1) · fidelity · error · end{status, output, modelfile, size}
 Merged model: base (unquantized) + adapter give the reference logits; the merged weights are
-written tensor by tensor (core/engine/gguf_export.py) into a hidden folder beside OUT; the file is
+written tensor by tensor (core/engine/gguf/export_gguf.py) into a hidden folder beside OUT; the file is
 then read back by code we did not write — gguf-py's reader for its names and metadata, and
 transformers' GGUF loader for the model and the tokenizer — and its logits and greedy answers
 compared with the reference. Adapter only: the GGUF LoRA is read back, its A/B compared with
@@ -21,13 +21,14 @@ from pathlib import Path
 
 from lorastudio.core.atomic_files import partial_dir
 from lorastudio.core.disk import writing
-from lorastudio.core.engine import gguf_export
+from lorastudio.core.engine.gguf import export_gguf as gguf_export
 from lorastudio.core.formatting import format_bytes
-from lorastudio.core.jobs.merge import _test_pause, compare, encode_prompts, run_prompts
+from lorastudio.core.engine.fidelity import compare, encode_prompts, run_prompts
+from lorastudio.core.runtime.faults import pause_at
 from lorastudio.core.models.gguf_cache import FP32_MAX_PARAMS
 from lorastudio.core.models.gguf_vocab import read_vocab, tokenizer_folder
 from lorastudio.core.runs.gguf_modelfile import modelfile, readme
-from lorastudio.core.runs.gguf_plan import side_files
+from lorastudio.core.plans.export_gguf import side_files
 from lorastudio.core.runtime.worker import Job, Stopped, job_main
 
 # Largest |Δlogit| / max(1, max |logit|) that storing the weights in each type explains.
@@ -42,7 +43,7 @@ class Export:
 
     def phase(self, name: str, fraction: float, message: str) -> None:
         self.job.progress(name, fraction, message)          # raises Stopped once a stop was asked for
-        _test_pause(name, self.job.should_stop)
+        pause_at(name, self.job.should_stop)
 
     def on_tensor(self, i: int, n: int, name: str) -> None:
         if self.job.should_stop():

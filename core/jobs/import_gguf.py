@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from lorastudio.core.engine.gguf_convert import convert
+from lorastudio.core.engine.gguf.import_gguf import convert
 from lorastudio.core.runtime.worker import Job, job_main
 
 

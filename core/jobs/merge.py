@@ -1,6 +1,6 @@
 """`python -m lorastudio.core.jobs.merge JOB_DIR`: merge an adapter into its base and save it.
 
-Reads JOB_DIR/job.yaml (written by core/runs/merge_plan.py), journals to JOB_DIR/events.jsonl:
+Reads JOB_DIR/job.yaml (written by core/plans/merge.py), journals to JOB_DIR/events.jsonl:
   phase (fraction 0→1) · fidelity · error · end{status, output}
 The base is loaded unquantized in the chosen dtype even when training used 4-bit or 8-bit: a
 merge into 4-bit weights would round the update away. Reference logits come from base + adapter
@@ -10,23 +10,19 @@ SIGTERM stops it between phases; stopped or failed, the hidden folder is removed
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from lorastudio.core.atomic_files import partial_dir, replace_folder, tidy
 from lorastudio.core.disk import check_room, writing
 from lorastudio.core.runs.locks import acquire, output_lock_path
-from lorastudio.core.runs.merge_plan import disk_hint
+from lorastudio.core.plans.merge import disk_hint
+from lorastudio.core.engine.fidelity import compare, encode_prompts, run_prompts
+from lorastudio.core.runtime.faults import pause_at
 from lorastudio.core.runtime.worker import Job, job_main
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-# Largest |Δlogit| / max(1, max |logit|) that rounding to the dtype explains (a merge adds the
-# update to W and rounds once; base + adapter keeps them apart). Beyond it, the check flags.
-RELATIVE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
-MAX_PROMPT_TOKENS, NEW_TOKENS = 64, 16
 OOM_HINT = "merge on the CPU (device cpu): it uses system memory instead of the GPU's"
 
 
@@ -37,7 +33,7 @@ class Merge:
 
     def phase(self, name: str, fraction: float, message: str) -> None:
         self.job.progress(name, fraction, message)          # raises Stopped once a stop was asked for
-        _test_pause(name, self.job.should_stop)
+        pause_at(name, self.job.should_stop)
 
     def run(self) -> str:
         import torch
@@ -86,52 +82,6 @@ class Merge:
     def cleanup(self) -> None:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
-    encoded = []
-    for text in prompts:
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
-                                                add_generation_prompt=True, return_dict=True)["input_ids"]
-        else:
-            ids = tokenizer(text)["input_ids"]
-        encoded.append(list(ids)[-MAX_PROMPT_TOKENS:])
-    return encoded
-
-
-def run_prompts(model, tokenizer, prompts: list[list[int]], device: str) -> list[dict]:
-    import torch
-    out = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        for ids in prompts:
-            x = torch.tensor([ids], device=device)
-            logits = model(input_ids=x).logits[0].float().cpu()
-            gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=NEW_TOKENS,
-                                 do_sample=False, pad_token_id=pad)
-            out.append({"logits": logits, "greedy": gen[0, len(ids):].tolist()})
-    return out
-
-
-def compare(reference: list[dict], merged: list[dict], dtype: str) -> dict:
-    diffs = [(r["logits"] - m["logits"]).abs() for r, m in zip(reference, merged)]
-    max_diff = max(float(d.max()) for d in diffs)
-    mean_diff = sum(float(d.sum()) for d in diffs) / sum(d.numel() for d in diffs)
-    scale = max(1.0, max(float(r["logits"].abs().max()) for r in reference))
-    tolerance = RELATIVE_TOLERANCE[dtype] * scale
-    agree = sum(r["greedy"] == m["greedy"] for r, m in zip(reference, merged))
-    return {"prompts": len(reference), "max_abs_diff": max_diff, "mean_abs_diff": mean_diff,
-            "greedy_agree": agree, "flagged": max_diff > tolerance, "tolerance": tolerance, "dtype": dtype}
-
-
-def _test_pause(phase: str, cancelled) -> None:
-    # Tests set LORASTUDIO_TEST_PAUSE=phase:seconds to kill or cancel a merge at a known point.
-    spec = os.environ.get("LORASTUDIO_TEST_PAUSE", "")
-    if spec.partition(":")[0] == phase:
-        until = time.time() + float(spec.partition(":")[2] or 30)
-        while time.time() < until and not cancelled():
-            time.sleep(0.05)
 
 
 def merge(job: Job) -> dict:

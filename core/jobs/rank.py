@@ -1,5 +1,5 @@
 """`python -m lorastudio.core.jobs.rank JOB_DIR`: the singular values of every update of a LoRA
-adapter (core/engine/rank_analysis.py).
+adapter (core/engine/rank.py).
 
 JOB_DIR/job.yaml (written by core/runs/rank_plan.start_rank for `lorastudio rank` and the window's
 Rank view; JOB_DIR is RUN/rank/<stamp>):   adapter: FOLDER
@@ -15,7 +15,7 @@ from lorastudio.core.runtime.worker import Job, job_main
 
 
 def rank(job: Job) -> dict:
-    from lorastudio.core.engine.rank_analysis import analyze_adapter
+    from lorastudio.core.engine.rank import analyze_adapter
     report = analyze_adapter(job.spec["adapter"], progress=job.progress)
     job.emit("report", report=report)
     return {}

@@ -17,7 +17,7 @@ from lorastudio.core.runtime.worker import Job, job_main
 
 def resize(job: Job) -> dict:
     from lorastudio.core.atomic_files import atomic_dir
-    from lorastudio.core.engine.rank_analysis import resize_adapter
+    from lorastudio.core.engine.rank import resize_adapter
     spec = job.spec
     out = Path(spec["out"])
     with atomic_dir(out) as tmp:

@@ -173,7 +173,7 @@ def learn_memory(job: Job, run_dir: Path, status: str) -> None:
 
 def import_gguf_model(model: str, journal: JournalWriter) -> None:
     """A .gguf base is imported into the model cache first (once), with progress in the journal."""
-    from lorastudio.core.engine.gguf_convert import convert
+    from lorastudio.core.engine.gguf.import_gguf import convert
     from lorastudio.core.models.gguf_cache import cached_import, is_gguf
     if is_gguf(model) and Path(model).expanduser().is_file() and cached_import(model) is None:
         convert(model, lambda name, fraction, message: journal.emit(

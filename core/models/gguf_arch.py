@@ -1,7 +1,7 @@
 """What GGUF export can write, torch-free: architectures and file types.
 
 Architectures: transformers `model_type` -> llama.cpp's `general.architecture`, and whether
-llama.cpp's converter permutes the q/k rows (core/engine/gguf_tensor_names.py says why). Tested
+llama.cpp's converter permutes the q/k rows (core/engine/gguf/tensor_names.py says why). Tested
 end to end (written, read back by transformers' GGUF loader, logits compared): llama (SmolLM2,
 Llama 2/3 without RoPE scaling), qwen2, qwen3. Mistral is written as llama.cpp writes it, as the
 llama architecture. Gemma (norm offsets, a different embedding scale) and Phi-3 (fused qkv,

@@ -7,12 +7,12 @@
 Converted once: the folder name carries a key made from the file's size and its first 1 MiB
 (hashing a whole 8 GB file would take longer than the check is worth), and `gguf_import.json`
 records the source; a second import of the same file is a cache hit. The conversion itself
-(dequantize with transformers, save with save_pretrained, core/engine/gguf_convert.py) runs in a
-job, `python -m lorastudio.core.jobs.import_gguf JOB_DIR` (`start_import`), or in-process in a
+(dequantize with transformers, save with save_pretrained, core/engine/gguf/import_gguf.py) runs in a
+job, `python -m lorastudio.core.jobs.import_gguf JOB_DIR` (core/plans/import_gguf.py), or in-process in a
 training job; it writes into a temporary folder renamed into place (atomic_files.atomic_dir).
 
 This module is torch-free at import time: the window and the CLI use `cached_import`,
-`is_gguf` and `start_import`; only `check_gguf` (gguf-py, numpy) and `convert` (transformers)
+`is_gguf` and `models_dir`; only `check_gguf` (gguf-py, numpy) and `convert` (transformers)
 import more, inside the functions.
 """
 from __future__ import annotations
@@ -23,8 +23,6 @@ from typing import Callable
 
 from lorastudio.core.errors import ModelError
 from lorastudio.core.runs.folders import data_home, slugify
-from lorastudio.core.runtime.follower import follow
-from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 
 MODELS_DIR, IMPORTS_DIR, RECORD_FILE = "models", ".imports", "gguf_import.json"
 KEY_BYTES = 1 << 20
@@ -86,23 +84,3 @@ def resolve_gguf(source: str | Path) -> Path:
     return folder
 
 
-# ---- the import job, started from the window or the CLI (torch-free) --------------------------
-def start_import(gguf: str | Path) -> JobHandle:
-    """Launch `python -m lorastudio.core.jobs.import_gguf JOB_DIR`; its journal is JOB_DIR/events.jsonl."""
-    gguf = Path(gguf).expanduser().resolve()
-    job_dir = new_job_dir(models_dir() / IMPORTS_DIR, slugify(gguf.stem))
-    return launch("import_gguf", job_dir, {"job": "gguf-import", "gguf": str(gguf)})
-
-
-def import_with_worker(gguf: str | Path, on_event: Callable[[dict], None] | None = None) -> Path:
-    """Import in a job and wait (Ctrl+C stops it); GgufError carries the job's error event."""
-    folder = cached_import(gguf)
-    if folder is not None:
-        return folder
-    handle = start_import(gguf)
-    outcome = follow(handle, on_event)
-    if outcome.status == "completed" and outcome.output:
-        return Path(outcome.output)
-    if outcome.error is not None:
-        raise GgufError(outcome.error["message"], outcome.error.get("hint", ""))
-    raise GgufError(f"the import {outcome.status}", f"see {handle.log}")

@@ -1,6 +1,6 @@
 """Export a run's adapter: PEFT files + tokenizer + a model card, as a folder or one zip. Torch-free.
 
-Used by `lorastudio export RUN OUT [--checkpoint STEP] [--zip] [--overwrite]` (core/cli/results.py)
+Used by `lorastudio export RUN OUT [--checkpoint STEP] [--zip] [--overwrite]` (core/cli/merge.py)
 and the Export dialog. The run folder is only read; the output is written beside its target and
 renamed into place, so a failed export never leaves half a folder (or half a zip) where a user
 looks for one.
@@ -30,6 +30,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 class ExportError(UserError):
     """An export or merge cannot go ahead; nothing was written."""
     kind = "export"
+
+
+class GgufExportError(ExportError):
+    """A GGUF export cannot go ahead (its checks) or could not be written (the job)."""
+    kind = "export_gguf"
 
 
 @dataclass

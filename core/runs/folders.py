@@ -16,7 +16,7 @@ from pathlib import Path
 from lorastudio.core.config import RunConfig
 from lorastudio.core.atomic_files import atomic_write_json
 from lorastudio.core.processes import pid_alive  # noqa: F401 (importers take it from here)
-from lorastudio.core.runs.locks import acquire, release_all
+from lorastudio.core.runs.locks import acquire
 
 CONFIG_FILE, JOURNAL_FILE, STATUS_FILE, LOG_FILE = "config.yaml", "events.jsonl", "status.json", "worker.log"
 ADAPTER_DIR, CHECKPOINTS_DIR = "adapter", "checkpoints"
@@ -57,7 +57,7 @@ def new_run_dir(config: RunConfig, runs_root: Path | None = None, now: _dt.datet
 
 
 def prepare_run(config: RunConfig, run_dir: Path) -> Path:
-    """Create the run folder, take its lock (core/runs/locks.py: held until `start_training` hands
+    """Create the run folder, take its lock (core/runs/locks.py: held until `start_train` (core/plans/train.py) hands
     it to the worker) and write its resolved config. Refuses a folder that has a journal, and one
     that another process is writing into (FolderBusy, naming its pid)."""
     run_dir = Path(run_dir)
@@ -105,24 +105,6 @@ def worker_alive(run_dir: Path, status: dict | None = None, now: float | None = 
     except OSError:
         return True
     return any(name in cmdline for name in WORKER_MODULES) or not cmdline
-
-
-def start_training(run_dir: Path, env: dict | None = None, resume_from: Path | None = None,
-                   niceness: int = 0):
-    """Launch the training job in its own session so it outlives the window or the CLI.
-
-    Its pid goes into status.json at once, so a window scanning the runs never mistakes a worker
-    that is still importing torch for a crashed one."""
-    from lorastudio.core.runtime.launcher import launch
-    args = ("--resume-from", str(resume_from)) if resume_from else ()
-    lock = acquire(run_dir, "starting a training run")     # already ours after prepare_run or a resume
-    try:
-        handle = launch("train", Path(run_dir), None, args, detach=True, env=env, niceness=niceness, lock=lock)
-        if handle.process is not None and handle.returncode() is None:
-            write_status(run_dir, pid=handle.pid)
-    finally:
-        release_all(lock)       # the worker holds it now (its own copy of the open lock file)
-    return handle
 
 
 def stop_worker(run_dir: Path, pid: int | None = None) -> bool:

@@ -1,5 +1,5 @@
 """A LoRA adapter's rank report in words and numbers, torch-free: the CLI, the window and the
-resize job's model card read the dict that core/engine/rank_analysis.py makes.
+resize job's model card read the dict that core/engine/rank.py makes.
 
 A report: {adapter, r, lora_alpha, use_rslora, use_dora, bytes_per_value, naming, other_tensors,
 modules: [{name, type, layer, rank, scale, shape: [d_out, d_in], singular_values (descending),

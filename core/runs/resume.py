@@ -21,8 +21,7 @@ from lorastudio.core.runs.checkpoints import checkpoint_dir, list_checkpoint_ste
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.errors import UserError
 from lorastudio.core.journal import JournalWriter
-from lorastudio.core.runs.folders import CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE, start_training, worker_alive, write_status
-from lorastudio.core.runs.locks import FolderBusy, acquire
+from lorastudio.core.runs.folders import CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE, worker_alive, write_status
 from lorastudio.core.atomic_files import atomic_write_text, folder_size, tidy
 from lorastudio.core.disk import DiskError, check_room
 
@@ -215,18 +214,3 @@ def _end_partial_line(journal: Path) -> None:
                 fh.write(b"\n")
     except FileNotFoundError:
         pass
-
-
-def resume_run(run_dir: Path, step: int | None = None, overrides: dict | None = None,
-               env: dict | None = None):
-    """Resume `run_dir` now: returns (the training job's handle, the plan). Raises ResumeError."""
-    try:
-        lock = acquire(Path(run_dir), "resuming")     # no second writer: core/runs/locks.py
-    except FolderBusy as exc:
-        raise ResumeError(exc.message, exc.hint) from None
-    try:
-        plan, config = plan_resume(run_dir, step, overrides)
-        write_resume(plan, config)
-        return start_training(plan.run_dir, env=env, resume_from=plan.checkpoint), plan
-    finally:
-        lock.release()

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Callable
 
 from lorastudio.core.journal import OK_STATUSES, JournalFollower, make_event
+from lorastudio.core.runtime.jobs import JOBS
 from lorastudio.core.runtime.launcher import LOG_FILE, JobHandle
 
 POLL_S = 0.2
 EXIT_GRACE_S = 60.0        # after `end`, how long a job may take to exit
 PID_CHECK_S = 2.0           # how often to judge a re-attached job (no process handle) by its pid
-JOB_NAMES = {"train": "training worker", "merge": "merge worker", "generate": "generation worker",
-             "import_gguf": "import worker", "evaluate": "evaluation worker", "inspect_data": "inspector"}
 
 
 @dataclass
@@ -62,7 +61,7 @@ def how_it_exited(code: int | None) -> str:
 
 def crash_events(verb: str, job_dir: Path, code: int | None, hint: str = "") -> list[dict]:
     """The error and end a job that died without `end` gets, in the one wording."""
-    name = JOB_NAMES.get(verb, "worker")
+    name = JOBS[verb].worker if verb in JOBS else "worker"
     return [make_event("error", kind="crashed", message=f"The {name} exited unexpectedly ({how_it_exited(code)}).",
                        hint=(hint + " " if hint else "") + f"See {Path(job_dir) / LOG_FILE} for what it printed last."),
             make_event("end", status="failed", adapter=None)]

@@ -24,17 +24,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lorastudio.core.atomic_files import atomic_write_text
+from lorastudio.core.runtime.jobs import job_kind
 
 JOB_FILE, JOURNAL_FILE, LOG_FILE = "job.yaml", "events.jsonl", "worker.log"
 JOBS_PACKAGE = "lorastudio.core.jobs"
-VERBS = ("train", "merge", "generate", "import_gguf", "evaluate", "inspect_data", "rank", "resize", "export_gguf")
 _INLINE = {"on": False}
 
 
 def job_module(verb: str) -> str:
-    if verb not in VERBS:
-        raise ValueError(f"unknown job {verb!r}; one of {', '.join(VERBS)}")
-    return f"{JOBS_PACKAGE}.{verb}"
+    return f"{JOBS_PACKAGE}.{job_kind(verb).verb}"
 
 
 def job_command(verb: str, job_dir: Path, args: tuple[str, ...] | list[str] = ()) -> list[str]:
@@ -55,9 +53,11 @@ def new_job_dir(parent: Path, label: str = "") -> Path:
             candidate, n = parent / f"{stem}-{n}", n + 1
 
 
-def write_spec(job_dir: Path, spec: dict[str, Any]) -> Path:
+def write_spec(job_dir: Path, spec: dict[str, Any], verb: str | None = None) -> Path:
+    """JOB_DIR/job.yaml, atomically; `job: VERB` first (the worker refuses a spec for another job)."""
     import yaml         # here, not at the top: the window imports the runtime before its first paint
     path = Path(job_dir) / JOB_FILE
+    spec = {"job": verb, **spec} if verb else dict(spec)
     atomic_write_text(path, yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return path
 
@@ -133,11 +133,12 @@ def launch(verb: str, job_dir: Path, spec: dict[str, Any] | None = None, args: t
     `lock` (a core.runs.locks.FolderLock held by the caller) is handed to the job process, which
     holds it for its life (its descriptor stays open in the child; LORASTUDIO_LOCK_FD names it)."""
     job_dir = Path(job_dir)
+    job_kind(verb)                      # an unknown verb is refused before anything is written
     if lock is not None:
         env = {**(env or {}), "LORASTUDIO_LOCK_FD": str(lock.fd)}
     job_dir.mkdir(parents=True, exist_ok=True)
     if spec is not None:
-        write_spec(job_dir, spec)
+        write_spec(job_dir, spec, verb)
     if _INLINE["on"]:
         return JobHandle(verb, job_dir, FinishedProcess(run_inline(verb, job_dir, args, env)))
     with open(job_dir / LOG_FILE, "ab") as log:
@@ -241,6 +242,8 @@ def start_ranks(verb: str, job_dir: Path, world: int, args: tuple | list = (),
     """Called by rank 0 of a job (in its own process): start ranks 1..world-1 as
     `python -m lorastudio.core.jobs.<verb> JOB_DIR [args]` with torchrun's environment, each with its
     output in JOB_DIR/worker-rankN.log; set rank 0's own environment. The ranks die with rank 0."""
+    if not job_kind(verb).ranks:
+        raise ValueError(f"{verb} is not a job that runs as several processes")
     job_dir, port = Path(job_dir), free_port()
     group = RankGroup(world, port, {}, job_dir)
     group.saved_env = {key: os.environ.get(key) for key in group.env(0)}     # back on close (inline runs)

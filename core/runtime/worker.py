@@ -149,4 +149,13 @@ def job_main(verb: str, body: Callable[[Job], dict | None], argv: list[str] | No
     if not (args.job_dir / spec_file).is_file():
         print_error(f"{args.job_dir / spec_file} does not exist")
         return 2
+    if spec_file == JOB_FILE:
+        try:
+            written_for = read_spec(args.job_dir).get("job")
+        except Exception:                   # noqa: BLE001 — run_job reports an unreadable spec in words
+            written_for = None
+        if written_for not in (None, verb):
+            print_error(f"{args.job_dir / spec_file} is the spec of a {written_for} job, not of {verb}",
+                        f"start it with python -m lorastudio.core.jobs.{written_for}")
+            return 2
     return run_job(verb, args.job_dir.resolve(), body, args=args, lock=lock)

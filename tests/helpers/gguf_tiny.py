@@ -2,7 +2,7 @@
 
 The tensors come from the tiny Llama of tiny_models.py (hidden size 64, 2 layers), renamed to
 llama.cpp's names, with q/k rows permuted as convert_hf_to_gguf.py does (transformers undoes it on
-load) — names and permutation from core/engine/gguf_tensor_names.py, which the exporter uses too;
+load) — names and permutation from core/engine/gguf/tensor_names.py, which the exporter uses too;
 the byte-level BPE tokenizer goes in as `tokenizer.ggml.*` metadata, with a ChatML template.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from tests.helpers.tiny_models import CHATML
 
-from lorastudio.core.engine.gguf_tensor_names import TensorNames, permute_rows, unpermute_rows
+from lorastudio.core.engine.gguf.tensor_names import TensorNames, permute_rows, unpermute_rows
 
 
 def gguf_name(hf_name: str, n_layers: int = 2) -> str:

@@ -46,7 +46,7 @@ def inspected(qtbot, panel):
 def run_inspector(req: InspectRequest) -> dict:
     """The engine's own report for the request (what the job journals)."""
     from lorastudio.core.config import DataSection
-    from lorastudio.core.engine.inspection import inspect_data
+    from lorastudio.core.engine.inspect_data import inspect_data
     spec = req.spec()
     return inspect_data(DataSection(**spec["data"]), spec["model"], spec["seq_len"], spec["example"])
 

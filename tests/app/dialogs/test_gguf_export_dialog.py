@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QMessageBox
 from tests.helpers.tiny_models import train_tiny_run
 from tests.helpers.training import CHAT, jsonl
 
-from lorastudio.app.dialogs.gguf_export_dialog import GgufExportDialog
+from lorastudio.app.dialogs.export_gguf_dialog import GgufExportDialog
 
 
 @pytest.fixture(scope="module")

@@ -103,11 +103,12 @@ def test_out_of_memory_resumes_with_suggested_settings_in_one_click(qtbot, windo
     """The training jobs run in this process (`inline_jobs`): the resumed one has finished when
     the click returns, and the Train page follows its journal as it would a live one's."""
     from lorastudio.core.config import RunConfig
-    from lorastudio.core.runs.folders import prepare_run, start_training
+    from lorastudio.core.runs.folders import prepare_run
+    from lorastudio.core.plans.train import TrainRequest, start_train
     run_dir = runs_home / "runs" / "oom"
     prepare_run(RunConfig.load(make_config(training__max_steps=6, training__save_every=2,
                                             training__oom_retry=False)), run_dir)   # the manual path
-    worker = start_training(run_dir, env={"LORASTUDIO_FAULT": "oom:3"})
+    worker = start_train(TrainRequest(run_dir, env={"LORASTUDIO_FAULT": "oom:3"}))
     assert worker.returncode() == 1
     page = show_runs(qtbot, window, 1)
     qtbot.waitUntil(lambda: page.model.runs[0].status == "failed", timeout=10_000)

@@ -7,7 +7,8 @@ from tests.helpers.runs_fixtures import answer_next_dialog
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import read_events
-from lorastudio.core.runs.folders import pid_alive, prepare_run, start_training
+from lorastudio.core.runs.folders import pid_alive, prepare_run
+from lorastudio.core.plans.train import TrainRequest, start_train
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ def test_reattach_then_close_asks_keep_or_stop(qtbot, settings, runs_home, make_
     run_dir = runs_home / "runs" / "live"
     prepare_run(RunConfig.load(make_config(training__max_steps=100000, training__save_every=0,
                                            training__warmup_steps=0, data__validation_split=0.0)), run_dir)
-    proc = start_training(run_dir).process
+    proc = start_train(TrainRequest(run_dir)).process
     try:
         deadline = time.time() + 120
         while not any(e["type"] == "step" and e["step"] >= 3 for e in read_events(run_dir / "events.jsonl")):

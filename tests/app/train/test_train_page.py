@@ -90,10 +90,10 @@ def test_ctrl_return_starts_a_run_folder_with_the_forms_config(qtbot, window, pa
                                                                runs_home, monkeypatch):
     launched = []
 
-    def start_training(run_dir, niceness=0):
-        launched.append((run_dir, niceness))
-        return JobHandle("train", run_dir, _FakePopen())
-    monkeypatch.setattr("lorastudio.core.runs.folders.start_training", start_training)
+    def start_train(request):
+        launched.append((request.run_dir, request.niceness))
+        return JobHandle("train", request.run_dir, _FakePopen())
+    monkeypatch.setattr("lorastudio.app.train.training_process.start_train", start_train)
     fill(qtbot, page, tiny_llama, text_jsonl)
     page.start_bar.name_edit.setText("shortcut test")
     qtbot.keyClick(window, Qt.Key_Return, Qt.ControlModifier)

@@ -1,5 +1,5 @@
 """The GGUF writer per architecture: tiny Llama, Mistral, Qwen2 (tied, biases) and Qwen3 (q/k norms,
-head_dim) written with core/engine/gguf_export.py and read back by transformers' GGUF loader —
+head_dim) written with core/engine/gguf/export_gguf.py and read back by transformers' GGUF loader —
 code we did not write — whose logits must match the source model's."""
 import json
 
@@ -9,8 +9,8 @@ import torch
 
 from tests.helpers.tiny_models import add_chat_template, make_tokenizer
 
-from lorastudio.core.engine.gguf_export import write_model
-from lorastudio.core.engine.gguf_tensor_names import TensorNames, permute_rows, unpermute_rows
+from lorastudio.core.engine.gguf.export_gguf import write_model
+from lorastudio.core.engine.gguf.tensor_names import TensorNames, permute_rows, unpermute_rows
 from lorastudio.core.models.gguf_arch import architecture_problem
 from lorastudio.core.models.gguf_vocab import read_gguf_string, read_vocab
 

@@ -168,7 +168,7 @@ def test_pairs_under_sft_name_the_method_to_set(tmp_path, tiny_chat_llama):
 
 def test_the_inspector_shows_both_sides_of_a_pair(tmp_path, tiny_chat_llama):
     from lorastudio.core.config import DataSection
-    from lorastudio.core.engine.inspection import inspect_data
+    from lorastudio.core.engine.inspect_data import inspect_data
     path = jsonl(tmp_path / "pairs.jsonl", pair_rows(6, 0) + [{"prompt": "the cat sat " * 40, "chosen": "a b",
                                                                  "rejected": "c d"}])
     report = inspect_data(DataSection(path=str(path)), str(tiny_chat_llama), 64, example=2)
@@ -180,7 +180,7 @@ def test_the_inspector_shows_both_sides_of_a_pair(tmp_path, tiny_chat_llama):
         assert trained == row[side] + "<|im_end|>\n"
     assert report["example"]["tokens"] == report["pair"]["chosen"]["tokens"]
     import io
-    from lorastudio.core.cli.data import print_report
+    from lorastudio.core.cli.inspect_data import print_report
     out = io.StringIO()
     print_report(report, False, out)                      # `lorastudio inspect`: both sides, marked
     text = out.getvalue()

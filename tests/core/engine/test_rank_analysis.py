@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from lorastudio.core.engine.rank_analysis import (RankError, analyze_adapter, read_adapter, resize_adapter,
+from lorastudio.core.engine.rank import (RankError, analyze_adapter, read_adapter, resize_adapter,
                                                   update_svd)
 from lorastudio.core.runs.rank_report import split_key, tail_error
 

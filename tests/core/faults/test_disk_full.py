@@ -4,7 +4,6 @@ RuntimeError, safetensors' SafetensorError. Before each checkpoint, adapter, exp
 free space is checked against the write's size; a write that fails anyway is put in words; earlier
 checkpoints stay whole; a resume on a disk that is still full is refused before training."""
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,11 +18,12 @@ from lorastudio.core.disk import DiskError
 from lorastudio.core.engine import checkpoint_state
 from lorastudio.core.jobs import merge as merge_job
 from lorastudio.core.journal import read_events
-from lorastudio.core.runs import export as export_module, merge_plan
+from lorastudio.core.runs import export as export_module
+from lorastudio.core.plans import merge as merge_plan
 from lorastudio.core.runs.checkpoints import list_checkpoint_steps
 from lorastudio.core.runs.export import ExportError, export_adapter
 from lorastudio.core.runs.folders import prepare_run
-from lorastudio.core.runs.merge_plan import MergeError, prepare_job
+from lorastudio.core.plans.merge import MergeError, MergeRequest, plan_merge as prepare_job
 from lorastudio.core.runtime.failures import classify
 
 
@@ -145,8 +145,7 @@ def test_export_to_a_full_disk_names_the_cause_and_leaves_nothing(run_on_small_d
 def test_merge_refuses_a_small_disk_without_suggesting_fp32_and_names_a_failed_write(
         run_on_small_disk, tmp_path, capfd, monkeypatch, inline_jobs):
     _trainer, run = run_on_small_disk
-    args = lambda dtype: SimpleNamespace(run=run, out=disk / "merged", checkpoint=None, dtype=dtype,  # noqa: E731
-                                         max_shard_size="5GB", device="cpu", prompts=None, overwrite=False)
+    args = lambda dtype: MergeRequest(run, disk / "merged", dtype=dtype, device="cpu")  # noqa: E731
     with small_disk(tmp_path / "out_disk", "256k") as disk:
         for dtype in ("bf16", "fp32"):
             with pytest.raises(MergeError) as refused:

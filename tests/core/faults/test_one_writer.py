@@ -17,7 +17,8 @@ from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import read_events
 from lorastudio.core.runs.export import ExportError, export_adapter
 from lorastudio.core.runs.locks import FolderBusy, acquire, holder, output_lock_path
-from lorastudio.core.runs.resume import ResumeError, resume_run
+from lorastudio.core.plans.train import resume_run
+from lorastudio.core.runs.resume import ResumeError
 
 HOLDER = Path(__file__).with_name("lock_holder.py")
 ROOT = Path(__file__).resolve().parents[3]
@@ -115,15 +116,13 @@ def test_export_into_an_output_being_written_is_refused(trained_run, tmp_path):
 
 
 def test_merge_into_an_output_being_written_is_refused(trained_run, tmp_path):
-    from types import SimpleNamespace
-    from lorastudio.core.runs.merge_plan import MergeError, prepare_job
+    from lorastudio.core.plans.merge import MergeError, MergeRequest, plan_merge
     out = tmp_path / "merged"
     first = hold(tmp_path, output_lock_path(out))
-    args = SimpleNamespace(run=trained_run, out=out, checkpoint=None, dtype="bf16", max_shard_size="5GB",
-                           device="cpu", prompts=None, overwrite=False)
+    args = MergeRequest(trained_run, out, device="cpu")
     try:
         with pytest.raises(MergeError, match=rf"pid {first.pid}"):
-            prepare_job(args)
+            plan_merge(args)
     finally:
         kill(first)
     assert not out.exists()

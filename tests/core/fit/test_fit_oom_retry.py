@@ -8,7 +8,8 @@ import yaml
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import read_events, validate
-from lorastudio.core.runs.folders import prepare_run, read_status, start_training
+from lorastudio.core.runs.folders import prepare_run, read_status
+from lorastudio.core.plans.train import TrainRequest, start_train
 from lorastudio.core.runs.listing import summarize
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,7 @@ def own_data_home(tmp_path, monkeypatch):
 def launch(config_path, run_dir, monkeypatch, fault):
     monkeypatch.setenv("LORASTUDIO_FAULT", fault)
     prepare_run(RunConfig.load(config_path), run_dir)
-    return start_training(run_dir)
+    return start_train(TrainRequest(run_dir))
 
 
 def test_oom_saves_a_checkpoint_and_retries_with_settings_that_fit(make_config, tmp_path, monkeypatch,

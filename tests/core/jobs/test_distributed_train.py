@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.engine.distributed import Ranks, rank_rows
 from lorastudio.core.journal import read_events
-from lorastudio.core.runs.folders import prepare_run, read_status, start_training
+from lorastudio.core.runs.folders import prepare_run, read_status
+from lorastudio.core.plans.train import TrainRequest, start_train
 
 pytestmark = pytest.mark.slow      # each multi-process run starts interpreters that import torch
 
@@ -28,7 +29,7 @@ def run(make_config, run_dir: Path, processes: int, batch: int, resume_from=None
         prepare_run(RunConfig.load(config), run_dir)
     else:
         (run_dir / "config.yaml").write_text(Path(config).read_text())
-    return start_training(run_dir, resume_from=resume_from, env=env)
+    return start_train(TrainRequest(run_dir, resume_from=resume_from, env=env))
 
 
 def steps(run_dir: Path) -> dict[int, float]:

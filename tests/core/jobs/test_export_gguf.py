@@ -19,7 +19,8 @@ from lorastudio.core import cli
 from lorastudio.core.jobs import export_gguf as export_job
 from lorastudio.core.journal import read_events
 from lorastudio.core.runs.export import ExportError
-from lorastudio.core.runs.gguf_plan import GgufExportError, prepare_job
+from lorastudio.core.plans.export_gguf import ExportGgufRequest, plan_export_gguf as prepare_job
+from lorastudio.core.runs.export import GgufExportError
 
 IDS = [1, 20, 33, 47, 52, 61, 70, 90]
 
@@ -175,8 +176,7 @@ def test_adapter_only_tensors_match_the_peft_adapter(run, tmp_path, capfd, inlin
 
 # ---- refusals: nothing written ---------------------------------------------------------------
 def args(run, out, **kw):
-    return SimpleNamespace(**{"run": run, "out": out, "type": None, "checkpoint": None, "adapter_only": False,
-                              "overwrite": False, **kw})
+    return ExportGgufRequest(run, out, **kw)
 
 
 def copy_run(run, tmp_path, name="copy") -> Path:
@@ -246,7 +246,7 @@ def test_a_full_disk_is_refused_before_anything_is_written(run, tmp_path, monkey
 
 def test_a_disk_that_fills_while_writing_leaves_nothing(run, tmp_path, capfd, inline_jobs, monkeypatch):
     import errno
-    from lorastudio.core.engine import gguf_export
+    from lorastudio.core.engine.gguf import export_gguf as gguf_export
 
     def full(*_args):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -274,13 +274,13 @@ def test_types_refused_with_what_to_do(run, tmp_path, monkeypatch):
 
 
 def test_a_stop_while_writing_leaves_nothing(run, tmp_path, capfd, inline_jobs, monkeypatch):
-    real = export_job._test_pause
+    real = export_job.pause_at
 
     def stop_while_writing(phase, cancelled):
         if phase == "writing":
             os.kill(os.getpid(), signal.SIGTERM)
         real(phase, cancelled)
-    monkeypatch.setattr(export_job, "_test_pause", stop_while_writing)
+    monkeypatch.setattr(export_job, "pause_at", stop_while_writing)
     out = tmp_path / "stopped.gguf"
     code, printed, _err = run_cli(capfd, "export-gguf", run, out, "--type", "f16")
     assert code == 1 and printed.splitlines()[-1] == f"GGUF export stopped; nothing was written to {out}"

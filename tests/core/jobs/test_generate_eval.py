@@ -9,9 +9,10 @@ import pytest
 
 from lorastudio.core import cli
 from lorastudio.core.cli.evaluate import format_table
-from lorastudio.core.engine.evaluation import score
+from lorastudio.core.engine.evaluate import score
 from lorastudio.core.journal import read_events
-from lorastudio.core.runs.heldout import adapter_choices, heldout_prompts, read_eval, start_generation
+from lorastudio.core.plans.generate import GenerateRequest, start_generate
+from lorastudio.core.runs.heldout import adapter_choices, heldout_prompts, read_eval
 from lorastudio.core.runtime.follower import JobWatch, follow
 
 ANSWER = '{"answer": "yes", "confidence": 0.9}'
@@ -39,7 +40,7 @@ def generate(run: Path, messages: list[dict], settings: dict | None = None, chec
              ) -> list[dict]:
     """The playground's generation job (inline with the `inline_jobs` fixture): its journal."""
     events: list[dict] = []
-    follow(start_generation(run, messages, settings, checkpoint=checkpoint), events.append)
+    follow(start_generate(GenerateRequest(run, messages, settings, checkpoint=checkpoint)), events.append)
     return events
 
 
@@ -86,8 +87,8 @@ def test_a_run_without_an_adapter_fails_plainly(tmp_path, chat_run, inline_jobs)
 def test_a_stopped_generation_keeps_the_answers_so_far(chat_run):
     """SIGTERM to a real generation worker mid-answer: it ends "stopped" with the text so far."""
     run, _ = chat_run
-    handle = start_generation(run, [{"role": "user", "content": "the cat sat on the mat"}],
-                              {"max_new_tokens": 2000, "temperature": 0.0})    # the base side never stops
+    handle = start_generate(GenerateRequest(run, [{"role": "user", "content": "the cat sat on the mat"}],
+                                            {"max_new_tokens": 2000, "temperature": 0.0}))   # the base never stops
     watch, events, deadline = JobWatch(handle), [], time.time() + 120
     while not any(e["type"] == "token" for e in events):
         assert time.time() < deadline and not watch.ended, events

@@ -9,8 +9,8 @@ import pytest
 
 from lorastudio.core.engine.inference import json_answer_settled, json_object_end
 from lorastudio.core.journal import read_events
-from lorastudio.core.runs.heldout import (cancel_generation, close_generation_worker, new_worker_dir,
-                                          request_generation, start_generation_worker)
+from lorastudio.core.plans.generate import (WorkerRequest, cancel_generation, close_generation_worker,
+                                            new_worker_dir, request_generation, start_generate)
 from lorastudio.core.runtime.follower import JobWatch, follow
 from lorastudio.core.runtime.inbox import INBOX_FILE, Inbox, send
 
@@ -49,7 +49,7 @@ def test_the_end_of_a_json_object_is_found_outside_strings(text, end):
 ])
 def test_a_json_answer_is_settled_once_its_score_cannot_change(text, settled):
     """Complete, or begun in a way parse_json_object can never accept: more tokens change nothing."""
-    from lorastudio.core.engine.evaluation import parse_json_object
+    from lorastudio.core.engine.evaluate import parse_json_object
     assert json_answer_settled(text) == settled
     if settled and json_object_end(text) is None:
         assert parse_json_object(text + ' {"a": 1}') is None and parse_json_object(text + "}") is None
@@ -101,7 +101,7 @@ def served(json_run, tmp_path, messages: list[dict]) -> list[dict]:
         send(job_dir, message)
     close_generation_worker(job_dir)
     events: list[dict] = []
-    follow(start_generation_worker(job_dir), events.append)
+    follow(start_generate(WorkerRequest(job_dir)), events.append)
     return events
 
 
@@ -133,7 +133,7 @@ def test_an_idle_worker_ends_by_itself(json_run, tmp_path, inline_jobs):
     job_dir = new_worker_dir(tmp_path)
     request_generation(job_dir, 1, json_run, CAT, {"max_new_tokens": 4})
     started = time.monotonic()
-    outcome = follow(start_generation_worker(job_dir, idle_s=0.3))
+    outcome = follow(start_generate(WorkerRequest(job_dir, idle_s=0.3)))
     assert outcome.status == "completed" and time.monotonic() - started < 60
     events = read_events(job_dir / "events.jsonl")
     assert [e["status"] for e in events if e.get("name") == "answered"] == ["completed"]
@@ -146,7 +146,7 @@ def test_a_real_worker_answers_a_second_prompt_without_loading(json_run, tmp_pat
     answer between tokens and the worker goes on, SIGTERM ends it."""
     job_dir = new_worker_dir(tmp_path)
     request_generation(job_dir, 1, json_run, CAT, {"max_new_tokens": 8})
-    handle = start_generation_worker(job_dir)
+    handle = start_generate(WorkerRequest(job_dir))
     watch, events = JobWatch(handle), []
 
     def until(check, limit=120):

@@ -74,7 +74,7 @@ def test_inspector_text_marks_trained_tokens(tmp_path, tiny_chat_llama, inspect)
 
 
 def test_the_report_is_the_jobs_journal_event(tmp_path, tiny_chat_llama, inline_jobs):
-    from lorastudio.core.engine.inspection import inspect_data
+    from lorastudio.core.engine.inspect_data import inspect_data
     from lorastudio.core.runtime.launcher import launch
     path = jsonl(tmp_path / "c.jsonl", [CHAT] * 3)
     data = DataSection(path=str(path), train_on="all")
@@ -115,7 +115,7 @@ def test_refused_options_and_models_are_said_plainly(tmp_path, tiny_llama, inspe
 
 
 def test_an_inspector_failure_shows_its_traceback_and_exit_status_1(tmp_path, tiny_llama, inspect, monkeypatch):
-    from lorastudio.core.engine import inspection
+    from lorastudio.core.engine import inspect_data as inspection
 
     def broken(*_args, **_kw):
         raise RuntimeError("boom")

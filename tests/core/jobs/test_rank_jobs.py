@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from lorastudio.core.journal import read_events
-from lorastudio.core.runs.rank_plan import RankPlanError, check_resize, find_target, start_rank, start_resize
+from lorastudio.core.plans.rank import RankPlanError, find_target, start_rank
+from lorastudio.core.plans.resize import ResizeRequest, plan_resize, start_resize
 from lorastudio.core.runtime.follower import follow
 
 
@@ -46,7 +47,7 @@ def test_a_failed_resize_leaves_no_output(run, tmp_path, inline_jobs):
     cfg = json.loads((dora / "adapter_config.json").read_text())
     (dora / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
     out = tmp_path / "out" / "small"
-    handle = start_resize(check_resize(find_target(dora), out, 2, None, False))
+    handle = start_resize(plan_resize(ResizeRequest(find_target(dora), out, 2, None, False)))
     outcome = follow(handle, lambda ev: None)
     assert outcome.status == "failed" and outcome.error["kind"] == "adapter" and "DoRA" in outcome.error["message"]
     assert not out.exists() and not list(out.parent.glob(".small.*"))
@@ -55,18 +56,18 @@ def test_a_failed_resize_leaves_no_output(run, tmp_path, inline_jobs):
 def test_resize_checks_come_first(run, tmp_path):
     target = find_target(run)
     with pytest.raises(RankPlanError, match="either a rank"):
-        check_resize(target, tmp_path / "x", None, None, False)
+        plan_resize(ResizeRequest(target, tmp_path / "x", None, None, False))
     with pytest.raises(RankPlanError, match="either a rank"):
-        check_resize(target, tmp_path / "x", 2, 0.9, False)
+        plan_resize(ResizeRequest(target, tmp_path / "x", 2, 0.9, False))
     with pytest.raises(RankPlanError, match="inside or around the adapter folder"):
-        check_resize(find_target(run / "adapter"), run / "adapter" / "x", 2, None, False)
+        plan_resize(ResizeRequest(find_target(run / "adapter"), run / "adapter" / "x", 2, None, False))
     (tmp_path / "file").write_text("x")
     with pytest.raises(RankPlanError, match="is a file"):
-        check_resize(target, tmp_path / "file", 2, None, False)
+        plan_resize(ResizeRequest(target, tmp_path / "file", 2, None, False))
     broken = tmp_path / "broken"
     shutil.copytree(run / "adapter", broken)
     (broken / "adapter_config.json").write_text("{not json")
     with pytest.raises(RankPlanError, match="adapter_config.json: no rank can be read"):
-        check_resize(find_target(broken), tmp_path / "y", 2, None, False)
-    job = check_resize(target, tmp_path / "z", None, 0.99, False)
+        plan_resize(ResizeRequest(find_target(broken), tmp_path / "y", 2, None, False))
+    job = plan_resize(ResizeRequest(target, tmp_path / "z", None, 0.99, False))
     assert job.to_spec()["energy"] == 0.99 and job.to_spec()["rank"] is None

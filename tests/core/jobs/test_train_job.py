@@ -9,13 +9,14 @@ import pytest
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import read_events, validate
-from lorastudio.core.runs.folders import prepare_run, read_status, start_training
+from lorastudio.core.runs.folders import prepare_run, read_status
+from lorastudio.core.plans.train import TrainRequest, start_train
 from lorastudio.core.runtime.launcher import JobHandle
 
 
 def launch(config_path: Path, run_dir: Path) -> JobHandle:
     prepare_run(RunConfig.load(config_path), run_dir)
-    return start_training(run_dir)
+    return start_train(TrainRequest(run_dir))
 
 
 def wait_for(run_dir: Path, predicate, timeout=120):
@@ -93,7 +94,7 @@ def test_a_config_edited_by_hand_fails_with_the_traceback_in_worker_log(make_con
     run_dir = tmp_path / "run"
     prepare_run(RunConfig.load(make_config()), run_dir)
     (run_dir / "config.yaml").write_text("model: m\nlora: {r: 0}\ndata: {path: x}\n")   # edited by hand
-    job = start_training(run_dir)
+    job = start_train(TrainRequest(run_dir))
     assert job.process.wait(timeout=60) == 1
     error = next(e for e in read_events(run_dir / "events.jsonl") if e["type"] == "error")
     assert error["kind"] == "config" and error["message"].startswith("lora.r: 0")

@@ -11,8 +11,9 @@ import pytest
 from tests.helpers.gguf_tiny import write_tiny_gguf
 from lorastudio.core import cli
 from lorastudio.core.journal import read_events
-from lorastudio.core.engine.gguf_convert import check_gguf, convert
-from lorastudio.core.models.gguf_cache import GgufError, cached_import, import_with_worker
+from lorastudio.core.engine.gguf.import_gguf import check_gguf, convert
+from lorastudio.core.models.gguf_cache import GgufError, cached_import
+from lorastudio.core.plans.import_gguf import import_with_worker
 from lorastudio.core.models.info import ModelError, read_model_info
 
 

@@ -23,7 +23,7 @@ from lorastudio.core import cli
 from lorastudio.core.jobs import merge as merge_job
 from lorastudio.core.journal import read_events
 from lorastudio.core.runs.export import ExportError, export_adapter
-from lorastudio.core.runs.merge_plan import MergeError, parse_size, prepare_job
+from lorastudio.core.plans.merge import MergeError, MergeRequest, parse_size, plan_merge as prepare_job
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,7 @@ def merge_jobs(run: Path) -> set[Path]:
 
 
 def merge_args(run, out, **kw):
-    return SimpleNamespace(run=run, out=out, checkpoint=None, dtype="fp32", max_shard_size="5GB",
-                           device="cpu", prompts=None, overwrite=False, **kw)
+    return MergeRequest(run, out, **{"dtype": "fp32", "device": "cpu", **kw})
 
 
 def logits(model, ids):
@@ -178,13 +177,13 @@ def test_a_failing_merge_reports_the_error_and_leaves_nothing(run_4bit, tmp_path
 
 def test_a_stop_request_mid_merge_cleans_up(run_4bit, tmp_path, capfd, inline_jobs, monkeypatch):
     """SIGTERM reaches the job's own handler (inline: in this process) once the hidden folder exists."""
-    real_pause = merge_job._test_pause
+    real_pause = merge_job.pause_at
 
     def stop_when_checking(phase, cancelled):
         if phase == "checking":
             os.kill(os.getpid(), signal.SIGTERM)
         real_pause(phase, cancelled)
-    monkeypatch.setattr(merge_job, "_test_pause", stop_when_checking)
+    monkeypatch.setattr(merge_job, "pause_at", stop_when_checking)
     out = tmp_path / "stopped"
     before = merge_jobs(run_4bit)
     code, printed, _err = run_cli(capfd, "merge", run_4bit, out, "--dtype", "fp32", "--device", "cpu")

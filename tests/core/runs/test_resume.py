@@ -14,7 +14,8 @@ from tests.helpers.runs_fixtures import fake_worker
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import read_events
-from lorastudio.core.runs.folders import prepare_run, read_status, start_training, write_status
+from lorastudio.core.runs.folders import prepare_run, read_status, write_status
+from lorastudio.core.plans.train import TrainRequest, start_train
 from lorastudio.core.runs.listing import summarize
 from lorastudio.core.runtime.launcher import JobHandle
 from lorastudio.core.runtime.launcher import inline_jobs as in_process
@@ -22,7 +23,7 @@ from lorastudio.core.runtime.launcher import inline_jobs as in_process
 
 def launch(config_path: Path, run_dir: Path, fault: str = "") -> JobHandle:
     prepare_run(RunConfig.load(config_path), run_dir)
-    return start_training(run_dir, env={"LORASTUDIO_FAULT": fault} if fault else None)
+    return start_train(TrainRequest(run_dir, env={"LORASTUDIO_FAULT": fault} if fault else None))
 
 
 def run_inline(config_path: Path, run_dir: Path, fault: str = "") -> JobHandle:
@@ -126,7 +127,7 @@ def test_a_segfault_is_listed_as_crashed_and_a_detached_resume_records_its_pid(m
     assert "Fatal Python error: Segmentation fault" in (run_dir / "worker.log").read_text()
 
     code, out, err = lorastudio(capfd, monkeypatch, "resume", run_dir, "--detach")
-    new_pid = read_status(run_dir)["pid"]           # written by start_training before the CLI returned
+    new_pid = read_status(run_dir)["pid"]           # written by start_train before the CLI returned
     try:
         assert code == 0, out + err
         assert f"Worker started (pid {new_pid})" in out and new_pid != job.pid

@@ -99,7 +99,7 @@ def test_an_end_followed_by_more_events_is_an_earlier_segment(tmp_path):
 
 def test_inline_jobs_run_the_real_main_and_write_its_files(tmp_path, inline_jobs):
     handle = launch("import_gguf", tmp_path / "job", {"gguf": str(tmp_path / "missing.gguf")})
-    assert read_spec(handle.job_dir) == {"gguf": str(tmp_path / "missing.gguf")}
+    assert read_spec(handle.job_dir) == {"job": "import_gguf", "gguf": str(tmp_path / "missing.gguf")}
     outcome = follow(handle)
     assert handle.returncode() == 1 and outcome.status == "failed"
     assert outcome.error["kind"] in ("gguf", "model") and "missing.gguf" in outcome.error["message"]

@@ -1,36 +1,14 @@
-"""`lorastudio export RUN OUT` and `lorastudio merge RUN OUT`: leaving with a result.
+"""`lorastudio merge RUN OUT`: the adapter merged into its base, saved as one model folder
+(core/plans/merge.py checks, core/jobs/merge.py merges and checks fidelity).
 
-Merge exit status: 0 merged, 1 the merge failed, was stopped or its worker died (nothing was
+Exit status: 0 merged, 1 the merge failed, was stopped or its worker died (nothing was
 written), 2 refused before anything started. Ctrl+C stops the merge; nothing is written.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lorastudio.core.cli.output import fail, result_event_printer
-
-
-def export_arguments(p) -> None:
-    p.add_argument("run", type=Path, help="the run folder")
-    p.add_argument("out", type=Path, help="the output folder (or .zip file with --zip)")
-    p.add_argument("--checkpoint", type=int, help="export this checkpoint step instead of the final adapter")
-    p.add_argument("--zip", action="store_true", help="write one zip file")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output")
-
-
-def export(args) -> int:
-    from lorastudio.core.errors import UserError
-    from lorastudio.core.runs.export import export_adapter
-    try:
-        out = export_adapter(args.run, args.out, args.checkpoint, args.zip, args.overwrite)
-    except UserError as exc:            # ExportError, and every failed write (core/disk.py) in words
-        return fail(exc.message, exc.hint)
-    print(f"Exported the adapter to {out}")
-    cfg = json.loads((out / "adapter_config.json").read_text()) if out.is_dir() else None
-    if cfg:
-        print(f"  base model: {cfg.get('base_model_name_or_path')}; load with peft.PeftModel.from_pretrained")
-    return 0
 
 
 def merge_arguments(p) -> None:
@@ -47,10 +25,11 @@ def merge_arguments(p) -> None:
 def merge(args) -> int:
     from lorastudio.core.formatting import format_bytes
     from lorastudio.core.runs.export import ExportError
-    from lorastudio.core.runs.merge_plan import clean_after, prepare_job, start_merge
+    from lorastudio.core.plans.merge import MergeRequest, clean_after, plan_merge, start_merge
     from lorastudio.core.runtime.follower import follow
     try:
-        job = prepare_job(args)
+        job = plan_merge(MergeRequest(args.run, args.out, args.checkpoint, args.dtype, args.max_shard_size,
+                                      args.prompts, args.device, args.overwrite))
     except ExportError as exc:
         return fail(exc.message, exc.hint)
     print(f"Merging {job.adapter} into {job.base} ({job.dtype}); about {format_bytes(job.estimate)} to write",

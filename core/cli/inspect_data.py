@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from lorastudio.core.runs.folders import INSPECTIONS_DIR
 from lorastudio.core.runtime.failures import INPUT_KINDS
 
 
@@ -88,32 +87,26 @@ def _refuse(message: str, hint: str, as_json: bool, status: int = 2) -> int:
 
 
 # ---- the command ------------------------------------------------------------------------------
-def inspection_spec(args):
-    """The job's spec from the command line; ConfigError (or ValueError) for a refused option."""
-    from lorastudio.core.config import ConfigError
-    from lorastudio.core.data.inspect_request import InspectRequest
+def inspection_request(args):
+    """The inspection the command line asks for."""
+    from lorastudio.core.plans.inspect_data import InspectRequest
     columns = dict(pair.split("=", 1) for pair in args.columns.split(",") if pair) if args.columns else {}
-    spec = InspectRequest(str(args.data), args.model, args.seq_len, args.example, args.format,
+    return InspectRequest(str(args.data), args.model, args.seq_len, args.example, args.format,
                           tuple(columns.items()), args.train_on, args.too_long, args.skip_bad_rows,
-                          args.text_blocks).spec()
-    if args.seq_len < 8:
-        raise ConfigError("--seq-len", args.seq_len, "a whole number ≥ 8")
-    return spec
+                          args.text_blocks)
 
 
 def inspect(args) -> int:
     import shutil
-    from lorastudio.core.runs.folders import data_home
+    from lorastudio.core.plans.inspect_data import start_inspect_data
     from lorastudio.core.runtime.follower import follow
-    from lorastudio.core.runtime.launcher import launch, new_job_dir
     try:
-        spec = inspection_spec(args)
-    except ValueError as exc:               # ConfigError is one
+        handle = start_inspect_data(inspection_request(args))
+    except ValueError as exc:               # ConfigError is one: a refused option, nothing started
         return _refuse(str(exc), "", args.json)
-    job_dir = new_job_dir(data_home() / INSPECTIONS_DIR)
+    job_dir = handle.job_dir
     keep = False
     try:
-        handle = launch("inspect_data", job_dir, spec)
         found: dict = {}
         tracebacks: list[str] = []
 

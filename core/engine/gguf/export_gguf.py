@@ -28,15 +28,11 @@ from typing import Callable
 
 import numpy as np
 
-from lorastudio.core.engine.gguf_tensor_names import TensorNames, gguf_arch, permute_rows, qk_heads, unpermute_rows
-from lorastudio.core.errors import UserError
+from lorastudio.core.engine.gguf.tensor_names import TensorNames, gguf_arch, permute_rows, qk_heads, unpermute_rows
+from lorastudio.core.runs.export import GgufExportError
 from lorastudio.core.models.gguf_vocab import GgufVocab
 
 OnTensor = Callable[[int, int, str], None]          # (index, count, name); may raise to stop
-
-
-class GgufExportError(UserError):
-    kind = "gguf_export"
 
 
 def ggml_type(ftype: str):

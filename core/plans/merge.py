@@ -5,7 +5,7 @@ Before anything loads: the output must be empty or absent (or --overwrite), must
 the base model's folder or the run folder, and the disk must have room for the estimated output.
 The merge job (core/jobs/merge.py, started by `start_merge` in RUN/merges/<stamp>/) writes into a
 hidden temporary folder beside OUT and renames it when complete, so a cancelled, killed or failed
-merge leaves no OUT behind. The CLI's view of it is core/cli/results.py, the window's
+merge leaves no OUT behind. The CLI's view of it is core/cli/merge.py, the window's
 app/dialogs/merge_dialog.py.
 """
 from __future__ import annotations
@@ -33,8 +33,22 @@ class MergeError(ExportError):
     kind = "merge"
 
 
+@dataclass(frozen=True)
+class MergeRequest:
+    """What the user asked for: `lorastudio merge` and the Merge dialog build one."""
+    run: Path
+    out: Path
+    checkpoint: int | None = None
+    dtype: str = "bf16"
+    max_shard_size: str = "5GB"
+    prompts: Path | None = None         # a file of prompts for the fidelity check (one a line)
+    device: str = "auto"
+    overwrite: bool = False
+
+
 @dataclass
 class MergeJob:
+    """A checked merge (plan_merge): what the merge job's job.yaml says."""
     run_dir: Path
     out: Path
     adapter: Path
@@ -49,7 +63,7 @@ class MergeJob:
 
     def to_spec(self) -> dict:
         """The merge job's job.yaml."""
-        return {"job": "merge", "run_dir": str(self.run_dir), "out": str(self.out), "adapter": str(self.adapter),
+        return {"run_dir": str(self.run_dir), "out": str(self.out), "adapter": str(self.adapter),
                 "base": str(self.base), "dtype": self.dtype, "max_shard_size": self.max_shard_size,
                 "device": self.device, "prompts": self.prompts, "estimate": self.estimate,
                 "overwrite": self.overwrite}
@@ -124,7 +138,8 @@ def default_prompts(run_dir: Path, config, limit: int = 4) -> list[str]:
     return prompts or ["Hello! Please introduce yourself.", "The capital of France is"]
 
 
-def prepare_job(args) -> MergeJob:
+def plan_merge(args: MergeRequest) -> MergeJob:
+    """The checks before anything loads; a MergeError says what to change. Off the GUI thread."""
     run_dir = Path(args.run).resolve()
     summary = read_run(run_dir)
     adapter = adapter_source(run_dir, args.checkpoint)

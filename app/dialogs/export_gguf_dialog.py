@@ -2,14 +2,13 @@
 Modelfile and README beside it, and a fidelity check of the written file.
 
 The sizes per type and the checks (architecture, tokenizer, target, disk space) run off the GUI
-thread (core.runs.gguf_plan.export_choices / prepare_job); the export is the export_gguf job
+thread (core.plans.export_gguf.export_choices / plan_export_gguf); the export is the export_gguf job
 (core/jobs/export_gguf.py) in its own process, followed by a JobProcess. The Train page's banner
 and the Runs page open this same dialog.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
@@ -25,7 +24,8 @@ from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.atomic_files import tidy
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.models.gguf_arch import ADAPTER_TYPES, TYPE_NOTES
-from lorastudio.core.runs.gguf_plan import TYPES, export_choices, prepare_job, start_export
+from lorastudio.core.plans.export_gguf import (TYPES, ExportGgufRequest, export_choices, plan_export_gguf,
+                                               start_export_gguf)
 
 DEFAULT_TYPE = "q8_0"
 
@@ -170,16 +170,16 @@ class GgufExportDialog(JobDialog):
             self.out_edit.setText(path if path.endswith(".gguf") else path + ".gguf")
 
     # ---- running --------------------------------------------------------------------------
-    def job_args(self, overwrite: bool) -> SimpleNamespace:
-        return SimpleNamespace(run=self.picker.run_dir, out=Path(self.out_edit.text().strip()).expanduser(),
-                               checkpoint=self.picker.checkpoint, type=self.type_combo.currentData(),
-                               adapter_only=self.adapter_only.isChecked(), overwrite=overwrite)
+    def job_args(self, overwrite: bool) -> ExportGgufRequest:
+        return ExportGgufRequest(self.picker.run_dir, Path(self.out_edit.text().strip()).expanduser(),
+                                 self.type_combo.currentData(), self.picker.checkpoint,
+                                 self.adapter_only.isChecked(), overwrite)
 
     def start_export(self, overwrite: bool = False) -> None:
         self.export_button.setEnabled(False)
         self._result("Checking the model, its tokenizer, the output file and the free disk space…", "hint")
         args = self.job_args(overwrite)
-        run_in_background(prepare_job, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
+        run_in_background(plan_export_gguf, args, on_done=self._launch, on_failed=lambda e: self._refused(e, args))
 
     def _refused(self, exc: Exception, args) -> None:
         self._refused_output(exc, args.overwrite, "already exists",
@@ -194,7 +194,7 @@ class GgufExportDialog(JobDialog):
         self.open_button.hide()
         self._result(f"About {format_bytes(job.estimate)} to write.", "hint")
         try:
-            self.process.attach(start_export(job))
+            self.process.attach(start_export_gguf(job))
         except OSError as exc:
             self.progress.hide()
             self._result(f"The export could not start: {exc}", "error")

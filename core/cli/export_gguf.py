@@ -26,16 +26,17 @@ def export_gguf(args) -> int:
     from lorastudio.core.atomic_files import tidy
     from lorastudio.core.formatting import format_bytes
     from lorastudio.core.runs.export import ExportError
-    from lorastudio.core.runs.gguf_plan import prepare_job, start_export
+    from lorastudio.core.plans.export_gguf import ExportGgufRequest, plan_export_gguf, start_export_gguf
     from lorastudio.core.runtime.follower import follow
     try:
-        job = prepare_job(args)
+        job = plan_export_gguf(ExportGgufRequest(args.run, args.out, args.type, args.checkpoint, args.adapter_only,
+                                                 args.overwrite))
     except ExportError as exc:
         return fail(exc.message, exc.hint)
     what = "the LoRA adapter" if job.adapter_only else "the merged model"
     print(f"Exporting {what} of {job.run_dir.name} as {job.type} GGUF; about {format_bytes(job.estimate)} to write",
           flush=True)
-    handle = start_export(job)
+    handle = start_export_gguf(job)
     try:
         outcome = follow(handle, result_event_printer("do not ship this file before comparing answers"),
                          on_interrupt=lambda: print(

@@ -1,12 +1,10 @@
-"""Starting the rank jobs, with the checks that come first. Torch-free.
+"""The resize job's plan: the checks that come first, and `start_resize`. Torch-free.
 
-`lorastudio rank RUN [--checkpoint STEP]` and the window's Rank view start the rank job
-(core/jobs/rank.py): it answers with one `report` event (core/runs/rank_report.py reads it).
-`lorastudio resize RUN OUT --rank K | --energy E` and the view's "Save a smaller adapter…" start the
-resize job (core/jobs/resize.py), after these checks: K ≥ 1 and at most the adapter's rank, E in
-(0, 1], OUT outside the run and the source adapter, empty or absent unless overwriting. The job
-writes into a hidden folder beside OUT and renames it when complete (core/atomic_files.atomic_dir).
-Job folders: RUN/rank/<stamp>; for a bare adapter folder, DATA_HOME/rank/<stamp>.
+`lorastudio resize RUN OUT --rank K | --energy E` and the Rank view's "Save a smaller adapter…"
+start the resize job (core/jobs/resize.py) after these checks: K ≥ 1 and at most the adapter's
+rank, E in (0, 1], OUT outside the run and the source adapter, empty or absent unless overwriting.
+The job writes into a hidden folder beside OUT and renames it when complete
+(core/atomic_files.atomic_dir). Its folder is beside the rank job's (core/plans/rank.py).
 """
 from __future__ import annotations
 
@@ -14,46 +12,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorastudio.core.runs.checkpoints import adapter_complete
-from lorastudio.core.runs.export import ExportError, adapter_source, ensure_free_target, read_run
-from lorastudio.core.runs.folders import data_home
+from lorastudio.core.plans.rank import RankPlanError, RankTarget
+from lorastudio.core.runs.export import ensure_free_target
 from lorastudio.core.runs.rank_report import CONFIG_FILE
 from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 
-RANK_JOBS_DIR = "rank"
 
-
-class RankPlanError(ExportError):
-    kind = "adapter"
-
-
-@dataclass
-class RankTarget:
-    """The adapter folder to read, and the run it belongs to (None for a bare adapter folder)."""
-    adapter: Path
-    run_dir: Path | None
-    checkpoint: int | None = None
-
-    @property
-    def jobs_dir(self) -> Path:
-        return (self.run_dir if self.run_dir is not None else data_home()) / RANK_JOBS_DIR
-
-    @property
-    def label(self) -> str:
-        return str(self.run_dir if self.run_dir is not None else self.adapter)
-
-
-def find_target(path: Path, checkpoint: int | None = None) -> RankTarget:
-    """A run folder (its final adapter, or a checkpoint's) or a PEFT adapter folder."""
-    path = Path(path).resolve()
-    if checkpoint is None and adapter_complete(path) and not (path / "config.yaml").is_file():
-        return RankTarget(path, None)
-    read_run(path)                                  # a clear error when it is not a run folder
-    return RankTarget(adapter_source(path, checkpoint), path, checkpoint)
-
-
-def start_rank(target: RankTarget) -> JobHandle:
-    return launch("rank", new_job_dir(target.jobs_dir), {"job": "rank", "adapter": str(target.adapter)})
+@dataclass(frozen=True)
+class ResizeRequest:
+    """What the user asked for: `lorastudio resize` and the resize dialog build one."""
+    target: RankTarget
+    out: Path
+    rank: int | None = None
+    energy: float | None = None
+    overwrite: bool = False
 
 
 def adapter_rank(adapter: Path) -> int:
@@ -68,6 +40,7 @@ def adapter_rank(adapter: Path) -> int:
 
 @dataclass
 class ResizeJob:
+    """A checked resize (plan_resize): what the resize job's job.yaml says."""
     target: RankTarget
     out: Path
     rank: int | None
@@ -77,11 +50,14 @@ class ResizeJob:
     def to_spec(self) -> dict:
         """The resize job's job.yaml."""
         title = f"{Path(self.target.label).name}, resized"
-        return {"job": "resize", "adapter": str(self.target.adapter), "out": str(self.out), "rank": self.rank,
+        return {"adapter": str(self.target.adapter), "out": str(self.out), "rank": self.rank,
                 "energy": self.energy, "overwrite": self.overwrite, "title": title}
 
 
-def check_resize(target: RankTarget, out: Path, rank: int | None, energy: float | None, overwrite: bool) -> ResizeJob:
+def plan_resize(request: ResizeRequest) -> ResizeJob:
+    """The checks before anything loads; a RankPlanError says what to change. Off the GUI thread."""
+    target, out, rank, energy, overwrite = (request.target, request.out, request.rank, request.energy,
+                                            request.overwrite)
     if (rank is None) == (energy is None):
         raise RankPlanError("give either a rank (--rank K) or an energy share (--energy 0.99)",
                             "--rank keeps K ranks in every module; --energy picks each module's rank")
@@ -105,4 +81,5 @@ def check_resize(target: RankTarget, out: Path, rank: int | None, energy: float 
 
 
 def start_resize(job: ResizeJob) -> JobHandle:
+    """Start the resize job in a fresh folder beside the rank job's."""
     return launch("resize", new_job_dir(job.target.jobs_dir), job.to_spec())

@@ -5,7 +5,7 @@
 an architecture the exporter writes (core/models/gguf_arch.py), its tokenizer can be written as
 GGUF (core/models/gguf_vocab.py), the type is one we write (k-quants: llama-quantize, said how),
 OUT and the Modelfile/README beside it are new (or --overwrite), and the disk has room for the
-estimated size. The job (core/jobs/export_gguf.py, started by `start_export` in
+estimated size. The job (core/jobs/export_gguf.py, started by `start_export_gguf` in
 RUN/gguf-exports/<stamp>/) writes a hidden file beside OUT and renames it once checked, so a
 cancelled, killed or failed export leaves nothing behind.
 """
@@ -21,8 +21,8 @@ from lorastudio.core.models.gguf_arch import (ADAPTER_TYPES, EXTERNAL_TYPES, TYP
 from lorastudio.core.models.gguf_cache import RECORD_FILE
 from lorastudio.core.models.gguf_vocab import VocabError, read_gguf_string, read_vocab, tokenizer_folder
 from lorastudio.core.models.info import ModelError, read_model_info
-from lorastudio.core.runs.export import ExportError, adapter_source, read_run
-from lorastudio.core.runs.merge_plan import default_prompts
+from lorastudio.core.runs.export import ExportError, GgufExportError, adapter_source, read_run
+from lorastudio.core.plans.merge import default_prompts
 from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 
 EXPORTS_DIR = "gguf-exports"
@@ -30,12 +30,20 @@ TYPES = tuple(TYPE_BITS)
 SAFETY_MARGIN, EXTRA_BYTES = 1.02, 4 * 2**20           # tensor padding, the vocabulary, Modelfile + README
 
 
-class GgufExportError(ExportError):
-    kind = "gguf_export"
+@dataclass(frozen=True)
+class ExportGgufRequest:
+    """What the user asked for: `lorastudio export-gguf` and the GGUF export dialog build one."""
+    run: Path
+    out: Path
+    type: str | None = None             # default q8_0 (f16 with adapter_only)
+    checkpoint: int | None = None
+    adapter_only: bool = False
+    overwrite: bool = False
 
 
 @dataclass
 class GgufExportJob:
+    """A checked export (plan_export_gguf): what the export_gguf job's job.yaml says."""
     run_dir: Path
     out: Path
     adapter: Path
@@ -53,7 +61,7 @@ class GgufExportJob:
 
     def to_spec(self) -> dict:
         spec = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-        return {"job": "export_gguf", **spec}
+        return spec
 
 
 def side_files(out: Path) -> tuple[Path, Path]:
@@ -143,7 +151,8 @@ def data_system_prompt(config) -> str | None:
     return None
 
 
-def prepare_job(args) -> GgufExportJob:
+def plan_export_gguf(args: ExportGgufRequest) -> GgufExportJob:
+    """The checks before anything loads; a GgufExportError says what to change. Off the GUI thread."""
     run_dir = Path(args.run).resolve()
     ftype = (args.type or ("f16" if args.adapter_only else "q8_0")).lower()
     check_type(ftype, args.adapter_only)
@@ -177,7 +186,7 @@ def prepare_job(args) -> GgufExportJob:
                          estimate, bool(args.overwrite), info.num_parameters)
 
 
-def start_export(job: GgufExportJob) -> JobHandle:
+def start_export_gguf(job: GgufExportJob) -> JobHandle:
     """Start the export job in a fresh RUN/gguf-exports/<stamp>/ folder."""
     return launch("export_gguf", new_job_dir(job.run_dir / EXPORTS_DIR), job.to_spec())
 
