@@ -16,6 +16,7 @@ from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QMenu, QPushButton, QTableView, QToolButton, QVBoxLayout, QWidget)
 
+from lorastudio.app.first_paint import after_first_paint
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.app.dataset.column_mapping import ColumnMapping
 from lorastudio.app.dataset.data_inspection import DataInspection, InspectRequest
@@ -46,7 +47,7 @@ class DatasetPanel(QGroupBox):
         self.setAcceptDrops(True)
         self._build()
         self._connect()
-        self.refresh_cache()
+        after_first_paint(self, self.refresh_cache)      # the hub cache's scan waits until the panel is on screen
 
     def _build(self) -> None:
         self.path_edit = QLineEdit(placeholderText="A data file (.jsonl, .json, .csv, .tsv, .parquet, .txt), "
@@ -114,7 +115,8 @@ class DatasetPanel(QGroupBox):
         return self.path_edit.text().strip()
 
     def refresh_cache(self) -> None:
-        """Datasets in the local Hugging Face caches, listed off the GUI thread like cached models."""
+        """Datasets in the local Hugging Face caches, listed off the GUI thread like cached models (the
+        hub cache through huggingface_hub, whose import waits for the first paint)."""
         run_in_background(list_cached_datasets, on_done=self._show_cache, on_failed=lambda _e: self._show_cache([]))
 
     def _show_cache(self, datasets: list[dict]) -> None:

@@ -11,7 +11,8 @@ from typing import Iterator
 from lorastudio.core.data.files import BadRow, DataError, Row
 from lorastudio.core.data.formats import (DETECT_ROWS, FORMAT_TITLES, Example, apply_columns, detect_format,
                                           to_example)
-from lorastudio.core.data.sources import Source, iter_source_rows, resolve
+from lorastudio.core.data.dataset_rows import source_rows
+from lorastudio.core.data.sources import Source, resolve
 
 
 def columns_of(data_cfg) -> dict:
@@ -40,7 +41,7 @@ def stream_examples(spec, data_cfg, source: Source | None = None) -> ExampleStre
     label = source.label
     bad: list[BadRow] | None = [] if data_cfg.on_bad_rows == "skip" else None
     columns = columns_of(data_cfg)
-    rows: Iterator[Row] = iter_source_rows(source, bad, data_cfg.text_blocks)
+    rows: Iterator[Row] = source_rows(source, bad, data_cfg.text_blocks)
     if columns:
         rows = (Row(r.where, apply_columns(r.value, columns, r.where, label)) for r in rows)
     head = list(itertools.islice(rows, DETECT_ROWS))

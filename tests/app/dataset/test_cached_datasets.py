@@ -24,6 +24,8 @@ def hub(tmp_path, monkeypatch):
 def test_cached_datasets_are_offered_and_previewed(qtbot, hub, tmp_path):
     panel = DatasetPanel()
     qtbot.addWidget(panel)
+    assert not panel.cache_button.isEnabled()            # listed once the panel is on screen
+    panel.show()
     qtbot.waitUntil(lambda: panel.cache_button.isEnabled(), timeout=10_000)
     actions = panel.cache_menu.actions()
     assert [a.text().split()[0] for a in actions] == ["acme/qa"]
@@ -33,7 +35,6 @@ def test_cached_datasets_are_offered_and_previewed(qtbot, hub, tmp_path):
     assert panel.preview.ok and panel.preview.columns == ["prompt", "completion"]
     assert panel.preview.rows[0].where == "train.jsonl, line 1"
     panel.resize(760, 520)
-    panel.show()
     qtbot.wait(50)
     panel.grab().save(str(tmp_path / "cached-datasets.png"))
 
@@ -43,6 +44,7 @@ def test_no_cached_dataset_leaves_the_button_off_and_says_where(qtbot, tmp_path,
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-ds"))
     panel = DatasetPanel()
     qtbot.addWidget(panel)
+    panel.show()
     qtbot.waitUntil(lambda: "No datasets" in panel.cache_button.toolTip(), timeout=10_000)
     assert not panel.cache_button.isEnabled() and "empty-hub" in panel.cache_button.toolTip()
 

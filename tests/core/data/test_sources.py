@@ -1,7 +1,6 @@
-"""Datasets people already have: save_to_disk folders, dataset repository folders and hf:NAME[:SPLIT]
-in the local Hugging Face caches — built here offline with the real `datasets` library."""
-import shutil
-
+"""Datasets people already have: dataset repository folders and hf:NAME[:SPLIT] in the local Hugging
+Face caches — the hub cache laid out as huggingface_hub lays it out, found through its cache API —
+and the Cached ▾ list. save_to_disk folders and datasets-cache builds: test_saved_datasets.py."""
 import pytest
 
 from lorastudio.core.config import ConfigError, DataSection, RunConfig
@@ -9,37 +8,37 @@ from lorastudio.core.data.files import DataError
 from lorastudio.core.data.sources import list_cached_datasets, resolve
 from lorastudio.core.engine.batches import load_examples
 from lorastudio.core.preflight import check_config
-from tests.helpers.training import jsonl, train
+from tests.helpers.hf_caches import datasets_build, hub_dataset
+from tests.helpers.training import train
 
 ROWS = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(6)]
 
 
+def lines(rows) -> str:
+    import json
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
 @pytest.fixture(autouse=True)
-def caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hfdatasets"))
+def home(tmp_path, monkeypatch):
+    """An empty HF_HOME: the hub cache is HF_HOME/hub, the datasets cache HF_HOME/datasets."""
+    for var in ("HF_HUB_CACHE", "HF_DATASETS_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
-
-
-def saved(folder, rows=ROWS):
-    import datasets
-    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
-    return folder
+    return tmp_path / "hf"
 
 
 def answers(spec):
     return [e.messages[-1]["content"] for e in load_examples(spec, DataSection(path=str(spec))).examples]
 
 
-def test_a_save_to_disk_folder_and_a_dataset_dict(tmp_path):
-    folder = saved(tmp_path / "saved")
-    assert answers(folder) == [r["completion"] for r in ROWS]
-    assert load_examples(folder, DataSection(path=str(folder))).examples[2].where.endswith(", row 3")
-    import datasets
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:4]),
-                               "test": datasets.Dataset.from_list(ROWS[4:])})
-    dd.save_to_disk(str(tmp_path / "dict"))
-    assert answers(tmp_path / "dict") == ["answer 0", "answer 1", "answer 2", "answer 3"]
+def qa(home, **options):
+    return hub_dataset(home / "hub", "acme/qa", {"data/train.jsonl": lines(ROWS[:4]),
+                                                 "data/validation.jsonl": lines(ROWS[4:]),
+                                                 "README.md": "# a dataset card, not data\n"}, **options)
 
 
 def test_a_repository_folder_reads_its_train_files(tmp_path):
@@ -56,58 +55,85 @@ def test_a_repository_folder_reads_its_train_files(tmp_path):
     assert examples[3].where == "train-00001-of-00002.parquet, row 1"
 
 
-def hub_dataset(tmp_path, name="acme/qa"):
-    repo = tmp_path / "hub" / ("datasets--" + name.replace("/", "--"))
-    snap = repo / "snapshots" / "0123abcd"
-    snap.mkdir(parents=True)
-    jsonl(snap / "train.jsonl", ROWS[:4])
-    jsonl(snap / "validation.jsonl", ROWS[4:])
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0123abcd")
-    return snap
-
-
-def test_hf_name_in_the_hub_cache_with_a_split(tmp_path):
-    hub_dataset(tmp_path)
+def test_hf_name_in_the_hub_cache_with_a_split(home):
+    snapshot = qa(home)
+    source = resolve("hf:acme/qa")
+    assert source.label == "hf:acme/qa:train" and source.files == [snapshot / "data" / "train.jsonl"]
     assert answers("hf:acme/qa") == ["answer 0", "answer 1", "answer 2", "answer 3"]
     assert answers("hf:acme/qa:validation") == ["answer 4", "answer 5"]
+    examples = load_examples("hf:acme/qa", DataSection(path="hf:acme/qa")).examples
+    assert examples[1].where == "train.jsonl, line 2"
+
+
+def test_a_bad_split_names_the_splits_there_are(home):
+    qa(home)
     with pytest.raises(DataError, match=r"hf:acme/qa:test: no 'test' files .* \(splits found: train, validation\)"):
         resolve("hf:acme/qa:test")
 
 
-def test_hf_name_in_the_datasets_arrow_cache(tmp_path):
-    folder = saved(tmp_path / "saved")
-    build = tmp_path / "hfdatasets" / "acme___chat" / "default" / "0.0.0" / "abc123"
-    build.mkdir(parents=True)
-    shutil.copy(next(folder.glob("*.arrow")), build / "chat-train.arrow")
-    (build / "cache-deadbeef.arrow").write_bytes(b"not data")
-    assert answers("hf:acme/chat:train") == [r["completion"] for r in ROWS]
-    with pytest.raises(DataError, match=r"no split 'test' .*found: train"):
-        resolve("hf:acme/chat:test")
+def test_hf_name_is_the_snapshot_main_points_at(home):
+    hub_dataset(home / "hub", "acme/qa", {"train.jsonl": lines(ROWS[:1])}, commit="1" * 40, main=False)
+    qa(home, commit="2" * 40)                                           # refs/main -> the newer one
+    assert answers("hf:acme/qa") == ["answer 0", "answer 1", "answer 2", "answer 3"]
+    assert resolve("hf:acme/qa").files[0].parent.parent.name == "2" * 40
 
 
-def test_a_missing_hf_dataset_names_where_it_was_looked_for(tmp_path):
+def test_a_missing_hf_dataset_names_both_places_it_was_looked_for(home):
     with pytest.raises(DataError) as err:
         resolve("hf:nobody/nothing")
-    assert "datasets--nobody--nothing" in err.value.message and "nobody___nothing" in err.value.message
+    assert str(home / "hub" / "datasets--nobody--nothing") in err.value.message
+    assert str(home / "datasets" / "nobody___nothing") in err.value.message
     assert "huggingface-cli download --repo-type dataset nobody/nothing" in err.value.hint
-    with pytest.raises(DataError, match="not a dataset name"):
-        resolve("hf:")
 
 
-def test_cached_datasets_are_listed(tmp_path):
-    hub_dataset(tmp_path)
-    build = tmp_path / "hfdatasets" / "acme___chat" / "default" / "0.0.0" / "abc123"
-    build.mkdir(parents=True)
-    shutil.copy(next(saved(tmp_path / "saved").glob("*.arrow")), build / "chat-train.arrow")
+def test_a_snapshot_without_main_is_not_found(home):
+    """hf:NAME means the main revision, as huggingface_hub resolves it; a snapshot downloaded at
+    another revision only is not it."""
+    hub_dataset(home / "hub", "acme/qa", {"train.jsonl": lines(ROWS)}, main=False)
+    with pytest.raises(DataError, match="not in the local Hugging Face caches"):
+        resolve("hf:acme/qa")
+
+
+def test_an_incomplete_download_is_named_with_what_is_missing(home):
+    qa(home, listing={"data/train.jsonl": lines(ROWS[:4]), "data/validation.jsonl": lines(ROWS[4:]),
+                      "data/test.jsonl": lines(ROWS[:1]), "README.md": "# a dataset card, not data\n"})
+    with pytest.raises(DataError) as err:
+        resolve("hf:acme/qa")
+    assert "hf:acme/qa:train: the copy in the Hugging Face cache" in err.value.message
+    assert "is incomplete: 1 file(s) are missing (data/test.jsonl)" in err.value.message
+    assert "download it again" in err.value.hint and "acme/qa" in err.value.hint
+
+
+@pytest.mark.parametrize("spec", ["hf:", "hf:a/b/c", "hf:two words", "hf:acme/-qa-"])
+def test_not_a_dataset_name(spec):
+    with pytest.raises(DataError, match="not a dataset name") as err:
+        resolve(spec)
+    assert "hf:tatsu-lab/alpaca:train" in err.value.hint
+
+
+def test_cached_datasets_are_listed(home, tmp_path):
+    qa(home)
+    hub_dataset(home / "hub", "acme/draft", {"train.jsonl": lines(ROWS)}, main=False)   # no main: not offered
+    (home / "hub" / "models--acme--tiny" / "snapshots" / "abc").mkdir(parents=True)    # a model: not a dataset
+    (home / "hub" / "datasets--acme--broken").mkdir()                                 # no snapshots: skipped
+    datasets_build(home / "datasets", "acme/chat", {"train": ROWS}, tmp_path / "work")
     listed = list_cached_datasets()
     assert [(d["id"], d["spec"], d["cache"]) for d in listed] == [("acme/chat", "hf:acme/chat", "datasets"),
                                                                   ("acme/qa", "hf:acme/qa", "hub")]
-    assert all(d["size"] > 0 for d in listed)
+    hub = listed[1]
+    assert hub["path"] == str(resolve("hf:acme/qa").files[0].parent.parent.resolve())
+    assert hub["size"] == len(lines(ROWS[:4])) + len(lines(ROWS[4:])) + len("# a dataset card, not data\n")
+    assert listed[0]["size"] > 0
 
 
-def test_a_run_trains_from_hf_and_preflight_names_a_missing_one(tmp_path, make_config):
-    hub_dataset(tmp_path)
+def test_nothing_cached_lists_nothing(home):
+    assert list_cached_datasets() == []
+    (home / "hub").mkdir(parents=True)
+    assert list_cached_datasets() == []
+
+
+def test_a_run_trains_from_hf_and_preflight_names_a_missing_one(home, tmp_path, make_config):
+    qa(home)
     config = make_config(data__path="hf:acme/qa", data__validation_split=0.0, training__max_steps=2,
                          training__save_every=0)
     _, status, events = train(config, tmp_path / "run")
@@ -116,3 +142,4 @@ def test_a_run_trains_from_hf_and_preflight_names_a_missing_one(tmp_path, make_c
     missing = RunConfig.load(make_config(data__path="hf:acme/gone"))
     with pytest.raises(ConfigError, match="not in the local Hugging Face caches"):
         check_config(missing)
+
