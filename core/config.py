@@ -14,7 +14,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lorastudio.core.data.formats import COLUMN_ROLES, FORMAT_CHOICES
 from lorastudio.core.data.pairs import PAIR_ROLES
@@ -23,6 +23,12 @@ QUANTIZATIONS = ("4bit", "8bit", "none")
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
 SCHEDULES = ("cosine", "linear", "constant")
 MEMORY_MODES = ("auto", "none", "checkpoint", "lean")
+MEMORY_MODE_HELP = {        # one line a mode: the field's help and the window's Memory choice
+    "none": "all in GPU memory (fastest, most memory)",
+    "checkpoint": "only each layer's input, the rest recomputed (much less memory, ~20-30 % more time)",
+    "lean": "checkpoint with those inputs moved to pinned host memory (least GPU memory)",
+    "auto": "the fastest mode that fits the GPU (checkpoint on a CPU)",
+}
 METHODS = ("sft", "dpo", "orpo")
 DATA_COLUMN_ROLES = tuple(dict.fromkeys(COLUMN_ROLES + PAIR_ROLES))
 DATA_FORMATS = FORMAT_CHOICES       # the formats and their column roles are known in core/data/formats.py
@@ -160,13 +166,9 @@ class TrainingSection:
     eval_every: int = field(default=0, metadata=_help("Evaluate every N steps; 0 means at each save and at the end."))
     log_every: int = field(default=1, metadata=_help("Write a step event every N optimizer steps."))
     keep_checkpoints: int = field(default=3, metadata=_help("Keep the last N checkpoints; 0 keeps all."))
-    gradient_checkpointing: bool = field(default=True, metadata=_help(
-        "Recompute activations in the backward pass: much less memory for ~20-30 % more time. "
-        "With memory_mode auto, false means no checkpointing."))
     memory_mode: str = field(default="auto", metadata=_help(
-        "How activations are kept for the backward pass. none: all in GPU memory (fastest, most memory); "
-        "checkpoint: only each layer's input, the rest recomputed; lean: checkpoint with those inputs "
-        "moved to pinned host memory (least GPU memory); auto: the fastest mode that fits the GPU."))
+        "How activations are kept for the backward pass. "
+        + "; ".join(f"{mode}: {words}" for mode, words in MEMORY_MODE_HELP.items()) + "."))
 
     fused_lora: bool = field(default=True, metadata=_help(
         "Compute each LoRA update fused into its frozen projection in the compute dtype (faster, less "
@@ -209,8 +211,6 @@ class TrainingSection:
         whole("eval_every", self.eval_every, 0, "a whole number ≥ 0")
         whole("log_every", self.log_every, 1, "a whole number ≥ 1")
         whole("keep_checkpoints", self.keep_checkpoints, 0, "a whole number ≥ 0 (0 = keep all)")
-        _require(isinstance(self.gradient_checkpointing, bool), "training.gradient_checkpointing",
-                 self.gradient_checkpointing, "true or false")
         _require(isinstance(self.fused_lora, bool), "training.fused_lora", self.fused_lora, "true or false")
         _require(isinstance(self.oom_retry, bool), "training.oom_retry", self.oom_retry, "true or false")
         _require(self.memory_mode in MEMORY_MODES, "training.memory_mode", self.memory_mode,
@@ -266,6 +266,9 @@ class RunConfig:
     training: TrainingSection = field(default_factory=TrainingSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
 
+    # What loading changed, in words for people (an older key mapped): not a setting, never saved.
+    notes: ClassVar[tuple[str, ...]] = ()
+
     def __post_init__(self):
         _require(isinstance(self.model, str) and self.model.strip() != "", "model", self.model,
                  "give a local model folder or a Hub id in the local cache")
@@ -295,15 +298,16 @@ class RunConfig:
     def from_dict(cls, raw: Any) -> "RunConfig":
         if not isinstance(raw, dict):
             raise ConfigError("(top level)", raw, "the config must be a mapping of keys to values")
-        sections = {"lora": LoraSection, "data": DataSection, "training": TrainingSection,
-                    "distributed": DistributedSection}
+        raw, notes = upgrade_legacy(raw)
         kwargs = {}
         for key, value in raw.items():
-            if key in sections:
-                kwargs[key] = _build(sections[key], key, value)
+            if key in SECTIONS:
+                kwargs[key] = _build(SECTIONS[key], key, value)
             else:
                 kwargs[key] = value
-        return _build(cls, "", kwargs, nested=sections)
+        config = _build(cls, "", kwargs)
+        config.notes = tuple(notes)
+        return config
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "config") -> "RunConfig":
@@ -339,7 +343,41 @@ class RunConfig:
         atomic_write_text(Path(path), self.to_yaml())
 
 
-def _build(cls, prefix: str, values: Any, nested: dict | None = None):
+SECTIONS = {"lora": LoraSection, "data": DataSection, "training": TrainingSection,
+            "distributed": DistributedSection}
+
+
+# ---- older configs ----------------------------------------------------------------------------
+def upgrade_legacy(raw: dict) -> tuple[dict, list[str]]:
+    """`raw` (a RunConfig-shaped mapping) with the keys of older versions mapped to today's, once,
+    and a note in words for each key mapped. `raw` itself is left as it was.
+
+    `training.gradient_checkpointing` (0.1 and 0.2) was the memory switch before `memory_mode`:
+    false next to `memory_mode: auto` (or none given) becomes `memory_mode: none`; false next to
+    another mode, or true, is dropped (the mode given, or auto, decides as it did then)."""
+    training = raw.get("training")
+    if not isinstance(training, dict) or "gradient_checkpointing" not in training:
+        return raw, []
+    training = dict(training)
+    old = training.pop("gradient_checkpointing")
+    _require(isinstance(old, bool), "training.gradient_checkpointing", old,
+             "true or false; it is an older key: write training.memory_mode "
+             f"({', '.join(MEMORY_MODES)}) instead")
+    mode = training.get("memory_mode", "auto")
+    if not old and mode == "auto":
+        training["memory_mode"] = "none"
+        note = ("training.gradient_checkpointing: false is an older key; it was read as "
+                "training.memory_mode: none. Write memory_mode instead.")
+    elif not old:
+        note = (f"training.gradient_checkpointing: false is an older key; training.memory_mode: {mode} "
+                "in the same config decides. Remove gradient_checkpointing.")
+    else:
+        note = (f"training.gradient_checkpointing: true is an older key and changes nothing "
+                f"(training.memory_mode: {mode} decides). Remove it.")
+    return {**raw, "training": training}, [note]
+
+
+def _build(cls, prefix: str, values: Any):
     """Construct dataclass `cls` from a mapping, rejecting unknown keys by name."""
     dotted = f"{prefix}." if prefix else ""
     if not isinstance(values, dict):

@@ -19,30 +19,70 @@ log = logging.getLogger(__name__)
 
 _NUM = (int, float)
 _OPT_NUM = (int, float, type(None))
+_OPT_INT = (int, type(None))
 _OPT_STR = (str, type(None))
-# type -> {field: allowed python types}; fields not listed are passed through untouched.
+_OPT_LIST = (list, type(None))
+_OPT_DICT = (dict, type(None))
+_OPT_BOOL = (bool, type(None))
+_REQUEST = (str, int, type(None))           # the generation worker's request id, on each of its events
+# type -> {field: allowed python types}: every field any writer puts into an event of that type. A
+# field whose types include None may be left out (older journals lack it). Readers pass fields not
+# listed through untouched (a newer writer's); `validate(event, strict=True)` refuses them — the
+# tests check every journal they produce that way (tests/conftest.py).
 SCHEMA: dict[str, dict[str, tuple]] = {
     "start": {"config": (dict,), "devices": (list,), "versions": (dict,),
-              "trainable_params": (int,), "total_params": (int,), "total_steps": (int,)},
-    "phase": {"name": (str,)},
+              "trainable_params": (int,), "total_params": (int,), "total_steps": (int,),
+              "examples": _OPT_INT, "validation_examples": _OPT_INT, "resumed_at": _OPT_INT,
+              "memory_mode": _OPT_STR, "kernels": _OPT_LIST},       # as resolved and applied (model_loading)
+    # step: a resumed checkpoint's (resuming) or the GGUF import's stage name (importing);
+    # sides, adapter, status, request: the generation worker's.
+    "phase": {"name": (str,), "message": _OPT_STR, "fraction": _OPT_NUM, "step": (int, str, type(None)),
+              "checkpoint": _OPT_STR, "changes": _OPT_LIST, "sides": _OPT_LIST, "adapter": _OPT_STR,
+              "status": _OPT_STR, "request": _REQUEST},
     "step": {"step": (int,), "total_steps": (int,), "epoch": _NUM, "loss": _NUM, "lr": _NUM,
-             "grad_norm": _OPT_NUM, "tokens_per_s": _NUM, "elapsed_s": _NUM, "eta_s": _OPT_NUM},
-    "eval": {"step": (int,), "loss": _NUM},
+             "grad_norm": _OPT_NUM, "tokens_per_s": _NUM, "elapsed_s": _NUM, "eta_s": _OPT_NUM,
+             "steps_this_session": _OPT_INT,
+             "margin": _OPT_NUM, "accuracy": _OPT_NUM, "chosen_logp": _OPT_NUM, "rejected_logp": _OPT_NUM},
+    "eval": {"step": (int,), "loss": _NUM, "tokens": _OPT_INT, "pairs": _OPT_INT,     # pairs: dpo / orpo
+             "margin": _OPT_NUM, "accuracy": _OPT_NUM, "chosen_logp": _OPT_NUM, "rejected_logp": _OPT_NUM,
+             "prefers_chosen": _OPT_NUM},
     "data": {"format": (str,), "reason": (str,), "examples": (int,), "tokens": (int,),
-             "trained_tokens": (int,), "truncated": (int,), "bad_rows": (list,)},
+             "trained_tokens": (int,), "truncated": (int,), "bad_rows": (list,),
+             "validation_examples": _OPT_INT, "dropped_too_long": _OPT_INT, "dropped_no_target": _OPT_INT,
+             "dropped_prompt_too_long": _OPT_INT, "notes": _OPT_LIST, "source": _OPT_STR,
+             "cache_hit": _OPT_BOOL, "cache": _OPT_STR, "packing": _OPT_STR, "packing_note": _OPT_STR},
+    # merge and GGUF export; the GGUF export adds how its file reads back.
     "fidelity": {"prompts": (int,), "max_abs_diff": _NUM, "mean_abs_diff": _NUM, "greedy_agree": (int,),
-                 "flagged": (bool,), "tolerance": _NUM, "dtype": (str,)},
-    "memory": {"rss": (int,), "ram_used": (int,), "ram_total": (int,)},
+                 "flagged": (bool,), "tolerance": _NUM, "dtype": (str,),
+                 "argmax_agree": _OPT_NUM, "tokens_agree": _OPT_INT, "tensors": _OPT_INT,
+                 "tensor_max_abs_diff": _OPT_NUM, "eot_token": _OPT_STR},
+    "memory": {"rss": (int,), "ram_used": (int,), "ram_total": (int,), "step": _OPT_INT,
+               "cuda_allocated": _OPT_INT, "cuda_reserved": _OPT_INT, "cuda_peak": _OPT_INT,
+               "device_name": _OPT_STR, "device_used": _OPT_INT, "device_total": _OPT_INT,     # devices.GpuStatus
+               "gpu_util": _OPT_NUM, "gpu_temp": _OPT_NUM, "gpu_power": _OPT_NUM, "gpu_power_limit": _OPT_NUM},
     "checkpoint": {"step": (int,), "path": (str,)},
     "log": {"level": (str,), "message": (str,)},
-    "error": {"kind": (str,), "message": (str,), "hint": (str,)},
-    "end": {"status": (str,), "adapter": _OPT_STR},
-    "token": {"side": (str,), "text": (str,)},                  # the playground's streamed answers
-    "answer": {"side": (str,), "text": (str,), "tokens": (int,), "seconds": _NUM},
+    # overrides: what "Resume with suggested settings" applies after an out-of-memory error, and
+    # advisor: who chose them ("memory model" or "rule of thumb"; absent in 0.1 / 0.2 journals).
+    "error": {"kind": (str,), "message": (str,), "hint": (str,), "overrides": _OPT_DICT, "advisor": _OPT_STR,
+              "request": _REQUEST},
+    # a job's results: the trainer's adapter; merge, export, import and resize outputs; the GGUF
+    # export's side files; what a server served.
+    "end": {"status": (str,), "adapter": _OPT_STR, "output": _OPT_STR, "modelfile": _OPT_STR,
+            "size": _OPT_INT, "template": _OPT_STR, "stops": _OPT_LIST, "requests": _OPT_INT, "tokens": _OPT_INT},
+    "token": {"side": (str,), "text": (str,), "request": _REQUEST},            # the playground's streamed answers
+    "answer": {"side": (str,), "text": (str,), "tokens": (int,), "seconds": _NUM, "request": _REQUEST},
     "report": {"report": (dict,)},                              # the data inspector's, rank and resize answers
     "evaluation": {"result": (dict,)},                          # `lorastudio eval`'s (RUN/eval.json)
-    # An automatic retry after running out of memory: what changed (key, old, new) and why.
-    "retry": {"attempt": (int,), "reason": (str,), "changes": (list,), "step": (int,)},
+    # An automatic retry after running out of memory: what changed (key, old, new), why, and the
+    # checkpoint it goes on from (None: from the beginning).
+    "retry": {"attempt": (int,), "reason": (str,), "changes": (list,), "step": (int,), "checkpoint": _OPT_STR},
+    # `lorastudio serve`: answering at `url` under these model names; then what it served so far.
+    "serving": {"url": (str,), "models": (list,), "port": (int,), "host": _OPT_STR, "base": _OPT_STR,
+                "base_gguf": _OPT_STR, "api_key": _OPT_BOOL, "adapters": _OPT_LIST, "ctx": _OPT_INT,
+                "parallel": _OPT_INT},
+    "traffic": {"requests": (int,), "tokens": (int,), "tokens_per_s": _NUM, "active": (int,),
+                "by_model": _OPT_DICT},
 }
 END_STATUSES = ("completed", "stopped", "failed")
 OK_STATUSES = ("completed", "stopped")          # the work done is kept (a stopped run saved its adapter)
@@ -81,6 +121,16 @@ class JournalWriter:
             self._fh.close()
 
 
+class NullJournal:
+    """A journal that keeps nothing: ranks > 0 of a multi-process run write nothing into its folder."""
+
+    def emit(self, type_: str, **fields: Any) -> dict:
+        return make_event(type_, **fields)
+
+    def close(self) -> None:
+        pass
+
+
 def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
@@ -89,8 +139,9 @@ def _jsonable(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def validate(event: Any) -> str | None:
-    """None when `event` is a well-formed journal event, else what is wrong with it."""
+def validate(event: Any, strict: bool = False) -> str | None:
+    """None when `event` is a well-formed journal event, else what is wrong with it. `strict`: also
+    a type or a field the schema does not list (what readers pass through; writers must not write)."""
     if not isinstance(event, dict):
         return "not a JSON object"
     if event.get("v") != VERSION:
@@ -108,6 +159,13 @@ def validate(event: Any) -> str | None:
             return f"{kind}.{name} is not finite"
     if kind == "end" and event["status"] not in END_STATUSES:
         return f"end.status {event['status']!r} is not one of {END_STATUSES}"
+    if strict:
+        if kind not in SCHEMA:
+            return f"type {kind!r} is not in the schema"
+        unknown = sorted(set(event) - {"v", "type", "time"} - set(SCHEMA[kind]))
+        if unknown:
+            also = f" (nor {', '.join(unknown[1:])})" if unknown[1:] else ""
+            return f"{kind}.{unknown[0]} is not in the schema{also}"
     return None
 
 

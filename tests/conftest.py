@@ -66,3 +66,16 @@ def inline_jobs():
     from lorastudio.core.runtime.launcher import inline_jobs as inline
     with inline():
         yield
+
+
+@pytest.fixture(autouse=True)
+def journals_keep_to_the_schema(request):
+    """Every journal a test leaves under its tmp_path holds only types and fields core.journal.SCHEMA
+    lists (`validate(strict=True)`), whichever job wrote it, in this process or in another: a job
+    that writes a field the schema does not know fails the test that ran it."""
+    from tests.helpers.journals import schema_problems
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is not None:
+        problems = schema_problems(tmp)
+        assert not problems, "journal fields missing from core.journal.SCHEMA:\n" + "\n".join(problems[:20])

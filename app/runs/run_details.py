@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabe
 
 from lorastudio.app.runs.runs_columns import STATUS_COLORS, describe_overrides, facts, status_text
 from lorastudio.core.runs.listing import RunSummary
+from lorastudio.core.runs.resume import suggested_overrides
 
 
 class RunDetails(QFrame):
@@ -18,6 +19,7 @@ class RunDetails(QFrame):
         super().__init__(parent)
         self.setObjectName("Card")
         self.run: RunSummary | None = None
+        self.overrides: dict = {}                       # what "Resume with suggested settings" applies
         self.title = QLabel("No run selected", objectName="BannerTitle", wordWrap=True)
         self.status = QLabel("", wordWrap=True)
         self.grid = QGridLayout()
@@ -78,7 +80,8 @@ class RunDetails(QFrame):
         hint = error.get("hint") if error else ""
         self.hint.setText(f"What to do: {hint}" if hint else "")
         self.hint.setVisible(bool(hint))
-        overrides = (error or {}).get("overrides") if run and run.can_resume else None
+        overrides = suggested_overrides(run.path, error) if run and run.can_resume else {}
+        self.overrides = overrides
         self.suggested.setVisible(bool(overrides))
         self.suggested_note.setVisible(bool(overrides))
         if overrides:
@@ -106,8 +109,8 @@ class RunDetails(QFrame):
         return self.checkpoint.currentData()
 
     def _resume_suggested(self) -> None:
-        if self.run and self.run.error and self.run.error.get("overrides"):
-            self.resume_requested.emit(None, dict(self.run.error["overrides"]))
+        if self.run and self.overrides:
+            self.resume_requested.emit(None, dict(self.overrides))
 
 
 _EMPTY = RunSummary(path=Path("."), name="", status="")

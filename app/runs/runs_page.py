@@ -199,7 +199,7 @@ class RunsPage(QWidget):
             QMessageBox.warning(self, "Cannot clone", f"The run's config cannot be read: {exc}")
             return
         self.clone_config.emit(config)
-        self.message.emit(f"Loaded the settings of {run.name} into the Train form")
+        self.message.emit(" — ".join([f"Loaded the settings of {run.name} into the Train form", *config.notes]))
 
     def resume(self, checkpoint: int | None = None, overrides: dict | None = None) -> None:
         run = self.current_run()

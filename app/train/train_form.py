@@ -3,18 +3,22 @@
 Qt-free, so it is tested without a window. The config sections raise on the first bad value; to
 flag *every* bad field inline we put the offending key back to its default and try again, until
 the section builds (a section has a dozen fields, so this loops at most a dozen times).
+
+The form is a lossless view of a RunConfig: the page keeps the config it loaded (`base`, every key)
+and `overlay` lays over it only what the widgets changed, so a key without a widget (weight_decay,
+the distributed section, …) passes through untouched, and so does a value a widget can only show
+rounded (epochs 2.75 in a one-decimal box) until someone edits it.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorastudio.core.config import (ConfigError, DataSection, DistributedSection, LoraSection, RunConfig,
-                                     TrainingSection)
+from lorastudio.core.config import SECTIONS, ConfigError, RunConfig, upgrade_legacy
 
-SECTIONS = {"lora": LoraSection, "data": DataSection, "training": TrainingSection,
-            "distributed": DistributedSection}      # no panel yet: a loaded config's value passes through
+TOP_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS)
 
 
 @dataclass
@@ -59,8 +63,64 @@ LABELS = {
     "training.batch_size": "Batch size", "training.grad_accum": "Gradient accumulation",
     "training.seq_len": "Sequence length", "training.warmup_steps": "Warm-up steps",
     "training.schedule": "Schedule", "training.save_every": "Save every", "training.seed": "Seed",
+    "training.memory_mode": "Memory", "training.method": "Method", "training.beta": "DPO β",
+    "training.orpo_lambda": "ORPO λ",
     "model": "Model", "quantization": "Quantization", "compute_dtype": "Compute dtype", "device": "Device",
 }
+
+
+# ---- the form as a view of a config -------------------------------------------------------------
+def form_defaults() -> dict:
+    """Every key of a RunConfig at its default, RunConfig-shaped (the data path empty)."""
+    out = {f.name: _default(f) for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
+    for name, cls in SECTIONS.items():
+        out[name] = {f.name: _default(f) for f in dataclasses.fields(cls)}
+    return out
+
+
+def base_of(values: dict) -> tuple[dict, list[str]]:
+    """The form's base from a RunConfig-shaped mapping that may be partial (a preset, a saved form):
+    the defaults with its known keys laid over, older keys mapped, and the notes that mapping made.
+    Unknown keys are left out; an older key whose value is unusable is dropped."""
+    if not isinstance(values, dict):
+        values = {}
+    try:
+        values, notes = upgrade_legacy(values)
+    except ConfigError:
+        values = {**values, "training": {k: v for k, v in values["training"].items()
+                                         if k != "gradient_checkpointing"}}
+        values, notes = upgrade_legacy(values)
+    base = form_defaults()
+    for key in TOP_KEYS:
+        if key in values:
+            base[key] = copy.deepcopy(values[key])
+    for name in SECTIONS:
+        given = values.get(name)
+        if isinstance(given, dict):
+            base[name].update({k: copy.deepcopy(v) for k, v in given.items() if k in base[name]})
+    return base, notes
+
+
+_UNSEEN = object()
+
+
+def overlay(base: dict, shown: dict, shown_at_load: dict | None) -> dict:
+    """`base` with the widgets' values (`shown`, RunConfig-shaped, only the keys that have a widget)
+    laid over. With `shown_at_load` (what the widgets showed right after `base` was loaded), a
+    widget still showing that keeps the base's exact value; None lays every widget's value over."""
+    out = copy.deepcopy(base)
+    def changed(value, before) -> bool:
+        return shown_at_load is None or before is _UNSEEN or value != before
+    for key, value in shown.items():
+        if key in SECTIONS and isinstance(value, dict):
+            before = (shown_at_load or {}).get(key, {})
+            section = out.setdefault(key, {})
+            for name, v in value.items():
+                if changed(v, before.get(name, _UNSEEN)) or name not in section:
+                    section[name] = copy.deepcopy(v)
+        elif changed(value, (shown_at_load or {}).get(key, _UNSEEN)) or key not in out:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def build_section(name: str, values: dict[str, Any]) -> tuple[Any, list[Problem]]:
@@ -106,8 +166,7 @@ def check_form(values: dict[str, Any]) -> FormCheck:
         sections[name] = section
         known = {p.key for p in problems}      # a widget's own wording wins over the config's
         problems.extend(p for p in found if p.key not in known)
-    top = {k: values[k] for k in ("model", "quantization", "compute_dtype", "device", "name",
-                                  "trust_remote_code", "allow_pickle") if k in values}
+    top = {k: values[k] for k in TOP_KEYS if k in values}
     config = None
     if all(sections.values()):
         try:

@@ -3,6 +3,10 @@
 Owns the TrainingProcess. Every change in the form runs `check_form` (microseconds: it builds
 the config dataclasses) and Start is enabled only when it passes; the reason is shown otherwise.
 At Start the file-system checks (`check_config`) run on the thread pool, then the training job starts.
+
+The form is a lossless view of a RunConfig: the page keeps the config it loaded (a run's, a saved
+form, the demo preset, or the defaults) and `values()` lays over it what the widgets changed
+(train_form.overlay); every key without a widget passes through as it was loaded.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from lorastudio.app.thread_pool import run_in_background
 from lorastudio.app.dashboard.dashboard import Dashboard
 from lorastudio.app.dashboard.status_banner import next_step
 from lorastudio.app.dataset.dataset_panel import DatasetPanel
-from lorastudio.app.train.train_form import FormCheck, check_form
+from lorastudio.app.train.train_form import FormCheck, base_of, check_form, form_defaults, overlay
 from lorastudio.app.train.hardware_panel import HardwarePanel
 from lorastudio.app.train.lora_panel import LoraPanel
 from lorastudio.app.train.model_panel import READY, ModelPanel
@@ -41,6 +45,9 @@ class TrainPage(QWidget):
         self.runs_root = runs_root
         self.check = FormCheck(config=None)
         self.running = self._checking = False
+        self._base = form_defaults()            # the config the form shows: every key, RunConfig-shaped
+        self._shown_at_load: dict | None = None  # what the widgets showed right after _base was loaded
+        self._restoring = False
         self.process = TrainingProcess(self)
         self._step_timer = QTimer(self, singleShot=True, interval=STEP_MESSAGE_MS, timeout=self._show_step)
         self._build()
@@ -135,18 +142,25 @@ class TrainPage(QWidget):
             self.message.emit(f"Model: {panel.info.architecture}, read from {panel.info.path}")
         self.validate()
 
-    def values(self) -> dict:
-        """The form as a RunConfig-shaped dict, plus the problems the widgets found themselves."""
+    def shown(self) -> dict:
+        """What the widgets show, RunConfig-shaped: only the keys that have a widget."""
         training = self.training_panel.values()
-        values = {"model": self.model_panel.source(), "name": self.start_bar.name_edit.text().strip(),
-                  **self.hardware_panel.values(), "lora": self.lora_panel.values(), "training": training["training"],
-                  "data": {**self.dataset_panel.values(), **training["data"]}}
+        return {"model": self.model_panel.source(), "name": self.start_bar.name_edit.text().strip(),
+                **self.hardware_panel.values(), "lora": self.lora_panel.values(), "training": training["training"],
+                "data": {**self.dataset_panel.values(), **training["data"]}}
+
+    def values(self) -> dict:
+        """The form as a RunConfig-shaped dict, every key (the loaded config with what the widgets
+        changed laid over), plus the problems the widgets found themselves."""
+        values = overlay(self._base, self.shown(), self._shown_at_load)
         problems = [self.model_panel.problem(), self.dataset_panel.problem()]
         problems += self.lora_panel.problems() + self.training_panel.problems()
         values["problems"] = [p for p in problems if p]
         return values
 
     def validate(self) -> FormCheck:
+        if self._restoring:                 # half the widgets set: check once they all are
+            return self.check
         self.check = check_form(self.values())
         self.training_panel.show_problems(self.check.for_prefix("training") + self.check.for_prefix("data.validation_split"))
         self.lora_panel.show_problems([p.message for p in self.check.for_prefix("lora")])
@@ -168,12 +182,16 @@ class TrainPage(QWidget):
                                        panel.report if ready else None)
 
     def apply_fit(self, overrides: dict) -> None:
-        """Put "Make it fit"'s settings into the form (the form's memory control is the checkbox;
-        with memory_mode auto the trainer picks the mode that fits by itself)."""
+        """Put "Make it fit"'s settings (dotted keys) into the form as they are: the memory mode into
+        the Memory choice, the batch shape and length into theirs, the quantization; a key without
+        a widget into the config the form keeps."""
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            if name:
+                self._base[section][name] = value
+            else:
+                self._base[key] = value
         training = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("training.")}
-        mode = training.pop("memory_mode", None)
-        training["gradient_checkpointing"] = (mode != "none" if mode else
-                                              self.training_panel.checkpointing_box.isChecked())
         self.training_panel.set_values({"training": training})
         if "quantization" in overrides:
             self.hardware_panel.set_values({**self.hardware_panel.values(), "quantization": overrides["quantization"]})
@@ -192,20 +210,36 @@ class TrainPage(QWidget):
         v.pop("problems")
         return v
 
-    def restore_form(self, v: dict) -> None:
-        if v.get("lora"):
-            self.lora_panel.set_values(v["lora"])
-        self.training_panel.set_values(v)
-        self.hardware_panel.set_values(v)
-        self.dataset_panel.set_values(v.get("data", {}))
-        if v.get("model"):
-            self.model_panel.load(v["model"])
+    def restore_form(self, v: dict) -> list[str]:
+        """Show `v`, a RunConfig-shaped mapping (a saved form, a preset; keys left out take their
+        defaults), and keep it as the config the form stands for. Returns the notes of older keys
+        mapped on the way (training.gradient_checkpointing)."""
+        base, notes = base_of(v)
+        self._base, self._shown_at_load, self._restoring = base, None, True
+        try:
+            self.lora_panel.set_values(base["lora"])
+            self.training_panel.set_values(base)
+            self.hardware_panel.set_values(base)
+            self.dataset_panel.set_values(base["data"])
+            if not base["data"]["path"]:
+                self.dataset_panel.load("")
+            self.start_bar.name_edit.setText(base["name"])
+            self.model_panel.load(base["model"])
+        finally:
+            self._restoring = False
+        self._shown_at_load = self.shown()
+        device = self._shown_at_load["device"]
+        if self.hardware_panel.gpus is not None and device != base["device"]:
+            base["device"] = device         # that device is not on this machine: the one shown is used
         self.validate()
+        return notes
 
     def load_config(self, config: RunConfig) -> None:
-        """Fill the form from a run's config (the Runs page's "Clone config")."""
+        """Fill the form from a run's config (the Runs page's "Clone config"): every key is kept,
+        those without a widget too. A note of an older key mapped on load goes to the status bar."""
         self.restore_form(config.to_dict())
-        self.start_bar.name_edit.setText(config.name)
+        if config.notes:
+            self.message.emit(" ".join(config.notes))
 
     def attach(self, run_dir: Path, handle=None) -> None:
         """Show the live view of a run found running (`handle` None) or just resumed (its JobHandle),

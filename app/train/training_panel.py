@@ -1,18 +1,23 @@
-"""Training settings: length (epochs or max steps), optimiser, batch shape, schedule, checkpoints.
+"""Training settings: length (epochs or max steps), optimiser, batch shape, schedule, checkpoints,
+the memory mode and the method.
 
 Spin boxes accept values the config refuses (a sequence length of 0, warm-up longer than the run)
 so that the form can say what is wrong, next to the field, instead of silently clamping.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel,
-                               QLineEdit, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel, QLineEdit,
+                               QRadioButton, QSpinBox, QVBoxLayout, QWidget)
 
 from lorastudio.app.train.train_form import parse_number
-from lorastudio.core.config import METHODS, SCHEDULES, DataSection, TrainingSection, field_help
+from lorastudio.core.config import (MEMORY_MODE_HELP, MEMORY_MODES, METHODS, SCHEDULES, DataSection, TrainingSection,
+                                     field_help)
 
 BIG = 10_000_000
+# The Memory choice's words; the item's data is the config value, its tooltip the mode's help.
+MEMORY_TITLES = {"auto": "auto — the fastest that fits", "none": "none — fastest, most memory",
+                 "checkpoint": "checkpoint — less memory, slower", "lean": "lean — least GPU memory"}
 
 
 def _spin(value: int, tip: str, maximum: int = BIG, minimum: int = 0) -> QSpinBox:
@@ -51,6 +56,7 @@ class TrainingPanel(QGroupBox):
                                                     toolTip=field_help(DataSection, "validation_split")),
             "training.save_every": _spin(100, h("save_every")),
             "training.seed": _spin(0, h("seed"), 2**31 - 1),
+            "training.memory_mode": QComboBox(objectName="training_memory_mode", toolTip=h("memory_mode")),
             "training.method": QComboBox(toolTip=h("method")),
             "training.beta": QDoubleSpinBox(decimals=3, minimum=0.0, maximum=100.0, value=0.1, singleStep=0.05,
                                             toolTip=h("beta")),
@@ -59,10 +65,13 @@ class TrainingPanel(QGroupBox):
         }
         self.widgets["training.schedule"].addItems(SCHEDULES)
         self.widgets["training.method"].addItems(METHODS)
+        memory = self.widgets["training.memory_mode"]
+        for mode in MEMORY_MODES:
+            memory.addItem(MEMORY_TITLES[mode], mode)
+            memory.setItemData(memory.count() - 1, f"{mode}: {MEMORY_MODE_HELP[mode]}", Qt.ToolTipRole)
         self.strength_label = QLabel()
         for widget in (*self.widgets.values(), self.epochs_spin):
             widget.setMinimumWidth(64)          # the layout, not the longest possible number, sets the width
-        self.checkpointing_box = QCheckBox("Gradient checkpointing", checked=True, toolTip=h("gradient_checkpointing"))
         self.summary_label = QLabel()
         self.summary_label.setProperty("role", "hint")
         self.error_label = QLabel(wordWrap=True)
@@ -89,14 +98,15 @@ class TrainingPanel(QGroupBox):
                 caption = QLabel(label, toolTip=w[key].toolTip())
                 grid.addWidget(caption, r, c * 2)
                 grid.addWidget(w[key], r, c * 2 + 1)
-        grid.addWidget(QLabel("Seed", toolTip=w["training.seed"].toolTip()), 5, 0)
-        grid.addWidget(w["training.seed"], 5, 1)
-        grid.addWidget(self.checkpointing_box, 5, 2, 1, 2)
-        grid.addWidget(QLabel("Method", toolTip=w["training.method"].toolTip()), 6, 0)
-        grid.addWidget(w["training.method"], 6, 1)
-        grid.addWidget(self.strength_label, 6, 2)
-        grid.addWidget(w["training.beta"], 6, 3)
-        grid.addWidget(w["training.orpo_lambda"], 6, 3)
+        grid.addWidget(QLabel("Memory", toolTip=w["training.memory_mode"].toolTip()), 5, 0)
+        grid.addWidget(w["training.memory_mode"], 5, 1, 1, 3)
+        grid.addWidget(QLabel("Seed", toolTip=w["training.seed"].toolTip()), 6, 0)
+        grid.addWidget(w["training.seed"], 6, 1)
+        grid.addWidget(QLabel("Method", toolTip=w["training.method"].toolTip()), 6, 2)
+        grid.addWidget(w["training.method"], 6, 3)
+        grid.addWidget(self.strength_label, 7, 2)          # DPO's β or ORPO's λ, under the method
+        grid.addWidget(w["training.beta"], 7, 3)
+        grid.addWidget(w["training.orpo_lambda"], 7, 3)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         layout = QVBoxLayout(self)
@@ -107,7 +117,6 @@ class TrainingPanel(QGroupBox):
     def _connect(self) -> None:
         self.steps_radio.toggled.connect(self._mode_changed)
         self.epochs_spin.valueChanged.connect(self._changed)
-        self.checkpointing_box.toggled.connect(self._changed)
         for widget in self.widgets.values():
             for name in ("valueChanged", "textChanged", "currentIndexChanged"):
                 if hasattr(widget, name) and not (name == "textChanged" and isinstance(widget, (QSpinBox, QDoubleSpinBox))):
@@ -137,19 +146,24 @@ class TrainingPanel(QGroupBox):
         beta.setVisible(method == "dpo")
         lam.setVisible(method == "orpo")
         self.strength_label.setText({"dpo": "DPO β", "orpo": "ORPO λ"}.get(method, ""))
+        self.strength_label.setVisible(method != "sft")
         self.strength_label.setToolTip((beta if method == "dpo" else lam).toolTip())
 
     def values(self) -> dict:
-        w = self.widgets
-        lr, _ = parse_number(w["training.lr"].text(), "training.lr")
-        training = {k.split(".")[1]: w[k].value() for k in w if k.startswith("training.") and isinstance(w[k], QSpinBox)}
-        training.update(lr=lr, schedule=w["training.schedule"].currentText(), epochs=self.epochs_spin.value(),
-                        gradient_checkpointing=self.checkpointing_box.isChecked(),
-                        method=w["training.method"].currentText(), beta=w["training.beta"].value(),
-                        orpo_lambda=w["training.orpo_lambda"].value())
+        """What the widgets show, RunConfig-shaped: {"training": {...}, "data": {"validation_split": …}}."""
+        out: dict[str, dict] = {"training": {}, "data": {}}
+        for key, widget in self.widgets.items():
+            section, name = key.split(".")
+            if isinstance(widget, QLineEdit):
+                value, _ = parse_number(widget.text(), key)
+            elif isinstance(widget, QComboBox):         # the item's data where it has one (Memory)
+                value = widget.currentData() if widget.currentData() is not None else widget.currentText()
+            else:
+                value = widget.value()
+            out[section][name] = value
         if not self.steps_radio.isChecked():
-            training["max_steps"] = 0
-        return {"training": training, "data": {"validation_split": w["data.validation_split"].value()}}
+            out["training"]["max_steps"] = 0
+        return out
 
     def problems(self) -> list[tuple[str, str]]:
         _, problem = parse_number(self.widgets["training.lr"].text(), "training.lr")
@@ -165,14 +179,16 @@ class TrainingPanel(QGroupBox):
             if isinstance(widget, QLineEdit):
                 widget.setText(f"{value:g}" if isinstance(value, float) else str(value))
             elif isinstance(widget, QComboBox):
-                widget.setCurrentText(str(value))
+                index = widget.findData(value)
+                index = index if index >= 0 else widget.findText(str(value))
+                if index >= 0:                          # a value it does not offer leaves it as it was
+                    widget.setCurrentIndex(index)
             else:
                 widget.setValue(value)
         if "max_steps" in t:
             (self.steps_radio if t["max_steps"] else self.epochs_radio).setChecked(True)
             if not t["max_steps"]:
                 self.widgets["training.max_steps"].setValue(200)
-        self.checkpointing_box.setChecked(bool(t.get("gradient_checkpointing", True)))
 
     def show_problems(self, problems) -> None:
         keys = {p.key for p in problems}

@@ -27,7 +27,9 @@ def train_arguments(p) -> None:
 
 def train(args) -> int:
     try:
-        config = resolve_paths(RunConfig.load(args.config), args.config.resolve().parent)
+        config = RunConfig.load(args.config)
+        print("".join(f"Note: {note}\n" for note in config.notes), end="")   # an older key mapped
+        config = resolve_paths(config, args.config.resolve().parent)
         if ensure_imported(Path(config.model), quiet_if_cached=True):
             return 2
         info, report = check_config(config)

@@ -116,13 +116,3 @@ def any_true(flag: bool, ranks: Ranks, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
-
-
-class NullJournal:
-    """The journal of ranks other than 0: they write nothing into the run folder."""
-
-    def emit(self, type_: str, **fields) -> dict:
-        return {"type": type_, **fields}
-
-    def close(self) -> None:
-        pass

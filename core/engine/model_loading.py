@@ -12,7 +12,6 @@ A later performance issue extends `load_for_training`; nothing else decides thes
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ class LoadedModel:
     compute_dtype: torch.dtype
     notes: list[str]                # what was decided and why, for the journal
     memory_mode: str = "checkpoint"  # none | checkpoint | lean, as resolved
-    kernels: list[str] = dataclasses.field(default_factory=list)    # "liger", "fused-lora"
+    kernels: tuple[str, ...] = ()   # the kernels applied, by the code that applied them: "liger", "fused-lora"
 
 
 def pick_device(setting: str) -> torch.device:
@@ -66,24 +65,27 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype):
     return None
 
 
-def apply_liger(model_type: str, device: torch.device, notes: list[str]) -> None:
-    """Patch the model classes with Liger kernels before loading, when possible."""
+def apply_liger(model_type: str, device: torch.device, notes: list[str]) -> tuple[str, ...]:
+    """Patch the model classes with Liger kernels before loading, when possible: ("liger",) when
+    they were applied, else () (with the reason in `notes`)."""
     if device.type != "cuda":
-        return
+        return ()
     try:
         from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
     except Exception as exc:        # not installed, or incompatible with this torch/triton
         notes.append(f"Liger kernels not used ({type(exc).__name__}); pip install liger-kernel for speed")
-        return
+        return ()
     apply = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
     if apply is None:
         notes.append(f"Liger kernels have no patch for model type {model_type}")
-        return
+        return ()
     try:
         apply()
-        notes.append(f"Liger kernels applied to {model_type}")
     except Exception as exc:
         notes.append(f"Liger kernels failed to apply ({exc}); continuing without them")
+        return ()
+    notes.append(f"Liger kernels applied to {model_type}")
+    return ("liger",)
 
 
 def load_tokenizer(path, trust_remote_code: bool):
@@ -109,8 +111,6 @@ def resolve_memory_mode(config: RunConfig, info: ModelInfo, device: torch.device
     t = config.training
     if t.memory_mode != "auto":
         return t.memory_mode, "set by training.memory_mode"
-    if not t.gradient_checkpointing:
-        return "none", "training.gradient_checkpointing is false"
     if device.type != "cuda":
         return "checkpoint", "auto on CPU"
     try:
@@ -147,7 +147,7 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     compute_dtype = pick_compute_dtype(config.compute_dtype, device)
     if compute_dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise RuntimeError("compute_dtype bf16 is not supported on this GPU; use fp16 or auto")
-    apply_liger(info.model_type, device, notes)
+    kernels = apply_liger(info.model_type, device, notes)
     tokenizer = load_tokenizer(info.path, config.trust_remote_code)
     model = load_base(config, info, device, compute_dtype)
     for p in model.parameters():
@@ -159,10 +159,9 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     model.config.use_cache = False
     torch.manual_seed(config.training.seed)       # LoRA A's init is random: make it the seed's
     peft_model = get_peft_model(model, lora_config(config))
-    kernels = [k for k in ("liger",) if any("Liger kernels applied" in n for n in notes)]
     fused = fuse_lora_layers(peft_model) if config.training.fused_lora else None
     if fused is not None and fused.fused:
-        kernels.append("fused-lora")
+        kernels += ("fused-lora",)
     notes.append(f"{config.quantization} base on {device}, compute {str(compute_dtype).replace('torch.', '')}; "
                  f"memory mode {memory_mode} ({why}): {memory_words}")
     notes.append(fused.words() if fused is not None else "fused LoRA off: training.fused_lora is false")

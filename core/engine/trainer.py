@@ -28,6 +28,7 @@ from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.engine.model_loading import LoadedModel, load_for_training, trainable_parameters
 from lorastudio.core.engine.objectives import make_objective
 from lorastudio.core.runs.folders import ADAPTER_DIR, CHECKPOINTS_DIR
+from lorastudio.core.runtime import faults
 
 
 MEMORY_EVERY_S = 2.0      # memory events at most this often (and at the first and last step)
@@ -163,7 +164,7 @@ class Trainer:
             "start", config=self.config.to_dict(), devices=devices, total_steps=self.total,
             trainable_params=trainable, total_params=self.info.num_parameters + trainable,
             examples=self.data.examples, validation_examples=self.data.validation_examples,
-            resumed_at=self.step, memory_mode=self.loaded.memory_mode, kernels=self.loaded.kernels,
+            resumed_at=self.step, memory_mode=self.loaded.memory_mode, kernels=list(self.loaded.kernels),
             versions={"torch": torch.__version__, "transformers": transformers.__version__,
                       "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__})
 
@@ -350,3 +351,13 @@ class Trainer:
         if self.ranks.main:
             self.adapter_path = self.save_adapter()
         return status
+
+
+def build_trainer(config: RunConfig, info: ModelInfo, run_dir: Path, journal: JournalWriter,
+                  should_stop: Callable[[], bool], ranks: dist_.Ranks = dist_.SINGLE) -> Trainer:
+    """The one place a training job builds its Trainer (every attempt, every rank): `should_stop`
+    is asked before each optimizer step. Test faults (core/runtime/faults.py) are armed here and
+    only here; outside the tests that hook does nothing."""
+    trainer = Trainer(config, info, run_dir, journal, should_stop=should_stop, ranks=ranks)
+    faults.arm(trainer, ranks.rank, oom_error=torch.OutOfMemoryError)
+    return trainer

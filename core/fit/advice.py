@@ -1,5 +1,7 @@
 """Settings that fit: the memory mode for `memory_mode: auto`, `lorastudio fit --auto`, the window's
-"Make it fit" and the settings of an automatic retry after running out of memory. Torch-free.
+"Make it fit", and after running out of memory the one advisor (`settings_after_oom`) whose settings
+the automatic retry trains on, the error's hint says (`oom_hint`) and the Runs page's one-click
+resume applies — a rule of thumb only when the model's files cannot be read. Torch-free.
 
 The search, most harmless change first (only the first group that fits anything is used):
   1. the micro-batch and the memory mode, keeping the effective batch (batch_size × grad_accum):
@@ -17,7 +19,7 @@ from typing import Any
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.fit.calibration import Calibration, load_calibration
-from lorastudio.core.fit.memory_model import MODES, Estimate, effective_mode, estimate, with_settings
+from lorastudio.core.fit.memory_model import MODES, Estimate, estimate, with_settings
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.targets import TargetReport, discover_targets
@@ -37,15 +39,17 @@ def speed_score(batch_size: int, seq_len: int, mode: str) -> float:
 class Advice:
     config: RunConfig                     # the config with the settings applied
     overrides: dict[str, Any]             # dotted key -> new value (only what changed)
-    estimate: Estimate
+    estimate: Estimate | None             # None: the rule of thumb's (nothing to estimate with)
     fits: bool
     reason: str
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    advisor: str = "memory model"         # or "rule of thumb" (settings_after_oom without model info)
 
     def to_dict(self) -> dict:
         return {"fits": self.fits, "reason": self.reason, "overrides": self.overrides,
                 "changes": [{"key": k, "old": o, "new": n} for k, o, n in self.changes],
-                "peak": self.estimate.peak, "mode": self.estimate.mode}
+                "peak": self.estimate.peak if self.estimate else None,
+                "mode": self.estimate.mode if self.estimate else None}
 
 
 def _context(info: ModelInfo, report: TargetReport | None, calibration: Calibration | None):
@@ -57,14 +61,11 @@ def choose_memory_mode(config: RunConfig, info: ModelInfo, gpu_total_bytes: int 
                        fused_loss: bool | None = None) -> tuple[str, str]:
     """(mode, reason): the fastest of none, checkpoint, lean whose estimated peak fits the GPU.
 
-    A mode set in the config is kept; `memory_mode: auto` with `gradient_checkpointing: false` is
-    "none"; without a GPU (gpu_total_bytes None) auto means "checkpoint" (the behaviour before
-    memory modes existed)."""
-    asked = effective_mode(config)
+    A mode set in the config is kept; without a GPU (gpu_total_bytes None) auto means "checkpoint"
+    (the behaviour before memory modes existed)."""
+    asked = config.training.memory_mode
     if asked != "auto":
-        why = ("gradient_checkpointing: false" if config.training.memory_mode == "auto"
-               else f"memory_mode: {asked} in the config")
-        return asked, why
+        return asked, f"memory_mode: {asked} in the config"
     if gpu_total_bytes is None:
         return "checkpoint", "no GPU to measure against: checkpointing"
     report, calibration = _context(info, report, calibration)
@@ -180,18 +181,23 @@ def _batch_words(old: RunConfig, new: RunConfig) -> str:
             f"(same effective batch {b.batch_size * b.grad_accum})")
 
 
-def settings_after_oom(config: RunConfig, info: ModelInfo, capacity: int | None, *, on_gpu: bool = True,
+def settings_after_oom(config: RunConfig, info: ModelInfo | None, capacity: int | None, *, on_gpu: bool = True,
                        report: TargetReport | None = None, calibration: Calibration | None = None,
                        fused_loss: bool | None = None) -> Advice:
-    """Settings for an automatic retry after running out of memory.
+    """Settings after running out of memory: the one out-of-memory advisor. The automatic retry
+    trains on with them, the error's hint says them (`oom_hint`) and the Runs page's one-click
+    resume applies their `overrides`.
 
     The run needed more than the estimate of the settings it had, so the estimate was too low by an
     unknown factor: the retry asks for at most RETRY_SHRINK of that estimate (and of the GPU), and
-    never a larger micro-batch. Repeated OOMs shrink again from the new settings."""
+    never a larger micro-batch. Repeated OOMs shrink again from the new settings. Without model
+    information (`info` None: its folder is gone) a rule of thumb stands in (`rule_of_thumb_after_oom`)."""
+    if info is None:
+        return rule_of_thumb_after_oom(config)
     report, calibration = _context(info, report, calibration)
     mode = choose_memory_mode(config, info, capacity, report=report, calibration=calibration,
                               fused_loss=fused_loss)[0] if on_gpu else (
-        effective_mode(config) if effective_mode(config) != "auto" else "checkpoint")
+        config.training.memory_mode if config.training.memory_mode != "auto" else "checkpoint")
     failed = estimate(config, info, mode, report=report, calibration=calibration, fused_loss=fused_loss,
                       on_gpu=on_gpu)
     budget = int(RETRY_SHRINK * min(failed.peak, capacity or failed.peak))
@@ -199,5 +205,53 @@ def settings_after_oom(config: RunConfig, info: ModelInfo, capacity: int | None,
                           calibration=calibration, fused_loss=fused_loss, on_gpu=on_gpu, pin_mode=True)
     if advice.fits:
         advice.reason = (f"ran out of memory with an estimated {format_bytes(failed.peak)} ({mode}); "
-                         f"retrying with {advice.reason}")
+                         f"settings that fit: {advice.reason}")
     return advice
+
+
+def rule_of_thumb_after_oom(config: RunConfig) -> Advice:
+    """settings_after_oom without model information: the changes of the search's first group that
+    apply (half the micro-batch at the same effective batch; checkpointing for memory mode none, or
+    lean at a micro-batch of 1), else a shorter seq_len, else a 4-bit base — each needs less memory,
+    by how much is not known."""
+    t = config.training
+    overrides: dict[str, Any] = {}
+    if t.batch_size > 1:
+        effective = t.batch_size * t.grad_accum
+        batch = next(d for d in _divisors_desc(effective) if d <= t.batch_size // 2)
+        overrides.update({"training.batch_size": batch, "training.grad_accum": effective // batch})
+    if t.memory_mode == "none" or t.memory_mode == "checkpoint" and t.batch_size == 1:
+        overrides["training.memory_mode"] = "checkpoint" if t.memory_mode == "none" else "lean"
+    if not overrides and t.seq_len // 2 >= MIN_SEQ_LEN:
+        overrides["training.seq_len"] = t.seq_len // 2
+    if not overrides and config.quantization != "4bit":
+        overrides["quantization"] = "4bit"
+    applied = with_settings(config, overrides)
+    changes = _changes(config, applied, overrides)
+    if not changes:
+        return Advice(config, {}, None, False, "nothing smaller to try: batch 1, lean, the shortest seq_len and "
+                      "a 4-bit base; use a smaller model or a larger GPU", advisor="rule of thumb")
+    return Advice(applied, {k: n for k, _o, n in changes}, None, True,
+                  "a rule of thumb: the model's files could not be read to estimate with", changes,
+                  advisor="rule of thumb")
+
+
+def oom_hint(advice: Advice) -> str:
+    """An out-of-memory error's hint: the advisor's settings (settings_after_oom) in words."""
+    if not advice.fits:
+        return f"Out of GPU memory, and {advice.reason}"
+    if not advice.changes:
+        return "Out of GPU memory even at these settings; use a smaller model or a larger GPU"
+    changes, words = dict((k, (o, n)) for k, o, n in advice.changes), []
+    for key, (old, new) in changes.items():
+        if key == "training.grad_accum" and "training.batch_size" in changes:
+            continue
+        if key == "training.batch_size" and "training.grad_accum" in changes:
+            accum = changes["training.grad_accum"]
+            words.append(f"batch_size {old} → {new} with grad_accum {accum[0]} → {accum[1]} "
+                         "(same effective batch)")
+        else:
+            words.append(f"{key.split('.')[-1]} {old} → {new}")
+    why = (f"the memory model estimates a peak of {format_bytes(advice.estimate.peak)}" if advice.estimate
+           else advice.reason)
+    return f"Out of GPU memory. Try {'; '.join(words)} — {why}"

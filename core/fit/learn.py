@@ -7,9 +7,9 @@ run that trained on the CPU, or whose model folder is gone, teaches nothing (Non
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.fit.advice import choose_memory_mode
@@ -19,7 +19,6 @@ from lorastudio.core.journal import read_events
 from lorastudio.core.models.info import ModelError, read_model_info
 from lorastudio.core.models.targets import discover_targets
 
-_MODE_NOTE = re.compile(r"memory mode (none|checkpoint|lean)\b", re.IGNORECASE)
 
 
 def measured_peak(events: list[dict]) -> tuple[int, int | None, str] | None:
@@ -32,20 +31,21 @@ def measured_peak(events: list[dict]) -> tuple[int, int | None, str] | None:
 
 
 def mode_used(events: list[dict], config: RunConfig, info, total: int | None) -> str:
-    """The memory mode the run trained with: its last `start` event's, or a log note of the
-    trainer's ("memory mode lean (…)"), else what the config and choose_memory_mode say."""
+    """The memory mode the run trained with: what its last `start` event says model loading applied,
+    else (a run older than memory modes) what the config and choose_memory_mode say."""
     for event in reversed(events):
         if event["type"] == "start" and event.get("memory_mode") in MODES:
             return event["memory_mode"]
-        if event["type"] == "log":
-            match = _MODE_NOTE.search(event.get("message", ""))
-            if match:
-                return match.group(1).lower()
     return choose_memory_mode(config, info, total)[0]
 
 
-def fused_loss_used(events: list[dict]) -> bool:
-    return any(e["type"] == "log" and "Liger kernels applied" in e.get("message", "") for e in events)
+def fused_loss_used(events: list[dict]) -> bool | None:
+    """Whether the run trained with Liger's fused loss: the kernels its last `start` event names
+    (what model loading applied); None when no start names them (the model's own guess then)."""
+    for event in reversed(events):
+        if event["type"] == "start" and isinstance(event.get("kernels"), list):
+            return "liger" in event["kernels"]
+    return None
 
 
 def learn_from_run(run_dir: Path, path: Path | None = None) -> dict | None:
@@ -73,6 +73,20 @@ def learn_from_run(run_dir: Path, path: Path | None = None) -> dict | None:
         return None
     key = f"{info.model_type}/{mode}/{config.quantization}"
     return record(path or user_calibration_path(), key, value, gpu=device, source=run_dir.name)
+
+
+def learn_after_run(run_dir: Path, status: str, log: Callable[[str, str], None]) -> None:
+    """The train job's last step: a completed run refines its constant (learn_from_run); what was
+    learnt, or why nothing could be, goes to `log(message, level)`. Never fails a finished run."""
+    if status != "completed":
+        return
+    try:
+        entry = learn_from_run(run_dir)
+    except Exception as exc:                       # noqa: BLE001 — never fail a finished run over this
+        log(f"The memory model could not learn from this run: {exc}", "warning")
+        return
+    if entry:
+        log(f"Memory model: activation constant now {entry['value']} (from {entry['runs']} run(s))", "info")
 
 
 def _unit_calibration() -> Calibration:

@@ -191,14 +191,6 @@ def fused_loss_available() -> bool:
         return False
 
 
-def effective_mode(config: RunConfig) -> str:
-    """The memory mode the config asks for: none, checkpoint, lean or auto."""
-    t = config.training
-    if t.memory_mode == "auto" and not t.gradient_checkpointing:
-        return "none"
-    return t.memory_mode
-
-
 def knobs_of(config: RunConfig, mode: str, on_gpu: bool = True, fused_loss: bool | None = None) -> Knobs:
     if mode not in MODES:
         raise ValueError(f"memory mode {mode!r} is not one of {MODES}")
@@ -270,7 +262,7 @@ def estimate(config: RunConfig, info: ModelInfo, mode: str | None = None, *, rep
     """The peak of `config` on `info` in memory mode `mode` (default: the config's; for auto, the
     mode choose_memory_mode would pick is the caller's business — this one estimates "checkpoint")."""
     from lorastudio.core.fit.calibration import load_calibration
-    chosen = mode or effective_mode(config)
+    chosen = mode or config.training.memory_mode
     if chosen == "auto":
         chosen = "checkpoint"
     k = knobs_of(config, chosen, on_gpu=on_gpu, fused_loss=fused_loss)

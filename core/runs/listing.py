@@ -53,7 +53,7 @@ class RunSummary:
     duration_s: float = 0.0
     started_at: float | None = None
     disk_bytes: int = 0
-    error: dict | None = None          # kind, message, hint (+ overrides for out-of-memory)
+    error: dict | None = None          # kind, message, hint (+ overrides and advisor for out-of-memory)
     checkpoints: list[int] = field(default_factory=list)
     resumes: int = 0
     loss_x: list[float] = field(default_factory=list)
@@ -129,7 +129,7 @@ class RunDigest:
         self.eval_y.append(e["loss"])
 
     def _on_error(self, e: dict) -> None:
-        self.error = {k: e.get(k) for k in ("kind", "message", "hint", "overrides") if k in e}
+        self.error = {k: e.get(k) for k in ("kind", "message", "hint", "overrides", "advisor") if k in e}
 
     def _on_end(self, e: dict) -> None:
         self.end = e

@@ -5,8 +5,9 @@ journal is appended to, never rewritten: a `phase` event named "resuming" (with 
 and any changed settings) goes in before the worker starts, so every reader sees a new segment
 at once. A changed config keeps its predecessor as config.previous.yaml.
 
-Out-of-memory suggestions live here too, as data (`oom_suggestions`): the worker turns them into
-the error's hint, and the one-click "Resume with suggested settings" applies `oom_overrides`.
+After an out-of-memory error the one-click "Resume with suggested settings" applies the settings
+of the one advisor (core/fit/advice.settings_after_oom) — as the job wrote them into its error, or
+for a run of 0.1 or 0.2 as the advisor answers now (`suggested_overrides`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ import yaml
 from lorastudio.core.runs.checkpoints import checkpoint_dir, list_checkpoint_steps
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.errors import UserError
-from lorastudio.core.journal import JournalWriter
+from lorastudio.core.fit.advice import Advice, settings_after_oom
+from lorastudio.core.journal import JournalWriter, read_events
+from lorastudio.core.models.info import ModelError, read_model_info
 from lorastudio.core.runs.folders import CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE, worker_alive, write_status
 from lorastudio.core.atomic_files import atomic_write_text, folder_size, tidy
 from lorastudio.core.disk import DiskError, check_room
@@ -34,56 +37,37 @@ class ResumeError(UserError):
     kind = "resume"
 
 
-# ---- out-of-memory suggestions ------------------------------------------------------------
-@dataclass(frozen=True)
-class Suggestion:
-    key: str
-    old: Any
-    new: Any
-    exact: bool          # True: the same training maths, only less memory at a time
+# ---- out-of-memory advice ------------------------------------------------------------------
+def suggested_overrides(run_dir: Path, error: dict | None) -> dict[str, Any]:
+    """What "Resume with suggested settings" applies after an out-of-memory error: the overrides
+    the job's advisor wrote into the error (core/fit/advice.settings_after_oom: the memory model's,
+    the ones its hint names). An error written by 0.1 or 0.2 (no `advisor` field) carries an older
+    rule of thumb's: for it the advisor answers again, from the run's folder (`oom_advice`)."""
+    if not error or error.get("kind") != "oom":
+        return {}
+    if error.get("advisor"):
+        return dict(error.get("overrides") or {})
+    try:
+        return dict(oom_advice(run_dir).overrides)
+    except (ConfigError, OSError):
+        return {}
 
 
-def oom_suggestions(config: RunConfig) -> list[Suggestion]:
-    """Settings that need less memory, most harmless first. Exact ones keep the effective batch."""
-    t, tips = config.training, []
-    if t.batch_size > 1:
-        tips += [Suggestion("training.batch_size", t.batch_size, t.batch_size // 2, True),
-                 Suggestion("training.grad_accum", t.grad_accum, t.grad_accum * 2, True)]
-    if not t.gradient_checkpointing:
-        tips.append(Suggestion("training.gradient_checkpointing", False, True, True))
-    if t.seq_len > 256:
-        tips.append(Suggestion("training.seq_len", t.seq_len, t.seq_len // 2, False))
-    if config.quantization != "4bit":
-        tips.append(Suggestion("quantization", config.quantization, "4bit", False))
-    if config.lora.r > 16:
-        tips.append(Suggestion("lora.r", config.lora.r, 16, False))
-    return tips
-
-
-def oom_overrides(config: RunConfig) -> dict[str, Any]:
-    """What one click applies: every exact suggestion; if there is none, the first resumable one."""
-    tips = oom_suggestions(config)
-    chosen = [s for s in tips if s.exact] or [s for s in tips if s.key not in FIXED_ON_RESUME][:1]
-    return {s.key: s.new for s in chosen}
-
-
-def oom_hint(config: RunConfig) -> str:
-    """The hint's words: concrete settings computed from this run's config."""
-    tips, words = oom_suggestions(config), []
-    for s in tips:
-        if s.key == "training.grad_accum":
-            continue
-        if s.key == "training.batch_size":
-            t = config.training
-            words.append(f"batch_size {t.batch_size} → {t.batch_size // 2} with grad_accum "
-                         f"{t.grad_accum} → {t.grad_accum * 2} (same effective batch)")
-        elif s.key == "training.gradient_checkpointing":
-            words.append("gradient_checkpointing: true")
-        else:
-            words.append(f"{s.key.split('.')[-1]} {s.old} → {s.new}")
-    if not words:
-        return "Out of GPU memory even at the smallest settings; use a smaller model or a larger GPU."
-    return "Out of GPU memory. Try: " + "; ".join(words)
+def oom_advice(run_dir: Path) -> Advice:
+    """The advisor's settings for a run that ran out of memory: its config.yaml (the settings that
+    ran out) on the GPU its journal's memory events name; the rule of thumb when the model's files
+    cannot be read (its folder is gone). Raises ConfigError for an unreadable config.yaml."""
+    run_dir = Path(run_dir)
+    config = RunConfig.load(run_dir / CONFIG_FILE)
+    events = read_events(run_dir / JOURNAL_FILE)
+    totals = [e["device_total"] for e in events
+              if e["type"] == "memory" and isinstance(e.get("device_total"), int)]
+    on_gpu = bool(totals) or any(e["type"] == "memory" and e.get("cuda_peak") is not None for e in events)
+    try:
+        info = read_model_info(config.model)
+    except (ModelError, OSError):
+        info = None
+    return settings_after_oom(config, info, totals[-1] if totals else None, on_gpu=on_gpu)
 
 
 # ---- settings -----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ It gives every job the same life: faulthandler (a segfault's native stack goes t
 SIGTERM/SIGINT → a graceful stop (`job.should_stop()` turns true; `job.progress` raises `Stopped`),
 a second signal → stop at once; every exception → a `log` event with the traceback and one
 `error` event (failures.classify); always an `end` event, whose status is completed, stopped or
-failed; exit status 0 for completed or stopped, 1 for failed, 2 for a bad command line.
+failed; exit status 0 for completed or stopped, 1 for failed, 2 for a bad command line. Ranks > 0
+of a multi-process job run `peer_main`: the same signals, nothing written into the job folder.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lorastudio.core.journal import OK_STATUSES, JournalWriter
+from lorastudio.core.journal import OK_STATUSES, JournalWriter, NullJournal
 from lorastudio.core.errors import print_error
 from lorastudio.core.runs.locks import FolderBusy, acquire
 from lorastudio.core.runtime.failures import classify
@@ -37,7 +38,7 @@ class Stopped(Exception):
 class Job:
     verb: str
     job_dir: Path
-    journal: JournalWriter
+    journal: JournalWriter | NullJournal          # NullJournal: a rank > 0 of a multi-process job
     spec: dict[str, Any] = field(default_factory=dict)
     args: argparse.Namespace | None = None
     stop_requested: bool = False
@@ -141,11 +142,7 @@ def job_main(verb: str, body: Callable[[Job], dict | None], argv: list[str] | No
              add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
              spec_file: str = JOB_FILE, lock: bool = False) -> int:
     """`python -m lorastudio.core.jobs.<verb> JOB_DIR [options]`: parse, check, then `run_job`."""
-    parser = argparse.ArgumentParser(prog=f"python -m lorastudio.core.jobs.{verb}")
-    parser.add_argument("job_dir", type=Path)
-    if add_arguments:
-        add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = _parser(verb, add_arguments).parse_args(argv)
     if not (args.job_dir / spec_file).is_file():
         print_error(f"{args.job_dir / spec_file} does not exist")
         return 2
@@ -159,3 +156,30 @@ def job_main(verb: str, body: Callable[[Job], dict | None], argv: list[str] | No
                         f"start it with python -m lorastudio.core.jobs.{written_for}")
             return 2
     return run_job(verb, args.job_dir.resolve(), body, args=args, lock=lock)
+
+
+def peer_main(verb: str, rank: int, body: Callable[[Job], str], argv: list[str] | None = None,
+              add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """Rank `rank` > 0 of a multi-process job (started by launcher.start_ranks): the job's command
+    line and this runtime's signals (the first SIGTERM or SIGINT asks for a graceful stop — rank 0
+    sends one to every rank, so that all stop after the same step — a second stops at once), but no
+    journal, no status and no lock: only rank 0 writes into the job folder. `body` returns how it
+    ended, in words; that line and any failure's traceback go to the rank's own log
+    (JOB_DIR/worker-rankN.log), for rank 0 to report. Exit status 0, or 1 on any failure."""
+    args = _parser(verb, add_arguments).parse_args(argv)
+    job = Job(verb, args.job_dir.resolve(), NullJournal(), args=args)
+    with _Signals(job):
+        try:
+            print(f"rank {rank}: {body(job)}", flush=True)
+            return 0
+        except BaseException:       # noqa: BLE001 — rank 0 reports it; this log keeps the traceback
+            traceback.print_exc()
+            return 1
+
+
+def _parser(verb: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m lorastudio.core.jobs.{verb}")
+    parser.add_argument("job_dir", type=Path)
+    if add_arguments:
+        add_arguments(parser)
+    return parser

@@ -1,10 +1,14 @@
 """Config validation: every bad value is refused with the key, the value and what is allowed."""
+from pathlib import Path
+
 import pytest
 import yaml
 
 from lorastudio.core.preflight import check_config
 from lorastudio.core.config import COLUMN_ROLES, DATA_FORMATS, ConfigError, DataSection, RunConfig
 from lorastudio.core.data import formats
+
+V01 = Path(__file__).resolve().parents[1] / "data" / "run_v0_1"
 
 ISSUE_EXAMPLE = """
 model: {model}
@@ -133,3 +137,89 @@ def test_the_data_section_takes_formats_and_column_roles_from_core_data_formats(
         DataSection(path="d.csv", columns={"answer": "reply"})
     with pytest.raises(ConfigError, match="allowed formats: auto, text, prompt_completion, alpaca, messages, sharegpt"):
         DataSection(path="d.csv", format="chatml")
+
+
+# ---- every key, and the older gradient_checkpointing ----------------------------------------
+def test_every_key_at_a_non_default_value_round_trips_through_yaml(tmp_path):
+    from tests.helpers.config_keys import changed_configs
+    for cfg in changed_configs():
+        assert RunConfig.from_yaml(cfg.to_yaml()) == cfg
+        cfg.save(tmp_path / "c.yaml")
+        again = RunConfig.load(tmp_path / "c.yaml")
+        assert again == cfg and again.to_dict() == cfg.to_dict() and again.notes == ()
+
+
+def test_memory_mode_is_the_only_memory_key():
+    import dataclasses
+    from lorastudio.core.config import TrainingSection
+    names = [f.name for f in dataclasses.fields(TrainingSection)]
+    assert "memory_mode" in names and "gradient_checkpointing" not in names
+    cfg = RunConfig.from_dict({"model": "m", "data": {"path": "d"}, "training": {"gradient_checkpointing": False}})
+    assert "gradient_checkpointing" not in cfg.to_yaml() and "notes" not in cfg.to_dict()
+
+
+@pytest.mark.parametrize("legacy,mode,expected,words", [
+    (False, None, "none", "read as training.memory_mode: none"),
+    (False, "auto", "none", "read as training.memory_mode: none"),
+    (False, "lean", "lean", "training.memory_mode: lean in the same config decides"),
+    (False, "checkpoint", "checkpoint", "training.memory_mode: checkpoint in the same config decides"),
+    (True, None, "auto", "changes nothing (training.memory_mode: auto decides)"),
+    (True, "none", "none", "changes nothing (training.memory_mode: none decides)"),
+])
+def test_an_older_gradient_checkpointing_is_mapped_once_with_a_note(legacy, mode, expected, words):
+    training = {"gradient_checkpointing": legacy, **({"memory_mode": mode} if mode else {})}
+    raw = {"model": "m", "data": {"path": "d"}, "training": training}
+    cfg = RunConfig.from_dict(raw)
+    assert cfg.training.memory_mode == expected
+    assert len(cfg.notes) == 1 and cfg.notes[0].startswith(f"training.gradient_checkpointing: {str(legacy).lower()} ")
+    assert words in cfg.notes[0]
+    assert raw["training"] == training                    # the caller's mapping is left as it was
+    again = RunConfig.from_yaml(cfg.to_yaml())            # mapped once: the saved config has no older key
+    assert again == cfg and again.notes == ()
+
+
+def test_a_0_2_config_file_with_gradient_checkpointing_false_loads_as_memory_mode_none(tmp_path):
+    old = yaml.safe_load((V01 / "config.yaml").read_text())      # 0.2 wrote the same shape, plus these keys
+    old["training"].update(gradient_checkpointing=False, memory_mode="auto", fused_lora=True, oom_retry=True)
+    old["distributed"] = {"processes": 1, "strategy": "ddp"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old, sort_keys=False))
+    cfg = RunConfig.load(path)
+    assert cfg.training.memory_mode == "none" and cfg.training.lr == 0.005
+    assert cfg.notes == ("training.gradient_checkpointing: false is an older key; it was read as "
+                         "training.memory_mode: none. Write memory_mode instead.",)
+
+
+def test_a_0_1_run_folders_config_still_loads():
+    cfg = RunConfig.load(V01 / "config.yaml")                   # gradient_checkpointing: true, no memory_mode
+    assert cfg.training.memory_mode == "auto" and cfg.training.max_steps == 10
+    assert len(cfg.notes) == 1 and "Remove it" in cfg.notes[0]
+
+
+def test_an_unusable_older_key_names_itself_and_the_key_to_write():
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict({"model": "m", "data": {"path": "d"}, "training": {"gradient_checkpointing": "off"}})
+    assert err.value.key == "training.gradient_checkpointing"
+    assert "write training.memory_mode (auto, none, checkpoint, lean) instead" in str(err.value)
+
+
+def test_lorastudio_train_prints_the_note_of_an_older_key(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from lorastudio.core.cli.train import train
+    path = tmp_path / "old.yaml"
+    path.write_text("model: nowhere\ndata: {path: d.jsonl}\ntraining: {gradient_checkpointing: false}\n")
+    assert train(SimpleNamespace(config=path, run_dir=None, runs_dir=None, detach=False)) == 2  # no model
+    out = capsys.readouterr().out
+    assert out.startswith("Note: training.gradient_checkpointing: false is an older key; it was read as "
+                          "training.memory_mode: none.")
+
+
+def test_the_presets_say_memory_mode_not_the_older_key():
+    presets = sorted((Path(__file__).resolve().parents[2] / "resources" / "presets").glob("*.yaml"))
+    assert presets
+    for path in presets:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw.update(model="m", data={**raw.get("data", {}), "path": "d.jsonl"})
+        cfg = RunConfig.from_dict(raw)
+        assert cfg.notes == () and cfg.training.memory_mode == "none", path.name

@@ -11,7 +11,7 @@ from pathlib import Path
 from lorastudio.core.config import RunConfig
 from lorastudio.core.journal import validate
 from lorastudio.core.atomic_files import atomic_write_json
-from lorastudio.core.runs.resume import oom_hint, oom_overrides
+from lorastudio.core.fit.advice import oom_hint, settings_after_oom
 
 
 def config(name: str, **training) -> RunConfig:
@@ -62,8 +62,11 @@ def make_run(root: Path, name: str, status: str, steps: int, total: int = 200, s
 
 
 def oom_error(cfg: RunConfig) -> dict:
-    return {"kind": "oom", "message": "CUDA out of memory. Tried to allocate 2.00 GiB", "hint": oom_hint(cfg),
-            "overrides": oom_overrides(cfg)}
+    """An out-of-memory error as the train job writes it: the advisor's hint and overrides (the
+    fixtures' model folder does not exist: the rule of thumb's)."""
+    advice = settings_after_oom(cfg, None, None)
+    return {"kind": "oom", "message": "CUDA out of memory. Tried to allocate 2.00 GiB", "hint": oom_hint(advice),
+            "overrides": advice.overrides, "advisor": advice.advisor}
 
 
 def make_all(root: Path, live_pid: int | None = None) -> dict[str, Path]:

@@ -94,7 +94,7 @@ def write_config(path: Path, model: Path, data: Path, **overrides) -> Path:
            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
            "data": {"path": str(data), "format": "auto", "validation_split": 0.1},
            "training": {"max_steps": 10, "lr": 5e-3, "batch_size": 4, "grad_accum": 1, "seq_len": 64,
-                        "seed": 0, "save_every": 5, "warmup_steps": 1, "gradient_checkpointing": True}}
+                        "seed": 0, "save_every": 5, "warmup_steps": 1}}
     for key, value in overrides.items():
         node = cfg
         parts = key.split("__")

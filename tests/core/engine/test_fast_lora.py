@@ -117,8 +117,8 @@ def test_memory_modes_match_no_checkpointing(tmp_path, tiny_llama, text_jsonl, m
     close(grads, ref, 1e-4)
 
 
-def test_auto_memory_mode_follows_gradient_checkpointing_on_cpu(tmp_path, tiny_llama, text_jsonl):
-    lm, _ = loaded(tmp_path, tiny_llama, text_jsonl, training__gradient_checkpointing=False)
+def test_auto_memory_mode_is_checkpoint_on_cpu_and_an_older_false_is_none(tmp_path, tiny_llama, text_jsonl):
+    lm, _ = loaded(tmp_path, tiny_llama, text_jsonl, training__gradient_checkpointing=False)   # 0.2's key
     assert lm.memory_mode == "none"
     lm, _ = loaded(tmp_path, tiny_llama, text_jsonl)
     assert lm.memory_mode == "checkpoint"

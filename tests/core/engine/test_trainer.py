@@ -85,3 +85,24 @@ def test_lr_schedule_shapes():
     assert lr_factor(6, 2, 10, "linear") == pytest.approx(0.5)
     assert lr_factor(9, 0, 10, "constant") == 1.0
     assert math.isclose(lr_factor(6, 2, 10, "cosine"), 0.5)
+
+
+def test_liger_reports_what_it_applied(monkeypatch):
+    """The kernels that ran are the data the applying code returns (LoadedModel.kernels, then the
+    start event's `kernels`); its note is for people only."""
+    import sys
+    import types
+
+    from lorastudio.core.engine.model_loading import apply_liger
+    applied = []
+    patches = types.ModuleType("liger_kernel.transformers.monkey_patch")
+    patches.MODEL_TYPE_TO_APPLY_LIGER_FN = {"llama": lambda: applied.append("llama"),
+                                            "broken": lambda: 1 / 0}
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", patches)
+    notes: list[str] = []
+    assert apply_liger("llama", torch.device("cpu"), notes) == () and notes == []      # CUDA only
+    assert apply_liger("llama", torch.device("cuda"), notes) == ("liger",) and applied == ["llama"]
+    assert apply_liger("gpt2", torch.device("cuda"), notes) == ()
+    assert apply_liger("broken", torch.device("cuda"), notes) == ()
+    assert notes == ["Liger kernels applied to llama", "Liger kernels have no patch for model type gpt2",
+                     "Liger kernels failed to apply (division by zero); continuing without them"]

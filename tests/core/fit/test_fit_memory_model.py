@@ -133,7 +133,8 @@ def test_choose_memory_mode_picks_the_fastest_that_fits(shapes):
     assert mode == "checkpoint" and "of" in why
     assert choose_memory_mode(cfg, info, 4 * GIB)[0] == "lean"
     assert choose_memory_mode(config(info, memory_mode="none"), info, 4 * GIB) == ("none", "memory_mode: none in the config")
-    assert choose_memory_mode(config(info, gradient_checkpointing=False), info, 4 * GIB)[0] == "none"
+    legacy = config(info, gradient_checkpointing=False)          # an older config's key, mapped on load
+    assert choose_memory_mode(legacy, info, 4 * GIB) == ("none", "memory_mode: none in the config")
     assert choose_memory_mode(cfg, info, None)[0] == "checkpoint"
 
 
@@ -211,7 +212,6 @@ def test_a_finished_gpu_run_refines_its_constant(shapes, tmp_path):
     journal = JournalWriter(run / "events.jsonl")
     journal.emit("start", config=cfg.to_dict(), devices=["H100"], versions={}, trainable_params=1,
                  total_params=1, total_steps=3, memory_mode="checkpoint", kernels=["liger"])
-    journal.emit("log", level="info", message="Liger kernels applied to llama")
     for step, peak in ((1, measured - 10_000_000), (2, measured)):
         journal.emit("memory", step=step, rss=1, ram_used=1, ram_total=2, cuda_peak=peak, device_total=80 * GIB,
                      device_name="NVIDIA H100 80GB HBM3")
@@ -225,3 +225,17 @@ def test_a_finished_gpu_run_refines_its_constant(shapes, tmp_path):
     cfg.save(cpu / "config.yaml")
     JournalWriter(cpu / "events.jsonl").emit("memory", step=1, rss=1, ram_used=1, ram_total=2)
     assert learn_from_run(cpu) is None
+
+
+def test_the_kernels_a_run_used_are_read_from_its_start_event():
+    """Which kernels ran is data the start event carries (model loading returns what it applied);
+    no message text is matched."""
+    from lorastudio.core.fit.learn import fused_loss_used
+
+    def start(**fields):
+        return {"v": 1, "type": "start", "time": 1.0, **fields}
+    said = {"v": 1, "type": "log", "time": 1.0, "level": "info", "message": "Liger kernels applied to llama"}
+    assert fused_loss_used([start(kernels=["liger", "fused-lora"])]) is True
+    assert fused_loss_used([said, start(kernels=["fused-lora"])]) is False
+    assert fused_loss_used([start(kernels=[]), start(kernels=["liger"])]) is True        # the last segment's
+    assert fused_loss_used([said, start()]) is None          # a start without kernels (0.1): not known

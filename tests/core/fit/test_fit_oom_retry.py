@@ -11,6 +11,9 @@ from lorastudio.core.journal import read_events, validate
 from lorastudio.core.runs.folders import prepare_run, read_status
 from lorastudio.core.plans.train import TrainRequest, start_train
 from lorastudio.core.runs.listing import summarize
+from lorastudio.core.runs.resume import suggested_overrides
+from lorastudio.core.fit.advice import oom_hint, settings_after_oom
+from lorastudio.core.models.info import read_model_info
 
 @pytest.fixture(autouse=True)
 def own_data_home(tmp_path, monkeypatch):
@@ -56,6 +59,8 @@ def test_oom_saves_a_checkpoint_and_retries_with_settings_that_fit(make_config, 
 
 
 def test_oom_retry_off_fails_with_the_suggestions(make_config, tmp_path, monkeypatch, inline_jobs):
+    """One advisor: the error's hint and the one-click resume's overrides are the memory model's
+    settings — the very ones the automatic retry would have trained on."""
     config = make_config(training__max_steps=6, training__oom_retry=False, data__validation_split=0.0)
     run_dir = tmp_path / "run"
     job = launch(config, run_dir, monkeypatch, "oom-forward:2:2")
@@ -64,7 +69,28 @@ def test_oom_retry_off_fails_with_the_suggestions(make_config, tmp_path, monkeyp
     assert not any(e["type"] == "retry" for e in events)
     error = next(e for e in events if e["type"] == "error")
     assert error["kind"] == "oom" and error["overrides"]["training.batch_size"] == 2
+    assert error["advisor"] == "memory model"
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    advice = settings_after_oom(cfg, read_model_info(cfg.model), None, on_gpu=False)
+    assert error["overrides"] == advice.overrides and error["hint"] == oom_hint(advice)
+    assert error["hint"].startswith("Out of GPU memory. Try batch_size 4 → 2 with grad_accum 1 → 2")
+    assert "the memory model estimates a peak of" in error["hint"]
+    assert suggested_overrides(run_dir, error) == advice.overrides      # what the Runs page's click applies
     assert events[-1]["status"] == "failed"
+
+
+def test_a_retry_takes_the_settings_the_error_would_have_suggested(make_config, tmp_path, monkeypatch,
+                                                                     inline_jobs):
+    """The same run and fault with the retry on and off: the retry's changes are the overrides of
+    the error the run without retry ends with."""
+    settings = dict(training__max_steps=4, training__save_every=0, data__validation_split=0.0)
+    failed, retried = tmp_path / "failed", tmp_path / "retried"
+    assert launch(make_config(training__oom_retry=False, **settings), failed, monkeypatch,
+                  "oom-forward:1:2").returncode() == 1
+    assert launch(make_config(**settings), retried, monkeypatch, "oom-forward:1:2").returncode() == 0
+    error = next(e for e in read_events(failed / "events.jsonl") if e["type"] == "error")
+    retry = next(e for e in read_events(retried / "events.jsonl") if e["type"] == "retry")
+    assert {c["key"]: c["new"] for c in retry["changes"]} == error["overrides"]
 
 
 def test_an_oom_no_setting_avoids_fails_after_the_retries(make_config, tmp_path, monkeypatch, inline_jobs):

@@ -19,7 +19,7 @@ from lorastudio.core.plans.train import TrainRequest, start_train
 pytestmark = pytest.mark.slow      # each multi-process run starts interpreters that import torch
 
 SETTINGS = dict(training__max_steps=6, training__save_every=3, training__warmup_steps=0,
-                training__gradient_checkpointing=False)
+                training__memory_mode="none")
 
 
 def run(make_config, run_dir: Path, processes: int, batch: int, resume_from=None, env=None, **extra):
@@ -94,7 +94,7 @@ def test_exact_with_accumulation_checkpointing_and_a_one_row_micro_batch(make_co
     """43 training examples in micro-batches of 6: micro-batch 7 holds one row, so rank 1 only
     takes part (a zero-weight row); gradient accumulation and gradient checkpointing on."""
     one, two = tmp_path / "one", tmp_path / "two"
-    extra = dict(training__grad_accum=2, training__gradient_checkpointing=True)
+    extra = dict(training__grad_accum=2, training__memory_mode="checkpoint")
     assert run(make_config, one, 1, 6, **extra).returncode() == 0
     data = next(e for e in read_events(one / "events.jsonl") if e["type"] == "data")
     assert data["examples"] % 6 == 1

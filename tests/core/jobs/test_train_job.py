@@ -43,6 +43,7 @@ def test_completed_run_journal_schema(make_config, tmp_path, inline_jobs):
     assert start["devices"] == ["cpu"] and start["trainable_params"] == 3584
     assert set(start["versions"]) == {"torch", "transformers", "peft", "bitsandbytes"}
     assert start["config"]["quantization"] == "4bit"
+    assert start["memory_mode"] == "checkpoint" and "liger" not in start["kernels"]      # CPU: no Liger
     memory = next(e for e in raw if e["type"] == "memory")
     assert memory["rss"] > 10_000_000 and memory["ram_total"] >= memory["ram_used"] > 0
     end = raw[-1]
@@ -100,20 +101,3 @@ def test_a_config_edited_by_hand_fails_with_the_traceback_in_worker_log(make_con
     assert error["kind"] == "config" and error["message"].startswith("lora.r: 0")
     assert "Traceback" in (run_dir / "worker.log").read_text()
     assert read_status(run_dir)["state"] == "failed"
-
-
-def test_oom_hint_is_computed_from_the_config():
-    from lorastudio.core.runs.resume import oom_hint
-    from lorastudio.core.runtime.failures import classify
-    cfg = RunConfig.from_dict({"model": "m", "data": {"path": "d"}, "quantization": "8bit",
-                               "training": {"batch_size": 8, "grad_accum": 2, "seq_len": 2048,
-                                            "gradient_checkpointing": False}})
-    hint = oom_hint(cfg)
-    assert "batch_size 8 → 4 with grad_accum 2 → 4" in hint and "seq_len 2048 → 1024" in hint
-    assert "8bit → 4bit" in hint and "gradient_checkpointing: true" in hint
-
-    class OutOfMemoryError(RuntimeError):
-        pass
-    kind, message, h = classify(OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
-                                oom_hint=lambda: oom_hint(cfg))
-    assert kind == "oom" and h == hint and message == "CUDA out of memory. Tried to allocate 2 GiB"

@@ -1,5 +1,5 @@
 """The run history from journals and status files (no workers): statuses, segments, cheap refresh;
-and the torch-free resume helpers (overrides, out-of-memory suggestions)."""
+and the torch-free resume helpers (overrides, the one-click resume's out-of-memory settings)."""
 import os
 import subprocess
 import sys
@@ -12,7 +12,7 @@ from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.journal import JournalWriter
 from lorastudio.core.atomic_files import atomic_write_json
 from lorastudio.core.runs.listing import STATUSES, RunHistory, find_live_runs, runs_with_adapters, summarize
-from lorastudio.core.runs.resume import apply_overrides, oom_hint, oom_overrides, parse_overrides
+from lorastudio.core.runs.resume import apply_overrides, parse_overrides, suggested_overrides
 
 CFG = {"model": "/m/tiny", "data": {"path": "/d/train.jsonl"}, "lora": {"r": 4}, "quantization": "8bit",
        "training": {"max_steps": 10}}
@@ -120,14 +120,8 @@ def test_refresh_reads_only_what_changed(tmp_path, monkeypatch):
     assert [r.name for r in history.refresh()][-1] in ("a", "b") and len(polls) == 1
 
 
-def test_overrides_and_out_of_memory_suggestions():
-    cfg = RunConfig.from_dict({**CFG, "training": {"batch_size": 8, "grad_accum": 2, "seq_len": 2048,
-                                                   "gradient_checkpointing": False}})
-    assert oom_overrides(cfg) == {"training.batch_size": 4, "training.grad_accum": 4,
-                                  "training.gradient_checkpointing": True}
-    assert oom_hint(cfg).startswith("Out of GPU memory. Try: batch_size 8 → 4 with grad_accum 2 → 4")
-    small = RunConfig.from_dict({**CFG, "quantization": "8bit", "training": {"batch_size": 1, "seq_len": 128}})
-    assert oom_overrides(small) == {"quantization": "4bit"}           # nothing exact left: the next best
+def test_overrides():
+    cfg = RunConfig.from_dict({**CFG, "training": {"batch_size": 8, "grad_accum": 2, "seq_len": 2048}})
     assert parse_overrides(["training.batch_size=2", "quantization=4bit", "training.lr=1e-4"]) == \
         {"training.batch_size": 2, "quantization": "4bit", "training.lr": "1e-4"}
     new, changes = apply_overrides(cfg, {"training.batch_size": 4, "training.lr": "1e-4"})
@@ -144,3 +138,50 @@ def test_data_position_maps_to_a_new_batch_size():
     assert map_data_position(12 + 6, 4, 12, 2, 23) == 23 + 12
     assert map_data_position(5, 2, 23, 4, 12) == 2                     # 10 seen -> 8 (re-train 2, skip none)
     assert map_data_position(0, 4, 12, 2, 23) == 0
+
+
+def test_the_one_click_resume_takes_the_advisors_settings(tmp_path, tiny_llama):
+    """The error's overrides when the advisor wrote them; for an error of 0.1 / 0.2 (an older rule of
+    thumb's, without `advisor`) the advisor answers again: the memory model's with the model folder,
+    the rule of thumb without it."""
+    from lorastudio.core.fit.advice import settings_after_oom
+    from lorastudio.core.models.info import read_model_info
+    written = {"kind": "oom", "message": "CUDA out of memory", "hint": "h", "advisor": "memory model",
+               "overrides": {"training.batch_size": 2, "training.grad_accum": 4}}
+    old = {"kind": "oom", "message": "CUDA out of memory", "hint": "Out of GPU memory. Try: …",
+           "overrides": {"training.batch_size": 4, "training.gradient_checkpointing": True}}
+    gone = write_run(tmp_path, "gone", error=old, end="failed")              # /m/tiny does not exist
+    assert suggested_overrides(gone, written) == written["overrides"]
+    assert suggested_overrides(gone, old) == {"training.batch_size": 1, "training.grad_accum": 2}   # of 2 × 1
+    assert suggested_overrides(gone, {**old, "kind": "data"}) == {} and suggested_overrides(gone, None) == {}
+    here = write_run(tmp_path, "here", error=old, end="failed")
+    cfg = RunConfig.from_dict({**CFG, "model": str(tiny_llama), "name": "here",
+                               "training": {"max_steps": 10, "batch_size": 4}})
+    cfg.save(here / "config.yaml")
+    advice = settings_after_oom(cfg, read_model_info(tiny_llama), None, on_gpu=False)
+    assert advice.advisor == "memory model" and advice.fits
+    assert suggested_overrides(here, old) == advice.overrides
+    (here / "config.yaml").write_text("model: [")
+    assert suggested_overrides(here, old) == {}                           # no config: no button
+
+
+def test_without_model_information_a_rule_of_thumb_advises():
+    from lorastudio.core.fit.advice import oom_hint, settings_after_oom
+
+    def advice(**training):
+        cfg = RunConfig.from_dict({**CFG, "training": {"max_steps": 10, **training}})
+        return settings_after_oom(cfg, None, 24 << 30)
+    first = advice(batch_size=8, grad_accum=2, seq_len=2048, memory_mode="none")
+    assert first.advisor == "rule of thumb" and first.estimate is None
+    assert first.overrides == {"training.batch_size": 4, "training.grad_accum": 4,
+                               "training.memory_mode": "checkpoint"}
+    assert oom_hint(first).startswith("Out of GPU memory. Try batch_size 8 → 4 with grad_accum 2 → 4 (same "
+                                      "effective batch); memory_mode none → checkpoint — a rule of thumb")
+    assert advice(batch_size=6).overrides == {"training.batch_size": 3, "training.grad_accum": 2}
+    assert advice(batch_size=1, memory_mode="checkpoint").overrides == {"training.memory_mode": "lean"}
+    assert advice(batch_size=1, seq_len=2048).overrides == {"training.seq_len": 1024}     # nothing exact left
+    assert advice(batch_size=1, seq_len=128).overrides == {"quantization": "4bit"}        # CFG's base is 8-bit
+    nothing = RunConfig.from_dict({**CFG, "quantization": "4bit",
+                                   "training": {"batch_size": 1, "seq_len": 128, "memory_mode": "lean"}})
+    last = settings_after_oom(nothing, None, None)
+    assert not last.fits and last.overrides == {} and "nothing smaller to try" in oom_hint(last)

@@ -88,9 +88,13 @@ def test_out_of_memory_then_resume_with_the_suggested_settings(make_config, tmp_
     assert "LORASTUDIO_FAULT" not in os.environ                    # an inline job's env is its own
     run = summarize(tmp_path / "oom")
     assert run.status == "failed" and run.error["kind"] == "oom" and run.checkpoints == [2]
-    assert run.error["hint"] == ("Out of GPU memory. Try: batch_size 4 → 2 with grad_accum 1 → 2 "
-                                 "(same effective batch); quantization none → 4bit")
-    assert run.error["overrides"] == {"training.batch_size": 2, "training.grad_accum": 2}
+    # The memory model's settings (core/fit/advice.settings_after_oom), in the hint and the overrides.
+    assert run.error["advisor"] == "memory model"
+    assert run.error["hint"].startswith("Out of GPU memory. Try batch_size 4 → 2 with grad_accum 1 → 2 "
+                                        "(same effective batch)")
+    assert {k: run.error["overrides"][k] for k in ("training.batch_size", "training.grad_accum")} == \
+        {"training.batch_size": 2, "training.grad_accum": 2}
+    assert all(f"{k.split('.')[-1]} " in run.error["hint"] for k in run.error["overrides"])
 
     sets = [f"--set={k}={v}" for k, v in run.error["overrides"].items()]
     code, out, err = lorastudio(capfd, monkeypatch, "resume", tmp_path / "oom", *sets)

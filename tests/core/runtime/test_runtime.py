@@ -109,3 +109,79 @@ def test_inline_jobs_run_the_real_main_and_write_its_files(tmp_path, inline_jobs
 def test_a_job_without_its_spec_is_refused_with_exit_2(tmp_path, inline_jobs):
     handle = launch("merge", tmp_path / "empty")
     assert handle.returncode() == 2 and "job.yaml does not exist" in (handle.job_dir / "worker.log").read_text()
+
+
+def test_a_peer_rank_has_the_runtimes_signals_and_writes_nothing_into_the_folder(tmp_path, capfd):
+    """Ranks > 0 of a multi-process job (worker.peer_main): the job's command line, a first SIGTERM
+    asks for a graceful stop, a second stops at once; how it ended and any traceback go to its output."""
+    from lorastudio.core.runtime.worker import peer_main
+    seen = []
+
+    def graceful(job):
+        os.kill(os.getpid(), signal.SIGTERM)
+        seen.append((job.should_stop(), job.args.resume_from, job.job_dir == tmp_path.resolve()))
+        job.log("a rank's log goes nowhere")
+        return "stopped at step 3"
+
+    def at_once(job):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        seen.append("not reached")
+    previous = signal.getsignal(signal.SIGTERM)
+    args = lambda p: p.add_argument("--resume-from", default=None)      # noqa: E731
+    assert peer_main("train", 1, graceful, [str(tmp_path), "--resume-from", "ck"], add_arguments=args) == 0
+    assert seen == [(True, "ck", True)] and capfd.readouterr().out == "rank 1: stopped at step 3\n"
+    assert peer_main("train", 2, at_once, [str(tmp_path)], add_arguments=args) == 1
+    assert seen == [(True, "ck", True)] and "KeyboardInterrupt" in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_faults_are_armed_only_when_asked(monkeypatch):
+    """core/runtime/faults.arm: the one hook; without LORASTUDIO_FAULT the trainer is left as it was."""
+    from types import SimpleNamespace
+
+    from lorastudio.core.runtime import faults
+
+    class Oom(RuntimeError):
+        pass
+
+    def trainer():
+        return SimpleNamespace(step=0, should_stop=lambda: False)
+    monkeypatch.delenv("LORASTUDIO_FAULT", raising=False)
+    monkeypatch.delenv("LORASTUDIO_FAULT_RANK", raising=False)
+    plain = trainer()
+    asked = plain.should_stop
+    faults.arm(plain, 0, Oom)
+    assert plain.should_stop is asked                                   # production: untouched
+    monkeypatch.setenv("LORASTUDIO_FAULT", "oom:2")
+    armed = trainer()
+    faults.arm(armed, 0, Oom)
+    assert armed.should_stop() is False
+    armed.step = 2
+    with pytest.raises(Oom, match="simulated by LORASTUDIO_FAULT"):
+        armed.should_stop()
+    other = trainer()
+    untouched = other.should_stop
+    faults.arm(other, 1, Oom)                                           # the fault is rank 0's
+    assert other.should_stop is untouched and faults.fault_for(1) is None
+    monkeypatch.setenv("LORASTUDIO_FAULT_RANK", "1")
+    monkeypatch.setenv("LORASTUDIO_FAULT", "start")
+    with pytest.raises(RuntimeError, match="before joining the process group"):
+        faults.arm(trainer(), 1, Oom)
+    monkeypatch.setenv("LORASTUDIO_FAULT", "oom-forward:3:2")
+    assert faults.fault_for(1) == faults.Fault("oom-forward", 3, 2) and faults.fault_for(0) is None
+
+
+def test_a_run_s_heartbeat_keeps_status_json_fresh(tmp_path):
+    import time
+
+    from lorastudio.core.runs.folders import read_status
+    from lorastudio.core.runs.heartbeat import heartbeat
+    with heartbeat(tmp_path, every_s=0.05) as final:
+        first = read_status(tmp_path)
+        assert first["state"] == "running" and first["pid"] == os.getpid()
+        time.sleep(0.3)
+        assert read_status(tmp_path)["heartbeat"] > first["heartbeat"]
+    final("completed")
+    time.sleep(0.1)                                                     # the beat has stopped: no overwrite
+    assert read_status(tmp_path)["state"] == "completed"

@@ -1,0 +1,2 @@
+"""How the train job runs the Trainer (core/engine/trainer.py, built by its `build_trainer`): in one
+process with the automatic out-of-memory retry (oom), or as one rank of several (ranks)."""
