@@ -44,8 +44,15 @@ def create_app(argv: list[str] | None = None, style_sheet: bool = True) -> QAppl
 def run(argv: list[str] | None = None) -> int:
     with guard_qt_start():
         app = create_app(argv, style_sheet=False)
+    from lorastudio.app.single_instance import SingleInstance, raise_window
+    from lorastudio.core.runs.folders import data_home
+    instance = SingleInstance(data_home(), parent=app)
+    if not instance.claim():            # a window on this data directory is open: it was raised
+        print("LoRA Studio is already open for this data folder; its window was raised.", file=sys.stderr)
+        return 0
     from lorastudio.app.main_window import MainWindow   # after the QApplication: pyqtgraph reads it
     window = MainWindow()
+    instance.on_raise = lambda: raise_window(window)
     apply_style_sheet(app)          # once the window is built, before it is polished (see theme.py)
     window.show()
     return app.exec()

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QVBoxLayout, QWidget)
 
 from lorastudio.app.first_paint import after_first_paint
 from lorastudio.app.train.demo_defaults import apply_demo
 from lorastudio.app.train.train_page import TrainPage
+from lorastudio.app.widgets.jobs_area import JobsArea
 from lorastudio.core.runs.listing import find_live_runs
 from lorastudio.core.runs.folders import default_runs_dir
 from lorastudio.core import package_version as app_version
@@ -112,6 +113,8 @@ class MainWindow(QMainWindow):
     def _status_bar(self) -> None:
         bar = self.statusBar()
         self.run_label = QLabel("")
+        self.jobs_area = JobsArea()          # evaluate, merge, GGUF, rank, resize: progress, Cancel, result
+        bar.addPermanentWidget(self.jobs_area)
         bar.addPermanentWidget(self.run_label)
         self.train_page.message.connect(lambda text: bar.showMessage(text, 0))
         self.train_page.running_changed.connect(self._running_changed)
@@ -199,15 +202,17 @@ class MainWindow(QMainWindow):
     def restore_settings(self) -> None:
         s = self.settings
         if s.value("window/geometry"):
-            self.restoreGeometry(s.value("window/geometry"))
+            self.restoreGeometry(s.value("window/geometry"))    # Qt keeps it on the screen it is on
         else:
             self.resize(1400, 880)
+            self.fit_to_screen()
         if s.value("train/splitter"):
             self.train_page.splitter.restoreState(s.value("train/splitter"))
         page = self.train_page
         page.model_panel.last_folder = s.value("folders/model", page.model_panel.last_folder)
         page.dataset_panel.last_folder = s.value("folders/data", page.dataset_panel.last_folder)
         page.start_bar.tensorboard_box.setChecked(s.value("train/tensorboard", "false") == "true")
+        page.start_bar.background_box.setChecked(s.value("train/background_priority", "false") == "true")
         try:
             form = json.loads(s.value("train/form", "{}"))
         except (TypeError, ValueError):
@@ -217,6 +222,20 @@ class MainWindow(QMainWindow):
         else:
             apply_demo(page)
 
+    def fit_to_screen(self) -> None:
+        """Never larger than the screen's free area (a size saved on a bigger screen, the first start
+        on a 1366×768 laptop); every page's minimum size fits 1366×768 (tests/app/test_window_fits.py)."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        free = screen.availableGeometry()
+        frame = self.frameGeometry().size() - self.geometry().size()     # title bar and borders
+        least = self.minimumSizeHint()          # a screen smaller than that: the minimum, no less
+        width = max(min(self.width(), free.width() - frame.width()), least.width())
+        height = max(min(self.height(), free.height() - frame.height()), least.height())
+        if (width, height) != (self.width(), self.height()):
+            self.resize(width, height)
+
     def save_settings(self) -> None:
         s, page = self.settings, self.train_page
         s.setValue("window/geometry", self.saveGeometry())
@@ -224,6 +243,7 @@ class MainWindow(QMainWindow):
         s.setValue("folders/model", page.model_panel.last_folder)
         s.setValue("folders/data", page.dataset_panel.last_folder)
         s.setValue("train/tensorboard", "true" if page.start_bar.tensorboard_box.isChecked() else "false")
+        s.setValue("train/background_priority", "true" if page.start_bar.background_box.isChecked() else "false")
         s.setValue("train/form", json.dumps(page.form_state()))
         s.sync()
 

@@ -5,6 +5,7 @@ worker that logs 50 steps a second costs the window a few redraws, not 50.
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from PySide6.QtCore import Qt, QTimer
@@ -15,13 +16,15 @@ from lorastudio.app.dashboard.loss_plot import LossPlot
 from lorastudio.app.dashboard.preference_plot import PreferencePlot
 from lorastudio.app.widgets.gpu_readout import GpuReadout
 from lorastudio.app.widgets.memory_gauge import MemoryGauge
-from lorastudio.app.dashboard.run_state import STARTING, RunState, mode_words
+from lorastudio.app.dashboard.run_state import IDLE, RUNNING, STARTING, RunState, mode_words
 from lorastudio.core.formatting import format_bytes, format_count, format_duration, format_rate
 from lorastudio.app.widgets.series_plot import SeriesPlot
 from lorastudio.app.widgets.stat_card import StatCard
 from lorastudio.app.dashboard.status_banner import StatusBanner
 
 REDRAW_MS = 150
+CLOCK_MS = 1000
+LOG_LINES_MIN = 5           # the log pane shows at least this many lines
 GIB = 1024 ** 3
 WORKER_TAIL_LINES = 40      # worker.log lines kept for a crash, the only time the pane shows them
 
@@ -36,6 +39,10 @@ class Dashboard(QWidget):
         self._worker_log_shown = False
         self._redraw_timer = QTimer(self, singleShot=True, interval=REDRAW_MS)
         self._redraw_timer.timeout.connect(self.redraw)
+        # Elapsed (and the ETA) move every second while a run is live, not only when a step ends:
+        # between steps of a slow CPU run the window would look hung.
+        self._clock = QTimer(self, interval=CLOCK_MS)
+        self._clock.timeout.connect(self._tick)
         self._build()
         self.redraw()
 
@@ -81,13 +88,15 @@ class Dashboard(QWidget):
         grid.addWidget(self.loss_plot, 0, 0, 1, 3)
         self.preference_plot = PreferencePlot()        # shown once a dpo / orpo run reports margins
         grid.addWidget(self.preference_plot, 2, 0, 1, 3)
-        grid.setRowStretch(2, 2)
+        grid.setRowStretch(2, 0)            # 2 once the preference plot shows: a hidden one leaves no band
+        self.plots_grid = grid
 
         self.log_pane = LogPane()
+        self.log_pane.setMinimumHeight(LOG_LINES_MIN * self.log_pane.fontMetrics().lineSpacing() + 16)
         self.splitter = QSplitter(Qt.Vertical)
         self.splitter.addWidget(plots)
         self.splitter.addWidget(self.log_pane)
-        self.splitter.setStretchFactor(0, 4)
+        self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setChildrenCollapsible(False)
 
@@ -102,6 +111,8 @@ class Dashboard(QWidget):
     # ---- input --------------------------------------------------------------------------------
     def reset(self, run_dir: str = "", status: str = STARTING) -> None:
         self.state = RunState(status=status, run_dir=run_dir)
+        if status == STARTING:          # Elapsed counts from Start, before the worker writes a line
+            self.state.began = time.time()
         self._logged = 0
         self._worker_tail.clear()
         self._worker_log_shown = False
@@ -110,6 +121,12 @@ class Dashboard(QWidget):
             plot.clear_data()
         self.preference_plot.reset()
         self.redraw()
+
+    def set_stopping(self) -> None:
+        """Stop was asked for: the banner says so at once (the worker ends after its current step)."""
+        if not self.state.finished and self.state.status != IDLE:
+            self.state.stopping = True
+            self.redraw()
 
     def apply(self, event: dict) -> None:
         self.state.apply(event)
@@ -154,6 +171,10 @@ class Dashboard(QWidget):
         s = self.state
         self.banner.update_from(s)
         self._draw_progress(s)
+        live = s.status in (RUNNING, STARTING)
+        if live != self._clock.isActive():
+            self._clock.start() if live else self._clock.stop()
+        self.plots_grid.setRowStretch(2, 2 if not self.preference_plot.isHidden() else 0)
         self._draw_cards(s)
         self._plot_queue = [(lambda: self.loss_plot.update_from(s), self.loss_plot.plot),
                             (self.preference_plot.redraw, None),
@@ -203,8 +224,15 @@ class Dashboard(QWidget):
             self.progress.setUpdatesEnabled(True)
         total = f"{s.total_steps:,}" if s.total_steps else "—"
         self.progress_label.setText(f"Step {s.step:,} / {total}" + (f"  ·  {s.fraction:.0%}" if s.total_steps else ""))
-        self.time_label.setText(f"Elapsed {format_duration(s.elapsed_s if s.step else None)}"
-                                f"  ·  ETA {format_duration(s.eta_s)}")
+        self._draw_time(s)
+
+    def _draw_time(self, s: RunState) -> None:
+        now = time.time()
+        self.time_label.setText(f"Elapsed {format_duration(s.live_elapsed(now))}"
+                                f"  ·  ETA {format_duration(s.live_eta(now))}")
+
+    def _tick(self) -> None:
+        self._draw_time(self.state)
 
     def _draw_cards(self, s: RunState) -> None:
         loss = s.loss.last

@@ -68,12 +68,19 @@ class RunState:
     error: dict | None = None
     adapter: str | None = None
     log: list[str] = field(default_factory=list)
+    stopping: bool = False          # Stop was asked for; the worker has not ended yet
     _t0: float | None = None
+    began: float | None = None      # when the run began (Start, or its first event): Elapsed before the first step
+    _step_time: float | None = None  # when the last step event was written
+    _first_step: tuple[int, float] | None = None    # (step, elapsed_s) of this segment's first (warm-up) step
+    _pace: float = 0.0              # seconds a step, over the steps after the first
 
     # ---- folding events ---------------------------------------------------------------------
     def apply(self, event: dict) -> None:
         if self._t0 is None:
             self._t0 = event["time"]
+        if self._step_time is None and (self.began is None or event["time"] < self.began):
+            self.began = event["time"]         # the run's first event (earlier than the window's start)
         handler = getattr(self, "_on_" + event["type"], None)
         if handler is not None:
             handler(event)
@@ -86,6 +93,7 @@ class RunState:
         self._t0 = e["time"]
         resumed_at = e.get("resumed_at") or 0
         self.step = resumed_at
+        self._first_step = None                 # a resumed segment warms up again
         for series in (self.loss, self.eval_loss, self.lr, self.tokens_per_s):    # steps redone after a resume
             keep = next((i for i, x in enumerate(series.x) if x > resumed_at), len(series.x))
             del series.x[keep:], series.y[keep:]
@@ -93,13 +101,24 @@ class RunState:
     def _on_phase(self, e: dict) -> None:
         if self.status in FINAL or e["name"] == "resuming":    # the journal goes on: a resumed run
             self.status, self.error, self.adapter = STARTING, None, None
+            self.began, self._step_time, self._first_step = e["time"], None, None
         self.phase = e.get("message") or e["name"].replace("_", " ").capitalize()
         self.add_log(f"— {self.phase}")
 
     def _on_step(self, e: dict) -> None:
         self.status = RUNNING
         self.step, self.total_steps, self.epoch = e["step"], e["total_steps"], e["epoch"]
-        self.elapsed_s, self.eta_s = e["elapsed_s"], e["eta_s"]
+        self.elapsed_s, self._step_time = e["elapsed_s"], e["time"]
+        # The first step of a segment carries the warm-up (compilation, caches, the first batches
+        # read): an ETA extrapolated from it reads hours for a run of minutes. The ETA waits for a
+        # second step and then uses the pace of the steps after the first.
+        if self._first_step is None or e["step"] <= self._first_step[0]:
+            self._first_step = (e["step"], e["elapsed_s"])
+            self.eta_s = None
+        else:
+            first, first_elapsed = self._first_step
+            pace = self._pace = (e["elapsed_s"] - first_elapsed) / (e["step"] - first)
+            self.eta_s = max(0.0, pace * (e["total_steps"] - e["step"])) if pace > 0 else e["eta_s"]
         self.loss.add(e["step"], e["loss"])
         self.lr.add(e["step"], e["lr"])
         self.tokens_per_s.add(e["step"], e["tokens_per_s"])
@@ -139,6 +158,7 @@ class RunState:
 
     def _on_end(self, e: dict) -> None:
         self.status = e["status"]
+        self.stopping = False
         self.adapter = e.get("adapter")
         self.eta_s = 0 if self.status == COMPLETED else None
         self.add_log(f"— run {self.status}" + (f"; adapter saved to {self.adapter}" if self.adapter else ""))
@@ -152,6 +172,23 @@ class RunState:
     @property
     def finished(self) -> bool:
         return self.status in FINAL
+
+    def live_elapsed(self, now: float) -> float | None:
+        """Elapsed at `now` while the run is live: the last step's figure plus the time since it was
+        written, or the time since the run began before its first step (loading takes minutes on a
+        CPU); the last step's figure once it has ended."""
+        if self.finished or self.status == IDLE:
+            return self.elapsed_s if self.step else None
+        if self._step_time is not None:
+            return self.elapsed_s + max(0.0, now - self._step_time)
+        return max(0.0, now - self.began) if self.began is not None else None
+
+    def live_eta(self, now: float) -> float | None:
+        """The ETA counted down between steps, by at most one step's pace (a step that takes longer
+        than the others leaves it waiting, not at 0:00); None until it is representative."""
+        if self.eta_s is None or self.finished or self._step_time is None:
+            return self.eta_s
+        return max(0.0, self.eta_s - min(max(0.0, now - self._step_time), self._pace))
 
     @property
     def fraction(self) -> float:

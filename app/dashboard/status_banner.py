@@ -5,13 +5,17 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from lorastudio.app.widgets.flow_layout import FlowLayout
+from lorastudio.app.widgets.jobs_area import track
 from lorastudio.core.runs.checkpoints import list_checkpoint_steps
 from lorastudio.app.dashboard.run_state import COMPLETED, FAILED, IDLE, RUNNING, STARTING, STOPPED, RunState
 
 TITLES = {IDLE: "Ready to train", STARTING: "Starting…", RUNNING: "Training", COMPLETED: "Training completed",
           STOPPED: "Training stopped", FAILED: "Training failed"}
+STOPPING_TITLE = "Stopping…"
+STOPPING_MESSAGE = "Stop asked for: the worker saves a checkpoint and the adapter, then exits."
 SET_UP = "Set up a run"
 FIRST_STEP = "Choose a model and a dataset, then press Start (Ctrl+Return)."
 
@@ -63,28 +67,22 @@ class StatusBanner(QFrame):
         self.evaluate_button.setToolTip("Held-out loss, exact match and valid JSON: base model vs base + adapter")
         # What can be done with a run's result, shown and hidden together: one widget to show at the
         # end of a run costs half as much as four (the end's redraw is one tick of the event loop).
+        # They sit in rows under the text that wrap when narrow (FlowLayout), not in a column beside
+        # it: a finished run's banner stays a few lines tall and leaves the plots their room.
         self.result_buttons = QWidget()
-        result_layout = QVBoxLayout(self.result_buttons)
-        result_layout.setContentsMargins(0, 0, 0, 0)
-        result_layout.setSpacing(4)
+        result_layout = FlowLayout(self.result_buttons, spacing=4)
+        result_layout.addWidget(self.open_button)
         for button in (self.export_button, self.merge_button, self.gguf_button, self.evaluate_button):
             result_layout.addWidget(button)
         self.result_buttons.hide()
         self._folder = self._run_dir = ""
-        text = QVBoxLayout()
-        text.setSpacing(2)
-        text.addWidget(self.title)
-        text.addWidget(self.message)
-        text.addWidget(self.hint)
-        layout = QHBoxLayout(self)
+        layout = QVBoxLayout(self)
         layout.setContentsMargins(14, 10, 12, 10)
-        layout.addLayout(text, 1)
-        buttons = QVBoxLayout()
-        buttons.setSpacing(4)
-        buttons.addWidget(self.open_button)
-        buttons.addWidget(self.result_buttons)
-        buttons.addStretch(1)
-        layout.addLayout(buttons)
+        layout.setSpacing(2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.message)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.result_buttons)
 
     def set_next_step(self, title: str, message: str) -> None:
         """What the banner says while no run is shown (see `next_step`)."""
@@ -98,7 +96,8 @@ class StatusBanner(QFrame):
             self.setProperty("state", state.status)
             self.style().polish(self)
         self._status = state.status
-        self.title.setText(self._idle[0] if state.status == IDLE else TITLES.get(state.status, state.status.capitalize()))
+        title = self._idle[0] if state.status == IDLE else TITLES.get(state.status, state.status.capitalize())
+        self.title.setText(STOPPING_TITLE if state.stopping and not state.finished else title)
         self.message.setText(self._message(state))
         error = state.error if state.status in (FAILED, RUNNING, STOPPED) else None
         hint = error.get("hint", "") if error else ""
@@ -109,7 +108,9 @@ class StatusBanner(QFrame):
         self.open_button.setVisible(bool(self._folder))
         self._run_dir = state.run_dir if state.finished else ""
         has_result = self._has_result(self._run_dir, state.adapter)
-        self.result_buttons.setVisible(has_result)
+        for button in (self.export_button, self.merge_button, self.gguf_button, self.evaluate_button):
+            button.setVisible(has_result)
+        self.result_buttons.setVisible(has_result or bool(self._folder))
 
     def _message(self, state: RunState) -> str:
         if state.status == FAILED and state.error:
@@ -119,6 +120,8 @@ class StatusBanner(QFrame):
         if state.status == STOPPED:
             return (f"Stopped at step {state.step}; adapter saved to {state.adapter}" if state.adapter
                     else f"Stopped at step {state.step}.")
+        if state.stopping and state.status in (RUNNING, STARTING):
+            return STOPPING_MESSAGE
         if state.status in (RUNNING, STARTING):
             return state.phase or f"Run folder: {state.run_dir}"
         return self._idle[1]
@@ -137,22 +140,29 @@ class StatusBanner(QFrame):
     def open_export(self) -> None:
         from lorastudio.app.dialogs.export_dialog import ExportDialog
         run = Path(self._run_dir)
-        ExportDialog(run, run.parent, self.window()).open()
+        self._show_dialog(ExportDialog(run, run.parent, self.window()))
 
     def open_merge(self) -> None:
         from lorastudio.app.dialogs.merge_dialog import MergeDialog
         run = Path(self._run_dir)
-        MergeDialog(run, run.parent, self.window()).open()
+        self._show_dialog(MergeDialog(run, run.parent, self.window()))
 
     def open_evaluate(self) -> None:
         from lorastudio.app.dialogs.evaluate_dialog import EvaluateDialog
         run = Path(self._run_dir)
-        EvaluateDialog(run, run.parent, self.window()).open()
+        self._show_dialog(EvaluateDialog(run, run.parent, self.window()))
 
     def open_gguf_export(self) -> None:
         from lorastudio.app.dialogs.export_gguf_dialog import GgufExportDialog
         run = Path(self._run_dir)
-        GgufExportDialog(run, run.parent, self.window()).open()
+        self._show_dialog(GgufExportDialog(run, run.parent, self.window()))
+
+    @staticmethod
+    def _show_dialog(dialog) -> None:
+        """Not modal: the window stays usable while the dialog's job runs (shown in the jobs area)."""
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        track(dialog)
+        dialog.show()
 
     def _open(self) -> None:
         if self._folder and Path(self._folder).exists():

@@ -43,7 +43,7 @@ class InspectionView(QWidget):
     def _build(self) -> None:
         self.title = QLabel("What the model will see")
         self.title.setStyleSheet("font-weight: 600;")
-        self.status_label = QLabel()
+        self.status_label = QLabel(wordWrap=True)     # wraps: never wider than the form's scroll area
         self.status_label.setProperty("role", "hint")
         self.busy_bar = QProgressBar(maximum=0, textVisible=False, fixedHeight=4)
         self.busy_bar.hide()

@@ -18,7 +18,8 @@ class JobDialog(QDialog):
     def _event(self, ev: dict) -> None:
         """A job event: phases move the bar and the phase line; a fidelity check is kept for the end."""
         if ev["type"] == "phase":
-            self.progress.setValue(int(100 * ev.get("fraction", 0)))
+            if ev.get("fraction") is not None:      # a phase without one keeps the bar where it is
+                self.progress.setValue(int(100 * ev["fraction"]))
             self.phase_label.setText(ev.get("message") or ev["name"])
         elif ev["type"] == "fidelity":
             self.fidelity = ev

@@ -16,6 +16,7 @@ from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QSizePolicy,
                                QVBoxLayout, QWidget)
 
+from lorastudio.app.widgets.jobs_area import track
 from lorastudio.app.job_process import JobProcess
 from lorastudio.app.theme import ACCENT, BAD, plot_colors
 from lorastudio.app.thread_pool import run_in_background
@@ -293,7 +294,8 @@ class RankView(QDialog):
             return None
         dialog = ResizeDialog(self.target, self.report, self)
         dialog.setAttribute(Qt.WA_DeleteOnClose)
-        dialog.open()
+        track(dialog)                   # not modal; its job shows in the status bar's jobs area
+        dialog.show()
         return dialog
 
     def closeEvent(self, event) -> None:

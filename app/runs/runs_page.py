@@ -15,6 +15,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderVi
 
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.app.runs.run_details import RunDetails
+from lorastudio.app.widgets.flow_layout import FlowLayout
+from lorastudio.app.widgets.jobs_area import track
 from lorastudio.app.runs.runs_overlay import RunsOverlay
 from lorastudio.app.runs.runs_refresher import RunsRefresher
 from lorastudio.app.runs.runs_table_model import RunsSortProxy, RunsTableModel
@@ -81,7 +83,7 @@ class RunsPage(QWidget):
         layout.addLayout(self._toolbar())
         layout.addWidget(self.splitter, 1)
 
-    def _toolbar(self) -> QHBoxLayout:
+    def _toolbar(self) -> QVBoxLayout:
         self.summary_label = QLabel("")
         self.summary_label.setProperty("role", "hint")
         specs = (("live", "Open live view", "Follow this run on the Train page (curves from its journal)"),
@@ -96,16 +98,23 @@ class RunsPage(QWidget):
                  ("rank", "Rank…", "What rank the trained update really used; save a smaller adapter"),
                  ("delete", "Delete…", "Delete the run folder (asks first; refuses a running run)"))
         self.buttons: dict[str, QPushButton] = {}
-        bar = QHBoxLayout()
-        title = QLabel("Runs", objectName="BannerTitle")
-        bar.addWidget(title)
-        bar.addSpacing(8)
-        bar.addWidget(self.summary_label, 1)
+        # The title and summary on one line, the buttons below in rows that wrap (FlowLayout): a
+        # narrow window gets two rows of buttons instead of a minimum width wider than the screen.
+        title_row = QHBoxLayout()
+        title_row.addWidget(QLabel("Runs", objectName="BannerTitle"))
+        title_row.addSpacing(8)
+        self.summary_label.setWordWrap(True)
+        title_row.addWidget(self.summary_label, 1)
+        self.button_row = FlowLayout()
         for key, text, tip in specs:
             button = QPushButton(text, objectName=f"Runs{key.capitalize()}Button")
             button.setToolTip(tip)
             self.buttons[key] = button
-            bar.addWidget(button)
+            self.button_row.addWidget(button)
+        bar = QVBoxLayout()
+        bar.setSpacing(6)
+        bar.addLayout(title_row)
+        bar.addLayout(self.button_row)
         return bar
 
     def _connect(self) -> None:
@@ -265,5 +274,6 @@ class RunsPage(QWidget):
             return None
         dialog = dialog_class(run.path, self.runs_root, self.window())
         dialog.setAttribute(Qt.WA_DeleteOnClose)
-        dialog.open()
+        track(dialog)                   # its job shows in the status bar's jobs area
+        dialog.show()                   # not modal: Runs, the Playground and other dialogs stay usable
         return dialog

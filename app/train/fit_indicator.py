@@ -16,13 +16,33 @@ from lorastudio.app.theme import BAD, OK
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.config import RunConfig
 from lorastudio.core.fit.advice import Advice, choose_memory_mode, fit_settings
-from lorastudio.core.fit.memory_model import Estimate, as_on_gpu, estimate
+from lorastudio.core.fit.cpu import CPU_EFFICIENCY, CpuEstimate, cpu_estimate, measure_matmul_rate
+from lorastudio.core.fit.memory_model import Estimate, as_on_gpu, estimate, with_settings
 from lorastudio.core.fit.targets import CARDS, Target
 from lorastudio.core.formatting import format_bytes
 
 TERM_COLORS = {"weights": "#4f6bed", "lora": "#9b59b6", "activations": "#e8833a", "loss": "#e0a100",
-               "scratch": "#17a2b8", "context": "#8a8f98", "slack": "#b8bcc4"}
-DEFAULT_CARD = 3            # 24 GiB, when no GPU is found
+               "scratch": "#17a2b8", "context": "#8a8f98", "slack": "#b8bcc4", "runtime": "#8a8f98"}
+DEFAULT_CARD = 3            # 24 GiB: the what-if card while no probe has answered
+RAM_TARGET = "This computer's RAM"
+
+
+def system_ram() -> int:
+    import psutil
+    return int(psutil.virtual_memory().total)
+
+
+def step_time_words(seconds: float | None) -> str:
+    """ "about 40 s a step", "about 3 min a step"; "" when unknown."""
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return "under a second a step"
+    if seconds < 90:
+        return f"about {seconds:.0f} s a step"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min a step"
+    return f"about {seconds / 3600:.1f} h a step"
 
 
 class MemoryBar(QWidget):
@@ -81,7 +101,7 @@ class FitIndicator(QWidget):
         self.estimate: Estimate | None = None
         self.mode_reason = ""
         self._generation = 0                  # bumped at each change: a late search answer is dropped
-        self.verdict = QLabel("Estimated peak: choose a model", objectName="FitVerdict")
+        self.verdict = QLabel("Estimated peak: choose a model", objectName="FitVerdict", wordWrap=True)
         self.verdict.setProperty("role", "hint")
         self.target_combo = QComboBox(objectName="FitTarget")
         self.target_combo.setToolTip("The GPU to compare with: the one found, or a common card as a what-if")
@@ -102,21 +122,28 @@ class FitIndicator(QWidget):
         layout.addWidget(self.verdict)
         layout.addLayout(row)
         layout.addWidget(self.legend)
-        self.set_gpus([])
+        self.set_gpus([], probed=False)
         self.target_combo.currentIndexChanged.connect(lambda _i: self.refresh())
         self.fit_button.clicked.connect(self.make_it_fit)
+        self.cpu_estimate: CpuEstimate | None = None
+        self._timing = False
 
     # ---- inputs ---------------------------------------------------------------------------
-    def set_gpus(self, gpus) -> None:
-        """The GPUs found (core.devices.GpuInfo); the cards follow as what-if targets."""
-        targets = [Target(f"cuda:{g.index} — {g.name}", g.total, True) for g in gpus or []] + list(CARDS)
+    def set_gpus(self, gpus, probed: bool = True) -> None:
+        """The GPUs found (core.devices.GpuInfo); the cards follow as what-if targets. With none
+        found (after the probe), the estimate speaks of this computer's RAM and the time a step
+        takes on its CPU, and the card selector is hidden (the cards stay what-ifs behind it)."""
+        cpu = probed and not gpus
+        targets = ([Target(RAM_TARGET, system_ram(), True)] if cpu else []) + \
+            [Target(f"cuda:{g.index} — {g.name}", g.total, True) for g in gpus or []] + list(CARDS)
         self.target_combo.blockSignals(True)
         self.target_combo.clear()
         for t in targets:
             label = t.name if t.detected else t.name.split(" (")[0]
             self.target_combo.addItem(f"{label} ({format_bytes(t.bytes)})" if t.detected else label, t)
             self.target_combo.setItemData(self.target_combo.count() - 1, t.name, Qt.ToolTipRole)
-        self.target_combo.setCurrentIndex(0 if gpus else DEFAULT_CARD)
+        self.target_combo.setCurrentIndex(0 if gpus or cpu else DEFAULT_CARD)
+        self.target_combo.setVisible(not cpu)
         self.target_combo.blockSignals(False)
         self.refresh()
 
@@ -136,10 +163,40 @@ class FitIndicator(QWidget):
             self._show("Estimated peak: choose a model and valid settings", None, "hint")
             return
         capacity = target.bytes
+        if self.on_cpu():
+            self._refresh_cpu(capacity)
+            return
         config = self.gpu_config()
         mode, self.mode_reason = choose_memory_mode(config, self.info, capacity, report=self.report)
         self.estimate = estimate(config, self.info, mode, report=self.report)
         self._show(self.estimate.verdict(capacity), capacity, "fits" if self.fits() else "nofit")
+
+    def on_cpu(self) -> bool:
+        """The estimate is of this computer's RAM and CPU (no GPU found, no what-if card chosen)."""
+        target = self.target()
+        return target is not None and target.name == RAM_TARGET
+
+    def _refresh_cpu(self, ram: int) -> None:
+        config = self.config if self.config.device == "cpu" else with_settings(self.config, {"device": "cpu"})
+        self.cpu_estimate = cpu_estimate(config, self.info, self.report)
+        self.estimate = self.cpu_estimate.memory
+        need = self.estimate.peak
+        fits = need <= ram
+        text = (f"Estimated RAM {format_bytes(need)} of {format_bytes(ram)} — "
+                + ("fits" if fits else "does not fit"))
+        seconds = self.cpu_estimate.seconds_per_step
+        if seconds is not None:
+            text += f" · {step_time_words(seconds)} on this CPU"
+        elif not self._timing:          # time this CPU once (~0.2 s, on the thread pool), then again
+            self._timing = True
+            run_in_background(measure_matmul_rate, on_done=lambda _rate: self.refresh(),
+                              on_failed=lambda _exc: None)
+        self._show(text, ram, "fits" if fits else "cpu_nofit")
+        self.fit_button.hide()
+        self.bar.setToolTip(self.bar.toolTip() + (
+            f"\n\nTime a step: {self.cpu_estimate.flops_per_step:.3g} FLOPs (tokens × parameters × 4, or × 6 "
+            f"when layers are recomputed) over {CPU_EFFICIENCY:.0%} of this CPU's measured float32 matrix "
+            f"product rate ({(self.cpu_estimate.rate or 0) / 1e9:.0f} GFLOP/s): an estimate" if seconds else ""))
 
     def gpu_config(self) -> RunConfig:
         """The form's config as it would train on the target GPU (a CPU choice is a what-if too)."""
@@ -147,10 +204,11 @@ class FitIndicator(QWidget):
 
     def _show(self, text: str, capacity: int | None, state: str) -> None:
         self.verdict.setText(text)
-        self.verdict.setProperty("role", {"fits": "value", "nofit": "reason"}.get(state, "hint"))
+        self.verdict.setProperty("role", {"fits": "value", "nofit": "reason", "cpu_nofit": "reason"}.get(state, "hint"))
         self.verdict.style().polish(self.verdict)
         self.bar.set_terms(self.estimate, capacity)
         self.fit_button.setEnabled(state == "nofit")
+        self.fit_button.setVisible(not self.on_cpu())
         if self.estimate is None:
             self.legend.setText("")
             return

@@ -24,6 +24,10 @@ class StartBar(QWidget):
         self.tensorboard_box.setToolTip("Also write TensorBoard event files into the run folder's tensorboard/ "
                                         "(from the journal, at each eval, checkpoint and the end); compare runs "
                                         "with: tensorboard --logdir RUNS_FOLDER")
+        self.background_box = QCheckBox("Background priority")
+        self.background_box.setToolTip("Start the trainer at a low CPU priority (nice 10): the rest of the "
+                                       "computer stays responsive, and training slows down whenever anything "
+                                       "else wants the CPU. Off: normal priority.")
         self.reason_label = QLabel(wordWrap=True)
         self.reason_label.setProperty("role", "reason")
         self.start_button.clicked.connect(self.start_requested)
@@ -36,7 +40,11 @@ class StartBar(QWidget):
         layout.setContentsMargins(10, 8, 10, 8)
         layout.setSpacing(4)
         layout.addLayout(row)
-        layout.addWidget(self.tensorboard_box)
+        options = QHBoxLayout()
+        options.addWidget(self.tensorboard_box)
+        options.addWidget(self.background_box)
+        options.addStretch(1)
+        layout.addLayout(options)
         layout.addWidget(self.reason_label)
 
     def set_state(self, can_start: bool, reason: str, running: bool) -> None:
@@ -44,6 +52,11 @@ class StartBar(QWidget):
         self.stop_button.setEnabled(running)
         self.name_edit.setEnabled(not running)
         self.reason_label.setText("" if running or can_start else reason)
+        # Waiting (reading, importing, checking: the reason ends in "…") is not an error: grey, not red.
+        role = "hint" if reason.rstrip().endswith("…") else "reason"
+        if self.reason_label.property("role") != role:
+            self.reason_label.setProperty("role", role)
+            self.reason_label.style().polish(self.reason_label)
         self.reason_label.setVisible(bool(self.reason_label.text()))
         self.start_button.setToolTip(reason if not can_start and not running else
                                      "Write the run folder and start the worker (Ctrl+Return)")

@@ -280,7 +280,8 @@ class TrainPage(QWidget):
     def _launch(self, config: RunConfig) -> None:
         self._checking = False
         try:
-            run_dir = self.process.start(config, self.runs_root)
+            run_dir = self.process.start(config, self.runs_root,
+                                         background=self.start_bar.background_box.isChecked())
         except OSError as exc:
             self._check_failed(exc)
             return
@@ -297,6 +298,7 @@ class TrainPage(QWidget):
                                       "before it exits, so nothing trained so far is lost.",
                                       QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
         if answer == QMessageBox.Yes and self.process.stop():
+            self.dashboard.set_stopping()
             self.dashboard.add_log_line("— stop requested; waiting for the worker to save and exit")
             self.message.emit("Stopping: saving a checkpoint and the adapter…")
 

@@ -20,9 +20,11 @@ from lorastudio.core.runs import folders as runs
 from lorastudio.core.runtime.follower import Outcome
 from lorastudio.core.runtime.launcher import JobHandle
 
-# The worker yields the CPU to the window when both want it (on a 2-core laptop the trainer's
-# threads would otherwise delay repaints by 100 ms); alone, it runs at full speed all the same.
-WORKER_NICENESS = 5
+# Training runs at normal priority: at nice 5 on a busy machine it got 15-30 % of a core (issue 33).
+# "Background priority" (the Start bar's option) starts it at BACKGROUND_NICENESS instead: it then
+# yields the CPU to everything else that wants it, and runs at full speed when alone.
+WORKER_NICENESS = 0
+BACKGROUND_NICENESS = 10
 CRASH_HINT = "Resume it from the Runs page (it continues from the last checkpoint)."
 
 
@@ -53,10 +55,12 @@ class TrainingProcess(QObject):
         return self.job.handle.job_dir if self.job.handle is not None else None
 
     # ---- control ------------------------------------------------------------------------------
-    def start(self, config: RunConfig, runs_root: Path | None = None) -> Path:
-        """Write the run folder, launch the training job and follow it. Returns the run folder."""
+    def start(self, config: RunConfig, runs_root: Path | None = None, background: bool = False) -> Path:
+        """Write the run folder, launch the training job and follow it (at normal priority, or at
+        background priority when asked). Returns the run folder."""
         run_dir = runs.prepare_run(config, runs.new_run_dir(config, runs_root or runs.default_runs_dir()))
-        self.follow(run_dir, start_train(TrainRequest(run_dir, niceness=WORKER_NICENESS)))
+        niceness = BACKGROUND_NICENESS if background else WORKER_NICENESS
+        self.follow(run_dir, start_train(TrainRequest(run_dir, niceness=niceness)))
         return run_dir
 
     def follow(self, run_dir: Path, handle: JobHandle | None = None) -> None:

@@ -13,6 +13,8 @@ drawn without antialiasing past a few hundred points: a 1,000-step run redraws a
 """
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import QVBoxLayout, QWidget
@@ -21,6 +23,7 @@ from lorastudio.app.theme import SERIES, plot_colors
 
 MAX_POINTS = 600            # per curve on screen; a bucket keeps its first, min, max and last point
 ANTIALIAS_POINTS = 300      # above this many points a line is drawn without antialiasing
+TICK_DIGITS = 5             # significant digits of a tick label at most
 
 
 def thin(x: list[float], y: list[float], limit: int = MAX_POINTS) -> tuple[list[float], list[float]]:
@@ -43,6 +46,36 @@ def thin(x: list[float], y: list[float], limit: int = MAX_POINTS) -> tuple[list[
     return [x[i] for i in keep], [y[i] for i in keep]
 
 
+def tick_label(value: float, spacing: float) -> str:
+    """A tick's label with as many digits as the ticks' spacing needs and never more than
+    TICK_DIGITS significant ones: one point's degenerate axis reads 2.5966, not 2.596585035324100."""
+    if value == 0 or not math.isfinite(value):
+        return "0" if value == 0 else str(value)
+    magnitude = abs(value)
+    if magnitude >= 1e6 or magnitude < 1e-3:
+        return f"{value:.{TICK_DIGITS - 2}g}"
+    decimals = max(0, math.ceil(-math.log10(spacing))) if spacing > 0 else TICK_DIGITS
+    decimals = min(decimals, max(0, TICK_DIGITS - 1 - math.floor(math.log10(magnitude))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+_TICK_AXIS = None
+
+
+def tick_axis_class(pg):
+    """pyqtgraph's AxisItem with `tick_label`'s labels (made once pyqtgraph is imported)."""
+    global _TICK_AXIS
+    if _TICK_AXIS is None:
+        class TickAxis(pg.AxisItem):
+            def tickStrings(self, values, scale, spacing):      # noqa: N802 (pyqtgraph's name)
+                if self.logMode:
+                    return super().tickStrings(values, scale, spacing)
+                return [tick_label(v * scale, spacing * scale) for v in values]
+        _TICK_AXIS = TickAxis
+    return _TICK_AXIS
+
+
 class SeriesPlot(QWidget):
     def __init__(self, title: str, y_label: str = "", x_label: str = "step", parent: QWidget | None = None):
         super().__init__(parent)
@@ -55,7 +88,7 @@ class SeriesPlot(QWidget):
         self._scheduled = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.setMinimumSize(150, 140)
+        self.setMinimumSize(150, 110)          # small enough that the dashboard fits 1366×768
 
     # ---- the real plot, built late ------------------------------------------------------------
     @property
@@ -87,7 +120,8 @@ class SeriesPlot(QWidget):
 
         background, foreground = plot_colors()
         self._pg, self._foreground = pg, foreground
-        self.widget = pg.PlotWidget(parent=self, background=background)
+        axes = {name: tick_axis_class(pg)(orientation=name) for name in ("left", "bottom")}
+        self.widget = pg.PlotWidget(parent=self, background=background, axisItems=axes)
         item = self.widget.getPlotItem()
         item.setTitle(f"<span style='font-size:10pt;font-weight:600'>{self.title}</span>", color=foreground)
         # No grid: alpha-blended grid lines cost 5× the paint time of the rest of the plot.

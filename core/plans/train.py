@@ -21,7 +21,7 @@ class TrainRequest:
     run_dir: Path
     resume_from: Path | None = None         # a checkpoint folder to go on from
     env: dict | None = None                 # extra environment (tests: LORASTUDIO_FAULT)
-    niceness: int = 0                       # the window starts it a little nicer than itself
+    niceness: int = 0                       # 0: normal priority; the window's "Background priority" asks for more
 
 
 def start_train(request: TrainRequest) -> JobHandle:
