@@ -1,11 +1,13 @@
 """The Playground page: a prompt answered by the base model and by base + adapter, side by side.
 
-Pick a run and its adapter (final or a checkpoint), type a prompt or click a held-out one, and
-press Generate: the page's one generation worker (generation_worker.py, the generate job kept
-alive while the page is shown) streams both answers token by token into a journal that a
-JobProcess re-emits here. The window never loads a model itself. The run list follows the runs
-folder while the page is shown (RunsRefresher, as the Runs page): a run that has just saved an
-adapter appears by itself.
+Pick a run and its adapter (final or a checkpoint), up to two more runs to compare (their final
+adapters, on the same base), the engine — llama.cpp (fast: the GGUF files `lorastudio serve` uses),
+transformers (exactly what training computes) or automatic (llama.cpp when the model can be
+served as GGUF) — type a prompt or click a held-out one, and press Generate: the page's one
+generation worker (generation_worker.py, the generate job kept alive while the page is shown)
+streams every answer token by token into a journal that a JobProcess re-emits here. The window
+never loads a model itself. The run list follows the runs folder while the page is shown
+(RunsRefresher, as the Runs page): a run that has just saved an adapter appears by itself.
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPlainTextEdit,
-                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QPlainTextEdit, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from lorastudio.app.playground.answer_pane import AnswerPane
 from lorastudio.app.playground.eval_summary import EvalSummary
@@ -28,6 +30,13 @@ from lorastudio.core.runs.folders import default_runs_dir
 from lorastudio.core.runs.listing import runs_with_adapters
 
 EMPTY = "Train a run first: the playground compares a run's adapter with its base model."
+ENGINES = [("Automatic", "auto", "llama.cpp when the run's model can be served as GGUF, else transformers"),
+           ("llama.cpp — fast", "llama.cpp", "The base as f16 GGUF and each adapter as a GGUF LoRA (written once, "
+            "cached as `lorastudio serve` caches them), every answer decoded together by llama.cpp"),
+           ("transformers — exact", "transformers", "The base loaded as the run trained it: exactly what training "
+            "computes, slower on a CPU")]
+COMPARE_SIDES = ("adapter2", "adapter3")
+NO_RUN = "—"
 
 
 class PlaygroundPage(QWidget):
@@ -53,6 +62,15 @@ class PlaygroundPage(QWidget):
         self.run_combo = QComboBox(minimumWidth=280)
         self.run_combo.currentIndexChanged.connect(self.on_run_changed)
         self.adapter_combo = QComboBox(minimumWidth=160)
+        self.engine_combo = QComboBox(objectName="EngineCombo")
+        for text, engine, tip in ENGINES:
+            self.engine_combo.addItem(text, engine)
+            self.engine_combo.setItemData(self.engine_combo.count() - 1, tip, Qt.ToolTipRole)
+        self.engine_combo.setToolTip("Which engine answers: " + "; ".join(f"{t}: {tip}" for t, _e, tip in ENGINES))
+        self.compare_combos = [QComboBox(minimumWidth=180, objectName=f"Compare{i}") for i in (1, 2)]
+        for combo in self.compare_combos:
+            combo.setToolTip("Another run on the same base model: its final adapter answers beside the others")
+            combo.currentIndexChanged.connect(self._compare_changed)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip("The list follows the runs folder by itself; this reads it now (F5)")
         self.refresh_button.clicked.connect(self.refresh)
@@ -62,7 +80,14 @@ class PlaygroundPage(QWidget):
         top.addWidget(self.run_combo, 1)
         top.addWidget(QLabel("Adapter"))
         top.addWidget(self.adapter_combo)
+        top.addWidget(QLabel("Engine"))
+        top.addWidget(self.engine_combo)
         top.addWidget(self.refresh_button)
+        second = QHBoxLayout()
+        second.addWidget(QLabel("Compare with"))
+        for combo in self.compare_combos:
+            second.addWidget(combo, 1)
+        second.addStretch(1)
 
         self.prompt_list = QListWidget(objectName="PromptList")
         self.prompt_list.setToolTip("Held-out prompts: click one to put it in the prompt box")
@@ -92,9 +117,13 @@ class PlaygroundPage(QWidget):
 
         self.base_pane = AnswerPane("Base model", "without the adapter")
         self.adapter_pane = AnswerPane("Base + adapter", "")
-        answers = QHBoxLayout()
-        answers.addWidget(self.base_pane)
-        answers.addWidget(self.adapter_pane)
+        self.compare_panes = [AnswerPane("Base + adapter", "") for _side in COMPARE_SIDES]
+        answers = QGridLayout()
+        answers.addWidget(self.base_pane, 0, 0)
+        answers.addWidget(self.adapter_pane, 0, 1)
+        for i, pane in enumerate(self.compare_panes):
+            answers.addWidget(pane, 1, i)
+            pane.hide()
         self.reference = QLabel("", objectName="Muted", wordWrap=True,
                                 textInteractionFlags=Qt.TextSelectableByMouse)
         self.status = QLabel("", objectName="Muted", wordWrap=True)
@@ -115,6 +144,7 @@ class PlaygroundPage(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 12, 16, 12)
         layout.addLayout(top)
+        layout.addLayout(second)
         layout.addWidget(split, 1)
 
     # ---- runs, adapters, prompts ---------------------------------------------------------------
@@ -136,7 +166,40 @@ class PlaygroundPage(QWidget):
         if current:
             self.run_combo.setCurrentIndex(max(0, self.run_combo.findData(current)))
         self.run_combo.blockSignals(False)
+        self._fill_compare()
         self.on_run_changed()
+
+    def _fill_compare(self) -> None:
+        """Each 'Compare with' list: no run, or any other run with an adapter (keeping the choice)."""
+        for combo in self.compare_combos:
+            chosen = combo.currentData()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItem(NO_RUN, None)
+            for run, _steps in self._shown:
+                combo.addItem(Path(run).name, run)
+            combo.setCurrentIndex(max(0, combo.findData(chosen)) if chosen else 0)
+            combo.blockSignals(False)
+        self._compare_changed()
+
+    def compared_runs(self) -> list[Path]:
+        """The runs chosen to compare (not the main run, each once)."""
+        main, out = self.run_combo.currentData(), []
+        for combo in self.compare_combos:
+            run = combo.currentData()
+            if run and run != main and Path(run) not in out:
+                out.append(Path(run))
+        return out
+
+    def _compare_changed(self, *_args) -> None:
+        compared = self.compared_runs()
+        for i, pane in enumerate(self.compare_panes):
+            pane.setVisible(i < len(compared))
+            if i < len(compared):
+                pane.subtitle.setText(compared[i].name)
+
+    def engine(self) -> str:
+        return self.engine_combo.currentData()
 
     def follow_runs(self, _summaries=None) -> None:
         """The runs folder was read again (RunsRefresher): refill the lists if an adapter came or went,
@@ -178,6 +241,7 @@ class PlaygroundPage(QWidget):
             self.prompt_list.addItem(item)
         self.eval_summary.show_result(read_eval(run) if run else None, run.name if run else "")
         self.adapter_pane.subtitle.setText(run.name if run else "no run with an adapter yet")
+        self._compare_changed()
         self.generate_button.setEnabled(run is not None and not self.worker.busy)
         if run is None:
             self.status.setText(EMPTY)
@@ -204,15 +268,19 @@ class PlaygroundPage(QWidget):
             self.status.setText("Type a prompt first." if run else self.status.text())
             return
         waiting = "waiting…" if self.worker.alive else "loading…"
-        self.base_pane.clear(waiting)
-        self.adapter_pane.clear(waiting)
+        compared = self.compared_runs()
+        for pane in (self.base_pane, self.adapter_pane, *self.compare_panes[:len(compared)]):
+            pane.clear(waiting)
         self.status.setText("Asking the generation worker…" if self.worker.alive else
                             "Starting a generation worker (loading the model takes a few seconds)…")
         self.generate_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.worker.ask(run, self.messages(), self.settings.values(), self.adapter_combo.currentData())
+        self.worker.ask(run, self.messages(), self.settings.values(), self.adapter_combo.currentData(), self.engine(),
+                        compared)
 
     def pane(self, side: str) -> AnswerPane:
+        if side in COMPARE_SIDES:
+            return self.compare_panes[COMPARE_SIDES.index(side)]
         return self.base_pane if side == "base" else self.adapter_pane
 
     def on_event(self, ev: dict) -> None:
@@ -224,8 +292,8 @@ class PlaygroundPage(QWidget):
         elif kind == "phase" and ev["name"] != "answered":       # the end of a request: on_finished
             self.status.setText(ev.get("message") or ev["name"])
             if ev["name"] == "generating":
-                self.base_pane.status.setText("")
-                self.adapter_pane.status.setText("")
+                for side in ev.get("sides") or ("base", "adapter"):
+                    self.pane(side).status.setText("")
         elif kind == "error":
             self.status.setText(f"{ev['message']} — {ev['hint']}" if ev.get("hint") else ev["message"])
 

@@ -94,6 +94,8 @@ class RunsPage(QWidget):
                  ("merge", "Merge…", "Merge the adapter into the base model and save the result"),
                  ("gguf", "GGUF…", "Export for Ollama / llama.cpp: one GGUF file (merged, or the adapter alone) "
                   "with a Modelfile"),
+                 ("serve", "Serve…", "Serve the selected runs' adapters on their base over an OpenAI-compatible API "
+                  "(llama.cpp): any OpenAI client can use them"),
                  ("evaluate", "Evaluate…", "Held-out loss, exact match and valid JSON: base model vs base + adapter"),
                  ("rank", "Rank…", "What rank the trained update really used; save a smaller adapter"),
                  ("delete", "Delete…", "Delete the run folder (asks first; refuses a running run)"))
@@ -130,6 +132,7 @@ class RunsPage(QWidget):
         b["export"].clicked.connect(self.open_export)
         b["merge"].clicked.connect(self.open_merge)
         b["gguf"].clicked.connect(self.open_gguf_export)
+        b["serve"].clicked.connect(self.open_serve)
         b["evaluate"].clicked.connect(self.open_evaluate)
         b["rank"].clicked.connect(self.open_rank)
         b["delete"].clicked.connect(self.delete)
@@ -186,6 +189,7 @@ class RunsPage(QWidget):
         b["delete"].setEnabled(bool(run and not run.live))
         for key in ("export", "merge", "gguf", "rank", "evaluate"):
             b[key].setEnabled(bool(run and run.status in OK_STATUSES or run and run.checkpoints))
+        b["serve"].setEnabled(bool(runs) and all(r.status in OK_STATUSES for r in runs))
 
     # ---- actions ------------------------------------------------------------------------------
     def open_live_view(self) -> None:
@@ -262,6 +266,17 @@ class RunsPage(QWidget):
         """The Export for Ollama / llama.cpp dialog the Train page opens, for the selected run."""
         from lorastudio.app.dialogs.export_gguf_dialog import GgufExportDialog
         return self._open_dialog(GgufExportDialog)
+
+    def open_serve(self):
+        """The Serve panel for the selected runs (one base; each adapter by its run's name)."""
+        from lorastudio.app.dialogs.serve_dialog import ServeDialog
+        runs = self.selected_runs()
+        if not runs:
+            return None
+        dialog = ServeDialog([r.path for r in runs], self.runs_root, self.window())
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.show()                   # not modal: the window stays usable while it serves
+        return dialog
 
     def open_rank(self):
         """The Rank view (heat map, spectrum, suggestion, a smaller adapter) of the selected run."""

@@ -36,6 +36,7 @@ COMMANDS = (
     Command("fit", "fit", "fit", "will it fit? estimated GPU memory, and settings that fit (--auto)"),
     Command("rank", "rank", "rank", "what rank a trained adapter really used: singular values of each update"),
     Command("resize", "resize", "resize", "save a smaller adapter: the best rank-K approximation of every update"),
+    Command("serve", "serve", "serve", "serve runs' adapters on one base over an OpenAI-compatible API (llama.cpp)"),
     Command("tensorboard", "tensorboard_export", "tensorboard", "write TensorBoard event files from runs' journals"),
 )
 

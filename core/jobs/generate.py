@@ -7,9 +7,17 @@ Two shapes of JOB_DIR/job.yaml (written by core/runs/heldout.py):
   a worker:    serve: true   idle_s: 600
       The playground's worker: it loads a model once and answers each `generate` message that
       arrives in JOB_DIR/inbox.jsonl (core/runtime/inbox.py) — {type: generate, id, run,
-      checkpoint, messages, settings...} — reloading only when the run or checkpoint changes.
-      {type: cancel, id} stops that answer between tokens; {type: close} ends the worker. It also
-      ends after idle_s without a request, or once the process that started it is gone.
+      checkpoint, messages, settings..., engine, compare, cache} — reloading only when the run or
+      checkpoint changes. {type: cancel, id} stops that answer between tokens; {type: close} ends
+      the worker. It also ends after idle_s without a request, or once the process that started it
+      is gone.
+      engine: transformers (the default: the base as the run trained it, core/engine/inference.py),
+      llama.cpp (the base as f16 GGUF and each adapter as a GGUF LoRA, written once and cached as
+      `lorastudio serve` caches them — core/plans/serve.plan_models, `cache` the data folder — then
+      every side decoded together by llama.cpp in this process, the prompt tokenized as the
+      transformers engine does), or auto (llama.cpp when the run can be served so, else
+      transformers, said in a log event). compare: up to two more runs on the same base, answered
+      as sides adapter2, adapter3 (transformers loads each in turn).
 Journal: phase (loading, generating; a worker's events carry `request`, and each request ends with
 phase `answered` whose `status` is completed | stopped | failed) · token (side, text) — the two
 sides interleave, a token each in turn · answer (side, text, tokens, seconds) when a side finishes ·
@@ -24,10 +32,13 @@ import sys
 import time
 from pathlib import Path
 
+from lorastudio.core.plans.generate import ENGINES
 from lorastudio.core.runtime.worker import Job, Stopped, job_main, report_failure
 
 POLL_S = 0.1            # how often an idle worker looks at its inbox
 IDLE_S = 600.0
+ADAPTER_SIDES = ("adapter", "adapter2", "adapter3")     # the first run's adapter, then the compared runs'
+LLAMA_CTX = 4096        # tokens of context per side (at most the model's own)
 
 
 def generate(job: Job) -> dict:
@@ -57,14 +68,72 @@ def answer(job: Job, pair, prompt: dict, should_stop, **tag) -> str:
     return "completed" if all(s.done for s in streams.values()) else "stopped"
 
 
+class LlamaEngine:
+    """The worker's llama.cpp engine: the base and the requested runs' adapters, loaded once."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.llama = self.models = self.tokenizer = self.key = None
+
+    def plan(self, request: dict):
+        """The GGUF files for this request (core/plans/serve.plan_models); ServeError when it cannot be."""
+        from lorastudio.core.plans.serve import plan_models
+        runs = [request["run"], *(request.get("compare") or [])[:len(ADAPTER_SIDES) - 1]]
+        return plan_models(runs, checkpoint=request.get("checkpoint"), cache_root=request.get("cache"),
+                           use_source=False)        # f16, also for a base imported from a quantized .gguf
+
+    def load(self, models, tag: dict) -> None:
+        key = (str(models.base_gguf), tuple(str(run.gguf) for run in models.runs))
+        if key == self.key:
+            return
+        from lorastudio.core.engine.gguf.llama_files import prepare
+        from lorastudio.core.engine.model_loading import load_tokenizer
+        from lorastudio.core.engine.serving import LlamaServer
+        from lorastudio.core.models.gguf_vocab import tokenizer_folder
+        from lorastudio.core.runtime.launcher import LOG_FILE
+        self.close()
+        prepare(models.to_spec(), lambda name, fraction, message: self.job.progress(name, fraction, message, **tag),
+                self.job.should_stop)
+        self.job.progress("loading", 0.1, f"Loading {models.base_name} and {len(models.runs)} adapter"
+                          f"{'s' * (len(models.runs) != 1)} into llama.cpp", **tag)
+        ctx = min(LLAMA_CTX, models.context) if models.context else LLAMA_CTX
+        self.llama = LlamaServer(models.base_gguf, [run.gguf for run in models.runs], ctx, 1 + len(models.runs),
+                                 alias=models.base_name, log=self.job.job_dir / LOG_FILE)
+        self.tokenizer = load_tokenizer(tokenizer_folder(models.runs[0].adapter, models.model_dir), False)
+        self.models, self.key = models, key
+
+    def answer(self, request: dict, should_stop, tag: dict) -> str:
+        """Every side at once; "completed" or "stopped"."""
+        from lorastudio.core.engine.inference import encode_prompt
+        from lorastudio.core.engine.serving import stream_sides
+        runs = self.models.runs
+        sides = {"base": None, **{ADAPTER_SIDES[i]: i for i in range(len(runs))}}
+        self.job.progress("generating", 0.5, "Generating with llama.cpp", sides=list(sides), adapter=str(runs[0].adapter),
+                          **tag)
+        started = time.time()
+        answers = stream_sides(self.llama, encode_prompt(self.tokenizer, request["messages"]), sides, len(runs), request,
+                               on_token=lambda side, text: self.job.emit("token", side=side, text=text, **tag),
+                               should_stop=should_stop)
+        for side, got in answers.items():
+            self.job.emit("answer", side=side, text=got.text, tokens=got.tokens,
+                          seconds=round((got.finished or time.time()) - started, 2), **tag)
+        return "completed" if all(got.done for got in answers.values()) else "stopped"
+
+    def close(self) -> None:
+        if self.llama is not None:
+            self.llama.close()
+        self.llama = self.models = self.tokenizer = self.key = None
+
+
 class Worker:
-    """The serving loop's state: the loaded pair, the queue of messages not yet handled."""
+    """The serving loop's state: the loaded pair (or llama.cpp), the queue of messages not yet handled."""
 
     def __init__(self, job: Job):
         from lorastudio.core.runtime.inbox import Inbox
         self.job, self.inbox = job, Inbox(job.job_dir)
         self.pending: collections.deque[dict] = collections.deque()
         self.pair, self.key = None, None
+        self.llama = LlamaEngine(job)
         self.parent = os.getppid()
 
     def take(self) -> None:
@@ -92,12 +161,42 @@ class Worker:
         self.pair = load_pair(Path(request["run"]), request.get("checkpoint"), request.get("device"))
         self.key = key
 
+    def engine(self, request: dict):
+        """(engine, llama.cpp's plan or None) for this request; `auto` falls back to transformers in words."""
+        engine = request.get("engine") or "transformers"
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; one of {', '.join(ENGINES)}")
+        if engine == "transformers":
+            return engine, None
+        from lorastudio.core.plans.serve import ServeError
+        from lorastudio.core.runs.export import adapter_source
+        adapter_source(Path(request["run"]), request.get("checkpoint"))    # no such adapter: said as by transformers
+        try:
+            return "llama.cpp", self.llama.plan(request)
+        except ServeError as exc:
+            if engine == "llama.cpp":
+                raise
+            self.job.log(f"llama.cpp cannot answer for this run ({exc.message}); answering with transformers")
+            return "transformers", None
+
     def handle(self, request: dict) -> None:
         tag = {"request": request.get("id")}
         status = "failed"
+        stop = lambda: self.cancelled(tag["request"])       # noqa: E731
         try:
-            self.load(request, tag)
-            status = answer(self.job, self.pair, request, lambda: self.cancelled(tag["request"]), **tag)
+            engine, models = self.engine(request)
+            if engine == "llama.cpp":
+                self.pair = self.key = None                  # one model in memory at a time
+                self.llama.load(models, tag)
+                status = self.llama.answer(request, stop, tag)
+            else:
+                self.llama.close()
+                self.load(request, tag)
+                status = answer(self.job, self.pair, request, stop, **tag)
+                for side, run in zip(ADAPTER_SIDES[1:], request.get("compare") or []):
+                    if status != "completed":
+                        break
+                    status = self.answer_more(request, side, run, stop, tag)
         except Stopped:
             raise
         except Exception as exc:        # noqa: BLE001 — one request's failure is put into words; the worker goes on
@@ -106,9 +205,31 @@ class Worker:
             self.job.error_extra = None
         self.job.emit("phase", name="answered", status=status, message=status.capitalize(), **tag)
 
+    def answer_more(self, request: dict, side: str, run: str, should_stop, tag: dict) -> str:
+        """transformers: a compared run's adapter answers as `side` (its model loaded in turn)."""
+        from lorastudio.core.engine.inference import stream_both
+        self.load({"run": run, "checkpoint": None}, tag)
+        self.job.progress("generating", 0.5, f"Generating with {Path(run).name}'s adapter", sides=[side],
+                          adapter=str(self.pair.adapter), **tag)
+        started = time.time()
+        streams = stream_both(self.pair, request["messages"], request, ["adapter"],
+                              on_token=lambda _side, text: self.job.emit("token", side=side, text=text, **tag),
+                              should_stop=should_stop)
+        stream = streams["adapter"]
+        self.job.emit("answer", side=side, text=stream.text, tokens=len(stream.new_ids),
+                      seconds=round(time.time() - started, 2), **tag)
+        return "completed" if stream.done else "stopped"
+
 
 def serve(job: Job) -> dict:
     worker = Worker(job)
+    try:
+        return serve_requests(job, worker)
+    finally:
+        worker.llama.close()
+
+
+def serve_requests(job: Job, worker: Worker) -> dict:
     idle_s = float(job.spec.get("idle_s", IDLE_S))
     job.progress("ready", 0.0, "Waiting for a prompt")
     last = time.monotonic()

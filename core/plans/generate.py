@@ -5,7 +5,8 @@
 their side) and ends. The window keeps one worker instead (`start_generate(WorkerRequest)`, in
 DATA/playground/<stamp>/): it loads the model once and answers each request sent to its inbox
 (`request_generation`, `cancel_generation`, `close_generation_worker`); its events carry the
-request's id.
+request's id. A request names its engine — transformers (what training computes), llama.cpp (fast:
+the GGUF files `lorastudio serve` uses) or auto — and up to two more runs to compare.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 PLAYGROUND_DIR = "playground"
 DEFAULT_SETTINGS = {"max_new_tokens": 96, "temperature": 0.0, "top_p": 0.9, "seed": 0}
 WORKER_IDLE_S = 600.0           # a worker with no request for this long ends by itself
+ENGINES = ("auto", "llama.cpp", "transformers")     # auto: llama.cpp when the run can be served as GGUF
+MAX_COMPARED = 3                # adapters answering side by side with the base
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,17 @@ def new_worker_dir(parent: Path) -> Path:
 
 
 def request_generation(job_dir: Path, request_id: int, run_dir: Path, messages: list[dict],
-                       settings: dict | None = None, checkpoint: int | None = None) -> None:
+                       settings: dict | None = None, checkpoint: int | None = None, engine: str = "transformers",
+                       compare: list[Path] | tuple = (), cache: Path | None = None) -> None:
+    """Ask the worker in `job_dir`. `engine`: transformers, llama.cpp or auto (core/jobs/generate.py);
+    `compare`: up to two more runs on the same base, answered beside the first; `cache`: the data
+    folder whose gguf-cache/ holds the base as GGUF (default the app's)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; one of {', '.join(ENGINES)}")
     send(job_dir, {"type": "generate", "id": request_id, "run": str(run_dir), "checkpoint": checkpoint,
-                   "messages": messages, **DEFAULT_SETTINGS, **(settings or {})})
+                   "messages": messages, **DEFAULT_SETTINGS, **(settings or {}), "engine": engine,
+                   "compare": [str(r) for r in compare][:MAX_COMPARED - 1],
+                   "cache": str(cache) if cache is not None else None})
 
 
 def cancel_generation(job_dir: Path, request_id: int) -> None:

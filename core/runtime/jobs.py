@@ -37,6 +37,7 @@ JOBS: dict[str, JobKind] = {job.verb: job for job in (
     JobKind("inspect_data", "the data inspection", "inspector", ("inspect",), "dataset.data_inspection"),
     JobKind("rank", "the rank analysis", "rank analysis worker", ("rank",), "runs.rank_view"),
     JobKind("resize", "the adapter resize", "resize worker", ("resize",), "dialogs.resize_dialog"),
+    JobKind("serve", "the server", "server", ("serve",), "dialogs.serve_dialog"),
 )}
 VERBS = tuple(JOBS)
 
