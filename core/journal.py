@@ -50,12 +50,18 @@ SCHEMA: dict[str, dict[str, tuple]] = {
              "trained_tokens": (int,), "truncated": (int,), "bad_rows": (list,),
              "validation_examples": _OPT_INT, "dropped_too_long": _OPT_INT, "dropped_no_target": _OPT_INT,
              "dropped_prompt_too_long": _OPT_INT, "notes": _OPT_LIST, "source": _OPT_STR,
-             "cache_hit": _OPT_BOOL, "cache": _OPT_STR, "packing": _OPT_STR, "packing_note": _OPT_STR},
+             "cache_hit": _OPT_BOOL, "cache": _OPT_STR, "packing": _OPT_STR, "packing_note": _OPT_STR,
+             # the held-out set validation_split takes, and its caps (core/engine/batches.py)
+             "validation_uncapped": _OPT_INT, "validation_cap_examples": _OPT_INT,
+             "validation_cap_tokens": _OPT_INT, "validation_tokens": _OPT_INT, "validation_note": _OPT_STR},
     # merge and GGUF export; the GGUF export adds how its file reads back.
     "fidelity": {"prompts": (int,), "max_abs_diff": _NUM, "mean_abs_diff": _NUM, "greedy_agree": (int,),
                  "flagged": (bool,), "tolerance": _NUM, "dtype": (str,),
                  "argmax_agree": _OPT_NUM, "tokens_agree": _OPT_INT, "tensors": _OPT_INT,
-                 "tensor_max_abs_diff": _OPT_NUM, "eot_token": _OPT_STR},
+                 "tensor_max_abs_diff": _OPT_NUM, "eot_token": _OPT_STR,
+                 # the GGUF export's check in llama.cpp itself (core/engine/gguf/llama_check.py)
+                 "checked_by": _OPT_STR, "positions": _OPT_INT, "top1_agree": _OPT_NUM, "top5_agree": _OPT_NUM,
+                 "answers": _OPT_LIST, "difference": _OPT_STR},
     "memory": {"rss": (int,), "ram_used": (int,), "ram_total": (int,), "step": _OPT_INT,
                "cuda_allocated": _OPT_INT, "cuda_reserved": _OPT_INT, "cuda_peak": _OPT_INT,
                "device_name": _OPT_STR, "device_used": _OPT_INT, "device_total": _OPT_INT,     # devices.GpuStatus

@@ -177,6 +177,11 @@ def test_gguf_page_names_every_architecture_and_type():
         assert ARCH_NAMES[model_type] in export, model_type
     for family in {name.split()[0] for name in REFUSED.values()}:
         assert family in export, f"docs/gguf.md does not say {family} is refused"
+    from lorastudio.core.models.gguf_arch import ADAPTER_ARCHITECTURES
+    for arch in ADAPTER_ARCHITECTURES.values():         # every family issue 32 covers, with its adapter-only line
+        assert arch.family in export, f"docs/gguf.md does not name {arch.family}"
+    for step in ("### Ollama, step by step", "### LM Studio, step by step", "lms import"):
+        assert step in text
     for t in (*TYPE_BITS, *ADAPTER_TYPES):
         assert f"`{t}`" in export, f"docs/gguf.md does not describe --type {t}"
     for line in ("ollama create", "llama-cli", "LM Studio", "llama-quantize"):

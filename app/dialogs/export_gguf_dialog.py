@@ -31,6 +31,21 @@ DEFAULT_TYPE = "q8_0"
 
 
 def gguf_fidelity_text(f: dict) -> str:
+    if f.get("checked_by") == "gguf-py":
+        return (f"Not checked in llama.cpp: there is no base GGUF of this family to load the adapter on. "
+                f"{f['tensors']} adapter tensors read back, largest difference {f['tensor_max_abs_diff']:.3g}"
+                f"{' ⚠ more than rounding explains' if f['flagged'] else ''}.")
+    if f.get("checked_by") == "llama.cpp":
+        text = (f"Checked in llama.cpp on {f['prompts']} prompts: the next token agrees with base + adapter at "
+                f"{100 * f['top1_agree']:.1f}% of {f['positions']} positions (top-5 set {100 * f['top5_agree']:.1f}%); "
+                f"greedy answers through the file's chat template are the same on {f['greedy_agree']} of {f['prompts']}.")
+        if f["flagged"]:
+            text += f" ⚠ {f.get('difference') or 'beyond what rounding explains'} — compare before shipping."
+        else:
+            text += f" Within what rounding to {f['dtype']} explains."
+        if "tensor_max_abs_diff" in f:
+            text += f" {f['tensors']} adapter tensors read back, largest difference {f['tensor_max_abs_diff']:.3g}."
+        return text
     text = fidelity_text(f)
     if "tokens_agree" in f:
         text += f" The tokenizer read from the file splits {f['tokens_agree']} of {f['prompts']} prompts identically."

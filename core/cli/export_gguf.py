@@ -15,7 +15,8 @@ def export_gguf_arguments(p) -> None:
     p.add_argument("run", type=Path, help="the run folder")
     p.add_argument("out", type=Path, help="the .gguf file to write")
     p.add_argument("--type", help="; ".join(f"{t}: {TYPE_NOTES[t]}" for t in TYPE_BITS) +
-                   " (default q8_0; f16 with --adapter-only); k-quants via llama.cpp's llama-quantize")
+                   " (default q8_0; f16 with --adapter-only); other k-quants and i-quants (q3_k_m, iq4_xs …) via "
+                   "llama.cpp's llama-quantize")
     p.add_argument("--checkpoint", type=int, help="export this checkpoint step instead of the final adapter")
     p.add_argument("--adapter-only", action="store_true",
                    help="write only the LoRA adapter, as a GGUF LoRA to load on the base GGUF")
@@ -49,8 +50,8 @@ def export_gguf(args) -> int:
         print(f"Wrote {outcome.output} ({format_bytes(end.get('size', 0))})")
         if end.get("modelfile"):
             print(f"  Ollama: ollama create {job.name.lower()} -f {end['modelfile']}")
-        print(f"  llama.cpp: llama-cli -m {outcome.output} -cnv" if not job.adapter_only else
-              f"  llama.cpp: llama-cli -m {job.base_gguf or 'BASE.gguf'} --lora {outcome.output} -cnv")
+        print(f"  llama.cpp: llama-cli -m {outcome.output}" if not job.adapter_only else
+              f"  llama.cpp: llama-cli -m {job.base_gguf or 'BASE.gguf'} --lora {outcome.output}")
         return 0
     print(f"GGUF export {outcome.status}; nothing was written to {job.out}")
     left = [item for item in tidy(job.out.parent) if item.action == "removed"]      # a killed worker's

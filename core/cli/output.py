@@ -27,12 +27,24 @@ def print_fidelity(f: dict, before_shipping: str) -> None:
     agree = f"{f['greedy_agree']}/{f['prompts']}"
     picks = f" (next-token picks {100 * f['argmax_agree']:.1f}%)" if "argmax_agree" in f else ""
     tokens = f"; tokenizer from the file agrees on {f['tokens_agree']}/{f['prompts']}" if "tokens_agree" in f else ""
-    print(f"Fidelity ({f['prompts']} prompts, {f['dtype']}): max |Δlogit| {f['max_abs_diff']:.3g}, "
-          f"mean {f['mean_abs_diff']:.3g}; greedy continuations agree on {agree}{picks}{tokens}")
+    if f.get("checked_by") == "gguf-py":        # an adapter with no base GGUF to load it on
+        print("Not checked in llama.cpp: no base GGUF of this family to load the adapter on (import the base "
+              "from a GGUF converted by llama.cpp to have it checked)")
+    elif f.get("checked_by") == "llama.cpp":    # the GGUF export, checked in llama.cpp itself
+        tokens = (f"; llama.cpp's chat prompt is as long as transformers' on {f['tokens_agree']}/{f['prompts']}"
+                  if "tokens_agree" in f else "")
+        print(f"Checked in llama.cpp ({f['prompts']} prompts, {f['positions']} positions, {f['dtype']}): next token "
+              f"agrees {100 * f['top1_agree']:.1f}%, top-5 set {100 * f['top5_agree']:.1f}%, max |Δ log-prob| "
+              f"{f['max_abs_diff']:.3g}; greedy answers equal on {agree}{tokens}")
+    else:
+        print(f"Fidelity ({f['prompts']} prompts, {f['dtype']}): max |Δlogit| {f['max_abs_diff']:.3g}, "
+              f"mean {f['mean_abs_diff']:.3g}; greedy continuations agree on {agree}{picks}{tokens}")
     if "tensor_max_abs_diff" in f:
         print(f"  adapter tensors read back: {f['tensors']}, largest difference from PEFT's "
               f"{f['tensor_max_abs_diff']:.3g}")
-    if f["flagged"]:
+    if f["flagged"] and f.get("difference"):
+        print(f"  warning: {f['difference']}; {before_shipping}")
+    elif f["flagged"]:
         print(f"  warning: the difference exceeds what {f['dtype']} rounding explains "
               f"(tolerance {f['tolerance']:.3g}); {before_shipping}")
 

@@ -1,9 +1,9 @@
 """GGUF export, the safe way: checks here (torch-free), the work in a job.
 
-`lorastudio export-gguf RUN OUT.gguf [--type f16|bf16|q8_0|q5_0|q4_0|f32] [--checkpoint STEP]
+`lorastudio export-gguf RUN OUT.gguf [--type f16|bf16|q8_0|q6_k|q5_k_m|q5_0|q4_k_m|q4_0|f32] [--checkpoint STEP]
 [--adapter-only] [--overwrite]`. Before anything loads: the run has an adapter, the base model is
 an architecture the exporter writes (core/models/gguf_arch.py), its tokenizer can be written as
-GGUF (core/models/gguf_vocab.py), the type is one we write (k-quants: llama-quantize, said how),
+GGUF (core/models/gguf_vocab.py), the type is one we write (other k-quants: llama-quantize, said how),
 OUT and the Modelfile/README beside it are new (or --overwrite), and the disk has room for the
 estimated size. The job (core/jobs/export_gguf.py, started by `start_export_gguf` in
 RUN/gguf-exports/<stamp>/) writes a hidden file beside OUT and renames it once checked, so a
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lorastudio.core.disk import check_room
 from lorastudio.core.models.gguf_arch import (ADAPTER_TYPES, EXTERNAL_TYPES, TYPE_BITS, architecture_problem,
-                                              external_type_hint)
+                                              external_type_hint, file_bytes)
 from lorastudio.core.models.gguf_cache import RECORD_FILE
 from lorastudio.core.models.gguf_vocab import VocabError, read_gguf_string, read_vocab, tokenizer_folder
 from lorastudio.core.models.info import ModelError, read_model_info
@@ -70,23 +70,31 @@ def side_files(out: Path) -> tuple[Path, Path]:
     return out.with_name(out.stem + ".Modelfile"), out.with_name(out.stem + ".README.md")
 
 
-def estimate_size(num_parameters: int, ftype: str) -> int:
+def estimate_size(num_parameters: int, ftype: str, tensors: dict | None = None, config: dict | None = None) -> int:
+    """The file's size in `ftype`: tensor by tensor when the model's tensors (name -> shape, or
+    (dtype, shape) as ModelInfo has them) and config.json are given — which tensors stay f32, q8_0
+    or q6_k in a mixture —, else from the parameter count and the type's bits per weight."""
+    if tensors and config:
+        shapes = {k: (v[1] if v and isinstance(v[0], str) else v) for k, v in tensors.items()}
+        return int(file_bytes(shapes, config, ftype) * SAFETY_MARGIN) + EXTRA_BYTES
     return int(num_parameters * TYPE_BITS[ftype] / 8 * SAFETY_MARGIN) + EXTRA_BYTES
 
 
-def size_estimates(num_parameters: int) -> dict[str, int]:
+def size_estimates(num_parameters: int, tensors: dict | None = None, config: dict | None = None) -> dict[str, int]:
     """Each type's estimated file size (the dialog's list)."""
-    return {t: estimate_size(num_parameters, t) for t in TYPES}
+    return {t: estimate_size(num_parameters, t, tensors, config) for t in TYPES}
 
 
 def check_type(ftype: str, adapter_only: bool) -> None:
     name = ftype.lower()
     if name in EXTERNAL_TYPES:
-        raise GgufExportError(f"--type {name} is a k-quant that LoRA Studio does not write itself",
-                              external_type_hint(name))
+        what = "a k-quant" if "_k" in name else "a llama.cpp type"
+        raise GgufExportError(f"--type {name} is {what} that LoRA Studio does not write itself "
+                              f"(it writes {', '.join(TYPES)})", external_type_hint(name))
     if name not in TYPES:
         raise GgufExportError(f"--type {ftype} is not a GGUF type this exporter writes",
-                              f"choose one of {', '.join(TYPES)}; for k-quants, {external_type_hint('q4_k_m')}")
+                              f"choose one of {', '.join(TYPES)}; for other llama.cpp types, "
+                              f"{external_type_hint('q3_k_m')}")
     if adapter_only and name not in ADAPTER_TYPES:
         raise GgufExportError(f"an adapter-only file is written as {', '.join(ADAPTER_TYPES)}, not {name}",
                               "use --type f16 (an adapter is small; llama.cpp applies it to any base type)")
@@ -98,6 +106,8 @@ def check_target(out: Path, overwrite: bool) -> None:
         raise GgufExportError(f"{out} does not end in .gguf", "name the output file like my-model-q8_0.gguf")
     if out.is_dir():
         raise GgufExportError(f"{out} is a folder", "give a file name ending in .gguf")
+    from lorastudio.core.runs.output_paths import check_output      # the one output-path rule (issue 27)
+    check_output(out, "a GGUF file", True, error=GgufExportError, file=True)
     if not overwrite:
         for path in (out, *side_files(out)):
             if path.exists():
@@ -105,7 +115,7 @@ def check_target(out: Path, overwrite: bool) -> None:
 
 
 def check_disk(out: Path, estimate: int) -> None:
-    check_room(Path(out).parent, estimate, "the GGUF file", "or choose another disk or a smaller type (q8_0, q4_0)",
+    check_room(Path(out).parent, estimate, "the GGUF file", "or choose another disk or a smaller type (q8_0, q4_k_m)",
                error=GgufExportError)
 
 
@@ -162,7 +172,7 @@ def plan_export_gguf(args: ExportGgufRequest) -> GgufExportJob:
         info = read_model_info(summary.config.model)
     except ModelError as exc:
         raise GgufExportError(f"base model: {exc.message}", exc.hint) from None
-    problem = architecture_problem(info.config)
+    problem = architecture_problem(info.config, bool(args.adapter_only))
     if problem:
         raise GgufExportError(*problem)
     if args.adapter_only:
@@ -178,7 +188,7 @@ def plan_export_gguf(args: ExportGgufRequest) -> GgufExportJob:
     check_target(out, args.overwrite)
     size = sum(p.stat().st_size for p in adapter.glob("adapter_model.*")) if args.adapter_only else None
     estimate = (int(size * TYPE_BITS[ftype] / 32) + EXTRA_BYTES if args.adapter_only
-                else estimate_size(info.num_parameters, ftype))
+                else estimate_size(info.num_parameters, ftype, info.tensors, info.config))
     check_disk(out, estimate)
     name = summary.config.name or run_dir.name
     return GgufExportJob(run_dir, out, adapter, info.path, ftype, bool(args.adapter_only), base_gguf, known_pre,
@@ -209,7 +219,8 @@ def export_choices(run_dir: Path, checkpoint: int | None = None) -> ExportChoice
     except (ExportError, ModelError) as exc:
         return ExportChoices(problem=f"{exc.message} — {exc.hint}")
     size = sum(p.stat().st_size for p in adapter.glob("adapter_model.*"))
-    choices = ExportChoices(info.num_parameters, size_estimates(info.num_parameters), size // 2 + 2**20)
+    choices = ExportChoices(info.num_parameters, size_estimates(info.num_parameters, info.tensors, info.config),
+                            size // 2 + 2**20)
     problem = architecture_problem(info.config)
     if problem is None:
         try:

@@ -1,8 +1,8 @@
 """An Ollama Modelfile and a short README beside an exported GGUF. Torch-free (jinja2 only).
 
 Ollama does not run the model's Jinja chat template: a Modelfile's TEMPLATE is a Go template. The
-common families are written from the turn markers each uses — ChatML (SmolLM2, Qwen), Llama 3,
-Mistral ([INST]), Gemma and Phi-3 — and checked: the model's own Jinja template is rendered on a
+common families are written from the turn markers each uses — ChatML (SmolLM2, Qwen2/3, Qwen3-MoE),
+Llama 3.x, Mistral and Mixtral ([INST]), Gemma 1/2/3, Phi-3/3.5/4, Cohere (Command-R) and Granite — and checked: the model's own Jinja template is rendered on a
 sample conversation and must produce exactly what the turn markers produce (`check_family`), else
 the Modelfile says the template is approximate. PARAMETER stop lists the end-of-turn tokens, and
 SYSTEM carries the system prompt the training data used (or the template's built-in default).
@@ -38,6 +38,15 @@ FAMILIES = (
            ("<|end|>", "<|user|>", "<|assistant|>")),
     Family("mistral", "[INST]", {"user": ("[INST] ", " [/INST]"), "assistant": ("", "</s>")}, ("[INST]", "</s>"),
            bos="<s>"),
+    # Cohere (Command-R): turns between <|START_OF_TURN_TOKEN|> and <|END_OF_TURN_TOKEN|>, the model's role CHATBOT
+    Family("cohere", "<|START_OF_TURN_TOKEN|>",
+           {r: (f"<|START_OF_TURN_TOKEN|><|{tag}_TOKEN|>", "<|END_OF_TURN_TOKEN|>")
+            for r, tag in (("system", "SYSTEM"), ("user", "USER"), ("assistant", "CHATBOT"))},
+           ("<|END_OF_TURN_TOKEN|>", "<|START_OF_TURN_TOKEN|>"), bos="<BOS_TOKEN>"),
+    # Granite 3.x: <|start_of_role|>ROLE<|end_of_role|>…<|end_of_text|> and a newline
+    Family("granite", "<|start_of_role|>",
+           {r: (f"<|start_of_role|>{r}<|end_of_role|>", "<|end_of_text|>\n") for r in ("system", "user", "assistant")},
+           ("<|end_of_text|>", "<|start_of_role|>")),
 )
 
 
@@ -144,7 +153,7 @@ def modelfile(from_: str, template: str | None, eot: str | None, system: str | N
         stops = list(dict.fromkeys(([eot] if eot else []) + list(family.stops)))
     elif template:
         lines.append("# The chat template is not one of the known families (ChatML, Llama 3, Mistral, Gemma, "
-                     "Phi-3); Ollama reads tokenizer.chat_template from the file to pick one.")
+                     "Phi-3, Cohere, Granite); Ollama reads tokenizer.chat_template from the file to pick one.")
         stops = [eot] if eot else []
     else:
         lines.append("# The run trained on plain text (no chat template): prompts go in as they are.")
@@ -162,14 +171,27 @@ def modelfile(from_: str, template: str | None, eot: str | None, system: str | N
 def readme(gguf_name: str, modelfile_name: str, model_name: str, ftype: str, size: str, adapter_only: bool,
            base_gguf: str | None, fidelity: dict | None, facts: dict) -> str:
     tag = model_name.lower().replace(" ", "-")
-    run = (f"llama-cli -m {base_gguf or 'BASE.gguf'} --lora {gguf_name} -cnv" if adapter_only
-           else f"llama-cli -m {gguf_name} -cnv")
+    run = (f"llama-cli -m {base_gguf or 'BASE.gguf'} --lora {gguf_name}" if adapter_only
+           else f"llama-cli -m {gguf_name}")
     base_note = ("" if not adapter_only else
                  f"\nThis is a LoRA adapter: it needs the base model as GGUF, "
                  f"{'`' + base_gguf + '`' if base_gguf else 'converted by llama.cpp (convert_hf_to_gguf.py) from the same base'}"
                  " — the Modelfile's FROM line names it.\n")
     check = ""
-    if fidelity:
+    if fidelity and fidelity.get("checked_by") == "gguf-py":
+        check = ("\nNot checked in llama.cpp after writing: there was no base GGUF of this family to load the "
+                 f"adapter on; its {fidelity['tensors']} tensors read back with gguf-py, largest difference "
+                 f"{fidelity['tensor_max_abs_diff']:.3g}.\n")
+    elif fidelity and fidelity.get("checked_by") == "llama.cpp":
+        how = ("loaded by llama.cpp as a LoRA on the base GGUF" if adapter_only else "opened in llama.cpp")
+        answers = (f"; greedy answers (through the chat template in the file) equal on {fidelity['greedy_agree']} of "
+                   f"{fidelity['prompts']}")
+        flag = f" — FLAGGED: {fidelity['difference']}" if fidelity.get("flagged") and fidelity.get("difference") else ""
+        check = (f"\nChecked after writing: {how} and compared with transformers' base + adapter on "
+                 f"{fidelity['prompts']} prompts from the training data: the next token agrees at "
+                 f"{100 * fidelity['top1_agree']:.1f}% of {fidelity['positions']} positions, the top-5 set at "
+                 f"{100 * fidelity['top5_agree']:.1f}%{answers}{flag}.\n")
+    elif fidelity:
         how = ("read back with gguf-py and applied to the base" if adapter_only
                else "read back with transformers' GGUF loader")
         check = (f"\nChecked after writing: {how}, {fidelity['prompts']} prompts "
@@ -196,5 +218,22 @@ ollama run {tag}
 {run}
 ```
 
-LM Studio: put the .gguf file in its models folder (or use "Import").
+## LM Studio
+
+{lm_studio_notes(gguf_name, adapter_only, facts)}
 {check}"""
+
+
+def lm_studio_notes(gguf_name: str, adapter_only: bool, facts: dict) -> str:
+    """How to open the file in LM Studio: where it goes, the chat template LM Studio reads from the
+    file (the "Prompt Template" it shows), and the stop strings to set when it does not stop by itself."""
+    if adapter_only:
+        return ("LM Studio does not load LoRA adapters: export the merged model (without --adapter-only) to use "
+                "this fine-tune there, or use the adapter with Ollama or llama.cpp above.")
+    stops = ", ".join(f"`{s}`" for s in facts.get("stops") or []) or "none"
+    template = ("the chat template stored in the file" + (f" ({facts['family']})" if facts.get("family") else "")
+                if facts.get("family") or facts.get("stops") else "no chat template (plain text prompts)")
+    return (f"Import the file: `lms import {gguf_name}` (LM Studio's command line), or copy it into LM Studio's "
+            f"models folder as `~/.lmstudio/models/lorastudio/<name>/{gguf_name}` (each model in a folder two "
+            f"levels deep). LM Studio reads {template}; if answers run on past the end of a turn, add the stop "
+            f"strings {stops} under the model's settings (\"Stop Strings\").")

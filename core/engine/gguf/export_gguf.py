@@ -4,11 +4,13 @@ LoRA adapter, as one file llama.cpp, Ollama and LM Studio load. Used by core/job
 A model file holds llama.cpp's metadata for the architecture (`{arch}.block_count`, head counts,
 RoPE base …), the tokenizer as `tokenizer.ggml.*` (core/models/gguf_vocab.py) with the chat
 template the run trained with, and the tensors under llama.cpp's names with q/k rows in its order
-(gguf_tensor_names.py). 1-D tensors stay F32; 2-D ones take the chosen type. Quantized types use
-gguf-py's block quantizers (`gguf.quants.quantize`: llama.cpp's reference rounding): Q8_0 is
-blocks of 32 int8 with one fp16 scale; a row whose length is not a multiple of the block falls
-back to F16, and for the 4/5-bit types the output (or tied embedding) matrix stays Q8_0, as
-llama-quantize keeps it at higher precision.
+(gguf_tensor_names.py). 1-D tensors stay F32; 2-D ones take the chosen type (which tensor gets
+which block type: core/models/gguf_arch.py's `tensor_kind`). Q8_0/Q5_0/Q4_0 (and Q5_1, a k-quant
+fallback) use gguf-py's block quantizers (`gguf.quants.quantize`: llama.cpp's reference
+rounding): Q8_0 is blocks of 32 int8 with one fp16 scale; a row whose length is not a multiple of
+the block falls back to F16, and for the 4/5-bit types the output (or tied embedding) matrix
+stays Q8_0, as llama-quantize keeps it at higher precision. The k-quant mixtures (q4_k_m, q5_k_m,
+q6_k) mix Q4_K/Q5_K/Q6_K blocks by llama.cpp's rules, written by our quantizer (kquants.py).
 
 An adapter file (`general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`) holds
 `<base tensor>.lora_a` (r × in) and `.lora_b` (out × r) per adapted weight, B's rows permuted
@@ -28,7 +30,10 @@ from typing import Callable
 
 import numpy as np
 
-from lorastudio.core.engine.gguf.tensor_names import TensorNames, gguf_arch, permute_rows, qk_heads, unpermute_rows
+from lorastudio.core.engine.gguf import kquants
+from lorastudio.core.engine.gguf.tensor_names import (TensorNames, gguf_arch, permute_rows, qk_heads,
+                                                      reorder_qkv_rows, unpermute_rows)
+from lorastudio.core.models.gguf_arch import tensor_kind
 from lorastudio.core.runs.export import GgufExportError
 from lorastudio.core.models.gguf_vocab import GgufVocab
 
@@ -43,30 +48,27 @@ def ggml_type(ftype: str):
 def file_type(ftype: str):
     from gguf import LlamaFileType as F
     return {"f32": F.ALL_F32, "f16": F.MOSTLY_F16, "bf16": F.MOSTLY_BF16, "q8_0": F.MOSTLY_Q8_0,
-            "q5_0": F.MOSTLY_Q5_0, "q4_0": F.MOSTLY_Q4_0}[ftype]
+            "q5_0": F.MOSTLY_Q5_0, "q4_0": F.MOSTLY_Q4_0, "q4_k_m": F.MOSTLY_Q4_K_M, "q5_k_m": F.MOSTLY_Q5_K_M,
+            "q6_k": F.MOSTLY_Q6_K}[ftype]
 
 
-def tensor_type(name: str, shape: tuple[int, ...], ftype: str, tied: bool = False):
-    """The type one tensor is stored in, for file type `ftype`."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
-    if len(shape) < 2 or ftype == "f32":
-        return T.F32
-    qtype = ggml_type(ftype)
-    if ftype in ("q4_0", "q5_0") and (name == "output.weight" or (tied and name == "token_embd.weight")):
-        qtype = T.Q8_0
-    block = GGML_QUANT_SIZES[qtype][0]
-    if shape[-1] % block:
-        return T.F16
-    return qtype
+def tensor_type(name: str, shape: tuple[int, ...], ftype: str, tied: bool = False, config: dict | None = None):
+    """The type one tensor is stored in, for file type `ftype` (the k-quant mixtures need the
+    model's config.json: layer count, heads, experts)."""
+    from gguf import GGMLQuantizationType as T
+    return T[tensor_kind(name, shape, ftype, tied, config).upper()]
 
 
 def encode(array: np.ndarray, qtype) -> tuple[np.ndarray, object | None]:
-    """(data, raw_dtype) for GGUFWriter: plain F32/F16 arrays, or quantized bytes."""
+    """(data, raw_dtype) for GGUFWriter: plain F32/F16 arrays, or quantized bytes (k-quants by
+    kquants.py, the 32-value blocks by gguf-py)."""
     from gguf import GGMLQuantizationType as T, quants
     if qtype == T.F32:
         return np.ascontiguousarray(array, dtype=np.float32), None
     if qtype == T.F16:
         return np.ascontiguousarray(array, dtype=np.float16), None
+    if qtype in (T.Q4_K, T.Q5_K, T.Q6_K):
+        return kquants.quantize(array, qtype.name.lower()), qtype
     return quants.quantize(np.ascontiguousarray(array, dtype=np.float32), qtype), qtype
 
 
@@ -82,6 +84,9 @@ def byte_shape(shape: tuple[int, ...], qtype) -> tuple[tuple[int, ...], int]:
 def head_counts(config: dict) -> tuple[int, int, int]:
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
+    if config.get("model_type") == "falcon":        # multi-query (one kv head) unless the new decoder says
+        n_kv = (int(config.get("num_kv_heads") or n_head) if config.get("new_decoder_architecture")
+                else 1 if config.get("multi_query", True) else n_head)
     head_dim = int(config.get("head_dim") or config["hidden_size"] // n_head)
     return n_head, n_kv, head_dim
 
@@ -105,8 +110,8 @@ def add_model_metadata(writer, config: dict, name: str, ftype: str) -> None:
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps") or 1e-6))
     writer.add_rope_freq_base(rope_theta(config))
     writer.add_rope_dimension_count(head_dim)
-    if head_dim * n_head != int(config["hidden_size"]):
-        writer.add_key_length(head_dim)
+    if config.get("head_dim") or head_dim * n_head != int(config["hidden_size"]):     # llama.cpp reads it as
+        writer.add_key_length(head_dim)                                                 # written (Qwen3: always)
         writer.add_value_length(head_dim)
     writer.add_vocab_size(int(config["vocab_size"]))
     writer.add_file_type(int(file_type(ftype)))
@@ -139,6 +144,8 @@ class Planned:
     shape: tuple[int, ...]
     qtype: object
     heads: int | None = None    # permute rows by this many heads
+    qkv: tuple | None = None    # (order, n_head, n_kv): a fused qkv's rows as llama.cpp's converter orders them
+    values: np.ndarray | None = None    # data computed here (rope_freqs), not taken from the source
 
 
 def plan_model_tensors(shapes: dict[str, tuple[int, ...]], config: dict, ftype: str) -> list[Planned]:
@@ -159,7 +166,8 @@ def plan_model_tensors(shapes: dict[str, tuple[int, ...]], config: dict, ftype: 
                                   "the model has parts this exporter does not know; merge it and convert "
                                   "with llama.cpp's convert_hf_to_gguf.py")
         heads = qk_heads(name, n_head, n_kv) if arch.permute_qk else None
-        planned.append(Planned(name, hf_name, tuple(shape), tensor_type(name, tuple(shape), ftype, tied), heads))
+        planned.append(Planned(name, hf_name, tuple(shape), tensor_type(name, tuple(shape), ftype, tied, config),
+                               heads))
     return planned
 
 
@@ -186,6 +194,8 @@ def write_gguf(path: Path, arch: str, metadata: Callable[[object], None], planne
             array = np.asarray(data(p), dtype=np.float32).reshape(p.shape)
             if p.heads:
                 array = permute_rows(array, p.heads)
+            if p.qkv:
+                array = reorder_qkv_rows(array, *p.qkv)
             encoded, _raw = encode(array, p.qtype)
             writer.write_tensor_data(encoded)
     finally:
@@ -202,11 +212,37 @@ def write_model(path: Path, state: dict, config: dict, vocab: GgufVocab, name: s
     """A merged model's state dict (torch tensors) -> one GGUF file."""
     planned = plan_model_tensors({k: tuple(v.shape) for k, v in state.items()}, config, ftype)
     arch = gguf_arch(config["model_type"]).name
+    factors = llama3_rope_factors(config)
+    if factors is not None:         # Llama 3.1+: one small F32 tensor, as llama.cpp's converter writes it
+        from gguf import GGMLQuantizationType as T
+        planned.insert(0, Planned("rope_freqs.weight", "", tuple(factors.shape), T.F32, values=factors))
 
     def metadata(writer):
         add_model_metadata(writer, config, name, ftype)
         add_vocab(writer, vocab)
-    return write_gguf(path, arch, metadata, planned, lambda p: to_numpy(state[p.source]), on_tensor)
+    return write_gguf(path, arch, metadata, planned,
+                      lambda p: p.values if p.values is not None else to_numpy(state[p.source]), on_tensor)
+
+
+def llama3_rope_factors(config: dict) -> np.ndarray | None:
+    """Llama 3.1+'s RoPE scaling ('llama3') as llama.cpp reads it: one factor a frequency pair,
+    dividing that frequency (`rope_freqs.weight`, head_dim/2 values). Frequencies whose wavelength
+    is shorter than original context / high_freq_factor keep 1, longer than original context /
+    low_freq_factor get `factor`, and between the two the smooth blend Meta's reference uses. None for
+    any other RoPE."""
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    if (rope.get("rope_type") or rope.get("type")) != "llama3":
+        return None
+    _, _, head_dim = head_counts(config)
+    factor = float(rope.get("factor", 8.0))
+    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    old_context = float(rope.get("original_max_position_embeddings", 8192))
+    freqs = 1.0 / (rope_theta(config) ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    wavelen = 2 * math.pi / freqs
+    smooth = (old_context / wavelen - low) / (high - low)
+    factors = np.where(wavelen < old_context / high, 1.0,
+                       np.where(wavelen > old_context / low, factor, 1.0 / ((1 - smooth) / factor + smooth)))
+    return factors.astype(np.float32)
 
 
 # ---- LoRA adapters ----------------------------------------------------------------------------
@@ -252,8 +288,9 @@ def plan_adapter_tensors(tensors: dict, config: dict, ftype: str) -> list[Planne
             raise GgufExportError(f"the adapter adapts {module}, which has no llama.cpp name",
                                   "export the merged model instead (without --adapter-only)")
         heads = qk_heads(base, n_head, n_kv) if arch.permute_qk else None
+        qkv = (arch.qkv_order, n_head, n_kv) if arch.qkv_order and ".attn_qkv." in base else None
         planned.append(Planned(base + ".lora_a", a_key, tuple(tensors[a_key].shape), qtype))
-        planned.append(Planned(base + ".lora_b", b_key, tuple(tensors[b_key].shape), qtype, heads))
+        planned.append(Planned(base + ".lora_b", b_key, tuple(tensors[b_key].shape), qtype, heads, qkv))
     return planned
 
 
@@ -273,6 +310,27 @@ def write_adapter(path: Path, adapter_dir: Path, config: dict, name: str, ftype:
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, adapter_alpha(adapter_config))
     return write_gguf(path, gguf_arch(config["model_type"]).name, metadata, planned,
                       lambda p: tensors[p.source], on_tensor)
+
+
+def adapter_tensor_diff(path: Path, tensors: dict, config: dict, ftype: str) -> tuple[int, float]:
+    """(tensor count, largest |difference|) between a written GGUF LoRA, read back with gguf-py,
+    and the PEFT tensors it was written from, put in llama.cpp's row order as the writer does."""
+    from gguf import GGUFReader, quants
+    reader = GGUFReader(str(path))
+    back = {t.name: quants.dequantize(t.data, t.tensor_type).reshape([int(x) for x in reversed(t.shape)])
+            for t in reader.tensors}
+    worst = 0.0
+    planned = plan_adapter_tensors(tensors, config, ftype)
+    for p in planned:
+        want = np.asarray(tensors[p.source], dtype=np.float32)
+        if p.heads:
+            want = permute_rows(want, p.heads)
+        if p.qkv:
+            want = reorder_qkv_rows(want, *p.qkv)
+        if p.name not in back:
+            raise GgufExportError(f"the written adapter has no {p.name}", "the file is incomplete; export again")
+        worst = max(worst, float(np.abs(back[p.name].astype(np.float32) - want).max()))
+    return len(planned), worst
 
 
 def read_lora_gguf(path: Path, config: dict) -> tuple[float, dict[str, tuple[np.ndarray, np.ndarray]]]:

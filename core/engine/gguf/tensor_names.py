@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lorastudio.core.models.gguf_arch import ARCHITECTURES, GgufArch
+from lorastudio.core.models.gguf_arch import ADAPTER_ARCHITECTURES, ARCHITECTURES, GgufArch
 
 
 # The table of what is written (torch-free, for the checks before a job starts) is
@@ -32,7 +32,9 @@ def supported_model_types() -> list[str]:
 
 
 def gguf_arch(model_type: str) -> GgufArch | None:
-    return ARCHITECTURES.get(model_type)
+    """What llama.cpp calls this model type (for the merged writer, the plan's ARCHITECTURES check
+    comes first; the adapter writer knows every family of ADAPTER_ARCHITECTURES)."""
+    return ADAPTER_ARCHITECTURES.get(model_type)
 
 
 def _name_map(arch: str, n_layers: int):
@@ -65,6 +67,24 @@ def qk_heads(gguf_name: str, n_head: int, n_head_kv: int) -> int | None:
     if ".attn_k." in gguf_name:
         return n_head_kv
     return None
+
+
+def reorder_qkv_rows(w: np.ndarray, order: str, n_head: int, n_head_kv: int) -> np.ndarray:
+    """The rows of a fused qkv (weight, bias or LoRA B) in the order llama.cpp's converter writes
+    them: GPT-NeoX stores per head (q, k, v) and llama.cpp all q, all k, all v; Falcon stores per
+    kv group (its q heads, k, v), llama.cpp again all q, all k, all v."""
+    rows = w.shape[0]
+    if order == "neox":
+        d = rows // (3 * n_head)
+        return w.reshape(n_head, 3, d, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
+    if order == "falcon":
+        d = rows // (n_head + 2 * n_head_kv)
+        g = w.reshape(n_head_kv, n_head // n_head_kv + 2, d, *w.shape[1:])
+        q = g[:, :-2].reshape(-1, *w.shape[1:])
+        k = g[:, -2].reshape(-1, *w.shape[1:])
+        v = g[:, -1].reshape(-1, *w.shape[1:])
+        return np.concatenate([q, k, v], axis=0)
+    raise ValueError(order)
 
 
 def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:

