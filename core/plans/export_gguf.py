@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lorastudio.core.disk import check_room
 from lorastudio.core.models.gguf_arch import (ADAPTER_TYPES, EXTERNAL_TYPES, TYPE_BITS, architecture_problem,
-                                              external_type_hint, file_bytes)
+                                              external_type_hint, file_bytes, uses_converter)
 from lorastudio.core.models.gguf_cache import RECORD_FILE
 from lorastudio.core.models.gguf_vocab import VocabError, read_gguf_string, read_vocab, tokenizer_folder
 from lorastudio.core.models.info import ModelError, read_model_info
@@ -172,13 +172,13 @@ def plan_export_gguf(args: ExportGgufRequest) -> GgufExportJob:
         info = read_model_info(summary.config.model)
     except ModelError as exc:
         raise GgufExportError(f"base model: {exc.message}", exc.hint) from None
-    problem = architecture_problem(info.config, bool(args.adapter_only))
+    problem = architecture_problem(info.config, bool(args.adapter_only), ftype)
     if problem:
         raise GgufExportError(*problem)
     if args.adapter_only:
         check_adapter(adapter)
     base_gguf, known_pre = base_gguf_source(info.path)
-    if not args.adapter_only:
+    if not args.adapter_only and not uses_converter(info.config):      # the converter writes its own vocabulary
         try:
             read_vocab(tokenizer_folder(adapter, info.path), int(info.config["vocab_size"]), (info.path,),
                        known_pre, info.config)

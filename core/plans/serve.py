@@ -299,7 +299,7 @@ def plan_models(run_dirs, base: Path | None = None, checkpoint: int | None = Non
                              "serve the runs of each base separately, each on its own --port")
         _check_adapter(run_dir, adapter)
         runs.append((run_dir, summary.config.name or run_dir.name, adapter))
-    problem = architecture_problem(info.config)
+    problem = architecture_problem(info.config, converter=False)      # the base, if needed, by our writer
     if problem:
         raise ServeError(*problem)
     source, known_pre = base_gguf_source(info.path)
@@ -333,7 +333,14 @@ def plan_models(run_dirs, base: Path | None = None, checkpoint: int | None = Non
         template = FALLBACK_TEMPLATE
         notes.append("the runs trained without a chat template: chats are written in LoRA Studio's fallback "
                      "format (<|user|>, <|assistant|> headers), as in training")
+    from lorastudio.core.runs.output_paths import check_output     # the one output-path rule
+    for run in served:
+        if not run.gguf.is_file():
+            check_output(run.gguf, "a cached GGUF LoRA", True, error=ServeError, inside=run.run_dir, file=True)
     if export_base:
+        from lorastudio.core.runs.folders import data_home
+        check_output(base_gguf, "the base model's cached GGUF", True, error=ServeError, file=True,
+                     inside=Path(cache_root) if cache_root is not None else data_home())
         from lorastudio.core.disk import check_room
         check_room(base_gguf.parent, 2 * info.num_parameters + 4 * 2**20, "the base model's GGUF (f16)",
                    "or pass --base with a GGUF of the base model", error=ServeError)

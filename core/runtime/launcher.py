@@ -257,6 +257,31 @@ def start_ranks(verb: str, job_dir: Path, world: int, args: tuple | list = (),
     return group
 
 
+def run_tool(argv: list[str], env: dict[str, str] | None, log: Path, should_stop: Any = None,
+             poll_s: float = 0.2, grace_s: float = 5.0) -> int:
+    """Run a helper program a job needs (not a job: llama.cpp's converter) to its end, its output
+    appended to `log`. `should_stop()` true → SIGTERM, SIGKILL after `grace_s`. Its exit status."""
+    import time
+    with open(log, "ab") as out:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"})
+    try:
+        while process.poll() is None:
+            if should_stop is not None and should_stop():
+                process.terminate()
+                try:
+                    process.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                break
+            time.sleep(poll_s)
+        return process.wait()
+    finally:
+        if process.poll() is None:          # an exception in this process (a second Ctrl+C): no orphan
+            process.kill()
+            process.wait()
+
+
 def run_inline(verb: str, job_dir: Path, args: tuple | list = (), env: dict[str, str] | None = None) -> int:
     """Run a job's `main` in this process (tests): returns its exit status. What it prints goes to
     its worker.log, as a job process's would."""

