@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QWidget
 
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.config import RunConfig, field_help
-from lorastudio.core.devices import GpuInfo, host_memory, list_gpus
+from lorastudio.core.devices import GpuInfo, default_quantization, host_memory, list_gpus
 from lorastudio.core.formatting import format_bytes
 
 QUANT_CHOICES = (("4bit", "4-bit NF4 (QLoRA)"), ("8bit", "8-bit"), ("none", "None (16-bit base)"))
@@ -79,7 +79,7 @@ class HardwarePanel(QGroupBox):
         self.notice.setText("" if gpus else NO_CUDA)
         self.notice.setVisible(not gpus)
         if not self._user_touched:
-            _select(self.quant_combo, "4bit" if gpus else "none")
+            _select(self.quant_combo, default_quantization(bool(gpus)))        # the CLI's rule too
         self.probed.emit()
         self.changed.emit()
 

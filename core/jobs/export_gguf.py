@@ -86,7 +86,7 @@ class Export:
     # ---- merged model ---------------------------------------------------------------------
     def merged(self, model, config, written, prompts, reference, tokenizer, tok_dir) -> dict:
         spec = self.spec
-        if uses_converter(config):
+        if spec.get("converter") or uses_converter(config):
             return self.converted(model, config, written, prompts, reference, tokenizer, tok_dir)
         vocab = read_vocab(tok_dir, int(config["vocab_size"]), (Path(spec["base"]),), spec.get("known_pre"), config)
         self.vocab_facts = {"template": vocab.chat_template, "eot": vocab.eot_text}

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from lorastudio.core.disk import check_room
 from lorastudio.core.models.gguf_arch import (ADAPTER_TYPES, EXTERNAL_TYPES, TYPE_BITS, architecture_problem,
-                                              external_type_hint, file_bytes, uses_converter)
+                                              CONVERTER_TYPES, converter_install_line, external_type_hint,
+                                              file_bytes, uses_converter)
+from lorastudio.core.models import gguf_arch
 from lorastudio.core.models.gguf_cache import RECORD_FILE
 from lorastudio.core.models.gguf_vocab import VocabError, read_gguf_string, read_vocab, tokenizer_folder
 from lorastudio.core.models.info import ModelError, read_model_info
@@ -58,6 +60,7 @@ class GgufExportJob:
     estimate: int
     overwrite: bool
     parameters: int = 0
+    converter: bool = False         # the merged model is written by llama.cpp's converter, not our writer
 
     def to_spec(self) -> dict:
         spec = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -178,12 +181,21 @@ def plan_export_gguf(args: ExportGgufRequest) -> GgufExportJob:
     if args.adapter_only:
         check_adapter(adapter)
     base_gguf, known_pre = base_gguf_source(info.path)
-    if not args.adapter_only and not uses_converter(info.config):      # the converter writes its own vocabulary
+    converter = not args.adapter_only and uses_converter(info.config)     # it writes its own vocabulary
+    if not args.adapter_only and not converter:
         try:
             read_vocab(tokenizer_folder(adapter, info.path), int(info.config["vocab_size"]), (info.path,),
                        known_pre, info.config)
         except VocabError as exc:
-            raise GgufExportError(exc.message, exc.hint) from None
+            # a vocabulary our writer does not write (SentencePiece: Llama 2, Mistral v0.1; Tekken): the
+            # converter writes the whole file, when it is there and writes the type
+            if gguf_arch.converter_dir() is None:
+                raise GgufExportError(exc.message, f"{exc.hint}; or install llama.cpp's converter, which "
+                                      f"writes it: {converter_install_line()}") from None
+            if ftype not in CONVERTER_TYPES:
+                raise GgufExportError(f"{exc.message}: llama.cpp's converter writes this model, as "
+                                      f"{', '.join(CONVERTER_TYPES)}, not {ftype}", external_type_hint(ftype)) from None
+            converter = True
     out = Path(args.out).expanduser().resolve()
     check_target(out, args.overwrite)
     size = sum(p.stat().st_size for p in adapter.glob("adapter_model.*")) if args.adapter_only else None
@@ -193,7 +205,7 @@ def plan_export_gguf(args: ExportGgufRequest) -> GgufExportJob:
     name = summary.config.name or run_dir.name
     return GgufExportJob(run_dir, out, adapter, info.path, ftype, bool(args.adapter_only), base_gguf, known_pre,
                          data_system_prompt(summary.config), name, default_prompts(run_dir, summary.config),
-                         estimate, bool(args.overwrite), info.num_parameters)
+                         estimate, bool(args.overwrite), info.num_parameters, converter)
 
 
 def start_export_gguf(job: GgufExportJob) -> JobHandle:

@@ -27,7 +27,7 @@ class JobKind:
 
 
 JOBS: dict[str, JobKind] = {job.verb: job for job in (
-    JobKind("train", "the training run", "training worker", ("train", "resume"), "train.training_process",
+    JobKind("train", "the training run", "training worker", ("train", "resume", "demo"), "train.training_process",
             ranks=True),
     JobKind("merge", "the merge", "merge worker", ("merge",), "dialogs.merge_dialog"),
     JobKind("export_gguf", "the GGUF export", "GGUF export worker", ("export-gguf",), "dialogs.export_gguf_dialog"),

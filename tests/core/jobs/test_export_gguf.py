@@ -248,15 +248,25 @@ def test_a_run_without_an_adapter_is_refused(run, tmp_path):
     (lambda t: t["model"].update(type="WordPiece"), "a WordPiece tokenizer cannot be written as GGUF"),
     (lambda t: t["model"].update(byte_fallback=True), "SentencePiece-style BPE"),
 ])
-def test_a_tokenizer_that_cannot_be_represented_is_refused(run, tmp_path, change, message):
+def test_a_tokenizer_that_cannot_be_represented_is_refused(run, tmp_path, change, message, monkeypatch):
+    """Without llama.cpp's converter such a vocabulary is refused with what to do; with it, the merged
+    model goes through the converter (tested end to end below)."""
+    from lorastudio.core.models import gguf_arch
     copy = copy_run(run, tmp_path)
     path = copy / "adapter" / "tokenizer.json"
     tok = json.loads(path.read_text())
     change(tok)
     path.write_text(json.dumps(tok))
-    with pytest.raises(GgufExportError, match=message) as err:
-        prepare_job(args(copy, tmp_path / "x.gguf"))
+    with monkeypatch.context() as m:
+        m.setattr(gguf_arch, "converter_dir", lambda: None)
+        with pytest.raises(GgufExportError, match=message) as err:
+            prepare_job(args(copy, tmp_path / "x.gguf"))
     assert "tokenizer.json" in err.value.message and "byte-level BPE" in err.value.hint
+    assert "convert-hf-to-gguf" in err.value.hint
+    monkeypatch.setattr(gguf_arch, "converter_dir", lambda: tmp_path)
+    assert prepare_job(args(copy, tmp_path / "x.gguf")).converter
+    with pytest.raises(GgufExportError, match="converter writes this model, as f32, f16, bf16, q8_0, not q4_k_m"):
+        prepare_job(args(copy, tmp_path / "x.gguf", type="q4_k_m"))
     prepare_job(args(copy, tmp_path / "x.gguf", adapter_only=True))     # an adapter carries no tokenizer
 
 
@@ -434,3 +444,60 @@ def test_adapter_only_is_checked_in_llama_cpp_on_the_imported_base_gguf(run, tmp
     assert fidelity["checked_by"] == "llama.cpp" and fidelity["dtype"] == "q8_0" and not fidelity["flagged"], fidelity
     assert fidelity["top1_agree"] >= 0.9
     assert f"FROM {source}" in (tmp_path / "lora.Modelfile").read_text()
+
+
+def sentencepiece_style_llama(folder: Path) -> Path:
+    """A tiny Llama whose tokenizer is Llama 2's kind: byte-fallback BPE over a ▁-marked split
+    (what tokenizer.json holds for a SentencePiece model), which our vocabulary writer refuses."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from tests.helpers.tiny_models import CORPUS, SENTENCES
+    folder.mkdir(parents=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>", *bytes_])
+    tok.train_from_iterator(CORPUS + SENTENCES, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="</s>", model_max_length=256)
+    fast.save_pretrained(folder)
+    add_chat_template(folder)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=256, vocab_size=len(fast),
+                      bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_a_sentencepiece_vocabulary_goes_through_llama_cpps_converter(tmp_path, capfd, inline_jobs, monkeypatch):
+    """Our writer does not write a SentencePiece vocabulary (Llama 2, Mistral v0.1): the merged model goes
+    through llama.cpp's converter and is checked in llama.cpp; without the converter, the refusal says
+    how to install it."""
+    from lorastudio.core.config import RunConfig
+    from lorastudio.core.models import gguf_arch
+    from lorastudio.core.runs.folders import prepare_run
+    model = sentencepiece_style_llama(tmp_path / "model")
+    data = jsonl(tmp_path / "train.jsonl", [CHAT] * 16)
+    config = write_config(tmp_path / "c.yaml", model, data, quantization="none", lora__r=4, training__lr=2e-2,
+                          lora__targets=["q_proj", "v_proj"], training__max_steps=4, training__save_every=4,
+                          data__train_on="all")
+    run = tmp_path / "run"
+    prepare_run(RunConfig.load(config), run)
+    train(config, run)
+    with monkeypatch.context() as m:
+        m.setattr(gguf_arch, "converter_dir", lambda: None)
+        with pytest.raises(GgufExportError, match="SentencePiece") as err:
+            prepare_job(args(run, tmp_path / "sp.gguf", type="f16"))
+        assert "convert-hf-to-gguf" in err.value.hint
+    if gguf_arch.converter_dir() is None:
+        pytest.skip("llama.cpp's converter is not installed (the README's install command installs it)")
+    job = prepare_job(args(run, tmp_path / "sp.gguf", type="f16"))
+    assert job.converter
+    code, printed, err = run_cli(capfd, "export-gguf", run, tmp_path / "sp.gguf", "--type", "f16")
+    assert code == 0, printed + err
+    fidelity = next(e for e in job_events(run) if e["type"] == "fidelity")
+    assert fidelity["checked_by"] == "llama.cpp" and not fidelity["flagged"] and fidelity["top1_agree"] >= 0.95, fidelity
