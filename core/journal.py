@@ -61,6 +61,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                  "tensor_max_abs_diff": _OPT_NUM, "eot_token": _OPT_STR,
                  # the GGUF export's check in llama.cpp itself (core/engine/gguf/llama_check.py)
                  "checked_by": _OPT_STR, "positions": _OPT_INT, "top1_agree": _OPT_NUM, "top5_agree": _OPT_NUM,
+                 "clear_positions": _OPT_INT, "clear_top1_agree": _OPT_NUM,
                  "answers": _OPT_LIST, "difference": _OPT_STR},
     "memory": {"rss": (int,), "ram_used": (int,), "ram_total": (int,), "step": _OPT_INT,
                "cuda_allocated": _OPT_INT, "cuda_reserved": _OPT_INT, "cuda_peak": _OPT_INT,

