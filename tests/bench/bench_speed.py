@@ -13,11 +13,18 @@ each mode runs, on the same folder and the same row length and micro-batch:
              when `import unsloth` works; its ckpt mode is its offloaded checkpointing.
 Peak memory is allocated GiB during training (each tool resets its peak after loading). It prints
 one Markdown table with our ratio to each peer, and appends every result to --out.
+
+Before timing a shape it checks that the gradients are real (tests/bench/grad_check.py): the L2 norm
+of the LoRA gradients over the first --grad-steps steps of our path (the fused kernels, checkpointing
+when ckpt is among the modes) equals PEFT's reference path's within 2 %, from the same LoRA weights
+and tokens (a benchmark whose gradients vanish proves nothing). A shape that fails is reported and
+makes the exit status 1; --no-grad-check skips it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -77,6 +84,9 @@ def main() -> int:
     p.add_argument("--timeout", type=int, default=300)
     p.add_argument("--unsloth-script", type=Path, default=ROOT / ".peers" / "unsloth_qlora.py")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--no-grad-check", action="store_true", help="skip the gradient check against PEFT")
+    p.add_argument("--grad-steps", type=int, default=3)
+    p.add_argument("--grad-seq", type=int, default=None, help="row length of the gradient check (default --seq)")
     a = p.parse_args()
     peers = a.peers.split(",")
     if "unsloth" in peers and not (a.unsloth_script.exists() and unsloth_available()):
@@ -88,6 +98,13 @@ def main() -> int:
         if not (model / "config.json").exists():
             subprocess.run([sys.executable, str(HERE / "make_model.py"), str(model), "--shape", shape], check=True)
         mb = MICRO_BATCH.get(shape, 2)
+        if not a.no_grad_check and a.bits == 4:
+            rows.append(gradients(model, shape, a.grad_seq or a.seq, mb, "ckpt" in a.modes.split(","),
+                                  a.grad_steps, a.timeout))
+            print(json.dumps(rows[-1]), flush=True)
+            if a.out:
+                with open(a.out, "a") as fh:
+                    fh.write(json.dumps(rows[-1]) + "\n")
         for mode in a.modes.split(","):
             jobs = {
                 "ours": lambda: ours(model, a.seq, mb, "checkpoint" if mode == "ckpt" else "none", a.steps,
@@ -112,7 +129,31 @@ def main() -> int:
                     with open(a.out, "a") as fh:
                         fh.write(json.dumps(row) + "\n")
     print(table(rows))
-    return 0
+    checks = [r for r in rows if r["who"] == "grad-check"]
+    for r in checks:
+        print(grad_line(r))
+    return 0 if all(r["result"] and r["result"]["ok"] for r in checks) else 1
+
+
+def gradients(model: Path, shape: str, seq: int, mb: int, ckpt: bool, steps: int, timeout: int) -> dict:
+    """Our path's LoRA gradient norms against PEFT's reference (tests/bench/grad_check.py)."""
+    sys.path.insert(0, str(HERE))
+    import grad_check
+    t0 = time.time()
+    r = grad_check.check(str(model), seq, mb, "checkpoint" if ckpt else "none", steps, tol=0.02,
+                         timeout=2 * timeout)
+    return {"shape": shape, "mb": mb, "seq": seq, "bits": 4, "mode": "ckpt" if ckpt else "none",
+            "who": "grad-check", "result": r, "note": f"{time.time() - t0:.0f} s"}
+
+
+def grad_line(row: dict) -> str:
+    r = row["result"]
+    where = f"{row['shape']}, mb {row['mb']}, seq {row['seq']}, {row['mode']}"
+    if not r.get("ours"):
+        return f"gradients {where}: FAILED to run: {r.get('why', '')[-300:]}"
+    return (f"gradients {where}: {'ok' if r['ok'] else 'FAIL'} — LoRA grad norms of the first steps, ours "
+            f"{r['ours']} vs PEFT {r['ref']}, worst {r['worst_rel']:.2%} (tolerance {r['tol']:.0%})"
+            + ("" if all(math.isfinite(v) and v > 0 for v in r["ours"]) else " — vanishing or non-finite"))
 
 
 def table(rows: list[dict]) -> str:
@@ -120,6 +161,7 @@ def table(rows: list[dict]) -> str:
     out = ["| shape, mb, mode | ours | ours lean | HF+PEFT | Unsloth | ours ÷ HF | ours ÷ Unsloth |",
            "|---|---|---|---|---|---|---|"]
     keys = []
+    rows = [r for r in rows if r["who"] != "grad-check"]
     for r in rows:
         k = (r["shape"], r["mb"], r["mode"], r["bits"])
         if k not in keys:
