@@ -34,12 +34,18 @@ DATA_COLUMN_ROLES = tuple(dict.fromkeys(COLUMN_ROLES + PAIR_ROLES))
 DATA_FORMATS = FORMAT_CHOICES       # the formats and their column roles are known in core/data/formats.py
 
 
+FILE_KEY = "(file)"        # ConfigError's key when the config file cannot be read or parsed
+
+
 class ConfigError(ValueError):
     """A config value is not allowed. `key` is the dotted path ("lora.r"), `value` what was given."""
 
     def __init__(self, key: str, value: Any, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}: {value!r} is not allowed; {allowed}")
+        if key == FILE_KEY:             # the file itself is the problem, not a value in it
+            super().__init__(f"{value}: {allowed}")
+        else:
+            super().__init__(f"{key}: {value!r} is not allowed; {allowed}")
 
 
 def _help(text: str, **extra) -> dict:
@@ -57,6 +63,18 @@ def _is_int(v: Any) -> bool:
 
 def _is_num(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _at_most(key: str, value: Any, high: float, why: str) -> None:
+    """The upper bound of a numeric setting, with the reason: a value past it makes nothing happen
+    (an update that overflows, a step that never comes), so it is refused before anything loads."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > high:
+        raise ConfigError(key, value, f"at most {high:,}: {why}" if isinstance(high, int) else f"at most {high:g}: {why}")
+
+
+# The upper bounds (issue 27): each with why a larger value cannot train.
+MAX_RANK, MAX_ALPHA = 4096, 10_000
+MAX_BATCH, MAX_ACCUM, MAX_STEPS, MAX_SEQ = 65_536, 65_536, 100_000_000, 1_048_576
 
 
 @dataclass
@@ -83,6 +101,9 @@ class LoraSection:
                  "alpha must be a number > 0 (commonly 2 × r)")
         _require(_is_num(self.dropout) and 0 <= self.dropout < 1, "lora.dropout", self.dropout,
                  "dropout must be a number in [0, 1)")
+        _at_most("lora.r", self.r, MAX_RANK, "no model's layers are wider, so a larger rank adds nothing")
+        _at_most("lora.alpha", self.alpha, MAX_ALPHA, "alpha/r multiplies every update; past this the first "
+                 "step overflows (grad_norm null, lora_B stays zero) and the adapter learns nothing")
         if isinstance(self.targets, str):
             _require(self.targets == "all-linear", "lora.targets", self.targets,
                      "give a list of module names (e.g. [q_proj, v_proj]) or 'all-linear'")
@@ -116,6 +137,9 @@ class DataSection:
         "For .txt files: one example per blank-line-separated paragraph, or the whole file as one."))
     validation_split: float = field(default=0.1, metadata=_help(
         "Fraction of examples held out for evaluation, in [0, 0.5]. 0 disables evaluation."))
+    max_validation_examples: int = field(default=512, metadata=_help(
+        "At most this many examples are held out by validation_split (0: no cap), so a large file's "
+        "evaluation stays short; a validation_path file is used whole."))
     validation_path: str = field(default="", metadata=_help(
         "A separate validation file (overrides validation_split)."))
     packing: bool = field(default=True, metadata=_help(
@@ -142,6 +166,9 @@ class DataSection:
                  "allowed: paragraph, file")
         _require(_is_num(self.validation_split) and 0 <= self.validation_split <= 0.5,
                  "data.validation_split", self.validation_split, "a fraction in [0, 0.5]")
+        _require(isinstance(self.max_validation_examples, int) and not isinstance(self.max_validation_examples, bool)
+                 and 0 <= self.max_validation_examples <= 10_000_000, "data.max_validation_examples",
+                 self.max_validation_examples, "a whole number from 0 to 10,000,000 (0: no cap)")
         _require(isinstance(self.validation_path, str), "data.validation_path", self.validation_path,
                  "a file path, or empty")
         _require(isinstance(self.packing, bool), "data.packing", self.packing, "true or false")
@@ -194,6 +221,23 @@ class TrainingSection:
         def whole(key, v, low, allowed):
             _require(_is_int(v) and v >= low, f"training.{key}", v, allowed)
         whole("max_steps", self.max_steps, 0, "a whole number ≥ 0 (0 = use epochs)")
+        bounds = (("max_steps", MAX_STEPS, "a run that long never ends (years of steps)"),
+                  ("epochs", 10_000, "more passes than this only memorise the data"),
+                  ("batch_size", MAX_BATCH, "a micro-batch is held in memory at once; no device holds more examples"),
+                  ("grad_accum", MAX_ACCUM, "the first optimizer step would wait for that many micro-batches"),
+                  ("seq_len", MAX_SEQ, "no model's context is that long"),
+                  ("warmup_steps", MAX_STEPS, "the learning rate would never rise"),
+                  ("weight_decay", 10, "past this the decay erases every update"),
+                  ("max_grad_norm", 1e6, "clipping that high clips nothing: use 0 to disable it"),
+                  ("seed", 2**32 - 1, "the random generators take 32-bit seeds"),
+                  ("save_every", MAX_STEPS, "a checkpoint that never comes: use 0 for none"),
+                  ("eval_every", MAX_STEPS, "an evaluation that never comes"),
+                  ("log_every", MAX_STEPS, "a step line that never comes"),
+                  ("keep_checkpoints", 100_000, "use 0 to keep them all"),
+                  ("beta", 1_000, "DPO's β that large makes the loss flat: nothing moves"),
+                  ("orpo_lambda", 1_000, "the odds-ratio term would drown the answer's loss"))
+        for key, high, why in bounds:
+            _at_most(f"training.{key}", getattr(self, key), high, why)
         _require(_is_num(self.epochs) and self.epochs > 0, "training.epochs", self.epochs, "a number > 0")
         _require(_is_num(self.lr) and 0 < self.lr < 1, "training.lr", self.lr, "a number in (0, 1), e.g. 2.0e-4")
         whole("batch_size", self.batch_size, 1, "a whole number ≥ 1")
@@ -241,6 +285,7 @@ class DistributedSection:
     def __post_init__(self):
         _require(_is_int(self.processes) and self.processes >= 1, "distributed.processes", self.processes,
                  "a whole number ≥ 1 (1 = a single process)")
+        _at_most("distributed.processes", self.processes, 1024, "one process a GPU; no machine has more")
         _require(self.strategy in STRATEGIES, "distributed.strategy", self.strategy,
                  f"allowed: {', '.join(STRATEGIES)}")
         _require(self.strategy != "fsdp", "distributed.strategy", self.strategy,
@@ -307,6 +352,7 @@ class RunConfig:
                 kwargs[key] = value
         config = _build(cls, "", kwargs)
         config.notes = tuple(notes)
+        config.given_keys = frozenset(raw)      # the top-level keys the file sets (machine defaults fill the rest)
         return config
 
     @classmethod
@@ -317,7 +363,7 @@ class RunConfig:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError("(file)", source, f"it is not valid YAML at{where}: "
+            raise ConfigError(FILE_KEY, source, f"it is not valid YAML at{where}: "
                               f"{getattr(exc, 'problem', exc)}") from None
         return cls.from_dict(raw)
 
@@ -327,13 +373,13 @@ class RunConfig:
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            raise ConfigError("(file)", str(path), f"it cannot be read: {exc.strerror}") from None
+            raise ConfigError(FILE_KEY, str(path), f"it cannot be read: {exc.strerror}") from None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = raw.count(b"\n", 0, exc.start) + 1
             column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-            raise ConfigError("(file)", str(path), f"it is not UTF-8 text: byte 0x{raw[exc.start]:02x} at "
+            raise ConfigError(FILE_KEY, str(path), f"it is not UTF-8 text: byte 0x{raw[exc.start]:02x} at "
                               f"offset {exc.start} (line {line}, column {column}) cannot be read; save the "
                               "file as UTF-8 in your editor") from None
         return cls.from_yaml(text, source=str(path))

@@ -88,6 +88,48 @@ def list_gpus() -> list[GpuInfo]:
     return gpus
 
 
+# ---- defaults that depend on the machine (one rule for the CLI, the plans and the window) -------
+CPU_FLAGS_FILE = "/proc/cpuinfo"
+FAST_CPU_BF16 = ("avx512_bf16", "amx_bf16")     # bf16 matmuls in hardware; without them torch emulates (slow)
+FAST_CPU_FP16 = ("avx512_fp16", "amx_fp16")
+
+
+def cpu_flags(path: str = CPU_FLAGS_FILE) -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def on_gpu(device: str) -> bool:
+    """Whether a job asked to run on `device` (auto, cpu, cuda, cuda:N) runs on a CUDA GPU."""
+    return device.startswith("cuda") or (device == "auto" and bool(list_gpus()))
+
+
+def default_quantization(gpu: bool) -> str:
+    """How the frozen base is stored when a config does not say: 4-bit NF4 on a CUDA GPU; none on a
+    CPU, where bitsandbytes' 4-bit is slower than full precision (the window's Hardware panel does the same)."""
+    return "4bit" if gpu else "none"
+
+
+def default_merge_dtype(device: str, flags: set[str] | None = None) -> str:
+    """The merged model's dtype when none is given: bf16 on a GPU; on a CPU bf16 only with hardware
+    bf16 (else it is emulated and the merge's fidelity pass crawls), fp16 where that is fast, else fp32."""
+    if on_gpu(device):
+        return "bf16"
+    flags = cpu_flags() if flags is None else flags
+    if any(f in flags for f in FAST_CPU_BF16):
+        return "bf16"
+    if any(f in flags for f in FAST_CPU_FP16):
+        return "fp16"
+    return "fp32"
+
+
 def host_memory() -> dict:
     import psutil       # here, not at the top: the window imports this module before its first paint
     vm = psutil.virtual_memory()

@@ -210,6 +210,7 @@ class JournalFollower:
         self._offset = 0
         self._partial = b""
         self.at_end = True
+        self.problem: str | None = None      # why the journal cannot be read (a folder, no permission)
 
     def poll(self, max_bytes: int | None = None) -> list[dict]:
         try:
@@ -225,6 +226,10 @@ class JournalFollower:
         except FileNotFoundError:
             self.at_end = True
             return []
+        except OSError as exc:              # a folder where the file should be, no permission: no events, and why
+            self.at_end, self.problem = True, f"{self.path} cannot be read ({exc.strerror or exc})"
+            return []
+        self.problem = None
         self._offset += len(chunk)
         data = self._partial + chunk
         lines = data.split(b"\n")

@@ -31,6 +31,19 @@ def resolve_paths(config: RunConfig, base_dir: Path) -> RunConfig:
                                                      validation_path=absolute(config.data.validation_path)))
 
 
+def machine_defaults(config: RunConfig) -> tuple[RunConfig, list[str]]:
+    """What a config leaves out and the machine decides: `quantization` is 4bit on a GPU but none on
+    a CPU (core/devices.default_quantization, the window's rule). (config, notes saying what was set)."""
+    from lorastudio.core.devices import default_quantization, on_gpu
+    if "quantization" in getattr(config, "given_keys", {"quantization"}):
+        return config, []
+    quantization = default_quantization(on_gpu(config.device))
+    if quantization == config.quantization:
+        return config, []
+    return replace(config, quantization=quantization), [
+        f"quantization: {quantization} (the config does not set it; 4-bit is for CUDA GPUs, and this run is on the CPU)"]
+
+
 def check_config(config: RunConfig) -> tuple[ModelInfo, TargetReport]:
     """Raise ConfigError for the first problem found; return the model's metadata otherwise."""
     try:
@@ -60,6 +73,34 @@ def check_config(config: RunConfig) -> tuple[ModelInfo, TargetReport]:
         check_rank(config, report)
     check_model_fits_config(config, info)
     return info, report
+
+
+def check_data(config: RunConfig) -> None:
+    """The data's first rows under the config's format, column mapping and bad-row policy: the
+    Dataset panel's check (core/data/preview.py), so a CSV with the wrong columns is refused in a
+    second, before a model loads or a run folder exists. Raises DataError (message and hint)."""
+    from lorastudio.core.data.formats import columns_of
+    from lorastudio.core.data.pairs import PAIR_FORMAT, check_pair_rows
+    from lorastudio.core.data.preview import detect, read_preview
+    for path in (config.data.path, config.data.validation_path):
+        if not path:
+            continue
+        preview = read_preview(path)
+        if preview.error is None and preview.strict_error is not None and config.data.on_bad_rows == "error":
+            preview.error = preview.strict_error
+        if preview.error is not None:
+            raise DataError(*preview.error)
+        columns, skip = columns_of(config.data), config.data.on_bad_rows == "skip"
+        if config.training.method != "sft":         # dpo, orpo: pairs, read as the trainer reads them
+            check_pair_rows(preview.rows, preview.path, columns, skip)
+            continue
+        found = detect(preview, config.data.format, columns, skip)
+        if found.error is not None:
+            raise DataError(*found.error)
+        if found.format == PAIR_FORMAT and config.training.method == "sft":
+            raise DataError(f"{path}: preference pairs ({found.reason}), but the run trains supervised "
+                            "(training.method: sft)", "set training.method: dpo or orpo to train on pairs, "
+                            "or choose a supervised data set")
 
 
 def check_rank(config: RunConfig, report: TargetReport) -> None:

@@ -137,9 +137,13 @@ def export_run(run_dir: Path, out_dir: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     events = read_events(run_dir / "events.jsonl")
     folder = Path(out_dir) / run_dir.name if out_dir is not None else run_dir / TENSORBOARD_DIR
+    from lorastudio.core.runs.output_paths import MARKER, check_output, mark_output
+    check_output(folder, "TensorBoard files", overwrite=True, inside=None if out_dir is not None else run_dir)
     start = int(events[0]["time"]) if events else 0
     path = folder / f"events.out.tfevents.{start}.lorastudio"
     folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / MARKER).is_file():
+        mark_output(folder, "TensorBoard files", run_dir)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from dataclasses import dataclass
 
 from lorastudio.core import package_version
@@ -25,6 +27,8 @@ class Command:
 
 COMMANDS = (
     Command("train", "train", "train", "train a LoRA adapter from a YAML config"),
+    Command("demo", "train", "demo", "train the demo (SmolLM2-135M on the sample tickets), as the window's first start does"),
+    Command("runs", "runs", "runs", "list the runs: name, state, steps, loss, adapter, size"),
     Command("targets", "targets", "targets", "list a model's LoRA target modules (reads headers only)"),
     Command("export", "export", "export", "export a run's adapter (PEFT format + tokenizer + model card)"),
     Command("merge", "merge", "merge", "merge a run's adapter into the base model and save it"),
@@ -36,8 +40,8 @@ COMMANDS = (
     Command("fit", "fit", "fit", "will it fit? estimated GPU memory, and settings that fit (--auto)"),
     Command("rank", "rank", "rank", "what rank a trained adapter really used: singular values of each update"),
     Command("resize", "resize", "resize", "save a smaller adapter: the best rank-K approximation of every update"),
-    Command("serve", "serve", "serve", "serve runs' adapters on one base over an OpenAI-compatible API (llama.cpp)"),
     Command("tensorboard", "tensorboard_export", "tensorboard", "write TensorBoard event files from runs' journals"),
+    Command("serve", "serve", "serve", "serve runs' adapters on one base over an OpenAI-compatible API (llama.cpp)"),
 )
 
 
@@ -59,4 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = next(c for c in COMMANDS if c.name == args.command)
-    return getattr(_module(command), command.function)(args)
+    from lorastudio.core.cli.runs import resolve_run_arguments
+    try:          # `lorastudio targets … | head`: the reader left; end quietly (as the shell's tools do)
+        status = resolve_run_arguments(args) or getattr(_module(command), command.function)(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())    # no second error at exit
+        return 141                      # 128 + SIGPIPE, what a shell tool reports
+    return status

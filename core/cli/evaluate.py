@@ -18,7 +18,7 @@ ROWS = (("held-out loss", "loss", "{:.4f}"), ("exact match", "exact_match", "{:.
 
 
 def evaluate_arguments(p) -> None:
-    p.add_argument("run", type=Path, help="the run folder")
+    p.add_argument("run", type=Path, help="the run folder, or its name (or a unique prefix) under the runs directory")
     p.add_argument("--data", type=Path, help="held-out data (default: the run's validation data)")
     p.add_argument("--checkpoint", type=int, metavar="STEP", help="evaluate this checkpoint's adapter")
     p.add_argument("--adapter", type=Path, metavar="FOLDER",

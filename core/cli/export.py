@@ -10,7 +10,7 @@ from lorastudio.core.cli.output import fail
 
 
 def export_arguments(p) -> None:
-    p.add_argument("run", type=Path, help="the run folder")
+    p.add_argument("run", type=Path, help="the run folder, or its name (or a unique prefix) under the runs directory")
     p.add_argument("out", type=Path, help="the output folder (or .zip file with --zip)")
     p.add_argument("--checkpoint", type=int, help="export this checkpoint step instead of the final adapter")
     p.add_argument("--zip", action="store_true", help="write one zip file")

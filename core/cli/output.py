@@ -14,6 +14,12 @@ def fail(message: str, hint: str = "") -> int:
     return 2
 
 
+def config_failure(source, exc) -> int:
+    """A refused config: `SOURCE: key: value is not allowed; …`, or the file's own problem once."""
+    from lorastudio.core.config import FILE_KEY
+    return fail(str(exc) if exc.key == FILE_KEY else f"{source}: {exc}")
+
+
 def print_phase(ev: dict) -> None:
     """A job's `phase` (with fraction) and `error` events, one line each."""
     if ev["type"] == "phase":

@@ -15,7 +15,7 @@ from lorastudio.core.cli.output import fail, follow_report, report_failure
 
 
 def rank_arguments(p) -> None:
-    p.add_argument("run", type=Path, help="the run folder (or a PEFT adapter folder)")
+    p.add_argument("run", type=Path, help="the run folder, its name (or a unique prefix) under the runs directory, or a PEFT adapter folder")
     p.add_argument("--checkpoint", type=int, metavar="STEP", help="read this checkpoint's adapter")
     p.add_argument("--json", action="store_true", help="the whole report as JSON: every module's singular values")
 

@@ -10,7 +10,7 @@ from lorastudio.core.cli.output import fail, follow_report, report_failure
 
 
 def resize_arguments(p) -> None:
-    p.add_argument("run", type=Path, help="the run folder (or a PEFT adapter folder)")
+    p.add_argument("run", type=Path, help="the run folder, its name (or a unique prefix) under the runs directory, or a PEFT adapter folder")
     p.add_argument("out", type=Path, help="the new adapter folder (must be empty or absent)")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--rank", type=int, metavar="K", help="keep the best rank-K approximation of every update")

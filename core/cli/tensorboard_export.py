@@ -29,7 +29,11 @@ def tensorboard(args) -> int:
         if not (run / "events.jsonl").is_file():
             return fail(f"{run} is not a run folder (no events.jsonl)",
                         "give a folder under the runs directory, as `lorastudio train` prints it")
-    paths = [export_run(run, args.out) for run in args.runs]
+    from lorastudio.core.errors import UserError
+    try:                                # the output-path rule (core/runs/output_paths.py) refuses in words
+        paths = [export_run(run, args.out) for run in args.runs]
+    except UserError as exc:
+        return fail(exc.message, exc.hint)
     print("\n".join(str(path) for path in paths), flush=True)
     while args.follow and any(worker_alive(run, read_status(run)) for run in args.runs):
         try:

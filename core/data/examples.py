@@ -9,18 +9,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from lorastudio.core.data.files import BadRow, DataError, Row
-from lorastudio.core.data.formats import (DETECT_ROWS, FORMAT_TITLES, Example, apply_columns, detect_format,
-                                          to_example)
+from lorastudio.core.data.formats import (DETECT_ROWS, FORMAT_TITLES, Example, apply_columns,
+                                          check_some_row_fits, columns_of, detect_format, to_example)
 from lorastudio.core.data.dataset_rows import source_rows
 from lorastudio.core.data.sources import Source, resolve
-
-
-def columns_of(data_cfg) -> dict:
-    if data_cfg.columns:
-        return dict(data_cfg.columns)
-    if data_cfg.text_field != "text":
-        return {"text": data_cfg.text_field}
-    return {}
 
 
 @dataclass
@@ -52,6 +44,7 @@ def stream_examples(spec, data_cfg, source: Source | None = None) -> ExampleStre
         fmt, reason = detect_format(head, label)
     else:
         fmt, reason = data_cfg.format, f"{FORMAT_TITLES[data_cfg.format]}: set by data.format"
+    check_some_row_fits(head, fmt, label, columns)      # a wrong mapping, not rows to skip
     if columns:
         reason += f" (columns mapped: {', '.join(f'{k} <- {v}' for k, v in columns.items())})"
     stream = ExampleStream(label, fmt, reason, iter(()), bad if bad is not None else [])

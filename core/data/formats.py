@@ -179,6 +179,34 @@ def to_example(row: Row, fmt: str, source: str) -> Example:
     raise DataError(f"{source}: unknown data.format '{fmt}'", f"use one of: {', '.join(FORMAT_CHOICES)}")
 
 
+def columns_of(data_cfg) -> dict:
+    """The column mapping a data config asks for: data.columns, or data.text_field's."""
+    if data_cfg.columns:
+        return dict(data_cfg.columns)
+    if data_cfg.text_field != "text":
+        return {"text": data_cfg.text_field}
+    return {}
+
+
+def check_some_row_fits(rows: list[Row], fmt: str, source: str, columns: dict | None) -> None:
+    """When not one of the first rows fits `fmt`, the format or the column mapping is wrong, not the
+    rows: say so (skipping bad rows would skip them all). The rows are as mapped (apply_columns)."""
+    first: DataError | None = None
+    for row in rows:
+        try:
+            to_example(row, fmt, source)
+            return
+        except DataError as exc:
+            first = first or exc
+    if first is None:
+        return
+    what = (f"the column mapping (data.columns: {', '.join(f'{k} <- {v}' for k, v in columns.items())})"
+            if columns else f"the format ({FORMAT_TITLES.get(fmt, fmt)})")
+    raise DataError(f"{first.message}; none of the first {len(rows)} rows fits {what}",
+                    f"{what} does not match this file: choose the format (data.format) or the columns "
+                    "(data.columns) that name its fields")
+
+
 def _messages(items, key, role_key, text_key, roles: dict, where: str, source: str) -> list[dict]:
     if not isinstance(items, list) or not items:
         raise DataError(f"{source}, {where}: '{key}' must be a non-empty list", "fix that row")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from lorastudio.core.data.files import BadRow, DataError, Row
 from lorastudio.core.data.sources import Source, is_hf_spec, iter_source_rows, resolve
-from lorastudio.core.data.formats import FORMAT_TITLES, apply_columns, detect_format, to_example
+from lorastudio.core.data.formats import (FORMAT_TITLES, apply_columns, check_some_row_fits, detect_format,
+                                          to_example)
 from lorastudio.core.data.pairs import PAIR_FORMAT, check_pair_rows, looks_like_pairs
 
 PREVIEW_ROWS = 20
@@ -94,6 +95,7 @@ def detect(preview: DatasetPreview, fmt: str = "auto", columns: dict | None = No
             found, reason = detect_format(rows, source)
         else:
             found, reason = fmt, f"{FORMAT_TITLES[fmt]}: chosen by you"
+        check_some_row_fits(rows, found, source, columns)
         bad = _refused_rows(rows, found, source, skip_bad)
     except DataError as exc:
         return Detection(error=(exc.message, exc.hint), unknown="unknown format" in exc.message)

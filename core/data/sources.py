@@ -35,10 +35,10 @@ DATA_SUFFIXES = {s for s, k in SUFFIX_KINDS.items() if s != ".md"} | {".arrow"}
 SAVED_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
 SPLIT_WORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "val", "dev"),
                "test": ("test", "testing", "eval")}
-HINT_MISSING = ("download it once where there is a network (`huggingface-cli download --repo-type dataset "
+HINT_MISSING = ("download it once where there is a network (`hf download --repo-type dataset "
                 "NAME`, or `datasets.load_dataset(NAME)`), or point data.path at a data file or folder")
 HINT_INCOMPLETE = ("an earlier download stopped half way: download it again where there is a network "
-                   "(`huggingface-cli download --repo-type dataset NAME`)")
+                   "(`hf download --repo-type dataset NAME`)")
 HINT_RESAVE = "save it again with save_to_disk (or point data.path at its data files)"
 
 

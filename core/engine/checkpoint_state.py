@@ -2,7 +2,11 @@
 
 checkpoints/step-000100/
   adapter_config.json, adapter_model.safetensors   (PEFT format: also usable as an adapter)
-  trainer_state.pt     optimizer, scheduler, grad scaler, RNG states
+  trainer_state.safetensors + trainer_state.json
+                       optimizer, scheduler, grad scaler, RNG states: tensors in safetensors, the
+                       structure around them in JSON — nothing in a checkpoint runs code when read
+                       (0.x checkpoints' trainer_state.pt: read with torch.load(weights_only=True);
+                       a pickle that needs more is refused unless the user opts in for that file)
   state.json           step, micro-batch position, loss — readable without torch
 Each is written into a hidden temporary folder and swapped into place (core/atomic_files), so a
 crash or a full disk never replaces a good checkpoint with a broken one; the free space is checked
@@ -11,6 +15,7 @@ against the checkpoint's size before writing.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -20,9 +25,107 @@ import torch
 
 from lorastudio.core.atomic_files import atomic_dir
 from lorastudio.core.disk import check_room, writing
+from lorastudio.core.errors import UserError
 from lorastudio.core.runs.checkpoints import STATE_FILE, checkpoint_name, complete_checkpoints
 
-TRAINER_STATE_FILE = "trainer_state.pt"
+TRAINER_STATE_FILE = "trainer_state.pt"              # 0.x: a pickle, read only as weights
+TRAINER_TENSORS_FILE = "trainer_state.safetensors"
+TRAINER_LAYOUT_FILE = "trainer_state.json"
+ALLOW_PICKLE_ENV = "LORASTUDIO_ALLOW_PICKLE"          # os.pathsep-separated files the user trusts
+
+
+class UnsafeCheckpoint(UserError):
+    kind = "checkpoint"
+
+
+def flatten_state(value, tensors: dict, path: str = "s"):
+    """A nested state (dicts, lists, tuples, numbers, strings, tensors, numpy arrays) as JSON with
+    each tensor replaced by a key into `tensors` — so it is written without pickle."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": path}
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return {k: flatten_state(v, tensors, f"{path}.{k}") for k, v in value.items()}
+        return {"__dict__": [[flatten_state(k, tensors, f"{path}.k{i}"), flatten_state(v, tensors, f"{path}.{i}")]
+                             for i, (k, v) in enumerate(value.items())]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [flatten_state(v, tensors, f"{path}.{i}") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [flatten_state(v, tensors, f"{path}.{i}") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot save {type(value).__name__} at {path} in a checkpoint's state")
+
+
+def unflatten_state(value, tensors: dict):
+    if isinstance(value, list):
+        return [unflatten_state(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if "__ndarray__" in value:
+        return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+    if "__tuple__" in value:
+        return tuple(unflatten_state(v, tensors) for v in value["__tuple__"])
+    if "__dict__" in value:
+        return {unflatten_state(k, tensors): unflatten_state(v, tensors) for k, v in value["__dict__"]}
+    return {k: unflatten_state(v, tensors) for k, v in value.items()}
+
+
+def write_trainer_state(folder: Path, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors: dict = {}
+    layout = flatten_state(state, tensors)
+    save_file(tensors, str(Path(folder) / TRAINER_TENSORS_FILE))
+    (Path(folder) / TRAINER_LAYOUT_FILE).write_text(json.dumps(layout))
+
+
+def pickle_allowed(path: Path) -> bool:
+
+    allowed = [p for p in os.environ.get(ALLOW_PICKLE_ENV, "").split(os.pathsep) if p]
+    return any(Path(p).resolve() == Path(path).resolve() for p in allowed)
+
+
+def read_trainer_state(folder: Path) -> dict:
+    """The state `write_trainer_state` wrote; a 0.x `trainer_state.pt` read as weights only (numpy's
+    RNG arrays allowed); a pickle that needs anything else is refused unless the user opted in."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if (folder / TRAINER_TENSORS_FILE).is_file():
+        tensors = load_file(str(folder / TRAINER_TENSORS_FILE))
+        return unflatten_state(json.loads((folder / TRAINER_LAYOUT_FILE).read_text()), tensors)
+    old = folder / TRAINER_STATE_FILE
+    if not old.is_file():
+        raise UnsafeCheckpoint(f"checkpoint {folder} has no trainer state ({TRAINER_TENSORS_FILE})",
+                               "resume from another checkpoint, or train again")
+    if pickle_allowed(old):
+        return torch.load(old, map_location="cpu", weights_only=False)
+    reconstruct = np._core.multiarray._reconstruct
+    safe = [(reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, type(np.dtype("uint32"))]
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(old, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — UnpicklingError and whatever a hostile pickle raises
+        text = str(exc)
+        globals_named = [line.strip() for line in text.splitlines() if "unsupported global" in line.lower()]
+        if not globals_named:
+            raise UnsafeCheckpoint(f"{old} cannot be read as a checkpoint's state (not a PyTorch file of tensors: "
+                                   f"{text.splitlines()[0][:120] if text else type(exc).__name__})",
+                                   "resume from another checkpoint (--checkpoint STEP), or train again") from None
+        raise UnsafeCheckpoint(
+            f"{old} holds more than tensors and numbers (a pickle that would run code when loaded: "
+            f"{globals_named[0][:160]}); it was not loaded",
+            f"resume from it only if you trust who made this run folder: set "
+            f"{ALLOW_PICKLE_ENV}={old} for that one file, or train again") from None
 
 
 def rng_state() -> dict:
@@ -66,9 +169,9 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, scaler, 
     check_room(Path(root), need, what, intact)
     with writing(what, Path(root), need, intact), atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state()},
-                   tmp / TRAINER_STATE_FILE)
+        write_trainer_state(tmp, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                  "scaler": scaler.state_dict() if scaler is not None else None,
+                                  "rng": rng_state()})
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **position}, indent=2))
     return target
 
@@ -93,7 +196,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, scaler) -> dict:
     missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if missing:
         raise RuntimeError(f"checkpoint {path} does not match this model's adapter ({missing[:3]})")
-    state = torch.load(path / TRAINER_STATE_FILE, map_location="cpu", weights_only=False)
+    state = read_trainer_state(path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):

@@ -22,6 +22,7 @@ from typing import Callable
 from lorastudio.core.runs.heldout import split_prompt
 
 GEN_BATCH = 8
+LOSS_PROGRESS_S = 1.0      # the loss phase reports its batch at most this often (after the first)
 Progress = Callable[[str, float, str], None]        # (phase name, fraction 0→1, message)
 
 
@@ -68,11 +69,14 @@ def load_heldout(config, data: Path | None):
     if config.data.validation_path:
         return load_examples(Path(config.data.validation_path), config.data).examples, config.data.validation_path
     examples = load_examples(Path(config.data.path), config.data).examples
-    _train, held = split(examples, config.data.validation_split or 0.1, config.training.seed)
+    _train, held = split(examples, config.data.validation_split or 0.1, config.training.seed,
+                         config.data.max_validation_examples)
     return held, f"{config.data.path} (validation split)"
 
 
-def heldout_loss(pair, encoded, side: str, batch_size: int) -> float | None:
+def heldout_loss(pair, encoded, side: str, batch_size: int,
+                 on_batch: Callable[[int, int], None] = lambda done, batches: None) -> float | None:
+    """The mean held-out loss of one side; `on_batch(done, batches)` before each batch (progress)."""
     import torch
     from lorastudio.core.engine.batches import collate, count_label_tokens, pad_id_of
     from lorastudio.core.engine.inference import side_context
@@ -80,7 +84,9 @@ def heldout_loss(pair, encoded, side: str, batch_size: int) -> float | None:
         return None
     total, count = 0.0, 0
     with torch.no_grad(), side_context(pair.model, side):
+        batches = -(-len(encoded.items) // batch_size)
         for i in range(0, len(encoded.items), batch_size):
+            on_batch(i // batch_size, batches)
             batch = collate(encoded.items[i:i + batch_size], pad_id_of(pair.tokenizer))
             n = count_label_tokens(batch)
             batch = {k: v.to(pair.device) for k, v in batch.items()}
@@ -112,13 +118,22 @@ def evaluate_run(run_dir: Path, data: Path | None = None, checkpoint: int | None
     batches = range(0, len(prompts), GEN_BATCH)
     steps, done = len(SIDES) * (1 + len(batches)), 0
 
-    def say(name: str, message: str) -> None:
-        progress(name, 0.1 + 0.9 * done / steps, message)
+    def say(name: str, message: str, within: float = 0.0) -> None:
+        progress(name, 0.1 + 0.9 * (done + within) / steps, message)
+
+    shown = {"at": 0.0}
+
+    def loss_batch(side: str, i: int, n: int) -> None:      # the loss phase moves, batch by batch
+        if i and time.monotonic() - shown["at"] < LOSS_PROGRESS_S:
+            return
+        shown["at"] = time.monotonic()
+        say("loss", f"{side}: held-out loss on {len(encoded.items)} examples, batch {i + 1} of {n}", i / n)
 
     answers: dict[str, list[str]] = {}
     for side in SIDES:
         say("loss", f"{side}: held-out loss on {len(encoded.items)} examples")
-        loss = heldout_loss(pair, encoded, side, pair.config.training.batch_size)
+        loss = heldout_loss(pair, encoded, side, pair.config.training.batch_size,
+                            lambda i, n, side=side: loss_batch(side, i, n))
         done += 1
         answers[side] = []
         for i in batches:

@@ -69,7 +69,7 @@ def prepare_pairs(data_cfg, tokenizer, seq_len: int, batch_size: int, seed: int)
     if data_cfg.validation_path:
         train_pairs, val_pairs = loaded.pairs, load_pairs(Path(data_cfg.validation_path), data_cfg).pairs
     else:
-        train_pairs, val_pairs = split(loaded.pairs, data_cfg.validation_split, seed)
+        train_pairs, val_pairs = split(loaded.pairs, data_cfg.validation_split, seed, data_cfg.max_validation_examples)
     train_set = encode_pairs(train_pairs, tokenizer, seq_len, data_cfg.too_long)
     if not train_set.items:
         raise DataError(f"{data_cfg.path}: no pair is left to train on ({train_set.dropped_prompt_too_long} "

@@ -19,6 +19,7 @@ import torch
 from lorastudio.core.engine import checkpoint_state as ckpt
 from lorastudio.core.engine import distributed as dist_
 from lorastudio.core.config import RunConfig
+from lorastudio.core.errors import UserError
 from lorastudio.core.engine.batches import PreparedData, count_label_tokens, count_real_tokens, prepare_data
 from lorastudio.core.devices import GpuStatus, gpu_status_by_uuid, host_memory
 from lorastudio.core.journal import JournalWriter
@@ -28,10 +29,23 @@ from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.engine.model_loading import LoadedModel, load_for_training, trainable_parameters
 from lorastudio.core.engine.objectives import make_objective
 from lorastudio.core.runs.folders import ADAPTER_DIR, CHECKPOINTS_DIR
+from lorastudio.core.runs.checkpoints import DATA_KEY, data_fingerprint
 from lorastudio.core.runtime import faults
 
 
 MEMORY_EVERY_S = 2.0      # memory events at most this often (and at the first and last step)
+NOT_LEARNING_STEPS = 25   # this many steps in a row with a zero or non-finite update: stop (issue 27)
+EVAL_PROGRESS_S = 1.0     # evaluation progress (phase evaluating) at most this often, after its first batch
+
+
+class NotLearning(UserError):
+    """The updates stayed zero or non-finite for NOT_LEARNING_STEPS steps: the adapter learns nothing."""
+    kind = "not_learning"
+
+
+class StopMidStep(Exception):
+    """A stop asked for while a step's micro-batches run: its gradients are dropped and the run
+    stops at the last finished step (a long step on a CPU no longer holds a stop for minutes)."""
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -186,9 +200,13 @@ class Trainer:
             if dist_.any_true(self.should_stop(), self.ranks, self.device):     # all ranks stop together
                 return self.finish("stopped")
             t0 = time.time()
-            loss, grad_norm, tokens = self.one_step()
+            try:
+                loss, grad_norm, tokens = self.one_step()
+            except StopMidStep:                 # Stop during a step: the last finished step is kept
+                return self.finish("stopped")
             self.step += 1
             self.last_loss = loss
+            self.check_learning(grad_norm)
             step_times.append(time.time() - t0)
             tokens_window += tokens
             if self.step % t.log_every == 0 or self.step == self.total:
@@ -211,13 +229,31 @@ class Trainer:
                 self.evaluate()
         return self.finish("completed")
 
+    def check_learning(self, grad_norm: float | None) -> None:
+        """Stop with words when the updates stay zero or non-finite (as divergence stops a run)."""
+        if not self.config.training.max_grad_norm:
+            return                          # no clipping, no norm measured: nothing to judge by
+        dead = grad_norm is None or grad_norm == 0.0
+        self.dead_steps = getattr(self, "dead_steps", 0) + 1 if dead else 0
+        if self.dead_steps >= NOT_LEARNING_STEPS:
+            what = "zero" if grad_norm == 0.0 else "not finite (overflow)"
+            raise NotLearning(
+                f"the adapter is not learning: the gradient norm was {what} for {self.dead_steps} steps in a row "
+                f"(steps {self.step - self.dead_steps + 1}–{self.step}), so its weights did not change",
+                "check lora.alpha (alpha/r scales every update; usual alpha = 2·r), training.lr, and that the "
+                "examples have answers to learn (the data report's masked tokens); then train again")
+
     def one_step(self) -> tuple[float, float | None, int]:
         t = self.config.training
         batches, on_device, weights = self.step_batches(self.micro)
         self.objective.begin_step(batches)      # the step's token count: all ranks' (the global batch)
         tokens = sum(count_real_tokens(b) for b in batches)     # padding excluded, packed or not
         total_loss = torch.zeros((), device=self.device)   # summed on the device: one host sync a step
-        for batch, weight in zip(on_device, weights):
+        for i, (batch, weight) in enumerate(zip(on_device, weights)):
+            if i and not self.ranks.on and self.should_stop():      # Stop answers at the next micro-batch
+                self.optimizer.zero_grad(set_to_none=True)          # the step is dropped, resumed whole
+                self.prefetched = None
+                raise StopMidStep()
             loss = self.objective.loss(self.model, batch) * weight
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.detach().float()
@@ -282,7 +318,9 @@ class Trainer:
         self.model.eval()
         rows, bs = self.data.validation.items, self.config.training.batch_size
         loss_sum, count = 0.0, 0
+        batches = -(-len(rows) // bs)
         for i in range(0, len(rows), bs):
+            self.evaluation_progress(i // bs, batches, len(rows))
             batch = self.data.collate(rows[i:i + bs])            # packed like training batches
             n = count_label_tokens(batch)
             batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -293,6 +331,17 @@ class Trainer:
         loss = loss_sum / max(count, 1)
         self.journal.emit("eval", step=self.step, loss=loss, tokens=count)
         return loss
+
+    def evaluation_progress(self, done: int, batches: int, examples: int) -> None:
+        """A `phase` event (evaluating, fraction) before each held-out batch — at most every
+        EVAL_PROGRESS_S after the first — so the window and the CLI show an evaluation moving."""
+        now = time.monotonic()
+        if done and now - getattr(self, "_eval_progress_at", 0.0) < EVAL_PROGRESS_S:
+            return
+        self._eval_progress_at = now
+        self.journal.emit("phase", name="evaluating", fraction=round(done / max(batches, 1), 4), step=self.step,
+                          message=f"Evaluating at step {self.step}: batch {done + 1} of {batches} "
+                                  f"({examples:,} held-out examples)")
 
     def evaluate_pairs(self) -> float:
         """Held-out pairs: loss, margin, accuracy and log-probabilities (the eval event)."""
@@ -325,7 +374,8 @@ class Trainer:
                                     self.scaler, {"micro_batch": self.micro, "loss": self.last_loss,
                                                   "total_steps": self.total,
                                                   "batch_size": self.global_batch,
-                                                  "per_epoch": self.data.train.per_epoch})
+                                                  "per_epoch": self.data.train.per_epoch,
+                                                  DATA_KEY: data_fingerprint(self.config.data)})
         self.journal.emit("checkpoint", step=self.step, path=str(path))
         for old in ckpt.prune_checkpoints(root, self.config.training.keep_checkpoints):
             self.journal.emit("log", level="info", message=f"Removed old checkpoint {old.name}")

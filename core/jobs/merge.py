@@ -17,6 +17,7 @@ from pathlib import Path
 from lorastudio.core.atomic_files import partial_dir, replace_folder, tidy
 from lorastudio.core.disk import check_room, writing
 from lorastudio.core.runs.locks import acquire, output_lock_path
+from lorastudio.core.runs.output_paths import mark_output
 from lorastudio.core.plans.merge import disk_hint
 from lorastudio.core.engine.fidelity import compare, encode_prompts, run_prompts
 from lorastudio.core.runtime.faults import pause_at
@@ -65,6 +66,7 @@ class Merge:
         with writing("the merged model", out.parent, need, hint):
             merged.save_pretrained(self.tmp, max_shard_size=spec["max_shard_size"])
             tokenizer.save_pretrained(self.tmp)
+            mark_output(self.tmp, "a merged model", spec["run_dir"])   # what a later --overwrite may replace
         del merged, model, base
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -74,6 +76,8 @@ class Merge:
         self.job.emit("fidelity", **compare(reference, result, spec["dtype"]))
         del reloaded
         self.phase("finishing", 0.95, f"Moving the merged model into {out}")
+        if spec.get("replaces"):
+            self.job.log(spec["replaces"])
         with writing("the merged model", out.parent, need, hint):
             replace_folder(self.tmp, out)           # swapped with an --overwrite's old OUT in one step
         self.tmp = None

@@ -19,10 +19,14 @@ def resize(job: Job) -> dict:
     from lorastudio.core.atomic_files import atomic_dir
     from lorastudio.core.engine.rank import resize_adapter
     spec = job.spec
+    from lorastudio.core.runs.output_paths import mark_output
     out = Path(spec["out"])
     with atomic_dir(out) as tmp:
         result = resize_adapter(Path(spec["adapter"]), tmp, spec.get("rank"), spec.get("energy"),
                                 progress=job.progress, title=spec.get("title", ""))
+        mark_output(tmp, "a resized adapter", spec["adapter"])
+        if spec.get("replaces"):
+            job.log(spec["replaces"])
         job.progress("finishing", 0.98, f"Moving the adapter into {out}")
     job.emit("report", report=result)
     return {"status": "completed", "output": str(out)}

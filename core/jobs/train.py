@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import contextlib
 import sys
 from pathlib import Path
 
@@ -38,9 +39,36 @@ from lorastudio.core.runtime.launcher import start_ranks
 from lorastudio.core.runtime.worker import Job, job_main, peer_main
 
 
+def run_lost(job: Job, why: str) -> None:
+    """The run folder or its lock went (deleted, replaced): stop at once, writing nothing at that path.
+    The journal line goes through the journal's open file (the old folder's, wherever it is now)."""
+    message = f"{why}; the training worker stopped at once so that it writes nothing there"
+    inline = is_inline()
+    with contextlib.suppress(Exception):
+        emit = job.journal.emit
+        if not inline:
+            job.journal.emit = lambda *_a, **_k: {}      # the training thread writes no line after ours
+        emit("error", kind="run_lost", message=message,
+             hint="start the run again, or resume it from a copy of its folder")
+        if not inline:
+            emit("end", status="failed", adapter=None)
+            job.journal.close()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if inline:
+        import _thread
+        _thread.interrupt_main()            # inline (the tests' in-process jobs): stop the main thread
+        return
+    os._exit(1)
+
+
+def is_inline() -> bool:
+    from lorastudio.core.runtime import launcher
+    return bool(launcher._INLINE["on"])
+
+
 def train(job: Job) -> dict:
     run_dir = job.job_dir
-    with heartbeat(run_dir) as final_status:
+    with heartbeat(run_dir, on_lost=lambda why: run_lost(job, why)) as final_status:
         job.on_end = final_status
         try:
             config = RunConfig.load(run_dir / CONFIG_FILE)

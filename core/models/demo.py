@@ -44,12 +44,32 @@ def sample_heldout() -> Path:
     return resource("data", "sample_heldout.jsonl")
 
 
+def preset_file() -> Path:
+    return resource("presets", "demo.yaml")
+
+
+def is_demo_preset(path: Path) -> bool:
+    """`lorastudio train resources/presets/demo.yaml`: the preset, whose model and data are filled here."""
+    try:
+        return Path(path).resolve().samefile(preset_file())
+    except OSError:
+        return False
+
+
 def demo_preset() -> dict:
-    """The demo settings (overrides only), with the model and data paths filled in."""
-    preset = yaml.safe_load(resource("presets", "demo.yaml").read_text(encoding="utf-8")) or {}
+    """The demo settings (overrides only), with the model and data paths filled in: the one place
+    for it, used by the window's first start (app/train/demo_defaults.py) and `lorastudio demo`."""
+    preset = yaml.safe_load(preset_file().read_text(encoding="utf-8")) or {}
     gguf = demo_gguf()
     preset["model"] = str(gguf) if gguf else ""
     preset.setdefault("data", {})
     preset["data"]["path"] = str(sample_train())
     preset["data"]["validation_path"] = str(sample_heldout())
     return preset
+
+
+def demo_config():
+    """The demo as a RunConfig (`lorastudio demo`), or None when the demo model is not installed."""
+    from lorastudio.core.config import RunConfig
+    preset = demo_preset()
+    return RunConfig.from_dict(preset) if preset["model"] else None

@@ -274,6 +274,10 @@ def architecture_problem(config: dict, adapter_only: bool = False, ftype: str | 
         return None
     if model_type not in table:
         family = REFUSED.get(model_type, f"'{model_type or 'unknown'}'")
+        if model_type in ADAPTER_ARCHITECTURES:             # (converter=False: our writer alone)
+            return (f"GGUF export writes the merged model of {family} only through llama.cpp's converter",
+                    "export the adapter alone (--adapter-only) for a base GGUF converted by llama.cpp, or merge "
+                    "it (`lorastudio merge`) and convert the merged folder with llama.cpp's convert_hf_to_gguf.py")
         return (f"GGUF export does not support {family} models yet",
                 f"supported: {supported} (Llama 2/3.x, SmolLM2, Mistral, Qwen2, Qwen3); merge it (`lorastudio "
                 "merge`) and convert with llama.cpp's convert_hf_to_gguf.py")

@@ -144,8 +144,10 @@ def resolve_model_path(source: str) -> Path:
             return snap
         raise ModelError(f"model '{source}' is not a local folder and is not in the local "
                          f"Hugging Face cache ({hf_cache_dir()})",
-                         f"download it first (huggingface-cli download {source}) or pick a local folder")
-    raise ModelError(f"model folder {path} does not exist", "check the path, or pick the folder again")
+                         f"download it first (hf download {source}) or give a local model folder")
+    raise ModelError(f"model folder {path} does not exist",
+                     "check the path: a folder with config.json and the weights, a .gguf file, or a hub id "
+                     "in the local cache")
 
 
 def read_safetensors_header(path: Path) -> dict:

@@ -1,6 +1,6 @@
 """Merge-and-save, the safe way: checks here (torch-free), the work in a worker process.
 
-`lorastudio merge RUN OUT [--checkpoint STEP] [--dtype bf16|fp16|fp32] [--max-shard-size 5GB]`
+`lorastudio merge RUN OUT [--checkpoint STEP] [--dtype auto|bf16|fp16|fp32] [--max-shard-size 5GB]`
 Before anything loads: the output must be empty or absent (or --overwrite), must not be inside
 the base model's folder or the run folder, and the disk must have room for the estimated output.
 The merge job (core/jobs/merge.py, started by `start_merge` in RUN/merges/<stamp>/) writes into a
@@ -22,6 +22,7 @@ from lorastudio.core.runs.export import ExportError, adapter_source, read_run
 from lorastudio.core.models.info import ModelError, read_model_info
 from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 from lorastudio.core.runs.folders import MERGES_DIR
+from lorastudio.core.runs.output_paths import check_output
 from lorastudio.core.runs.locks import FolderBusy, acquire, discard_stale, output_lock_path, release_all
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -39,7 +40,7 @@ class MergeRequest:
     run: Path
     out: Path
     checkpoint: int | None = None
-    dtype: str = "bf16"
+    dtype: str = "auto"                 # auto: core/devices.default_merge_dtype for the device
     max_shard_size: str = "5GB"
     prompts: Path | None = None         # a file of prompts for the fidelity check (one a line)
     device: str = "auto"
@@ -60,13 +61,14 @@ class MergeJob:
     estimate: int
     overwrite: bool
     lock: Any = None             # the output's lock, handed to the merge job by start_merge
+    replaces: str | None = None  # what --overwrite replaces (core/runs/output_paths.py), said by the job
 
     def to_spec(self) -> dict:
         """The merge job's job.yaml."""
         return {"run_dir": str(self.run_dir), "out": str(self.out), "adapter": str(self.adapter),
                 "base": str(self.base), "dtype": self.dtype, "max_shard_size": self.max_shard_size,
                 "device": self.device, "prompts": self.prompts, "estimate": self.estimate,
-                "overwrite": self.overwrite}
+                "overwrite": self.overwrite, "replaces": self.replaces}
 
 
 def parse_size(text: str) -> int:
@@ -85,7 +87,9 @@ def estimate_output(base: Path, dtype: str) -> int:
     return int(info.num_parameters * DTYPE_BYTES[dtype] * SAFETY_MARGIN) + EXTRA_BYTES
 
 
-def check_target(out: Path, run_dir: Path, base: Path, overwrite: bool) -> None:
+def check_target(out: Path, run_dir: Path, base: Path, overwrite: bool) -> str | None:
+    """The one output-path rule (core/runs/output_paths.py), plus this run and its base by name;
+    returns what --overwrite replaces, if anything."""
     out = Path(out).resolve()
     for protected, what in ((base.resolve(), "the base model's folder"), (run_dir.resolve(), "the run folder")):
         if out == protected or protected in out.parents:
@@ -93,10 +97,7 @@ def check_target(out: Path, run_dir: Path, base: Path, overwrite: bool) -> None:
                              "LoRA Studio never writes into the base model or the run")
         if out in protected.parents:
             raise MergeError(f"{out} contains {what}", "choose a new, empty output folder")
-    if out.is_file():
-        raise MergeError(f"{out} is a file", "choose a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MergeError(f"{out} is not empty", "choose an empty or new folder, or pass --overwrite")
+    return check_output(out, "a merged model", overwrite, error=MergeError)
 
 
 def disk_hint(dtype: str) -> str:
@@ -140,6 +141,10 @@ def default_prompts(run_dir: Path, config, limit: int = 4) -> list[str]:
 
 def plan_merge(args: MergeRequest) -> MergeJob:
     """The checks before anything loads; a MergeError says what to change. Off the GUI thread."""
+    if args.dtype == "auto":
+        from dataclasses import replace
+        from lorastudio.core.devices import default_merge_dtype
+        args = replace(args, dtype=default_merge_dtype(args.device))
     run_dir = Path(args.run).resolve()
     summary = read_run(run_dir)
     adapter = adapter_source(run_dir, args.checkpoint)
@@ -156,7 +161,7 @@ def plan_merge(args: MergeRequest) -> MergeJob:
         raise MergeError(exc.message, exc.hint) from None
     try:
         tidy(out.parent)            # a killed merge's hidden folder goes before the space is counted
-        check_target(out, run_dir, base, args.overwrite)
+        replaces = check_target(out, run_dir, base, args.overwrite)
         estimate = estimate_output(base, args.dtype)
         check_disk(out, estimate, args.dtype)
     except BaseException:
@@ -171,7 +176,7 @@ def plan_merge(args: MergeRequest) -> MergeJob:
     else:
         prompts = default_prompts(run_dir, summary.config)
     return MergeJob(run_dir, out, adapter, base, args.dtype, args.max_shard_size, args.device,
-                    prompts, estimate, args.overwrite, lock)
+                    prompts, estimate, args.overwrite, lock, replaces)
 
 
 def start_merge(job: MergeJob) -> JobHandle:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorastudio.core.plans.rank import RankPlanError, RankTarget
-from lorastudio.core.runs.export import ensure_free_target
+from lorastudio.core.runs.output_paths import check_output
 from lorastudio.core.runs.rank_report import CONFIG_FILE
 from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 
@@ -46,12 +46,14 @@ class ResizeJob:
     rank: int | None
     energy: float | None
     overwrite: bool
+    replaces: str | None = None         # what --overwrite replaces (core/runs/output_paths.py)
 
     def to_spec(self) -> dict:
         """The resize job's job.yaml."""
         title = f"{Path(self.target.label).name}, resized"
         return {"adapter": str(self.target.adapter), "out": str(self.out), "rank": self.rank,
-                "energy": self.energy, "overwrite": self.overwrite, "title": title}
+                "energy": self.energy, "overwrite": self.overwrite, "title": title,
+                "replaces": self.replaces}
 
 
 def plan_resize(request: ResizeRequest) -> ResizeJob:
@@ -74,10 +76,8 @@ def plan_resize(request: ResizeRequest) -> ResizeJob:
         if protected is not None and (out == protected or protected in out.parents or out in protected.parents):
             raise RankPlanError(f"{out} is inside or around {what}",
                                 "choose an output folder elsewhere; the run and its adapter are only read")
-    if out.is_file():
-        raise RankPlanError(f"{out} is a file", "choose a folder")
-    ensure_free_target(out, overwrite)
-    return ResizeJob(target, out, rank, energy, overwrite)
+    replaces = check_output(out, "a resized adapter", overwrite, error=RankPlanError)
+    return ResizeJob(target, out, rank, energy, overwrite, replaces)
 
 
 def start_resize(job: ResizeJob) -> JobHandle:

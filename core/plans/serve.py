@@ -186,7 +186,7 @@ def check_address(host: str, port: int, api_key: str | None) -> None:
         raise ServeError(f"port {port} is not a port number", "choose one from 1024 to 65535, or 0 for any free port")
     if port and not port_free(host, port):
         raise ServeError(f"port {port} on {host} is in use (another server, or a serve still running)",
-                         f"choose another with --port, or --port 0 for any free one")
+                         "choose another with --port, or --port 0 for any free one")
 
 
 def port_free(host: str, port: int) -> bool:

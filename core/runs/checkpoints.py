@@ -45,3 +45,37 @@ def has_final_adapter(run_dir: Path) -> bool:
 def adapter_steps(run_dir: Path) -> list[int | None]:
     """What can be loaded from a run, newest first: None for the final adapter, then checkpoint steps."""
     return ([None] if has_final_adapter(run_dir) else []) + list(reversed(list_checkpoint_steps(run_dir)))
+
+
+# ---- what a checkpoint was trained on (issue 27: resuming what changed) ------------------------
+DATA_KEY = "data"                   # state.json's {path: sha256} of the data files
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, cached in this process by (path, size, mtime): each checkpoint of a run
+    costs one stat, the first one reading the file."""
+    import hashlib
+    import os
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _FINGERPRINTS[key] = digest.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+def data_fingerprint(data_section) -> dict[str, str]:
+    """{data file: sha256} for the config's data.path and validation_path that are plain files (a
+    folder or an hf: name is left out); stored in each checkpoint's state.json, compared on resume."""
+    found = {}
+    for name in (data_section.path, getattr(data_section, "validation_path", "")):
+        if name and Path(name).is_file():
+            try:
+                found[str(Path(name).resolve())] = file_sha256(Path(name).resolve())
+            except OSError:
+                continue
+    return found

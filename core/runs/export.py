@@ -19,8 +19,9 @@ from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.journal import last_of, read_events
 from lorastudio.core.atomic_files import atomic_dir, partial_dir, partial_name, tidy
 from lorastudio.core.disk import check_room, writing
-from lorastudio.core.runs.folders import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE
+from lorastudio.core.runs.folders import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE, default_runs_dir
 from lorastudio.core.runs.locks import FolderBusy, acquire, output_lock_path
+from lorastudio.core.runs.output_paths import check_output, mark_output
 from lorastudio.core.errors import UserError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -52,7 +53,8 @@ class RunSummary:
 def read_run(run_dir: Path) -> RunSummary:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
-        raise ExportError(f"{run_dir} is not a run folder (no {CONFIG_FILE})", "choose a folder under runs/")
+        raise ExportError(f"{run_dir} is not a run folder (no {CONFIG_FILE})",
+                          f"choose a run folder; runs live in {default_runs_dir()}")
     try:
         config = RunConfig.load(run_dir / CONFIG_FILE)
     except ConfigError as exc:
@@ -83,8 +85,48 @@ def adapter_source(run_dir: Path, checkpoint: int | None) -> Path:
     return src
 
 
+HUB_ID_KEYS = ("general.source.huggingface.repository", "general.source.repo_url", "general.repo_url")
+
+
+def gguf_hub_id(gguf: Path) -> str | None:
+    """The Hugging Face repository a .gguf says it was converted from (its general.source.* metadata), or None."""
+    try:
+        from gguf import GGUFReader
+        reader = GGUFReader(str(gguf))
+        for key in HUB_ID_KEYS:
+            field = reader.get_field(key)
+            if field is None:
+                continue
+            value = str(field.contents()).strip().rstrip("/")
+            if value.startswith("https://huggingface.co/"):
+                value = value[len("https://huggingface.co/"):]
+            if value.count("/") == 1 and " " not in value:
+                return value
+    except Exception:       # noqa: BLE001 — an unreadable header only means "not known"
+        return None
+    return None
+
+
+def base_reference(model: str) -> tuple[str, str, str]:
+    """(the card's base_model, what to load the base from, a note) for the config's `model`. A .gguf
+    base was imported into a model folder (core/models/gguf_cache.py): transformers loads that
+    folder, not the .gguf path."""
+    from lorastudio.core.models.gguf_cache import cached_import, is_gguf
+    if not is_gguf(model):
+        return model, model, ""
+    folder, hub_id = cached_import(model), gguf_hub_id(Path(model))
+    load_from = str(folder) if folder else model
+    note = (f"\nThe base was trained from `{Path(model).name}`, imported (dequantized) by LoRA Studio into the "
+            f"model folder `{load_from}`{f' (converted from `{hub_id}`)' if hub_id else ''}. Load the base from "
+            f"that folder: `from_pretrained` on the .gguf path itself fails. Elsewhere, transformers dequantizes "
+            f"the same file with `AutoModelForCausalLM.from_pretrained(\"{Path(model).parent}\", "
+            f"gguf_file=\"{Path(model).name}\")`.\n")
+    return hub_id or load_from, load_from, note
+
+
 def model_card(summary: RunSummary, adapter_name: str, checkpoint: int | None) -> str:
     c = summary.config
+    base_model, load_from, base_note = base_reference(c.model)
     targets = c.lora.targets if isinstance(c.lora.targets, str) else ", ".join(c.lora.targets)
     fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "—"   # noqa: E731
     data_name = Path(c.data.path).name
@@ -92,7 +134,7 @@ def model_card(summary: RunSummary, adapter_name: str, checkpoint: int | None) -
     step_note = f"checkpoint at step {checkpoint}" if checkpoint is not None else f"final adapter, {summary.steps} steps"
     return f"""---
 library_name: peft
-base_model: {c.model}
+base_model: {base_model}
 tags: [lora, lorastudio{', qlora' if c.quantization != 'none' else ''}]
 ---
 
@@ -119,11 +161,11 @@ A LoRA adapter trained with LoRA Studio ({step_note}).
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from peft import PeftModel
 
-base = AutoModelForCausalLM.from_pretrained("{c.model}")
+base = AutoModelForCausalLM.from_pretrained("{load_from}")
 model = PeftModel.from_pretrained(base, "path/to/this/folder")
 tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
 ```
-
+{base_note}
 To ship one model instead, merge it: `lorastudio merge RUN OUT`.
 """
 
@@ -165,6 +207,7 @@ def export_adapter(run_dir: Path, out: Path, checkpoint: int | None = None, as_z
         raise ExportError(f"{out} is inside the run folder", "export somewhere outside the run folder")
     if as_zip:
         out = out if out.suffix == ".zip" else out.with_suffix(".zip")
+    check_output(out, "an exported adapter", overwrite, error=ExportError, file=as_zip)    # core/runs/output_paths
     try:
         lock = acquire(out, "exporting an adapter", output_lock_path(out))
     except FolderBusy as exc:
@@ -181,8 +224,10 @@ def export_adapter(run_dir: Path, out: Path, checkpoint: int | None = None, as_z
             ensure_free_target(out, overwrite)
             if out.is_file():
                 out.unlink()
+            check_output(out, "an exported adapter", overwrite, error=ExportError)     # again, under the lock
             with atomic_dir(out) as tmp:
                 write_export(tmp, run_dir, src, summary, checkpoint)
+                mark_output(tmp, "an exported adapter", src)
         return out
     finally:
         lock.release()

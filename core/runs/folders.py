@@ -16,6 +16,7 @@ from pathlib import Path
 from lorastudio.core.config import RunConfig
 from lorastudio.core.atomic_files import atomic_write_json
 from lorastudio.core.processes import pid_alive  # noqa: F401 (importers take it from here)
+from lorastudio.core.runs.home import data_home  # noqa: F401 (importers take it from here)
 from lorastudio.core.runs.locks import acquire
 
 CONFIG_FILE, JOURNAL_FILE, STATUS_FILE, LOG_FILE = "config.yaml", "events.jsonl", "status.json", "worker.log"
@@ -27,13 +28,6 @@ HEARTBEAT_S = 5.0            # the worker refreshes status.json this often
 STALE_AFTER_S = 60.0
 # The training job's module, now and before 0.2 (a run started by 0.1 is still recognised as live).
 WORKER_MODULES = (b"lorastudio.core.jobs.train", b"lorastudio.core.worker")
-
-
-def data_home() -> Path:
-    if os.environ.get("LORASTUDIO_HOME"):
-        return Path(os.environ["LORASTUDIO_HOME"])
-    from platformdirs import user_data_dir
-    return Path(user_data_dir("lorastudio", appauthor=False))
 
 
 def default_runs_dir() -> Path:
@@ -63,6 +57,8 @@ def prepare_run(config: RunConfig, run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if (run_dir / JOURNAL_FILE).exists():
         raise FileExistsError(f"{run_dir} already holds a run (events.jsonl); choose a new folder")
+    from lorastudio.core.runs.output_paths import check_run_folder     # never a model, an adapter… (issue 27)
+    check_run_folder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = acquire(run_dir, "starting a training run")
     try:
@@ -87,7 +83,7 @@ def read_status(run_dir: Path) -> dict:
     try:
         data = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):       # missing, a folder, not UTF-8, not JSON: no status (issue 27)
         return {}
 
 

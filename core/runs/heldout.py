@@ -61,7 +61,8 @@ def _prompts_from(path: Path, split_config: RunConfig | None, limit: int) -> lis
     except (DataError, OSError):
         return []
     if split_config is not None:            # the validation part, as core.data.split chose it
-        keep = validation_indices(len(rows), split_config.data.validation_split, split_config.training.seed)
+        keep = validation_indices(len(rows), split_config.data.validation_split, split_config.training.seed,
+                                  split_config.data.max_validation_examples)
         rows = [rows[i] for i in keep]
     found = []
     for row in rows:

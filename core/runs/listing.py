@@ -60,6 +60,7 @@ class RunSummary:
     loss_y: list[float] = field(default_factory=list)
     eval_x: list[float] = field(default_factory=list)
     eval_y: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # files of this run that cannot be read, and why
 
     @property
     def live(self) -> bool:
@@ -91,6 +92,7 @@ class RunDigest:
         self.loss_y: list[float] = []
         self.eval_x: list[float] = []
         self.eval_y: list[float] = []
+        self.config_problem: str | None = None
 
     # ---- folding ------------------------------------------------------------------------------
     def fold(self, event: dict) -> None:
@@ -144,9 +146,12 @@ class RunDigest:
         journal_changed = signature[0] != (self.signature[0] if self.signature else None)
         self.signature = signature
         if signature[1] != self.config_mtime:
-            self.config, self.config_mtime = _read_yaml(self.run_dir / CONFIG_FILE), signature[1]
+            (self.config, self.config_problem), self.config_mtime = _read_config(self.run_dir / CONFIG_FILE), signature[1]
         for event in self.follower.poll():
-            self.fold(event)
+            try:
+                self.fold(event)
+            except (KeyError, TypeError, ValueError):   # a line valid by the schema yet odd: skip it
+                continue
         if journal_changed:              # checkpoints and adapters appear with journal lines
             self.disk_bytes = folder_size(self.run_dir)
         return True
@@ -167,15 +172,32 @@ class RunDigest:
             started_at=self.first_time or _mtime(self.run_dir), disk_bytes=self.disk_bytes, error=error,
             checkpoints=list_checkpoint_steps(self.run_dir), resumes=self.resumes,
             loss_x=list(self.loss_x), loss_y=list(self.loss_y),
-            eval_x=list(self.eval_x), eval_y=list(self.eval_y))
+            eval_x=list(self.eval_x), eval_y=list(self.eval_y), problems=self.problems())
+
+    def problems(self) -> list[str]:
+        """Each file of this run that cannot be read, named, with why (the run still shows)."""
+        found = [p for p in (self.config_problem, self.follower.problem, _status_problem(self.run_dir)) if p]
+        return found
 
     def status(self, now: float) -> tuple[str, dict | None]:
         if self.end is not None:
             status = self.end["status"]
-            return status, (self.error if status == FAILED else None)
+            error = self.error if status == FAILED else None
+            problems = self.problems()
+            if error is None and problems:
+                error = unreadable_error(problems)
+            return status, error
         if worker_alive(self.run_dir, read_status(self.run_dir), now):
             return RUNNING, self.error
+        problems = self.problems()
+        if problems and not self.follower.path.is_file():
+            return CRASHED, unreadable_error(problems)
         return CRASHED, crash_error(self.run_dir, self.error)
+
+
+def unreadable_error(problems: list[str]) -> dict:
+    return {"kind": "unreadable", "message": "; ".join(problems),
+            "hint": "the rest of the run is shown as far as it can be read; fix or delete that file"}
 
 
 def crash_error(run_dir: Path, last_error: dict | None) -> dict:
@@ -206,10 +228,16 @@ class RunHistory:
         for run_dir in run_folders(self.root):
             seen.append(run_dir)
             digest = self._digests.setdefault(run_dir, RunDigest(run_dir))
-            changed = digest.refresh()
-            old = self._summaries.get(run_dir)
-            if changed or old is None or old.status in (RUNNING,) or digest.end is None:
-                self._summaries[run_dir] = digest.summary(now)
+            try:                # one run's garbage never blanks the others (issue 27)
+                changed = digest.refresh()
+                old = self._summaries.get(run_dir)
+                if changed or old is None or old.status in (RUNNING,) or digest.end is None:
+                    self._summaries[run_dir] = digest.summary(now)
+            except Exception as exc:    # noqa: BLE001 — named in the row, not raised
+                problem = f"{run_dir} cannot be read: {type(exc).__name__}: {exc}"
+                self._summaries[run_dir] = RunSummary(path=run_dir, name=run_dir.name, status=CRASHED,
+                                                      started_at=_mtime(run_dir), error=unreadable_error([problem]),
+                                                      problems=[problem])
         for gone in set(self._digests) - set(seen):
             self._digests.pop(gone, None)
             self._summaries.pop(gone, None)
@@ -274,12 +302,42 @@ def _mtime(path: Path) -> float | None:
 
 
 def _read_yaml(path: Path) -> dict:
+    return _read_config(path)[0]
+
+
+def _read_config(path: Path) -> tuple[dict, str | None]:
+    """The run's config.yaml as a mapping, and why not when it cannot be (None: read, or absent)."""
     import yaml             # here: the window imports this module's status words before its first paint
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    except FileNotFoundError:
+        return {}, None
+    except OSError as exc:
+        return {}, f"{path} cannot be read ({exc.strerror or exc})"
+    except UnicodeDecodeError as exc:
+        return {}, f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+    except yaml.YAMLError as exc:
+        return {}, f"{path} is not valid YAML ({str(exc).splitlines()[0]})"
+    if not isinstance(data, dict):
+        return {}, (f"{path} is not a mapping of settings" if data is not None else None)
+    return data, None
+
+
+def _status_problem(run_dir: Path) -> str | None:
+    """Why status.json cannot be read (None when it reads, or is absent)."""
+    import json
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror or exc})"
+    except UnicodeDecodeError as exc:
+        return f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+    except ValueError as exc:
+        return f"{path} is not valid JSON ({exc})"
+    return None if isinstance(data, dict) else f"{path} is not a JSON object"
 
 
 def _tail(path: Path) -> str:

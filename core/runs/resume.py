@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 
-from lorastudio.core.runs.checkpoints import checkpoint_dir, list_checkpoint_steps
-from lorastudio.core.config import ConfigError, RunConfig
+from lorastudio.core.runs.checkpoints import (DATA_KEY, STATE_FILE, checkpoint_dir, data_fingerprint,
+                                              list_checkpoint_steps)
+from lorastudio.core.config import FILE_KEY, ConfigError, RunConfig
 from lorastudio.core.errors import UserError
 from lorastudio.core.fit.advice import Advice, settings_after_oom
-from lorastudio.core.journal import JournalWriter, read_events
+from lorastudio.core.journal import VERSION, JournalWriter, read_events
 from lorastudio.core.models.info import ModelError, read_model_info
 from lorastudio.core.runs.folders import CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE, worker_alive, write_status
 from lorastudio.core.atomic_files import atomic_write_text, folder_size, tidy
@@ -35,6 +36,10 @@ FIXED_ON_RESUME = ("model", "lora.r", "lora.targets", "lora.use_dora")
 
 class ResumeError(UserError):
     kind = "resume"
+
+
+# The explicit override for a data file changed since the checkpoint: `--set resume.data_changed=ok`.
+DATA_CHANGED_KEY = "resume.data_changed"
 
 
 # ---- out-of-memory advice ------------------------------------------------------------------
@@ -138,15 +143,22 @@ def plan_resume(run_dir: Path, step: int | None = None, overrides: dict | None =
         raise ResumeError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
     if worker_alive(run_dir):
         raise ResumeError(f"{run_dir.name} is still running", "stop it first, or open its live view")
+    check_journal(run_dir / JOURNAL_FILE)
+    overrides = dict(overrides or {})
+    accept_data = str(overrides.pop(DATA_CHANGED_KEY, "")).lower() in ("ok", "true", "yes", "1")
     try:
-        config, changes = apply_overrides(RunConfig.load(run_dir / CONFIG_FILE), overrides or {})
+        config, changes = apply_overrides(RunConfig.load(run_dir / CONFIG_FILE),
+                                          {**uncapped_split(run_dir), **overrides})
     except ConfigError as exc:
-        raise ResumeError(str(exc)) from None
+        raise ResumeError(str(exc) if exc.key == FILE_KEY else f"{run_dir / CONFIG_FILE}: {exc}") from None
     checkpoint, at = choose_checkpoint(run_dir, step)
     fixed = [key for key, _old, _new in changes if key in FIXED_ON_RESUME or key.startswith("lora.targets")]
     if fixed and checkpoint is not None:
         raise ResumeError(f"{', '.join(fixed)} cannot change when resuming: the checkpoint's adapter "
                           "has the old shape", "start a new run with the new settings instead")
+    if checkpoint is not None:
+        check_shapes(checkpoint, config, run_dir)
+        check_data(checkpoint, config, accept_data)
     tidy(run_dir / CHECKPOINTS_DIR)          # leftovers of a killed save (core/atomic_files.tidy)
     tidy(run_dir)
     try:
@@ -154,6 +166,97 @@ def plan_resume(run_dir: Path, step: int | None = None, overrides: dict | None =
     except DiskError as exc:
         raise ResumeError(exc.message, exc.hint) from None
     return ResumePlan(run_dir, checkpoint, at, changes), config
+
+
+def check_journal(journal: Path) -> None:
+    """Refuse a journal this version cannot append to: one that is not a file, or one written by a
+    newer LoRA Studio (its lines' `v` above ours: old-format lines must not be glued onto it)."""
+    import json
+    if journal.exists() and not journal.is_file():
+        raise ResumeError(f"{journal} is not a file", "the run folder was damaged; start a new run")
+    newest = 0
+    try:
+        with open(journal, "rb") as fh:
+            for raw in fh:
+                if b'"v"' not in raw:
+                    continue
+                try:
+                    v = json.loads(raw).get("v")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(v, int) and not isinstance(v, bool):
+                    newest = max(newest, v)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ResumeError(f"{journal} cannot be read ({exc.strerror or exc})", "check the run folder's permissions") from None
+    if newest > VERSION:
+        raise ResumeError(f"{journal} was written by a newer LoRA Studio (journal version {newest}; this one "
+                          f"writes version {VERSION})", "resume it with the newer LoRA Studio, or start a new run "
+                          "from its config here")
+
+
+def _read_json(path: Path, what: str) -> dict:
+    import json
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"{path} cannot be read as {what} ({exc})",
+                          "resume from another checkpoint (--step), or start a new run") from None
+    if not isinstance(data, dict):
+        raise ResumeError(f"{path} is not {what} (not a JSON object)", "resume from another checkpoint (--step)")
+    return data
+
+
+def check_shapes(checkpoint: Path, config: RunConfig, run_dir: Path) -> None:
+    """The config (hand-edited, perhaps) against the checkpoint's adapter: rank, targets, DoRA — in
+    words, before PyTorch's size-mismatch dump."""
+    saved = _read_json(checkpoint / "adapter_config.json", "an adapter config")
+    if not saved:
+        return
+    differ = []
+    if isinstance(saved.get("r"), int) and saved["r"] != config.lora.r:
+        differ.append(f"lora.r is {config.lora.r} but the checkpoint's adapter has rank {saved['r']}")
+    targets, was = config.lora.targets, saved.get("target_modules")
+    if isinstance(targets, list) and isinstance(was, (list, str)):
+        was_set = {was} if isinstance(was, str) else set(was)
+        if set(targets) != was_set and not (isinstance(was, str) and was == "all-linear"):
+            differ.append(f"lora.targets are {sorted(targets)} but the checkpoint adapts {sorted(was_set)}")
+    if bool(saved.get("use_dora")) != bool(config.lora.use_dora):
+        differ.append(f"lora.use_dora is {config.lora.use_dora} but the checkpoint's adapter "
+                      f"{'uses' if saved.get('use_dora') else 'does not use'} DoRA")
+    if differ:
+        raise ResumeError(f"{run_dir / CONFIG_FILE} does not match checkpoint {checkpoint.name}: " + "; ".join(differ),
+                          "put the config back as it was (config.previous.yaml keeps an earlier one), "
+                          "or start a new run with the new settings")
+
+
+def check_data(checkpoint: Path, config: RunConfig, accept: bool) -> None:
+    """A data file rewritten since the checkpoint: the data position would point into other rows."""
+    saved = _read_json(checkpoint / STATE_FILE, "a checkpoint state").get(DATA_KEY)
+    if not isinstance(saved, dict) or not saved:
+        return                          # a checkpoint of 0.x carries no fingerprint
+    now = data_fingerprint(config.data)
+    changed = [path for path, digest in saved.items() if now.get(path, digest) != digest]
+    gone = [path for path in saved if path not in now and not Path(path).exists()]
+    if (changed or gone) and not accept:
+        what = "; ".join([f"{p} changed since checkpoint {checkpoint.name} (its contents' SHA-256 differ)"
+                          for p in changed] + [f"{p} is gone" for p in gone])
+        raise ResumeError(what, "resuming would continue at the old position in different rows: put the old file "
+                          f"back, start a new run, or resume anyway with --set {DATA_CHANGED_KEY}=ok")
+
+
+def uncapped_split(run_dir: Path) -> dict:
+    """A run started before data.max_validation_examples existed held out validation_split whole:
+    resuming it keeps that split (the override that says so), so its train set stays the same."""
+    import yaml
+    try:
+        data = (yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) or {}).get("data") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+    return {} if "max_validation_examples" in data else {"data.max_validation_examples": 0}
 
 
 def check_room_for_training(run_dir: Path, checkpoint: Path | None, first_checkpoint_bytes: int = 0) -> None:

@@ -154,7 +154,17 @@ def follow(handle: JobHandle, on_event: Callable[[dict], None] | None = None, po
             on_interrupt()
         handle.stop()
 
+    def on_sigterm(_sig, _frame):           # the CLI terminated (SIGTERM, SIGHUP): its job goes with it
+        if interrupted.get("term"):
+            handle.stop()                   # a second signal stops the worker at once
+            raise SystemExit(128 + _sig)
+        interrupted["term"] = True
+        if on_interrupt:
+            on_interrupt()
+        handle.stop()
+
     previous = signal.signal(signal.SIGINT, on_sigint)
+    previous_term = {sig: signal.signal(sig, on_sigterm) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         events = first[start:]
         while True:
@@ -170,3 +180,5 @@ def follow(handle: JobHandle, on_event: Callable[[dict], None] | None = None, po
             events = watch.poll()
     finally:
         signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous_term.items():
+            signal.signal(sig, handler)

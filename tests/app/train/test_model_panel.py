@@ -37,7 +37,7 @@ def test_a_folder_that_is_not_a_model_says_so_inline_and_blocks_start(qtbot, pag
 def test_a_hub_id_missing_from_the_cache_explains_how_to_get_it(qtbot, page):
     load_model(qtbot, page, "someone/not-downloaded")
     assert "not in the local Hugging Face cache" in page.model_panel.error_label.text()
-    assert "huggingface-cli download someone/not-downloaded" in page.model_panel.error_label.text()
+    assert "hf download someone/not-downloaded" in page.model_panel.error_label.text()
 
 
 def test_models_in_the_hf_cache_are_listed_with_size_and_load_by_id(qtbot, page, tiny_llama, isolated_cache):

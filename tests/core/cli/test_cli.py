@@ -55,12 +55,12 @@ def test_bad_config_exits_2_before_starting(make_config, tmp_path, capfd, monkey
 
 
 def test_failed_run_exits_non_zero(make_config, tmp_path, capfd, monkeypatch, inline_jobs):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"txt": "wrong field"}\n')
+    bad = tmp_path / "bad.jsonl"             # the first rows are fine (the preflight reads those): line 40 is not
+    bad.write_text("".join('{"text": "fine row %d"}\n' % i for i in range(39)) + '{"txt": "wrong field"}\n')
     code, out, _err = lorastudio(capfd, monkeypatch, "train", make_config(data__path=str(bad)),
                                  "--run-dir", tmp_path / "r")
     assert code == 1
-    assert "error (data)" in out and "line 1" in out
+    assert "error (data)" in out and "line 40" in out
 
 
 def test_the_entry_point_answers_version_in_a_real_process():

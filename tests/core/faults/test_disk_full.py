@@ -91,7 +91,7 @@ def run_on_small_disk(tmp_path, tiny_llama, text_jsonl):
 
 def test_a_checkpoint_that_does_not_fit_is_refused_and_one_that_fails_is_named(run_on_small_disk, monkeypatch):
     trainer, run = run_on_small_disk
-    before = (run / "checkpoints" / "step-000002" / "trainer_state.pt").read_bytes()
+    before = (run / "checkpoints" / "step-000002" / "trainer_state.safetensors").read_bytes()
     fill(run, leave=40_000)
     with pytest.raises(DiskError) as refused:
         trainer.save_checkpoint()
@@ -106,7 +106,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_one_that_fails_is_named(r
     assert failed.value.message.startswith(f"could not write checkpoint step-000002 to {run / 'checkpoints'}: "
                                            "the disk is full (")
     assert type(failed.value.__cause__).__name__ in ("RuntimeError", "SafetensorError", "OSError")
-    assert (run / "checkpoints" / "step-000002" / "trainer_state.pt").read_bytes() == before   # intact
+    assert (run / "checkpoints" / "step-000002" / "trainer_state.safetensors").read_bytes() == before   # intact
     assert list_checkpoint_steps(run) == [1, 2] and hidden(run) == []
     with pytest.raises(DiskError, match="could not write the adapter|not enough disk space for the adapter"):
         monkeypatch.setattr("lorastudio.core.engine.trainer.check_room", lambda *a, **k: None)
