@@ -43,8 +43,25 @@ def token_segments(tokens: list[dict]) -> list[tuple[str, bool]]:
     return [(t["text"], bool(t["trained"])) for t in tokens]
 
 
+# Config keys in core's messages, as the Dataset panel names them (the CLI keeps the keys).
+WINDOW_WORDS = (("data.on_bad_rows: skip", "Bad rows: skip"), ("data.train_on: all", "Train on: all"),
+                ("data.too_long: drop", "Too long: drop"), ("data.columns", "Map columns"),
+                ("data.format", "Format"), ("data.on_bad_rows", "Bad rows"), ("data.train_on", "Train on"),
+                ("data.too_long", "Too long"), ("data.validation_path", "Validation"),
+                ("data.validation_split", "Validation"), ("data.packing", "Pack examples"),
+                ("training.seq_len", "Sequence length (Training)"))
+
+
+def window_words(text: str) -> str:
+    """A message about data in the words the window shows ("the Format or Map columns box")."""
+    for key, label in WINDOW_WORDS:
+        text = text.replace(key, label)
+    return text
+
+
 def error_text(message: str, hint: str) -> str:
-    """'d.jsonl, line 2: not valid JSON (…)' + a line 'Fix or delete that line …'."""
+    """'d.jsonl, line 2: not valid JSON (…)' + a line 'Fix or delete that line …', in the window's words."""
+    message, hint = window_words(message), window_words(hint)
     if not hint:
         return message
     return f"{message}\n{hint[0].upper()}{hint[1:]}" + ("" if hint.endswith((".", "!", "?", ")")) else ".")

@@ -148,6 +148,7 @@ def test_a_column_mapping_makes_an_unknown_csv_usable(qtbot, page, tiny_chat_lla
     load_model(qtbot, page, tiny_chat_llama)
     load_data(qtbot, page, data)
     assert "qa.csv, line 2: unknown format (fields: q, reply, source)" in panel.error_label.text()
+    assert "data." not in panel.error_label.text()          # the window's words, not config keys
     assert panel.mapping.isVisible() and not bar.start_button.isEnabled()
     assert panel.inspector.current is None                 # nothing to inspect until it is mapped
 
@@ -251,3 +252,10 @@ def test_the_window_still_imports_no_heavy_library():
             "'lorastudio.core.data.chat_masks', 'lorastudio.core.jobs.inspect_data'} & set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_data_errors_speak_the_panels_words():
+    from lorastudio.app.dataset.inspection_text import error_text
+    text = error_text("d.jsonl, line 2: unknown format", "map your columns with data.columns, or set data.format; "
+                      "data.on_bad_rows: skip leaves such rows out")
+    assert "Map columns" in text and "Format" in text and "Bad rows: skip" in text and "data." not in text
