@@ -260,6 +260,16 @@ class MainWindow(QMainWindow):
         box.exec()
         return "keep" if box.clickedButton() is keep else "stop" if box.clickedButton() is stop else "cancel"
 
+    def ask_cancel_jobs(self, titles: list[str]) -> bool:
+        """True to close and cancel the jobs still running in the background (merge, export …)."""
+        box = QMessageBox(QMessageBox.Question, "Jobs are still running",
+                          f"Still running: {', '.join(titles)}.", parent=self)
+        box.setInformativeText("Closing the window cancels them; nothing half-written is left behind.")
+        close = box.addButton("Cancel them and close", QMessageBox.DestructiveRole)
+        box.addButton("Keep the window open", QMessageBox.RejectRole)
+        box.exec()
+        return box.clickedButton() is close
+
     def quit_asking(self) -> bool:
         """Ctrl+Q: close like the title bar's button does, asking about a live run."""
         self._asked_to_quit = True
@@ -279,6 +289,13 @@ class MainWindow(QMainWindow):
                 return
             if choice == "stop":
                 self.train_page.process.stop()
+        running = self.jobs_area.running()
+        if by_user and running:
+            if not self.ask_cancel_jobs([entry.title for entry in running]):
+                event.ignore()
+                return
+            for entry in running:           # each cancels cleanly: nothing half-written is left
+                entry.cancel()
         self.save_settings()
         # The worker runs in its own session and carries on; its journal stays in the run folder.
         self.train_page.process.detach()

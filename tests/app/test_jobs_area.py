@@ -101,3 +101,23 @@ def test_a_second_start_raises_the_first_and_gives_way(qtbot, tmp_path):
     assert other.claim()
     for instance in (first, other):
         instance.server.close()
+
+
+def test_closing_the_window_asks_about_jobs_still_running(qtbot, window, done_run, monkeypatch):
+    """A hidden job still running: closing asks; 'keep open' keeps the window and the job, 'close'
+    cancels the job first."""
+    from PySide6.QtGui import QCloseEvent
+    page, dialog = open_from_runs(qtbot, window, done_run, "open_evaluate")
+    dialog.process.started.emit(str(done_run / "evals" / "x"))
+    entry = window.jobs_area.entries[0]
+    cancelled, asked = [], []
+    monkeypatch.setattr(entry, "cancel", lambda: cancelled.append(True))
+    monkeypatch.setattr(window, "ask_cancel_jobs", lambda titles: asked.append(titles) or False)
+    window._asked_to_quit = True                      # as Ctrl+Q does: the user closes
+    event = QCloseEvent()
+    window.closeEvent(event)
+    assert asked == [["Evaluate"]] and not event.isAccepted() and not cancelled
+    monkeypatch.setattr(window, "ask_cancel_jobs", lambda titles: True)
+    event = QCloseEvent()
+    window.closeEvent(event)
+    assert cancelled == [True]
