@@ -49,7 +49,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "data": {"format": (str,), "reason": (str,), "examples": (int,), "tokens": (int,),
              "trained_tokens": (int,), "truncated": (int,), "bad_rows": (list,),
              "validation_examples": _OPT_INT, "dropped_too_long": _OPT_INT, "dropped_no_target": _OPT_INT,
-             "dropped_prompt_too_long": _OPT_INT, "notes": _OPT_LIST, "source": _OPT_STR,
+             "dropped_prompt_too_long": _OPT_INT, "dropped_empty_answer": _OPT_INT, "notes": _OPT_LIST, "source": _OPT_STR,
              "cache_hit": _OPT_BOOL, "cache": _OPT_STR, "packing": _OPT_STR, "packing_note": _OPT_STR,
              # the held-out set validation_split takes, and its caps (core/engine/batches.py)
              "validation_uncapped": _OPT_INT, "validation_cap_examples": _OPT_INT,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from lorastudio.core.runtime.failures import INPUT_KINDS
@@ -61,6 +62,9 @@ def print_report(r: dict, color: bool, out=None) -> None:
         f"seq_len {r['seq_len']}: {r['truncated']} truncated · {r['dropped_too_long']} dropped (too long) · "
         f"{r['dropped_no_target']} dropped (nothing left to train)",
     ]
+    if r.get("dropped_empty_answer"):
+        lines.append(f"Empty answers: {r['dropped_empty_answer']:,} examples have an empty assistant answer "
+                     "(completion) and were dropped: they teach nothing")
     if r["bad_rows"]:
         lines.append(f"Bad rows skipped: {len(r['bad_rows'])}: " +
                      "; ".join(f"{b['where']} ({b['problem']})" for b in r["bad_rows"][:10]))
@@ -75,6 +79,22 @@ def print_report(r: dict, color: bool, out=None) -> None:
         lines += ["", f"Example {ex['index']}, rejected: {rejected['total']} tokens, {rejected['trained']} trained",
                   marked_text(rejected["tokens"], color)]
     out.write("\n".join(lines) + "\n")
+
+
+# A long inspection (a huge file) says how far it is on stderr; a short one stays quiet.
+SHOW_PROGRESS_AFTER_S = 1.0
+
+
+def show_progress(ev: dict, shown: dict) -> None:
+    """A phase event of the job on stderr: one line rewritten on a terminal, else a line each."""
+    fraction = ev.get("fraction")
+    line = f"Inspecting: {fraction:.0%} · {ev.get('message', '')}" if fraction is not None else \
+        f"Inspecting: {ev.get('message', '')}"
+    if sys.stderr.isatty():
+        print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+    shown["any"] = True
 
 
 def _refuse(message: str, hint: str, as_json: bool, status: int = 2) -> int:
@@ -110,8 +130,13 @@ def inspect(args) -> int:
         found: dict = {}
         tracebacks: list[str] = []
 
+        started = time.monotonic()
+        shown = {"any": False}
+
         def on_event(ev: dict) -> None:
-            if ev["type"] == "report":
+            if ev["type"] == "phase" and time.monotonic() - started >= SHOW_PROGRESS_AFTER_S:
+                show_progress(ev, shown)
+            elif ev["type"] == "report":
                 found["report"] = ev["report"]
             elif ev["type"] == "log" and ev["level"] == "error":
                 tracebacks.append(ev["message"])
@@ -121,6 +146,8 @@ def inspect(args) -> int:
         except KeyboardInterrupt:
             handle.kill()
             return _refuse("the inspection was interrupted", "", args.json, status=1)
+        if shown["any"] and sys.stderr.isatty():
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)     # the progress line goes
         report = found.get("report")
         if outcome.ok and report is not None:
             if args.json:

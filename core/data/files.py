@@ -91,7 +91,7 @@ def _reject(bad, where: str, problem: str, path: Path, hint: str):
 
 
 def _jsonl(path: Path, bad) -> Iterator[Row]:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -110,7 +110,7 @@ def _jsonl(path: Path, bad) -> Iterator[Row]:
 
 
 def _json(path: Path, bad) -> Iterator[Row]:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         try:
             value = json.load(fh)
         except json.JSONDecodeError as exc:
@@ -134,7 +134,7 @@ def _json(path: Path, bad) -> Iterator[Row]:
 
 
 def _csv(path: Path, bad, delimiter: str) -> Iterator[Row]:
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         header = next(reader, None)
         if not header or not any(h.strip() for h in header):
@@ -168,7 +168,7 @@ def _parquet(path: Path, bad) -> Iterator[Row]:
 
 
 def _text(path: Path, bad, blocks: str) -> Iterator[Row]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     if blocks == "file":
         if text.strip():
             yield Row("line 1", {"text": text})

@@ -260,6 +260,10 @@ def damaged_hint(source: Source) -> str:
     return "replace the file with a good copy"
 
 
+PROGRESS_EVERY_S = 1.0          # the most often a long read says how far it is
+HASH_CHUNK = 1 << 22
+
+
 def estimate_rows(source: Source) -> int | None:
     """A cheap row count for progress: line counts, Parquet/Arrow metadata; None when unknown."""
     total = 0
@@ -290,15 +294,23 @@ def _arrow_count(path: Path) -> int:
         return pa.ipc.open_file(source).read_all().num_rows
 
 
-def content_hash(source: Source) -> str:
+def content_hash(source: Source, progress=None) -> str:
     """A digest of every byte of every file that decides the rows (and their names and order): the
-    token cache's key. The same save_to_disk output always gets the same key."""
+    token cache's key. The same save_to_disk output always gets the same key. `progress(fraction)`,
+    when given, hears how far the reading is (bytes), at most once per PROGRESS_EVERY_S."""
+    import time
     digest = hashlib.blake2b(digest_size=16)
+    total = sum(f.stat().st_size for f in source.key_files) or 1
+    done, last = 0, time.monotonic()
     for f in source.key_files:
         digest.update(f.name.encode() + b"\0" + str(f.stat().st_size).encode() + b"\0")
         with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
+            for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
                 digest.update(chunk)
+                done += len(chunk)
+                if progress is not None and time.monotonic() - last >= PROGRESS_EVERY_S:
+                    last = time.monotonic()
+                    progress(min(1.0, done / total))
     return digest.hexdigest()
 
 

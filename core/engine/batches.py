@@ -26,7 +26,7 @@ from lorastudio.core.data.examples import stream_examples
 from lorastudio.core.data.formats import Example
 from lorastudio.core.data.chat_masks import FALLBACK_NOTE, IGNORE_INDEX, Encoded, has_chat_template
 from lorastudio.core.engine.batching import packing
-from lorastudio.core.engine.batching.token_cache import NO_TARGET, OK, TOO_LONG, TokenTable, encode_bounded, load_or_build
+from lorastudio.core.engine.batching.token_cache import EMPTY_ANSWER, NO_TARGET, OK, TOO_LONG, TokenTable, encode_bounded, load_or_build
 
 __all__ = ["DataError", "IGNORE_INDEX", "load_examples", "encode_examples", "prepare_data", "split"]
 
@@ -76,6 +76,7 @@ class EncodedSet:
     dropped_too_long: int = 0
     dropped_no_target: int = 0
     notes: list[str] = field(default_factory=list)
+    dropped_empty_answer: int = 0        # chat / completion examples whose answers are all blank
 
     @property
     def input_ids(self) -> list[list[int]]:
@@ -104,6 +105,8 @@ def encode_examples(examples: list[Example], tokenizer, data_cfg, seq_len: int) 
             out.dropped_too_long += 1
         elif status == NO_TARGET:
             out.dropped_no_target += 1
+        elif status == EMPTY_ANSWER:
+            out.dropped_empty_answer += 1
         else:
             out.truncated += fitted.truncated
             out.items.append(fitted)
@@ -127,7 +130,8 @@ def cap_tokens(data: EncodedSet, cap: int) -> EncodedSet:
         return data
     items = TableItems(data.items.table, data.items.indices[:keep]) if isinstance(data.items, TableItems) \
         else list(data.items[:keep])
-    return EncodedSet(items, data.truncated, data.dropped_too_long, data.dropped_no_target, list(data.notes))
+    return EncodedSet(items, data.truncated, data.dropped_too_long, data.dropped_no_target, list(data.notes),
+                      data.dropped_empty_answer)
 
 
 def table_set(table: TokenTable, indices) -> EncodedSet:
@@ -137,7 +141,8 @@ def table_set(table: TokenTable, indices) -> EncodedSet:
     ok = idx[status == OK]
     return EncodedSet(items=TableItems(table, ok), truncated=int(table.truncated[ok].sum()),
                       dropped_too_long=int((status == TOO_LONG).sum()),
-                      dropped_no_target=int((status == NO_TARGET).sum()), notes=list(table.meta.get("notes", [])))
+                      dropped_no_target=int((status == NO_TARGET).sum()), notes=list(table.meta.get("notes", [])),
+                      dropped_empty_answer=int((status == EMPTY_ANSWER).sum()))
 
 
 class MicroBatches:
@@ -232,6 +237,7 @@ class PreparedData:
                 "validation_examples": self.validation_examples, "tokens": t.tokens,
                 "trained_tokens": t.trained_tokens, "truncated": t.truncated,
                 "dropped_too_long": t.dropped_too_long, "dropped_no_target": t.dropped_no_target,
+                "dropped_empty_answer": t.dropped_empty_answer,
                 "bad_rows": meta["bad_rows"], "notes": notes, "source": meta["source"],
                 "cache_hit": self.table.cache_hit, "cache": str(self.table.path),
                 "packing": self.packing, "packing_note": self.packing_note, **heldout}
@@ -284,8 +290,16 @@ def prepare_data(data_cfg, tokenizer, seq_len: int, batch_size: int, seed: int, 
                        "validation_cap_tokens": EVAL_TOKEN_CAP}
     train_set = table_set(table, train_idx)
     if not len(train_set.items):
-        raise DataError(f"{data_cfg.path}: no example has a token to train on "
-                        f"({train_set.dropped_no_target} had none left after masking, "
+        empty = train_set.dropped_empty_answer
+        if empty and not (train_set.dropped_no_target or train_set.dropped_too_long):
+            raise DataError(f"{data_cfg.path}: no example has a token to train on: the assistant answer "
+                            f"(completion) of every example is empty ({int((table.status == EMPTY_ANSWER).sum()):,} "
+                            f"of {len(table):,}), so training would teach nothing",
+                            "fill in the assistant / completion text (the answers are what the model learns "
+                            "to write), or choose another file")
+        why = f"{empty} had an empty assistant answer, " if empty else ""
+        raise DataError(f"{data_cfg.path}: no example has a token to train on ({why}"
+                        f"{train_set.dropped_no_target} had none left after masking, "
                         f"{train_set.dropped_too_long} were longer than seq_len={seq_len})",
                         "check that examples have assistant / completion text, raise training.seq_len, "
                         "or set data.train_on: all")

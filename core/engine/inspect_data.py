@@ -16,6 +16,7 @@ from lorastudio.core.data.files import DataError
 from lorastudio.core.models.info import resolve_model_path
 
 HIST_BINS = 20
+PROGRESS_EVERY_S = 1.0        # phase events of a long read or build: at most one a second
 Progress = Callable[[str, float, str], None]        # (phase name, fraction 0→1, message)
 
 
@@ -58,7 +59,7 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
     from lorastudio.core.data.pairs import is_pair_file, pair_report
     from lorastudio.core.data.examples import stream_examples
     from lorastudio.core.engine.batches import table_set
-    from lorastudio.core.engine.batching.token_cache import OK, TOO_LONG, encode_bounded, load_or_build
+    from lorastudio.core.engine.batching.token_cache import EMPTY_ANSWER, OK, TOO_LONG, encode_bounded, load_or_build
     from lorastudio.core.engine.model_loading import load_tokenizer
 
     progress("tokenizer", 0.1, "Loading the tokenizer")
@@ -67,12 +68,27 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
     if is_pair_file(Path(data_cfg.path), data_cfg):          # preference pairs: both sides of pair N
         report, lengths = pair_report(data_cfg, tokenizer, seq_len, example)
         return {**report, "lengths": length_summary(lengths), "histogram": histogram(lengths)}
-    progress("encoding", 0.5, "Tokenizing the examples (or reading them from the token cache)")
+    said = {"at": 0.0, "encoding": False}
 
-    def building(fraction, message):          # only a long build says more
-        if fraction is not None and 0 < fraction < 1:
+    def encoding() -> None:                   # after the read that keys the token cache
+        if not said["encoding"]:
+            said["encoding"] = True
+            progress("encoding", 0.5, "Tokenizing the examples (or reading them from the token cache)")
+
+    def building(fraction, message):          # only a long read or build says more, at most once a second
+        import time
+        reading = message.startswith(("Reading", "Checking"))   # the token cache reads every byte first (its key)
+        if not reading:
+            encoding()
+        if fraction is None or not 0 < fraction < 1 or time.monotonic() - said["at"] < PROGRESS_EVERY_S:
+            return
+        said["at"] = time.monotonic()
+        if reading:
+            progress("reading", 0.3 + 0.2 * fraction, message)
+        else:
             progress("encoding", 0.5 + 0.45 * fraction, message)
     table = load_or_build(data_cfg.path, data_cfg, tokenizer, seq_len, building)
+    encoding()
     encoded = table_set(table, np.arange(len(table)))
     lengths = sorted(int(n) for n in encoded.items.lengths())
     meta = table.meta
@@ -84,7 +100,7 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
         "lengths": length_summary(lengths),
         "histogram": histogram(lengths),
         "truncated": encoded.truncated, "dropped_too_long": encoded.dropped_too_long,
-        "dropped_no_target": encoded.dropped_no_target,
+        "dropped_no_target": encoded.dropped_no_target, "dropped_empty_answer": encoded.dropped_empty_answer,
         "bad_rows": meta["bad_rows"], "notes": encoded.notes,
     }
     if not 1 <= example <= len(table):
@@ -97,7 +113,8 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
     report["example"] = {
         "index": example, "where": shown.where,
         "status": "dropped: longer than seq_len" if status == TOO_LONG else
-                  ("dropped: nothing to train after masking" if status != OK else
+                  ("dropped: the assistant answer is empty" if status == EMPTY_ANSWER else
+                   "dropped: nothing to train after masking" if status != OK else
                    ("truncated" if shown.truncated else "ok")),
         "tokens": [{"id": i, "text": tokenizer.decode([i]), "trained": lab != -100}
                    for i, lab in zip(shown.input_ids, shown.labels)],

@@ -162,6 +162,8 @@ class Trainer:
         counts = [(summary["truncated"], f"were longer than seq_len={seq_len} tokens and were truncated"),
                   (summary["dropped_too_long"], f"were longer than seq_len={seq_len} tokens and were dropped"),
                   (summary["dropped_no_target"], "had no token left to train on after masking and were dropped"),
+                  (summary.get("dropped_empty_answer", 0), "had an empty assistant answer (completion), "
+                   "which teaches nothing, and were dropped"),
                   (len(summary["bad_rows"]), "rows were bad and skipped: " + ", ".join(
                       f"{b['where']} ({b['problem']})" for b in summary["bad_rows"][:5]))]
         for n, what in counts:

@@ -36,13 +36,14 @@ from lorastudio.core.data.chat_masks import (FALLBACK_NOTE, Encoded, TemplateErr
 from lorastudio.core.data.examples import stream_examples
 from lorastudio.core.data.files import DataError
 from lorastudio.core.data.formats import Example
+from lorastudio.core.data import sources
 from lorastudio.core.data.sources import content_hash, estimate_rows, resolve
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2             # 2: examples whose answers are all empty get EMPTY_ANSWER
 CHUNK_ROWS = 2048
 CHARS_PER_TOKEN = 8           # first character budget per token of seq_len; doubled while too tight
 MARGIN_TOKENS = 16
-OK, TOO_LONG, NO_TARGET = 0, 1, 2
+OK, TOO_LONG, NO_TARGET, EMPTY_ANSWER = 0, 1, 2, 3     # EMPTY_ANSWER: every assistant turn is blank
 Progress = Callable[[float | None, str], None]
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
                     ("where", pa.string()), ("status", pa.int8()), ("truncated", pa.bool_()),
@@ -87,7 +88,18 @@ def encode_bounded(example: Example, tokenizer, train_on: str, seq_len: int, too
         return TOO_LONG, None
     if fitted.trained_tokens == 0:
         return NO_TARGET, fitted
+    if empty_answers(example, train_on):
+        return EMPTY_ANSWER, fitted          # only the end-of-turn marker would be trained
     return OK, fitted
+
+
+def empty_answers(example: Example, train_on: str) -> bool:
+    """A chat / prompt-completion example whose every assistant answer is blank: it teaches
+    nothing but to stop at once (raw text and train_on: all train every token)."""
+    if not example.is_chat or train_on == "all":
+        return False
+    answers = [m["content"] for m in example.messages if m["role"] == "assistant"]
+    return bool(answers) and not any(str(a).strip() for a in answers)
 
 
 def encode_chunk(examples: list[Example], tokenizer, train_on: str, seq_len: int,
@@ -194,7 +206,11 @@ def load_or_build(spec: str, data_cfg, tokenizer, seq_len: int, progress: Progre
     """The token table of data source `spec` (data.path or data.validation_path)."""
     source = resolve(spec)
     progress(None, f"Checking {source.label}")
-    key = cache_key(content_hash(source), tokenizer_fingerprint(tokenizer), data_cfg, seq_len)
+    size = sum(f.stat().st_size for f in source.key_files)
+
+    def reading(fraction: float) -> None:
+        progress(fraction, f"Reading {source.label}: {fraction:.0%} of {size / 2**20:,.0f} MiB")
+    key = cache_key(content_hash(source, reading), tokenizer_fingerprint(tokenizer), data_cfg, seq_len)
     folder = cache_root() / key
     found, why = _open(folder)
     if found is not None:
@@ -268,7 +284,7 @@ def _build(source, data_cfg, tokenizer, seq_len: int, out: Path, progress: Progr
             if len(chunk) >= CHUNK_ROWS:
                 flush(writer, chunk)
                 now = time.time()
-                if now - last > 2.0:
+                if now - last >= sources.PROGRESS_EVERY_S:
                     last = now
                     fraction = min(0.99, counts["rows"] / expected) if expected else None
                     rate = counts["rows"] / max(now - started, 1e-9)

@@ -213,3 +213,27 @@ def test_skip_policy_reports_how_many_and_which(tmp_path):
     assert [e.text for e in loaded.examples] == ["a", "b"]
     assert [(b.where, b.problem.split(" (")[0]) for b in loaded.bad_rows] == [
         ("line 2", "not valid JSON"), ("line 4", "field 'text' must be text, found int")]
+
+
+# ---- a byte-order mark (issue 27) --------------------------------------------------------------
+@pytest.mark.parametrize("name", ["d.jsonl", "arr.json", "d.csv", "d.tsv", "d.txt"])
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path, name):
+    rows = [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(3)]
+    if name.endswith(".jsonl"):
+        body = "".join(json.dumps(r) + "\n" for r in rows)
+    elif name.endswith(".json"):
+        body = json.dumps(rows)
+    elif name.endswith(".txt"):
+        body = "First block.\n\nSecond block.\n"
+    else:
+        d = "\t" if name.endswith(".tsv") else ","
+        body = f"prompt{d}completion\n" + "".join(f"{r['prompt']}{d}{r['completion']}\n" for r in rows)
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))       # what Notepad and Excel write
+    loaded = load_examples(path, cfg(path))
+    if name.endswith(".txt"):
+        assert [e.text for e in loaded.examples] == ["First block.", "Second block."]
+    else:
+        assert loaded.format == "prompt_completion" and not loaded.bad_rows, name
+        assert [e.messages[1]["content"] for e in loaded.examples] == ["a0", "a1", "a2"], name
+        assert loaded.examples[0].messages[0]["content"] == "q0"

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -154,3 +155,69 @@ def test_every_format_trains_through_the_cli(tmp_path, tiny_chat_llama, fmt):
     else:
         assert data_event["trained_tokens"] == data_event["tokens"] - data_event["examples"]
     assert events[-1]["status"] == "completed"
+
+
+# ---- progress on a long inspection (issue 27, class 8) -------------------------------------------
+def big_file(path, rows: int = 40_000):
+    """A generated text file large enough to take several chunks of the token cache's build."""
+    path.write_text("".join(json.dumps({"text": f"the cat {i} sat on the mat number {i * 7}"}) + "\n"
+                            for i in range(rows)), encoding="utf-8")
+    return path
+
+
+def test_a_large_file_yields_progress_events_while_reading_and_tokenizing(tmp_path, tiny_llama, inline_jobs,
+                                                                         monkeypatch):
+    from lorastudio.core.data import sources
+    from lorastudio.core.engine import inspect_data as engine
+    from lorastudio.core.runtime.launcher import launch
+    monkeypatch.setattr(sources, "PROGRESS_EVERY_S", 0.0)       # every chunk, so a few MB say something
+    monkeypatch.setattr(sources, "HASH_CHUNK", 1 << 16)
+    monkeypatch.setattr(engine, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
+    data = DataSection(path=str(big_file(tmp_path / "big.jsonl")))
+    spec = {"model": str(tiny_llama), "seq_len": 64, "example": 1, "data": dataclasses.asdict(data)}
+    handle = launch("inspect_data", tmp_path / "job", spec)
+    events = read_events(handle.journal)
+    assert events[-1]["status"] == "completed"
+    phases = [e for e in events if e["type"] == "phase"]
+    reading = [e for e in phases if e["name"] == "reading" and "big.jsonl: " in e["message"] and e["message"].startswith("Reading ")]
+    encoding = [e for e in phases if e["name"] == "encoding" and e["message"].startswith("Tokenizing: ")]
+    assert reading and all(0.3 < e["fraction"] <= 0.5 and "MiB" in e["message"] for e in reading), phases
+    assert len(encoding) >= 5, phases                           # 40,000 rows: ~19 chunks of 2,048
+    fractions = [e["fraction"] for e in encoding]
+    assert fractions == sorted(fractions) and 0.5 < fractions[0] and fractions[-1] < 0.95
+    assert [e["fraction"] for e in phases] == sorted(e["fraction"] for e in phases)   # never goes back
+
+
+def test_progress_comes_at_most_once_a_second(tmp_path, tiny_llama, monkeypatch):
+    from lorastudio.core.data import sources
+    from lorastudio.core.engine.inspect_data import inspect_data
+    monkeypatch.setattr(sources, "PROGRESS_EVERY_S", 0.0)       # the cache says every chunk; the job thins it
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))     # built here, never a cache hit
+    said = []
+    inspect_data(DataSection(path=str(big_file(tmp_path / "big.jsonl"))), str(tiny_llama), 48,
+                 progress=lambda name, fraction, message: said.append((time.monotonic(), name, fraction)))
+    timed = [t for t, name, fraction in said if fraction not in (0.1, 0.3, 0.5)]   # beyond the three fixed ones
+    assert all(b - a >= 1.0 for a, b in zip(timed, timed[1:])), said
+
+
+def test_the_cli_shows_a_long_inspections_progress_on_stderr(tmp_path, tiny_llama, inspect, monkeypatch):
+    from lorastudio.core.cli import inspect_data as command
+    from lorastudio.core.data import sources
+    from lorastudio.core.engine import inspect_data as engine
+    monkeypatch.setattr(sources, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(engine, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(command, "SHOW_PROGRESS_AFTER_S", 0.0)   # as if the file took minutes
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "HASH_CHUNK", 1 << 16)
+    code, out, err = inspect(big_file(tmp_path / "big.jsonl"), "--model", tiny_llama, "--json")
+    assert code == 0, err
+    assert json.loads(out)["examples"] == 40_000                  # stdout stays the report alone
+    lines = err.splitlines()
+    assert any(line.startswith("Inspecting: ") and "Tokenizing: " in line for line in lines), err
+    assert any(line.startswith("Inspecting: ") and "Reading " in line and "big.jsonl: " in line for line in lines), err
+
+
+def test_a_short_inspection_stays_quiet(tmp_path, tiny_llama, inspect):
+    code, out, err = inspect(jsonl(tmp_path / "d.jsonl", [{"text": "the cat sat"}] * 3), "--model", tiny_llama)
+    assert code == 0 and "Inspecting:" not in err, err
