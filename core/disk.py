@@ -43,6 +43,28 @@ class DiskError(UserError):
     kind = "disk"
 
 
+class FolderNotWritable(DiskError):
+    """A folder LoRA Studio must write into (a run folder, the data directory) is read-only or not ours."""
+
+
+NOT_WRITABLE_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def not_writable(exc: BaseException, folder: Path, what: str, hint: str = "") -> FolderNotWritable | None:
+    """A FolderNotWritable naming `folder` (`what`: "the run folder", "the data directory"…) and
+    what to do, when `exc` is a read-only file system or a refused permission; else None."""
+    code = errno_of(exc)
+    if code not in NOT_WRITABLE_ERRNOS:
+        return None
+    folder = Path(folder)
+    if code == errno.EROFS:
+        return FolderNotWritable(f"{what} {folder} is on a read-only file system: nothing can be written there",
+                                 (hint + "; " if hint else "") + "or remount that disk read-write")
+    return FolderNotWritable(f"{what} {folder} cannot be written to: permission denied",
+                             (hint + "; " if hint else "") + f"or give yourself write permission on it "
+                             f"(chmod u+w {folder})")
+
+
 def existing_ancestor(path: Path) -> Path:
     path = Path(path).expanduser().absolute()
     while not path.exists() and path != path.parent:

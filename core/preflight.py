@@ -11,8 +11,9 @@ from pathlib import Path
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.data.files import DataError
 from lorastudio.core.data.sources import resolve as resolve_source
-from lorastudio.core.models.info import (ModelError, ModelInfo, needs_remote_code, read_model_info,
-                                        remote_code_files, tokenizer_problem)
+from lorastudio.core.models.info import (ModelError, ModelInfo, needs_remote_code, needs_tokenizer_remote_code,
+                                        read_model_info, remote_code_files, tokenizer_problem,
+                                        tokenizer_remote_code_files)
 from lorastudio.core.models.targets import TargetReport, discover_targets
 
 
@@ -128,6 +129,13 @@ def check_model_fits_config(config: RunConfig, info: ModelInfo) -> None:
                           f"ships its own Python code ({', '.join(remote_code_files(info))}, named by auto_map in "
                           f"config.json). Set trust_remote_code: true in the config only if you trust its "
                           f"source — that code then runs on this machine when the model loads")
+    if needs_tokenizer_remote_code(info.path) and not config.trust_remote_code:
+        raise ConfigError("trust_remote_code", False,
+                          f"the tokenizer in {info.path} ships its own Python code "
+                          f"({', '.join(tokenizer_remote_code_files(info.path))}, named by auto_map in "
+                          f"tokenizer_config.json) and transformers has no built-in class for it. Set "
+                          f"trust_remote_code: true in the config only if you trust its source — that code then "
+                          f"runs on this machine when the tokenizer loads")
     if config.trust_remote_code:
         missing = [name for name in remote_code_files(info) if not (info.path / name).is_file()]
         if missing:

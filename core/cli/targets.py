@@ -6,7 +6,7 @@ import json
 
 from lorastudio.core.cli.output import fail
 from lorastudio.core.formatting import format_count
-from lorastudio.core.models.info import ModelError, read_model_info
+from lorastudio.core.models.info import ModelError, pickle_only_problem, read_model_info
 from lorastudio.core.models.targets import discover_targets, trainable_line
 
 
@@ -24,6 +24,9 @@ def targets(args) -> int:
         info = read_model_info(args.model)
     except ModelError as exc:
         return fail(exc.message, exc.hint)
+    problem = pickle_only_problem(info)     # not "0 parameters" (issue 27)
+    if problem:
+        return fail(problem.message, problem.hint)
     report = discover_targets(info)
     if args.json:
         print(json.dumps(report.to_dict(args.rank, args.dora), indent=2))

@@ -208,6 +208,69 @@ def remote_code_files(info: "ModelInfo") -> list[str]:
     return sorted(set(names))
 
 
+def pickle_only_problem(info: "ModelInfo") -> ModelError | None:
+    """A folder whose weights are only pickles (.bin/.pt): no safetensors header to read shapes from."""
+    if info.tensors or not info.pickle_files:
+        return None
+    names = ", ".join(p.name for p in info.pickle_files[:3]) + (" …" if len(info.pickle_files) > 3 else "")
+    return ModelError(f"{info.path} has only pickle weights ({names}), no *.safetensors: LoRA Studio reads the "
+                      "layers' shapes from safetensors headers, so it cannot list this model's targets",
+                      "convert the weights to safetensors (e.g. load the model in transformers and call "
+                      "save_pretrained(folder, safe_serialization=True)), or, to train on the pickles as they are, "
+                      "set allow_pickle: true in the config if you trust the file — a pickle can run code")
+
+
+def tokenizer_remote_code_files(folder: Path) -> list[str]:
+    """The Python files tokenizer_config.json's auto_map names (a tokenizer with its own code), or []."""
+    try:
+        data = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    auto_map = data.get("auto_map") if isinstance(data, dict) else None
+    if isinstance(auto_map, list):          # an old form: [slow, fast]
+        auto_map = {"AutoTokenizer": auto_map}
+    if not isinstance(auto_map, dict):
+        return []
+    names = []
+    for key, ref in auto_map.items():
+        if "Tokenizer" not in key:
+            continue
+        for item in (ref if isinstance(ref, list) else [ref]):
+            if isinstance(item, str) and "." in item:
+                module = item.split("--")[-1].rsplit(".", 1)[0]
+                names.append(module.replace(".", "/") + ".py")
+    return sorted(set(names))
+
+
+def needs_tokenizer_remote_code(folder: Path) -> bool:
+    """True when the tokenizer ships its own code (auto_map) and its tokenizer_class is not one the
+    installed transformers knows (found without importing it: named in its tokenization_auto.py)."""
+    if not tokenizer_remote_code_files(folder):
+        return False
+    try:
+        data = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    cls = data.get("tokenizer_class") if isinstance(data, dict) else None
+    if not isinstance(cls, str) or not cls:
+        return True
+    import importlib.util
+    spec = importlib.util.find_spec("transformers")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        return False            # cannot tell: leave it to the loader
+    base = cls[:-4] if cls.endswith("Fast") else cls
+    for loc in locations:
+        mapping = Path(loc) / "models" / "auto" / "tokenization_auto.py"
+        try:
+            text = mapping.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if f'"{base}"' in text or f'"{base}Fast"' in text or base in ("PreTrainedTokenizer", "PreTrainedTokenizerFast"):
+            return False
+    return True
+
+
 def needs_remote_code(info: "ModelInfo") -> bool:
     """True when the model ships its own code and the installed transformers does not know its
     model_type (found without importing transformers: its models/<type>/ folder)."""

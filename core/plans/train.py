@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorastudio.core.disk import FolderNotWritable
 from lorastudio.core.runs.folders import write_status
 from lorastudio.core.runs.locks import FolderBusy, acquire, release_all
 from lorastudio.core.runs.resume import ResumeError, ResumePlan, plan_resume, write_resume
@@ -29,7 +30,7 @@ def start_train(request: TrainRequest) -> JobHandle:
     runs never mistakes a worker that is still importing torch for a crashed one."""
     run_dir = Path(request.run_dir)
     args = ("--resume-from", str(request.resume_from)) if request.resume_from else ()
-    lock = acquire(run_dir, "starting a training run")     # already ours after prepare_run or a resume
+    lock = acquire(run_dir, "starting a training run", label="the run folder")     # already ours after prepare_run or a resume
     try:
         handle = launch("train", run_dir, None, args, detach=True, env=request.env, niceness=request.niceness,
                         lock=lock)
@@ -45,8 +46,9 @@ def resume_run(run_dir: Path, step: int | None = None, overrides: dict | None = 
     """Resume `run_dir` now from a checkpoint (the latest, or `step`), with config `overrides`:
     (the training job's handle, the plan). Raises ResumeError with what to do."""
     try:
-        lock = acquire(Path(run_dir), "resuming")     # no second writer: core/runs/locks.py
-    except FolderBusy as exc:
+        lock = acquire(Path(run_dir), "resuming", label="the run folder",
+                       hint="resuming writes into the run folder: copy it to a writable disk and resume the copy")     # no second writer: core/runs/locks.py
+    except (FolderBusy, FolderNotWritable) as exc:      # FolderNotWritable: a read-only run folder (issue 27)
         raise ResumeError(exc.message, exc.hint) from None
     try:
         plan, config = plan_resume(run_dir, step, overrides)

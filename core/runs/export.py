@@ -209,7 +209,8 @@ def export_adapter(run_dir: Path, out: Path, checkpoint: int | None = None, as_z
         out = out if out.suffix == ".zip" else out.with_suffix(".zip")
     check_output(out, "an exported adapter", overwrite, error=ExportError, file=as_zip)    # core/runs/output_paths
     try:
-        lock = acquire(out, "exporting an adapter", output_lock_path(out))
+        lock = acquire(out, "exporting an adapter", output_lock_path(out), label="the output's folder",
+                       hint="choose an output path on a writable disk that you own")
     except FolderBusy as exc:
         raise ExportError(exc.message, exc.hint) from None
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.atomic_files import atomic_write_json
+from lorastudio.core.disk import existing_ancestor, not_writable
 from lorastudio.core.processes import pid_alive  # noqa: F401 (importers take it from here)
 from lorastudio.core.runs.home import data_home  # noqa: F401 (importers take it from here)
 from lorastudio.core.runs.locks import acquire
@@ -24,6 +25,8 @@ ADAPTER_DIR, CHECKPOINTS_DIR = "adapter", "checkpoints"
 # Job folders (core/runtime/launcher.new_job_dir): a run's merges and evaluations live in the run
 # folder (its playground answers too: core/runs/heldout.py); inspections under the data directory.
 MERGES_DIR, EVALS_DIR, INSPECTIONS_DIR = "merges", "evals", "inspections"
+RUN_FOLDER_HINT = ("choose a run folder on a writable disk that you own (--run-dir on the command line, or "
+                   "LORASTUDIO_HOME for the data directory)")
 HEARTBEAT_S = 5.0            # the worker refreshes status.json this often
 STALE_AFTER_S = 60.0
 # The training job's module, now and before 0.2 (a run started by 0.1 is still recognised as live).
@@ -59,17 +62,34 @@ def prepare_run(config: RunConfig, run_dir: Path) -> Path:
         raise FileExistsError(f"{run_dir} already holds a run (events.jsonl); choose a new folder")
     from lorastudio.core.runs.output_paths import check_run_folder     # never a model, an adapter… (issue 27)
     check_run_folder(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = acquire(run_dir, "starting a training run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:      # the runs folder (in the data directory) or --run-dir's parent is read-only
+        where = existing_ancestor(run_dir)
+        home = data_home().absolute()
+        _refuse_unwritable(exc, where, "the data directory" if where == home or home in where.parents
+                           else "the folder that would hold the run folder")
+    lock = acquire(run_dir, "starting a training run", label="the run folder", hint=RUN_FOLDER_HINT)
     try:
         if (run_dir / JOURNAL_FILE).exists():      # a worker that ended between the check and the lock
             raise FileExistsError(f"{run_dir} already holds a run (events.jsonl); choose a new folder")
         config.save(run_dir / CONFIG_FILE)
         write_status(run_dir, state="starting", pid=None)
+    except OSError as exc:
+        lock.release()
+        _refuse_unwritable(exc, run_dir, "the run folder")
     except BaseException:
         lock.release()
         raise
     return run_dir
+
+
+def _refuse_unwritable(exc: OSError, folder: Path, label: str):
+    """Raise FolderNotWritable naming `folder` for a read-only disk or a refused permission; else `exc`."""
+    refused = not_writable(exc, folder, label, RUN_FOLDER_HINT)
+    if refused is None:
+        raise exc
+    raise refused from None
 
 
 def write_status(run_dir: Path, **fields) -> None:

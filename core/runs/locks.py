@@ -64,30 +64,39 @@ def output_lock_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.lock")
 
 
-def acquire(folder: Path, what: str, path: Path | None = None) -> FolderLock:
+def acquire(folder: Path, what: str, path: Path | None = None, label: str = "the folder",
+            hint: str = "choose a folder on a writable disk that you own") -> FolderLock:
     """Take the lock of `folder` (or the lock file `path`) for `what` ("training", "merging into
-    it"…) or raise FolderBusy naming who holds it. Reentrant within one process."""
+    it"…) or raise FolderBusy naming who holds it; FolderNotWritable (core/disk.py) naming the folder,
+    as `label` ("the run folder"), when it is read-only or not ours. Reentrant within one process."""
     explicit = path is not None
     path = Path(path) if path is not None else lock_path(folder)
     held = _HELD.get(str(path))
     if held is not None:
         held.count += 1
         return held
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _inherited(path)
-    while fd is None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise FolderBusy(f"{folder} is in use by another LoRA Studio process{holder}",
-                             "wait until it ends, or stop it first (a second writer would mix its "
-                             "files with the first one's); nothing was written") from None
-        if not _still_there(fd, path):      # its last holder removed it after we opened it: again
-            os.close(fd)
-            fd = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _inherited(path)
+        while fd is None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise FolderBusy(f"{folder} is in use by another LoRA Studio process{holder}",
+                                 "wait until it ends, or stop it first (a second writer would mix its "
+                                 "files with the first one's); nothing was written") from None
+            if not _still_there(fd, path):      # its last holder removed it after we opened it: again
+                os.close(fd)
+                fd = None
+    except OSError as exc:          # a read-only disk or someone else's folder: not a bare [Errno 30] (issue 27)
+        from lorastudio.core.disk import existing_ancestor, not_writable
+        refused = not_writable(exc, existing_ancestor(path.parent), label, hint)
+        if refused is None:
+            raise
+        raise refused from None
     _write_holder(fd, what)
     lock = FolderLock(path, fd, what, remove=explicit)
     _HELD[str(path)] = lock

@@ -39,3 +39,24 @@ def fill(folder: Path, leave: int = 0) -> None:
         with open(Path(folder) / "filler.bin", "ab") as fh:
             with contextlib.suppress(OSError):
                 fh.write(b"\0" * free)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """Make `folder` (with what it holds) a real read-only file system for the block's duration: a
+    bind mount of it onto itself, remounted read-only. Every write fails with OSError 30 (EROFS),
+    for root too. Needs root (mount --bind); elsewhere the tests that use it are skipped."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only bind mount needs root (mount --bind, remount ro)")
+    done = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
+    try:
+        done = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot remount read-only here: {done.stderr.strip()}")
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -95,3 +95,35 @@ def test_a_config_file_that_is_not_utf8(tmp_path, tiny_llama, text_jsonl, capfd)
     assert code == 2 and "Traceback" not in out + err
     assert (f"it is not UTF-8 text: byte 0xe9 at offset {offset} (line {line}, column 10) cannot be read; "
             "save the file as UTF-8") in err and str(bad) in err
+
+
+def _custom_tokenizer(model: Path, tokenizer_class: str = "TinyCustomTokenizer") -> None:
+    """A tokenizer that ships its own code: tokenizer_config.json's auto_map names its class."""
+    tok_config = model / "tokenizer_config.json"
+    data = json.loads(tok_config.read_text()) if tok_config.is_file() else {}
+    data.update(tokenizer_class=tokenizer_class,
+                auto_map={"AutoTokenizer": [f"tokenization_tiny.{tokenizer_class}", None]})
+    tok_config.write_text(json.dumps(data))
+    (model / "tokenization_tiny.py").write_text("raise RuntimeError('this code must not run')\n")
+
+
+def test_a_tokenizer_with_its_own_code_names_our_key(tmp_path, model, text_jsonl, capfd):
+    """Issue 27 item 8: not transformers' raw "pass trust_remote_code=True" from the loader."""
+    _custom_tokenizer(model)
+    exc = refusal(tmp_path, model, text_jsonl)
+    assert exc.key == "trust_remote_code"
+    assert f"the tokenizer in {model} ships its own Python code (tokenization_tiny.py" in exc.allowed
+    assert "tokenizer_config.json" in exc.allowed
+    assert "Set trust_remote_code: true in the config only if you trust its source" in exc.allowed
+    check_config(RunConfig.load(write_config(tmp_path / "t.yaml", model, text_jsonl, trust_remote_code=True)))
+    # the command line: exit 2, our key named, no traceback, nothing started
+    code = cli.main(["train", str(write_config(tmp_path / "c.yaml", model, text_jsonl)),
+                     "--run-dir", str(tmp_path / "run")])
+    out, err = capfd.readouterr()
+    assert code == 2 and "Traceback" not in out + err and "trust_remote_code" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_built_in_tokenizer_with_an_auto_map_is_not_refused(tmp_path, model, text_jsonl):
+    _custom_tokenizer(model, tokenizer_class="PreTrainedTokenizerFast")       # transformers knows this class
+    check_config(RunConfig.load(write_config(tmp_path / "c.yaml", model, text_jsonl)))

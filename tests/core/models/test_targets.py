@@ -1,5 +1,6 @@
 """Target discovery from headers alone must agree exactly with PEFT after get_peft_model."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,24 @@ def test_targets_cli_table_and_bad_model(tiny_llama, tmp_path, capsys):
     assert "attention" in out and "q_proj" in out and "all-linear: Trainable:" in out
     assert main(["targets", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_targets_on_pickle_only_weights_says_so(tiny_llama, tmp_path, capsys):
+    """Issue 27 item 8: a folder with only pytorch_model.bin is not "0 parameters", exit 0."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from lorastudio.core.cli import main
+    folder = Path(shutil.copytree(tiny_llama, tmp_path / "pickled"))
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    assert main(["targets", str(folder)]) == 2
+    captured = capsys.readouterr()
+    print(captured.err)
+    assert "0 parameters" not in captured.out + captured.err and "Traceback" not in captured.err
+    assert f"{folder} has only pickle weights (pytorch_model.bin)" in captured.err
+    assert "reads the layers' shapes from safetensors headers" in captured.err
+    assert "convert the weights to safetensors" in captured.err and "allow_pickle: true" in captured.err
+    assert main(["targets", str(folder), "--json"]) == 2
