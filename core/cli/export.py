@@ -21,7 +21,7 @@ def export(args) -> int:
     from lorastudio.core.errors import UserError
     from lorastudio.core.runs.export import export_adapter
     try:
-        out = export_adapter(args.run, args.out, args.checkpoint, args.zip, args.overwrite)
+        out = export_adapter(args.run, args.out, args.checkpoint, args.zip, args.overwrite, say=print)
     except UserError as exc:            # ExportError, and every failed write (core/disk.py) in words
         return fail(exc.message, exc.hint)
     print(f"Exported the adapter to {out}")

@@ -13,6 +13,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from lorastudio.core.runs.checkpoints import ADAPTER_FILES, adapter_complete, checkpoint_dir, list_checkpoint_steps
 from lorastudio.core.config import ConfigError, RunConfig
@@ -195,9 +196,10 @@ def export_size(src: Path, summary: RunSummary) -> int:
 
 
 def export_adapter(run_dir: Path, out: Path, checkpoint: int | None = None, as_zip: bool = False,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, say: Callable[[str], None] | None = None) -> Path:
     """Export the run's adapter to `out`. Raises ExportError for every refusal and every failed
-    write (full disk, read-only, no permission…), naming the cause; `out` is whole or untouched."""
+    write (full disk, read-only, no permission…), naming the cause; `out` is whole or untouched.
+    `say` is told what an --overwrite replaces before anything is written."""
     run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
     tidy(run_dir)                                   # an adapter swap cut short by a crash is put back
     tidy(run_dir / CHECKPOINTS_DIR)
@@ -207,7 +209,9 @@ def export_adapter(run_dir: Path, out: Path, checkpoint: int | None = None, as_z
         raise ExportError(f"{out} is inside the run folder", "export somewhere outside the run folder")
     if as_zip:
         out = out if out.suffix == ".zip" else out.with_suffix(".zip")
-    check_output(out, "an exported adapter", overwrite, error=ExportError, file=as_zip)    # core/runs/output_paths
+    replaces = check_output(out, "an exported adapter", overwrite, error=ExportError, file=as_zip)  # runs/output_paths
+    if replaces and say is not None:
+        say(replaces)
     try:
         lock = acquire(out, "exporting an adapter", output_lock_path(out), label="the output's folder",
                        hint="choose an output path on a writable disk that you own")

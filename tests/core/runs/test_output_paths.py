@@ -110,7 +110,9 @@ def test_overwrite_replaces_only_what_lorastudio_wrote_and_says_so(protected, ho
     assert marked(mine)["what"] == "an exported adapter"
     assert check_output(mine, "an exported adapter", overwrite=True) == \
         f"replacing {mine.resolve()} (an exported adapter), written by LoRA Studio"
+    capfd.readouterr()
     assert cli.main(["export", str(run), str(mine), "--overwrite"]) == 0
+    assert f"replacing {mine.resolve()} (an exported adapter), written by LoRA Studio" in capfd.readouterr().out
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "notes.txt").write_text("my notes")
