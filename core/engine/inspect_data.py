@@ -13,7 +13,8 @@ from typing import Callable
 
 from lorastudio.core.config import DataSection
 from lorastudio.core.data.files import DataError
-from lorastudio.core.models.info import resolve_model_path
+from lorastudio.core.models.info import (ModelError, needs_tokenizer_remote_code, resolve_model_path,
+                                        tokenizer_remote_code_files)
 
 HIST_BINS = 20
 PROGRESS_EVERY_S = 1.0        # phase events of a long read or build: at most one a second
@@ -63,7 +64,13 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
     from lorastudio.core.engine.model_loading import load_tokenizer
 
     progress("tokenizer", 0.1, "Loading the tokenizer")
-    tokenizer = load_tokenizer(resolve_model_path(model), trust_remote_code=False)
+    folder = resolve_model_path(model)
+    if needs_tokenizer_remote_code(Path(folder)):       # transformers would ask to run the model's code
+        raise ModelError(f"the tokenizer in {folder} ships its own Python code "
+                         f"({', '.join(tokenizer_remote_code_files(Path(folder)))}) that the inspector does not run",
+                         "inspect with a model whose tokenizer is built into transformers; to train with this one "
+                         "set trust_remote_code: true in the run's config, only if you trust its source")
+    tokenizer = load_tokenizer(folder, trust_remote_code=False)
     progress("reading", 0.3, f"Reading {Path(data_cfg.path).name}")
     if is_pair_file(Path(data_cfg.path), data_cfg):          # preference pairs: both sides of pair N
         report, lengths = pair_report(data_cfg, tokenizer, seq_len, example)

@@ -122,6 +122,13 @@ def test_a_tokenizer_with_its_own_code_names_our_key(tmp_path, model, text_jsonl
     out, err = capfd.readouterr()
     assert code == 2 and "Traceback" not in out + err and "trust_remote_code" in err
     assert not (tmp_path / "run").exists()
+    # the inspector (a job, run in this process here): the same words, no transformers prompt
+    from lorastudio.core.runtime.launcher import inline_jobs
+    with inline_jobs():
+        code = cli.main(["inspect", str(text_jsonl), "--model", str(model)])
+    out, err = capfd.readouterr()
+    assert code == 2 and "ships its own Python code" in err and "trust_remote_code: true" in err
+    assert "Traceback" not in out + err
 
 
 def test_a_built_in_tokenizer_with_an_auto_map_is_not_refused(tmp_path, model, text_jsonl):
