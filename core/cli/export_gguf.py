@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorastudio.core.cli.output import fail, result_event_printer
+from lorastudio.core.cli.output import fail, follow_writing_job
 
 
 def export_gguf_arguments(p) -> None:
@@ -28,7 +28,6 @@ def export_gguf(args) -> int:
     from lorastudio.core.formatting import format_bytes
     from lorastudio.core.runs.export import ExportError
     from lorastudio.core.plans.export_gguf import ExportGgufRequest, plan_export_gguf, start_export_gguf
-    from lorastudio.core.runtime.follower import follow
     try:
         job = plan_export_gguf(ExportGgufRequest(args.run, args.out, args.type, args.checkpoint, args.adapter_only,
                                                  args.overwrite))
@@ -38,12 +37,8 @@ def export_gguf(args) -> int:
     print(f"Exporting {what} of {job.run_dir.name} as {job.type} GGUF; about {format_bytes(job.estimate)} to write",
           flush=True)
     handle = start_export_gguf(job)
-    try:
-        outcome = follow(handle, result_event_printer("do not ship this file before comparing answers"),
-                         on_interrupt=lambda: print(
-            "Cancelling the export; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
-    except KeyboardInterrupt:
-        print(f"Stopped waiting; the export worker (pid {handle.pid}) is stopping. Nothing is written to {job.out}")
+    outcome = follow_writing_job(handle, "export", job.out, "do not ship this file before comparing answers")
+    if outcome is None:
         return 1
     if outcome.status == "completed":
         end = outcome.end or {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorastudio.core.cli.output import fail, result_event_printer
+from lorastudio.core.cli.output import fail, follow_writing_job
 
 
 def merge_arguments(p) -> None:
@@ -30,7 +30,6 @@ def merge(args) -> int:
     from lorastudio.core.formatting import format_bytes
     from lorastudio.core.runs.export import ExportError
     from lorastudio.core.plans.merge import MergeRequest, clean_after, plan_merge, start_merge
-    from lorastudio.core.runtime.follower import follow
     try:
         job = plan_merge(MergeRequest(args.run, args.out, args.checkpoint, args.dtype, args.max_shard_size,
                                       args.prompts, args.device, args.overwrite))
@@ -39,12 +38,8 @@ def merge(args) -> int:
     print(f"Merging {job.adapter} into {job.base} ({job.dtype}); about {format_bytes(job.estimate)} to write",
           flush=True)
     handle = start_merge(job)
-    try:
-        outcome = follow(handle, result_event_printer("compare the merged model before shipping it"),
-                         on_interrupt=lambda: print(
-            "Cancelling the merge; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
-    except KeyboardInterrupt:
-        print(f"Stopped waiting; the merge worker (pid {handle.pid}) is stopping. Nothing is written to {job.out}")
+    outcome = follow_writing_job(handle, "merge", job.out, "compare the merged model before shipping it")
+    if outcome is None:
         return 1
     if outcome.status == "completed":
         print(f"Merged model saved to {outcome.output}")

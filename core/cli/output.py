@@ -178,3 +178,15 @@ def report_failure(outcome, handle, what: str) -> int:
     elif outcome.error.get("kind") == "exception":
         print(f"  details: {handle.log}", file=sys.stderr)
     return 1
+
+
+def follow_writing_job(handle, what: str, out, before_shipping: str):
+    """Follow a job that writes one result (merge, GGUF export): its events printed, Ctrl+C cancels
+    (nothing is written), a second Ctrl+C stops waiting. The outcome, or None after a second Ctrl+C."""
+    from lorastudio.core.runtime.follower import follow
+    try:
+        return follow(handle, result_event_printer(before_shipping), on_interrupt=lambda: print(
+            f"Cancelling the {what}; nothing will be written (Ctrl+C again to stop waiting)…", flush=True))
+    except KeyboardInterrupt:
+        print(f"Stopped waiting; the {what} worker (pid {handle.pid}) is stopping. Nothing is written to {out}")
+        return None
