@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QDialogButtonBox, QFormLayout, QLabel, QProgressBar,
-                               QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QDialogButtonBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
@@ -55,13 +53,8 @@ class EvaluateDialog(JobDialog):
                       "JSON, also once it holds a complete object (or has begun as prose, which cannot "
                       "score).", wordWrap=True)
         note.setProperty("role", "hint")
-        self.phase_label = QLabel(wordWrap=True)
-        self.progress = QProgressBar(maximum=100, textVisible=True)
-        self.progress.hide()
+        self._make_status_widgets()
         self.summary = EvalSummary()
-        self.result_label = QLabel(wordWrap=True)
-        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.result_label.hide()
         self.buttons = QDialogButtonBox()
         self.evaluate_button = self.buttons.addButton("Evaluate", QDialogButtonBox.ActionRole)
         self.evaluate_button.setDefault(True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton,
                                QVBoxLayout, QWidget)
 
 from lorastudio.app.dialogs.job_dialog import JobDialog
@@ -91,12 +91,7 @@ class GgufExportDialog(JobDialog):
         form.addRow("Output", row)
         self.note = QLabel(wordWrap=True)
         self.note.setProperty("role", "hint")
-        self.phase_label = QLabel(wordWrap=True)
-        self.progress = QProgressBar(maximum=100, textVisible=True)
-        self.progress.hide()
-        self.result_label = QLabel(wordWrap=True)
-        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.result_label.hide()
+        self._make_status_widgets()
         self.buttons = QDialogButtonBox()
         self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ActionRole)
         self.export_button.setDefault(True)         # Return exports

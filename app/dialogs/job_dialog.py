@@ -1,12 +1,14 @@
 """What every dialog that runs a job shares: the result line, Cancel, and closing while it runs.
 
 A subclass has `process` (an app.job_process.JobProcess or a wrapper with `stop()`), a `running`
-property, `progress`, `phase_label` and `result_label`, connects the job's events to `_event`, and
+property, `progress`, `phase_label` and `result_label` (made by `_make_status_widgets`), connects
+the job's events to `_event`, and
 names its question: CANCEL_TITLE and CANCEL_QUESTION (None: closing cancels without asking).
 """
 from __future__ import annotations
 
-from PySide6.QtWidgets import QDialog, QMessageBox
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog, QLabel, QMessageBox, QProgressBar
 
 from lorastudio.core.runs.export import ExportError
 
@@ -14,6 +16,14 @@ from lorastudio.core.runs.export import ExportError
 class JobDialog(QDialog):
     CANCEL_TITLE = "Cancel?"
     CANCEL_QUESTION: str | None = "A job is running. Cancel it?"
+
+    def _make_status_widgets(self) -> None:
+        """The phase line, the progress bar and the result line (both hidden until a job reports)."""
+        self.phase_label = QLabel(wordWrap=True)
+        self.progress = QProgressBar(maximum=100, textVisible=True)
+        self.progress.hide()
+        self.result_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        self.result_label.hide()
 
     def _event(self, ev: dict) -> None:
         """A job event: phases move the bar and the phase line; a fidelity check is kept for the end."""

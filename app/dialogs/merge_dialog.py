@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QComboBox, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+                               QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
 from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.dialogs.adapter_picker import AdapterPicker
@@ -75,12 +75,7 @@ class MergeDialog(JobDialog):
                       "4-bit or 8-bit), merged, saved as safetensors shards with its tokenizer, then "
                       "loaded back and compared with base + adapter.", wordWrap=True)
         note.setProperty("role", "hint")
-        self.phase_label = QLabel(wordWrap=True)
-        self.progress = QProgressBar(maximum=100, textVisible=True)
-        self.progress.hide()
-        self.result_label = QLabel(wordWrap=True)
-        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.result_label.hide()
+        self._make_status_widgets()
         self.buttons = QDialogButtonBox()
         self.merge_button = self.buttons.addButton("Merge", QDialogButtonBox.ActionRole)
         self.open_button = self.buttons.addButton("Open folder", QDialogButtonBox.ActionRole)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QButtonGroup, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton,
                                QSpinBox, QVBoxLayout, QWidget)
 
 from lorastudio.app.dialogs.job_dialog import JobDialog
@@ -78,11 +78,7 @@ class ResizeDialog(JobDialog):
             form.addRow(row)
         form.addRow("Output", out_row)
         self.preview_label = QLabel(wordWrap=True)
-        self.phase_label = QLabel(wordWrap=True)
-        self.progress = QProgressBar(maximum=100, textVisible=True)
-        self.progress.hide()
-        self.result_label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
-        self.result_label.hide()
+        self._make_status_widgets()
         note = QLabel("Each update is replaced by its truncated SVD, split back into B and A; the new "
                       "folder gets the tokenizer and a model card listing each module's error. "
                       "Compare it with the original: lorastudio eval RUN --adapter FOLDER.", wordWrap=True)

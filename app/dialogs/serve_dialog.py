@@ -15,8 +15,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialogButtonBox, QFormLayout, QGroupBox,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
-                               QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
+                               QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from lorastudio.app.dialogs.job_dialog import JobDialog
 from lorastudio.app.job_process import JobProcess
@@ -69,12 +69,7 @@ class ServeDialog(JobDialog):
         form.addRow("API key", key_row)
         form.addRow("Context per request", self.ctx_spin)
         form.addRow("Requests at once", self.parallel_spin)
-        self.phase_label = QLabel(wordWrap=True)
-        self.progress = QProgressBar(maximum=100, textVisible=True)
-        self.progress.hide()
-        self.result_label = QLabel(wordWrap=True)
-        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.result_label.hide()
+        self._make_status_widgets()
         self.panel = self._serving_panel()
         self.panel.hide()
         self.buttons = QDialogButtonBox()

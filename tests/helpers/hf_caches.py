@@ -61,3 +61,15 @@ def datasets_build(cache: Path, name: str, splits: dict[str, list[dict]], work: 
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(built, target, ignore=shutil.ignore_patterns("*.lock"))
     return next(p.parent for p in target.rglob("dataset_info.json"))
+
+
+def empty_hf_home(tmp_path: Path, monkeypatch) -> Path:
+    """An empty, offline HF_HOME (the hub cache is HF_HOME/hub, the datasets cache HF_HOME/datasets)
+    and a private token cache; returns HF_HOME."""
+    for var in ("HF_HUB_CACHE", "HF_DATASETS_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "hf"

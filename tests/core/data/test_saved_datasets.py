@@ -13,7 +13,7 @@ from lorastudio.core.data.preview import read_preview
 from lorastudio.core.data.sources import BUILD, SAVED, content_hash, estimate_rows, resolve
 from lorastudio.core.engine.batches import load_examples
 from lorastudio.core.config import DataSection
-from tests.helpers.hf_caches import datasets_build, hub_dataset, saved_files
+from tests.helpers.hf_caches import datasets_build, empty_hf_home, hub_dataset, saved_files
 
 datasets = pytest.importorskip("datasets")
 
@@ -22,13 +22,7 @@ ROWS = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(
 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
-    for var in ("HF_HUB_CACHE", "HF_DATASETS_CACHE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "hf"
+    return empty_hf_home(tmp_path, monkeypatch)
 
 
 @pytest.fixture

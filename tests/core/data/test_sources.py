@@ -8,7 +8,7 @@ from lorastudio.core.data.files import DataError
 from lorastudio.core.data.sources import list_cached_datasets, resolve
 from lorastudio.core.engine.batches import load_examples
 from lorastudio.core.preflight import check_config
-from tests.helpers.hf_caches import datasets_build, hub_dataset
+from tests.helpers.hf_caches import datasets_build, empty_hf_home, hub_dataset
 from tests.helpers.training import train
 
 ROWS = [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(6)]
@@ -21,14 +21,7 @@ def lines(rows) -> str:
 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
-    """An empty HF_HOME: the hub cache is HF_HOME/hub, the datasets cache HF_HOME/datasets."""
-    for var in ("HF_HUB_CACHE", "HF_DATASETS_CACHE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "hf"
+    return empty_hf_home(tmp_path, monkeypatch)
 
 
 def answers(spec):
