@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from lorastudio.core.errors import UserError
@@ -84,6 +85,11 @@ def acquire(folder: Path, what: str, path: Path | None = None, label: str = "the
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_holder(fd)
+                for _ in range(20):     # the holder took the lock a moment ago and is writing its pid
+                    if holder:
+                        break
+                    time.sleep(0.05)
+                    holder = _read_holder(fd)
                 os.close(fd)
                 raise FolderBusy(f"{folder} is in use by another LoRA Studio process{holder}",
                                  "wait until it ends, or stop it first (a second writer would mix its "
