@@ -105,15 +105,31 @@ def check_data(config: RunConfig) -> None:
 
 
 def check_rank(config: RunConfig, report: TargetReport) -> None:
-    """A rank above a target's smaller side adds parameters that cannot learn anything new."""
-    shapes = [(report.linear_modules[m], m) for m in report.matching_modules(config.lora.targets)]
+    """A rank above a target's smaller side adds parameters that cannot learn anything new. Routers
+    are only adapted when named (all-linear leaves them, as PEFT's does), so a tiny router limits the
+    rank only when lora.targets names it. DoRA and dropout: PEFT adapts experts and routers through
+    `target_parameters`, which takes neither."""
+    lora = config.lora
+    shapes = [(report.linear_modules[m], m) for m in report.matching_modules(lora.targets)]
+    shapes += [((i, o), p) for p, (_e, i, o) in report.expert_params.items() if p in report.matching_experts(lora.targets)]
     if not shapes:
         return
     (d_in, d_out), module = min(shapes, key=lambda item: min(item[0]))
-    if config.lora.r > min(d_in, d_out):
-        raise ConfigError("lora.r", config.lora.r,
-                          f"larger than the smallest adapted layer ({module}: {d_in} in × {d_out} out), whose "
-                          f"update cannot have a rank above {min(d_in, d_out)}; use r ≤ {min(d_in, d_out)}")
+    if lora.r > min(d_in, d_out):
+        what = "the router" if module in report.routers else "the smallest adapted layer"
+        hint = (f"use r ≤ {min(d_in, d_out)}, or leave the router out of lora.targets (routers are not adapted "
+                "unless named)" if module in report.routers else f"use r ≤ {min(d_in, d_out)}")
+        raise ConfigError("lora.r", lora.r,
+                          f"larger than {what} ({module}: {d_in} in × {d_out} out), whose "
+                          f"update cannot have a rank above {min(d_in, d_out)}; {hint}")
+    _modules, params = report.peft_targets(lora.targets)
+    if params and lora.use_dora:
+        taken = set(params)
+        names = [t.name for t in report.targets if any(m in taken or m + ".weight" in taken for m in t.modules)]
+        raise ConfigError("lora.use_dora", True,
+                          f"DoRA cannot adapt {', '.join(names)}: PEFT adapts experts, routers and this model's "
+                          "MoE-layer MLPs as parameters, which takes no DoRA; set use_dora: false, or list only "
+                          "attention targets in lora.targets (e.g. q_proj, v_proj)")
 
 
 def check_model_fits_config(config: RunConfig, info: ModelInfo) -> None:

@@ -1,4 +1,6 @@
-"""Target modules as checkboxes, grouped attention / MLP / other, plus the "all linear" shortcut.
+"""Target modules as checkboxes, grouped attention / MLP / shared experts / experts / router /
+other (the last three for mixtures of experts), plus the "all linear" shortcut (which leaves the
+routers out, as PEFT's does).
 
 Built from a TargetReport (the model's linear modules read from its safetensors headers). Each
 box's tooltip shows the arithmetic: layers × r·(d_in + d_out) parameters at the current rank.
@@ -12,7 +14,8 @@ from lorastudio.core.config import LoraSection, field_help
 from lorastudio.core.models.targets import TargetReport
 from lorastudio.core.formatting import format_count
 
-GROUP_TITLES = {"attention": "Attention", "mlp": "MLP", "other": "Other"}
+GROUP_TITLES = {"attention": "Attention", "mlp": "MLP", "shared_experts": "Shared experts", "experts": "Experts",
+                "router": "Router", "other": "Other"}
 PREFERRED = (["q_proj", "v_proj"], ["c_attn"], ["query_key_value"], ["qkv_proj"], ["Wqkv"])
 
 
@@ -106,6 +109,7 @@ class TargetPicker(QWidget):
         for target in self.report.targets:
             box = self.boxes.get(target.name)
             if box is not None:
-                box.setToolTip(f"{target.layers} layers × {r}·({target.d_in} + {target.d_out})"
+                experts = f"{target.experts} experts × " if target.experts > 1 else ""
+                box.setToolTip(f"{target.layers} layers × {experts}{r}·({target.d_in} + {target.d_out})"
                                f" = {format_count(target.lora_params(r, dora))} parameters"
                                + (" (with DoRA magnitudes)" if dora else ""))

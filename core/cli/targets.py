@@ -36,9 +36,10 @@ def targets(args) -> int:
     for group, found in report.grouped().items():
         if not found:
             continue
-        print(f"\n{group}")
+        print(f"\n{group.replace('_', ' ')}")
         for t in found:
-            print(f"  {t.name:<22} {t.layers:>4} layers  {t.d_in:>6} → {t.d_out:<6} "
+            experts = f" × {t.experts} experts" if t.experts > 1 else ""
+            print(f"  {t.name:<24} {t.layers:>4} layers{experts}  {t.d_in:>6} → {t.d_out:<6} "
                   f"{format_count(t.lora_params(args.rank, args.dora)):>9} LoRA params")
     print(f"\nall-linear: {trainable_line(report, 'all-linear', args.rank, args.dora)}")
     return 0

@@ -43,7 +43,7 @@ def weight_kind(base: torch.nn.Module) -> str | None:
         if isinstance(base, bnb.nn.Linear8bitLt):
             w = base.weight
             return "int8" if w.dtype == torch.int8 and getattr(w, "SCB", None) is not None else None
-    if type(base) is torch.nn.Linear:
+    if isinstance(base, torch.nn.Linear):     # subclasses too (Falcon's FalconLinear: the same x·Wᵀ + b)
         return "dense"
     return None
 
@@ -331,6 +331,12 @@ class FusedReport:
 
 
 def _skip_reason(layer) -> str | None:
+    if hasattr(layer, "parameter_name"):        # PEFT's ParamWrapper (target_parameters)
+        if getattr(layer, "num_experts", 1) > 1:
+            return "experts: PEFT's per-expert path (no grouped LoRA path yet)"
+        if layer.parameter_name != "weight":
+            return "adapted parameter"
+        # a linear module's weight taken as a parameter: the same W + s·B·A, fused like a LoRA module
     if getattr(layer, "fan_in_fan_out", False):
         return "transposed weights"
     for name in layer.active_adapters:
@@ -352,8 +358,9 @@ def fuse_lora_layers(model: torch.nn.Module) -> FusedReport:
     for module in model.modules():
         if not (hasattr(module, "lora_A") and hasattr(module, "base_layer")) or hasattr(module, "_fast_kind"):
             continue
+        reason = _skip_reason(module) if hasattr(module, "parameter_name") else None
         kind = weight_kind(module.base_layer)
-        reason = "unsupported base layer" if kind is None else _skip_reason(module)
+        reason = reason or ("unsupported base layer" if kind is None else _skip_reason(module))
         if reason:
             report.skipped[reason] = report.skipped.get(reason, 0) + 1
             continue

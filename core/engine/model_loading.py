@@ -19,6 +19,7 @@ import torch
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.models.info import ModelInfo
+from lorastudio.core.models.targets import discover_targets
 from lorastudio.core.engine.fast_lora import fuse_lora_layers
 from lorastudio.core.engine.memory_modes import apply_memory_mode
 
@@ -132,12 +133,35 @@ def keep_cpu_4bit_trainable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def lora_config(config: RunConfig):
+def lora_config(config: RunConfig, info: ModelInfo | None = None):
+    """PEFT's LoraConfig. A dense model gets lora.targets as they are; a mixture of experts gets the
+    targets report's full names (core/models/targets.peft_targets): experts, routers and the MLPs
+    PEFT would rewrite as `target_parameters`, the rest as `target_modules` — so what trains is what
+    the report announced. PEFT takes no dropout with parameters: those train without it (the
+    modules get theirs back in `restore_module_dropout`)."""
     from peft import LoraConfig, TaskType
     lora = config.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.targets, use_rslora=lora.use_rslora, use_dora=lora.use_dora,
-                      bias="none", task_type=TaskType.CAUSAL_LM)
+    targets, parameters = lora.targets, []
+    if info is not None:
+        report = discover_targets(info)
+        if report.is_moe:
+            targets, parameters = report.peft_targets(lora.targets)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0 if parameters else lora.dropout,
+                      target_modules=targets, target_parameters=parameters or None, use_rslora=lora.use_rslora,
+                      use_dora=lora.use_dora, bias="none", task_type=TaskType.CAUSAL_LM)
+
+
+def restore_module_dropout(model: torch.nn.Module, config: RunConfig, peft_config) -> str | None:
+    """With target_parameters PEFT was built without dropout: give the LoRA modules (not the
+    parameters) lora.dropout back. Returns the journal's words for it, or None."""
+    if not peft_config.target_parameters or config.lora.dropout == 0:
+        return None
+    for module in model.modules():
+        if hasattr(module, "lora_dropout") and not hasattr(module, "parameter_name"):
+            for name in list(module.lora_dropout.keys()):
+                module.lora_dropout[name] = torch.nn.Dropout(p=config.lora.dropout)
+    return (f"lora.dropout {config.lora.dropout} on the LoRA modules; the experts, routers and MLPs PEFT takes as "
+            "parameters train without dropout (PEFT cannot apply it to parameters)")
 
 
 def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
@@ -158,7 +182,11 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     memory_words = apply_memory_mode(model, memory_mode)
     model.config.use_cache = False
     torch.manual_seed(config.training.seed)       # LoRA A's init is random: make it the seed's
-    peft_model = get_peft_model(model, lora_config(config))
+    peft_config = lora_config(config, info)
+    peft_model = get_peft_model(model, peft_config)
+    dropout_words = restore_module_dropout(peft_model, config, peft_config)
+    if dropout_words:
+        notes.append(dropout_words)
     fused = fuse_lora_layers(peft_model) if config.training.fused_lora else None
     if fused is not None and fused.fused:
         kernels += ("fused-lora",)

@@ -47,6 +47,24 @@ FAMILIES: dict[str, tuple[str, dict]] = {
 }
 
 
+# Mixture-of-experts families (issue 28) that are not GGUF-export families: hidden 64, 2 layers, 4 experts.
+MOE_FAMILIES: dict[str, tuple[str, dict]] = {
+    # layer 0 dense (first_k_dense_replace), layer 1 4 routed experts + 1 shared expert; MLA attention
+    # (MLA has as many key/value heads as query heads)
+    "DeepSeek-V3": ("DeepseekV3Config", {**_BASE, "num_key_value_heads": 4, "n_routed_experts": 4,
+                                         "num_experts_per_tok": 2,
+                                         "moe_intermediate_size": 32, "first_k_dense_replace": 1,
+                                         "n_shared_experts": 1, "n_group": 1, "topk_group": 1,
+                                         "q_lora_rank": None, "kv_lora_rank": 16, "qk_rope_head_dim": 8,
+                                         "qk_nope_head_dim": 8, "v_head_dim": 16,
+                                         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}),
+    # attention sinks, a sliding and a full layer, experts stored as 3-D tensors with biases
+    "gpt-oss": ("GptOssConfig", {**_BASE, "num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 16,
+                                 "sliding_window": 16, "layer_types": ["sliding_attention", "full_attention"]}),
+}
+MOE = ("Qwen3-MoE", "Mixtral", "DeepSeek-V3", "gpt-oss")
+
+
 def make_family(folder: Path, family: str, seed: int = 0) -> Path:
     """A tiny random model of `family` with tokenizer and ChatML template, saved in `folder`."""
     import torch
@@ -57,7 +75,7 @@ def make_family(folder: Path, family: str, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(folder)
     add_chat_template(folder)
-    cls_name, settings = FAMILIES[family]
+    cls_name, settings = FAMILIES[family] if family in FAMILIES else MOE_FAMILIES[family]
     ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                pad_token_id=tok.pad_token_id)
     config = getattr(transformers, cls_name)(**{**ids, **settings})
