@@ -87,7 +87,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     # `lorastudio serve`: answering at `url` under these model names; then what it served so far.
     "serving": {"url": (str,), "models": (list,), "port": (int,), "host": _OPT_STR, "base": _OPT_STR,
                 "base_gguf": _OPT_STR, "api_key": _OPT_BOOL, "adapters": _OPT_LIST, "ctx": _OPT_INT,
-                "parallel": _OPT_INT},
+                "parallel": _OPT_INT, "instances": _OPT_INT},
     "traffic": {"requests": (int,), "tokens": (int,), "tokens_per_s": _NUM, "active": (int,),
                 "by_model": _OPT_DICT},
 }

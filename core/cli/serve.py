@@ -26,6 +26,10 @@ def serve_arguments(p) -> None:
     p.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL,
                    help=f"requests decoded together (default {DEFAULT_PARALLEL})")
     p.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: every physical core but one)")
+    p.add_argument("--shared-instance", action="store_true",
+                   help="one llama.cpp instance for the base and every adapter: the least memory, but a request for "
+                   "another adapter waits until the running ones end (default: one instance per model, answering "
+                   "at the same time; the base's weights are mapped once)")
 
 
 def serve(args) -> int:
@@ -35,7 +39,7 @@ def serve(args) -> int:
     from lorastudio.core.runtime.follower import follow
     try:
         job = plan_serve(ServeRequest(tuple(args.runs), args.base, args.host, args.port, args.api_key, args.ctx,
-                                      args.parallel, args.threads))
+                                      args.parallel, args.threads, args.shared_instance))
     except ServeError as exc:
         return fail(exc.message, exc.hint)
     for note in job.notes:

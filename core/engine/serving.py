@@ -1,27 +1,30 @@
 """Serving a base model and its LoRA adapters over an OpenAI-compatible API: llama.cpp's server
 (through xllamacpp, in this process) behind a thin front.
 
-llama.cpp does all the work: it loads the base GGUF once and every adapter with
-`lora_init_without_apply` (loaded, applied to nothing), batches requests continuously, applies the
-chat template, samples, streams, and applies adapters per request (its `lora` field:
-`[{"id": i, "scale": s}]`). It listens on 127.0.0.1 at a port of its choosing, behind an API key
-only this process knows. A request always names every adapter, the unused ones at scale 0: llama.cpp
-clears a slot's cached prompt when the adapters change, but not for a request without a `lora` list
-(or an empty one), which would reuse a prompt computed with another adapter.
+llama.cpp does all the work: it batches requests continuously, applies the chat template, samples
+and streams. `Instances` decides how many llama.cpp servers there are: by default one per served
+model (the base alone, and the base with each adapter applied), because llama.cpp batches only
+requests whose adapters are the same — in one shared instance a request for another adapter waits
+until the running ones end (4.2 s for a first token against 0.3 s: docs/benchmarks.md). The
+instances map the base's file once; each has its own key/value cache. Shared (`--shared-instance`,
+or when the contexts would not fit in memory): one server loads every adapter with
+`lora_init_without_apply` (loaded, applied to nothing) and a request picks its own through llama.cpp's
+`lora` field (`[{"id": i, "scale": s}]`). Such a request always names every adapter, the unused ones
+at scale 0: llama.cpp clears a slot's cached prompt when the adapters change, but not for a request
+without a `lora` list (or an empty one), which would reuse a prompt computed with another adapter.
+Each server listens on 127.0.0.1 at a port of its choosing, behind an API key only this process knows.
 
 The front (`Front`, the standard library's ThreadingHTTPServer) is what clients reach, because
 llama.cpp's server serves one model under one name: it ignores a request's `model`, lists only that
 name in /v1/models, and knows adapters only by index. The front checks the client's API key (401),
-answers /v1/models with the base and each adapter by its run's name, turns `model` into llama.cpp's
-`lora` field (404 naming the served models for an unknown one), and hands the request to llama.cpp,
-passing its answer back unchanged (streamed answers chunk by chunk, as they come). It counts the
-requests served; tokens and speed come from llama.cpp's own metrics.
+answers /v1/models with the base and each adapter by its run's name, sends a request to the instance
+of the `model` it names (404 naming the served models for an unknown one), and passes its answer
+back unchanged (streamed answers chunk by chunk, as they come). It counts the requests served;
+tokens and speed come from llama.cpp's own metrics.
 
-The Playground's llama.cpp engine (core/jobs/generate.py) uses the same LlamaServer without the
-front: `stream_sides` asks llama.cpp for every side of a prompt at once (the base and each adapter,
-the prompt given as the token ids the transformers engine would feed), each streamed back through
-`on_token`. llama.cpp does not batch requests whose adapters differ: it decodes them one after
-another, each at full speed.
+The Playground's llama.cpp engine (core/jobs/generate.py) uses the same Instances without the
+front: `stream_sides` asks for every side of a prompt at once (the base and each adapter, the prompt
+given as the token ids the transformers engine would feed), each streamed back through `on_token`.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -56,8 +59,11 @@ class ServingError(UserError):
 
 @dataclass(frozen=True)
 class Served:
-    """One name clients may send as `model`: the base alone (lora None) or base + adapter `lora`."""
+    """One name clients may send as `model`, and the llama.cpp instance that answers it: the base alone
+    (run None), or the base with a run's adapter — applied in an instance of its own (lora None), or
+    chosen per request among the instance's adapters (lora: its index)."""
     name: str
+    llama: "LlamaServer" = field(compare=False, repr=False)
     lora: int | None = None
     run: str | None = None          # the run folder the adapter comes from
 
@@ -89,16 +95,18 @@ class LlamaServer:
     """llama.cpp's server in this process: `address` (http://127.0.0.1:PORT), `key`, `metrics()`, `close()`."""
 
     def __init__(self, model: Path, adapters: list[Path], ctx: int, parallel: int, chat_template: str | None = None,
-                 alias: str = "base", threads: int | None = None, log: Path | None = None):
+                 alias: str = "base", threads: int | None = None, log: Path | None = None, applied: bool = False):
         import xllamacpp
         self.key = secrets.token_urlsafe(24)
+        # how many adapters a request chooses among (`lora` in its body); none when they are applied
+        self.switchable = 0 if applied else len(adapters)
         params = xllamacpp.CommonParams()
         params.model.path = str(model)
         params.model_alias = {alias}
         params.n_parallel = int(parallel)
         params.n_ctx = int(ctx) * int(parallel)         # each request gets `ctx` tokens of the cache
-        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(a), 0.0) for a in adapters]
-        params.lora_init_without_apply = True           # loaded once; a request picks its own
+        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(a), 1.0 if applied else 0.0) for a in adapters]
+        params.lora_init_without_apply = not applied    # loaded once; a request picks its own
         # llama.cpp keys its host-memory prompt cache by tokens alone: a prompt computed with one
         # adapter could be restored for another. Each slot's own cache is kept (and llama.cpp clears
         # it when a request's adapters differ from the slot's last ones).
@@ -144,6 +152,58 @@ class LlamaServer:
         self.server = None
 
 
+def lora_choice(lora: int | None, adapters: int) -> list[dict]:
+    """llama.cpp's `lora` field choosing adapter `lora` (None: none) among an instance's `adapters`:
+    every one named, the others at scale 0 (an empty list would let a slot keep another adapter's prompt)."""
+    return [{"id": i, "scale": 1.0 if i == lora else 0.0} for i in range(adapters)]
+
+
+class Instances:
+    """The llama.cpp instances behind the served names (`served`: the base's first, then each adapter's).
+
+    `separate`: one instance per served name, each adapter applied in its own, so requests for different
+    adapters are decoded at the same time (llama.cpp batches only requests with the same adapters: in one
+    shared instance, a request for another adapter waits until the running ones end). The instances map
+    the base's file (mmap), so on a CPU its weights are in memory once; each has its own context, and
+    the threads are divided between them. Not `separate`: one instance holds every adapter and a request
+    picks its own — the least memory (a GPU build would otherwise copy the base once per instance)."""
+
+    def __init__(self, base: Path, names: list[str], adapters: list[Path], runs: list[str | None], ctx: int,
+                 parallel: int, separate: bool, chat_template: str | None = None, threads: int | None = None,
+                 log: Path | None = None):
+        self.servers: list[LlamaServer] = []
+        self.served: list[Served] = []
+        try:
+            if separate:
+                each = threads or max(1, default_threads() // (1 + len(adapters)))
+                for name, adapter, run in zip(names, [None, *adapters], [None, *runs]):
+                    llama = LlamaServer(base, [adapter] if adapter else [], ctx, parallel, chat_template, name,
+                                        each, log, applied=True)
+                    self.servers.append(llama)
+                    self.served.append(Served(name, llama, None, run))
+            else:
+                llama = LlamaServer(base, adapters, ctx, parallel, chat_template, names[0], threads, log)
+                self.servers.append(llama)
+                self.served = [Served(names[0], llama)] + [Served(name, llama, i, run) for i, (name, run)
+                                                            in enumerate(zip(names[1:], runs))]
+        except BaseException:
+            self.close()
+            raise
+
+    def metrics(self) -> dict[str, float]:
+        """The instances' metrics together: counts summed; the speed per stream, the mean of those that generated."""
+        each = [llama.metrics() for llama in self.servers]
+        out = {name: sum(m.get(name, 0.0) for m in each) for name in ("tokens_predicted_total", "requests_processing")}
+        speeds = [m["predicted_tokens_seconds"] for m in each if m.get("predicted_tokens_seconds", 0) > 0]
+        out["predicted_tokens_seconds"] = sum(speeds) / len(speeds) if speeds else 0.0
+        return out
+
+    def close(self) -> None:
+        for llama in self.servers:
+            llama.close()
+        self.servers = []
+
+
 # ---- the front --------------------------------------------------------------------------------
 def error_body(status: int, message: str, kind: str, code=None) -> dict:
     return {"error": {"message": message, "type": kind, "code": code if code is not None else status}}
@@ -154,11 +214,10 @@ class Front(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, llama: LlamaServer, models: list[Served], api_key: str | None = None):
+    def __init__(self, host: str, port: int, models: list[Served], api_key: str | None = None):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.llama, self.models, self.api_key = llama, {m.name: m for m in models}, api_key or None
-        self.base = next(m for m in models if m.lora is None)
-        self.adapters = [m for m in models if m.lora is not None]
+        self.models, self.api_key = {m.name: m for m in models}, api_key or None
+        self.base = next(m for m in models if m.run is None)
         self.created = int(time.time())
         self.served: Counter = Counter()
         self.lock = threading.Lock()
@@ -189,7 +248,7 @@ class Front(ThreadingHTTPServer):
 
     def model_card(self, m: Served) -> dict:
         card = {"id": m.name, "object": "model", "created": self.created, "owned_by": "lorastudio"}
-        if m.lora is not None:
+        if m.run is not None:
             card.update(parent=self.base.name, root=self.base.name)
         return card
 
@@ -206,7 +265,7 @@ class FrontHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")
         if path in HEALTH_ROUTES:
-            return self.forward("GET", "/health", None, None)
+            return self.forward("GET", "/health", None, self.server.base, count=False)
         if not self.authorized():
             return
         if path in MODEL_ROUTES:
@@ -232,7 +291,8 @@ class FrontHandler(BaseHTTPRequestHandler):
         model = self.server.base if name in (None, "") else self.server.models.get(name)
         if model is None:
             return self.unknown_model(name)
-        body["lora"] = [{"id": m.lora, "scale": 1.0 if m is model else 0.0} for m in self.server.adapters]
+        if model.llama.switchable:
+            body["lora"] = lora_choice(model.lora, model.llama.switchable)
         self.forward("POST", path, body, model)
 
     # ---- pieces ------------------------------------------------------------------------------
@@ -283,9 +343,9 @@ class FrontHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
-    def forward(self, method: str, path: str, body: dict | None, model: Served | None) -> None:
-        """Hand the request to llama.cpp; its answer goes back as it comes (a stream chunk by chunk)."""
-        llama = self.server.llama
+    def forward(self, method: str, path: str, body: dict | None, model: Served, count: bool = True) -> None:
+        """Hand the request to `model`'s llama.cpp; its answer goes back as it comes (a stream chunk by chunk)."""
+        llama = model.llama
         upstream = http.client.HTTPConnection(llama.host, llama.port, timeout=UPSTREAM_TIMEOUT_S)
         headers = {"Authorization": f"Bearer {llama.key}", "Content-Type": "application/json",
                    "Accept": self.headers.get("Accept", "*/*")}
@@ -312,7 +372,7 @@ class FrontHandler(BaseHTTPRequestHandler):
                 self.end_headers()
                 answered = True
                 self.wfile.write(data)
-            if model is not None and response.status == 200:
+            if count and response.status == 200:
                 self.server.count(model.name)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True            # the client left: closing upstream cancels llama.cpp's work
@@ -341,7 +401,7 @@ def completion_body(prompt_ids: list[int], settings: dict, lora: int | None, ada
     return {"prompt": list(prompt_ids), "n_predict": int(settings.get("max_new_tokens", 128)),
             "temperature": float(settings.get("temperature", 0.0)), "top_p": float(settings.get("top_p", 1.0)),
             "top_k": 0, "min_p": 0.0, "seed": int(settings.get("seed", 0)), "stream": True, "cache_prompt": True,
-            "lora": [{"id": i, "scale": 1.0 if i == lora else 0.0} for i in range(adapters)]}
+            "lora": lora_choice(lora, adapters)}
 
 
 def stream_side(llama: LlamaServer, body: dict, on_piece, stop: threading.Event) -> SideAnswer:
@@ -387,20 +447,22 @@ def on_data(data: dict, answer: SideAnswer, on_piece) -> None:
         answer.done, answer.finished = True, time.time()
 
 
-def stream_sides(llama: LlamaServer, prompt_ids: list[int], sides: dict[str, int | None], adapters: int,
-                 settings: dict, on_token, should_stop) -> dict[str, SideAnswer]:
-    """Every side at once (llama.cpp batches them): `sides` maps a side's name to its adapter's index
-    (None: the base alone). `on_token(side, text)` is called from one thread at a time;
-    `should_stop()` is asked here, in the caller's thread, every SIDE_POLL_S."""
+def stream_sides(sides: dict[str, Served], prompt_ids: list[int], settings: dict, on_token,
+                 should_stop) -> dict[str, SideAnswer]:
+    """Every side at once, each from its own llama.cpp instance (Instances) or, sharing one, each
+    with its adapter chosen: `sides` maps a side's name to what it is served as. `on_token(side, text)`
+    is called from one thread at a time; `should_stop()` is asked here, in the caller's thread, every
+    SIDE_POLL_S."""
     stop, lock = threading.Event(), threading.Lock()
     results: dict[str, SideAnswer | BaseException] = {}
 
-    def one(side: str, lora: int | None) -> None:
+    def one(side: str, served: Served) -> None:
         def piece(text: str) -> None:
             with lock:
                 on_token(side, text)
         try:
-            results[side] = stream_side(llama, completion_body(prompt_ids, settings, lora, adapters), piece, stop)
+            body = completion_body(prompt_ids, settings, served.lora, served.llama.switchable)
+            results[side] = stream_side(served.llama, body, piece, stop)
         except BaseException as exc:        # noqa: BLE001 — raised in the caller's thread below
             results[side] = exc
             stop.set()

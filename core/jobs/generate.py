@@ -88,7 +88,7 @@ class LlamaEngine:
             return
         from lorastudio.core.engine.gguf.llama_files import prepare
         from lorastudio.core.engine.model_loading import load_tokenizer
-        from lorastudio.core.engine.serving import LlamaServer
+        from lorastudio.core.engine.serving import Instances
         from lorastudio.core.models.gguf_vocab import tokenizer_folder
         from lorastudio.core.runtime.launcher import LOG_FILE
         self.close()
@@ -97,8 +97,10 @@ class LlamaEngine:
         self.job.progress("loading", 0.1, f"Loading {models.base_name} and {len(models.runs)} adapter"
                           f"{'s' * (len(models.runs) != 1)} into llama.cpp", **tag)
         ctx = min(LLAMA_CTX, models.context) if models.context else LLAMA_CTX
-        self.llama = LlamaServer(models.base_gguf, [run.gguf for run in models.runs], ctx, 1 + len(models.runs),
-                                 alias=models.base_name, log=self.job.job_dir / LOG_FILE)
+        separate = models.contexts_fit(ctx, 1)[0]       # the sides answer at the same time when they fit
+        self.llama = Instances(models.base_gguf, ["base", *ADAPTER_SIDES[:len(models.runs)]],
+                               [run.gguf for run in models.runs], [str(run.run_dir) for run in models.runs], ctx,
+                               1 if separate else 1 + len(models.runs), separate, log=self.job.job_dir / LOG_FILE)
         self.tokenizer = load_tokenizer(tokenizer_folder(models.runs[0].adapter, models.model_dir), False)
         self.models, self.key = models, key
 
@@ -107,11 +109,11 @@ class LlamaEngine:
         from lorastudio.core.engine.inference import encode_prompt
         from lorastudio.core.engine.serving import stream_sides
         runs = self.models.runs
-        sides = {"base": None, **{ADAPTER_SIDES[i]: i for i in range(len(runs))}}
+        sides = {served.name: served for served in self.llama.served}
         self.job.progress("generating", 0.5, "Generating with llama.cpp", sides=list(sides), adapter=str(runs[0].adapter),
                           **tag)
         started = time.time()
-        answers = stream_sides(self.llama, encode_prompt(self.tokenizer, request["messages"]), sides, len(runs), request,
+        answers = stream_sides(sides, encode_prompt(self.tokenizer, request["messages"]), request,
                                on_token=lambda side, text: self.job.emit("token", side=side, text=text, **tag),
                                should_stop=should_stop)
         for side, got in answers.items():

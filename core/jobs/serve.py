@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from lorastudio.core.engine.serving import Front, LlamaServer, Served, ServingError
+from lorastudio.core.engine.serving import Front, Instances, ServingError
 from lorastudio.core.plans.serve import KEY_ENV, base_url
 from lorastudio.core.runtime.launcher import LOG_FILE
 from lorastudio.core.runtime.worker import Job, job_main
@@ -30,7 +30,7 @@ POLL_S, TRAFFIC_S = 0.2, 1.0
 class Serve:
     def __init__(self, job: Job):
         self.job, self.spec = job, job.spec
-        self.llama: LlamaServer | None = None
+        self.llama: Instances | None = None
         self.front: Front | None = None
         self.tokens_per_s = 0.0
         self.parent = os.getppid()          # the CLI or the window that started it
@@ -44,17 +44,20 @@ class Serve:
         spec = self.spec
         self.files()
         runs = spec["runs"]
+        separate = spec.get("separate", False)
         self.job.progress("loading", 0.95, f"Loading {spec['base_name']} and {len(runs)} adapter"
-                          f"{'s' * (len(runs) != 1)} into llama.cpp")
-        self.llama = LlamaServer(Path(spec["base_gguf"]), [Path(run["gguf"]) for run in runs], spec["ctx"],
-                                 spec["parallel"], spec.get("chat_template"), spec["base_name"],
-                                 threads=spec.get("threads"), log=self.job.job_dir / LOG_FILE)
-        models = [Served(spec["base_name"])] + [Served(run["name"], i, run["run_dir"]) for i, run in enumerate(runs)]
+                          f"{'s' * (len(runs) != 1)} into llama.cpp"
+                          + (f" ({1 + len(runs)} instances, one per model)" if separate else ""))
+        self.llama = Instances(Path(spec["base_gguf"]), [spec["base_name"], *(run["name"] for run in runs)],
+                               [Path(run["gguf"]) for run in runs], [run["run_dir"] for run in runs], spec["ctx"],
+                               spec["parallel"], separate, spec.get("chat_template"), spec.get("threads"),
+                               self.job.job_dir / LOG_FILE)
+        models = self.llama.served
         api_key = os.environ.get(KEY_ENV) or None
         if spec.get("api_key") and not api_key:
             raise RuntimeError(f"the API key was not handed to the job ({KEY_ENV} is not set)")
         try:
-            self.front = Front(spec["host"], spec["port"], self.llama, models, api_key)
+            self.front = Front(spec["host"], spec["port"], models, api_key)
         except OSError as exc:          # taken since the plan looked (another server started meanwhile)
             raise ServingError(f"cannot listen on {spec['host']} port {spec['port']}: {exc.strerror or exc}",
                                "choose another port (--port), or --port 0 for any free one") from None
@@ -63,7 +66,7 @@ class Serve:
         self.job.emit("serving", url=url, models=[m.name for m in models], host=spec["host"], port=self.front.port,
                       base=spec["base_name"], base_gguf=spec["base_gguf"], api_key=bool(api_key),
                       adapters=[{"name": run["name"], "run": run["run_dir"], "gguf": run["gguf"]} for run in runs],
-                      ctx=spec["ctx"], parallel=spec["parallel"])
+                      ctx=spec["ctx"], parallel=spec["parallel"], instances=len(self.llama.servers))
         self.watch()
         return {"status": "stopped", **self.totals()}
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lorastudio.core.errors import UserError
+from lorastudio.core.formatting import format_bytes
 from lorastudio.core.runtime.launcher import JobHandle, launch, new_job_dir
 
 SERVE_DIR, CACHE_DIR = "serve", "gguf-cache"
@@ -36,6 +37,7 @@ KEY_ENV = "LORASTUDIO_SERVE_API_KEY"        # the API key, handed to the job pro
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_CTX, DEFAULT_PARALLEL = "127.0.0.1", 8080, 4096, 4
 MIN_CTX, MAX_PARALLEL = 256, 64
+SEPARATE_SHARE = 0.5        # separate instances when their contexts take at most this share of free memory
 EXAMPLE_PROMPT = "Hello! Who are you?"
 # LoRA Studio's fallback chat format (core/data/chat_masks.py) as a template for llama.cpp, for runs
 # trained without a chat template: <|role|>\n{content}\n turns, the answer ending in the eos token.
@@ -60,6 +62,7 @@ class ServeRequest:
     ctx: int = DEFAULT_CTX                  # tokens of context each request may use
     parallel: int = DEFAULT_PARALLEL        # requests decoded together
     threads: int | None = None              # CPU threads (None: every physical core but one)
+    shared: bool = False                    # one llama.cpp instance for the base and every adapter
 
 
 @dataclass
@@ -87,6 +90,7 @@ class ServeJob:
     threads: int | None = None
     api_key: str | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)     # said before starting (templates that differ …)
+    separate: bool = True           # each served name in a llama.cpp instance of its own (engine/serving.Instances)
 
     @property
     def names(self) -> list[str]:
@@ -254,7 +258,15 @@ class LlamaModels:
     parameters: int
     context: int                    # the model's trained context length (0: unknown)
     notes: list[str]
+    kv_per_token: int = 0           # bytes of llama.cpp's f16 key/value cache a token of context takes
     known_pre: str | None = None    # the pre-tokenizer name of the GGUF the base was imported from
+
+    def contexts_fit(self, ctx: int, parallel: int) -> tuple[bool, int, int]:
+        """Whether an instance of llama.cpp for the base and for each adapter, each with `parallel`
+        contexts of `ctx` tokens, fits in the free memory (see SEPARATE_SHARE): (fits, their bytes, free bytes)."""
+        need = (1 + len(self.runs)) * ctx * parallel * self.kv_per_token
+        room = available_memory()
+        return (not room or need <= SEPARATE_SHARE * room), need, room
 
     def to_spec(self) -> dict:
         spec = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -271,6 +283,7 @@ def plan_models(run_dirs, base: Path | None = None, checkpoint: int | None = Non
     any other (the Playground: answers as close to training's as llama.cpp gives — on the demo's Q4_1
     base, 11 of 12 held-out greedy answers equal transformers' from f16, 3 of 12 from the Q4_1 file:
     tests/bench/bench_playground_engines.py). ServeError in words when it cannot be."""
+    from lorastudio.core.fit.memory_model import Shape
     from lorastudio.core.models.gguf_arch import architecture_problem
     from lorastudio.core.models.gguf_vocab import VocabError, chat_template, read_vocab, tokenizer_folder
     from lorastudio.core.models.info import ModelError, read_model_info
@@ -344,8 +357,10 @@ def plan_models(run_dirs, base: Path | None = None, checkpoint: int | None = Non
         from lorastudio.core.disk import check_room
         check_room(base_gguf.parent, 2 * info.num_parameters + 4 * 2**20, "the base model's GGUF (f16)",
                    "or pass --base with a GGUF of the base model", error=ServeError)
+    shape = Shape.of(info)
     return LlamaModels(served, base_name, info.path, base_gguf, export_base, template, info.num_parameters,
-                       int(info.config.get("max_position_embeddings") or 0), notes, known_pre)
+                       int(info.config.get("max_position_embeddings") or 0), notes, 2 * 2 * shape.layers * shape.kv_dim,
+                       known_pre)
 
 
 def plan_serve(request: ServeRequest) -> ServeJob:
@@ -364,9 +379,27 @@ def plan_serve(request: ServeRequest) -> ServeJob:
     check_address(host, int(request.port), request.api_key)
     if request.threads is not None and int(request.threads) < 1:
         raise ServeError(f"--threads {request.threads} is not a number of threads", "give 1 or more, or leave it out")
+    notes = list(models.notes)
+    separate = not request.shared and bool(models.runs)
+    if separate:
+        separate, context, room = models.contexts_fit(ctx, parallel)
+        if not separate:
+            notes.append(f"the base and the adapters share one llama.cpp instance: a context of its own for each "
+                         f"({format_bytes(context)} in all) would not fit in the free memory ({format_bytes(room)}); "
+                         "a request for another adapter waits until the running ones end (lower --ctx or --parallel "
+                         "to give each its own)")
     return ServeJob(models.runs, models.base_name, models.model_dir, models.base_gguf, models.export_base, host,
                     int(request.port), ctx, parallel, models.chat_template, models.parameters,
-                    int(request.threads) if request.threads else None, request.api_key or None, models.notes)
+                    int(request.threads) if request.threads else None, request.api_key or None, notes, separate)
+
+
+def available_memory() -> int:
+    """Bytes of memory free for new work (0: unknown)."""
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except Exception:       # noqa: BLE001 — an unknown machine: no limit is judged
+        return 0
 
 
 def start_serve(job: ServeJob) -> JobHandle:

@@ -35,7 +35,7 @@ def main() -> int:
     from lorastudio.core.engine.gguf import export_gguf
     from lorastudio.core.engine.gguf.llama_files import llama_cpp_vocab, write_lora
     from lorastudio.core.engine.inference import encode_prompt, load_pair, stream_both
-    from lorastudio.core.engine.serving import LlamaServer, stream_sides
+    from lorastudio.core.engine.serving import Instances, stream_sides
     from lorastudio.core.models.demo import demo_gguf, sample_heldout
     from lorastudio.core.plans.import_gguf import import_with_worker
     from lorastudio.core.plans.serve import adapter_cache_path
@@ -55,7 +55,7 @@ def main() -> int:
         reference.append({side: s.text for side, s in streams.items()})
     config = json.loads((folder / "config.json").read_text())
     bases = {"Q4_1 (the file itself)": gguf}
-    for ftype in ("f16", "q8_0"):
+    for ftype in ("f32", "f16", "q8_0"):
         out = args.home / "gguf-cache" / f"bench-demo-{ftype}.gguf"
         if not out.is_file():
             from transformers import AutoModelForCausalLM
@@ -66,10 +66,10 @@ def main() -> int:
         bases[ftype] = out
     print(f"{len(prompts)} held-out prompts, {args.tokens} greedy tokens, sides base and adapter")
     for label, path in bases.items():
-        llama = LlamaServer(path, [lora], 1024, 2)
+        llama = Instances(path, ["base", "adapter"], [lora], ["adapter"], 1024, 1, separate=True)
         same, first_diff = {"base": 0, "adapter": 0}, None
         for n, messages in enumerate(prompts):
-            got = stream_sides(llama, encode_prompt(pair.tokenizer, messages), {"base": None, "adapter": 0}, 1,
+            got = stream_sides({s.name: s for s in llama.served}, encode_prompt(pair.tokenizer, messages),
                                settings, lambda side, text: None, lambda: False)
             for side in ("base", "adapter"):
                 a, b = got[side].text.rstrip("\ufffd"), reference[n][side].rstrip("\ufffd")
@@ -78,11 +78,28 @@ def main() -> int:
                 elif first_diff is None:
                     common = len(os.path.commonprefix([a, b]))
                     first_diff = f"prompt {n + 1} {side}: parts after {common} characters: " \
-                                 f"llama.cpp {a[common:common + 30]!r} vs transformers {b[common:common + 30]!r}"
+                                 f"llama.cpp {a[common:common + 30]!r} vs transformers {b[common:common + 30]!r}" \
+                                 f"{margin(pair, messages, side, a, b)}"
         llama.close()
         print(f"{label:24s} identical: base {same['base']}/{len(prompts)}, adapter {same['adapter']}/{len(prompts)}"
               + (f"; first difference: {first_diff}" if first_diff else ""))
     return 0
+
+
+def margin(pair, messages, side: str, a: str, b: str) -> str:
+    """How close transformers' own pick was where the answers part: its top logit minus the logit of
+    llama.cpp's token (fp32), read at the first token where the two answers' tokens differ."""
+    import torch
+    from lorastudio.core.engine.inference import encode_prompt, side_context
+    ids = encode_prompt(pair.tokenizer, messages)
+    ta = pair.tokenizer.encode(a, add_special_tokens=False)
+    tb = pair.tokenizer.encode(b, add_special_tokens=False)
+    k = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)
+    if k is None:
+        return ""
+    with torch.no_grad(), side_context(pair.model, side):
+        logits = pair.model(torch.tensor([list(ids) + tb[:k]], device=pair.device)).logits[0, -1].float()
+    return f" (transformers' logits there: {logits[tb[k]]:.4f} for its pick, {logits[ta[k]]:.4f} for llama.cpp's)"
 
 
 if __name__ == "__main__":

@@ -111,6 +111,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, help="llama.cpp's CPU threads (default: the server's, every physical core but one)")
+    parser.add_argument("--shared-instance", action="store_true",
+                        help="one llama.cpp instance for the base and both adapters (default: one each)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ["LORASTUDIO_HOME"] = str(args.home)
@@ -127,7 +129,7 @@ def main() -> int:
     folder = import_with_worker(gguf)
     runs = [make_run(args.home / "runs", name, str(gguf), folder, seed) for seed, name in
             enumerate(("demo-adapter-a", "demo-adapter-b"))]
-    job = plan_serve(ServeRequest(tuple(runs), port=0, threads=args.threads))
+    job = plan_serve(ServeRequest(tuple(runs), port=0, threads=args.threads, shared=args.shared_instance))
     handle = start_serve(job)
     watch, serving = JobWatch(handle), None
     started = time.perf_counter()
@@ -159,11 +161,15 @@ def main() -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
         load_after = os.getloadavg()
+        import psutil
+        memory = psutil.Process(handle.pid).memory_full_info()
+        print(f"the serve job's memory: resident {memory.rss / 2**20:.0f} MiB, its own (USS) {memory.uss / 2**20:.0f} MiB")
     finally:
         handle.stop()
         handle.process.wait(timeout=60)
     print(f"\nload average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1 min); {os.cpu_count()} CPUs; "
-          f"threads {args.threads or 'default'}; {args.tokens} tokens a stream, {args.rounds} rounds\n")
+          f"threads {args.threads or 'default'}; {serving.get('instances', 1)} llama.cpp instance(s); "
+          f"{args.tokens} tokens a stream, {args.rounds} rounds\n")
     print("| scenario | first token (median / max) | tokens/s per stream (median / min) | aggregate tokens/s |")
     print("|---|---|---|---|")
     for r in rows:

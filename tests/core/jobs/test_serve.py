@@ -199,6 +199,34 @@ def test_four_concurrent_streams_on_different_models_all_complete(client, refere
 
 
 @slow
+def test_a_request_for_another_adapter_does_not_wait_for_a_running_one(server, client, reference):
+    """Each model has its own llama.cpp instance: a short answer from door comes while a long one from
+    mat is still streaming (one shared instance would decode door's only after mat's ended)."""
+    assert server["serving"]["instances"] == 3
+    times: dict[str, float] = {}
+    started = threading.Event()
+
+    def long_one() -> None:
+        stream = client.chat.completions.create(model="mat", messages=[{"role": "user", "content": PROMPT}],
+                                                max_tokens=400, temperature=0, stream=True,
+                                                extra_body={"ignore_eos": True})
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                started.set()
+        times["mat"] = time.monotonic()
+    thread = threading.Thread(target=long_one)
+    thread.start()
+    assert started.wait(30)
+    answer = client.chat.completions.create(model="door", messages=[{"role": "user", "content": PROMPT}],
+                                            max_tokens=12, temperature=0)
+    times["door"] = time.monotonic()
+    thread.join(60)
+    assert times["door"] < times["mat"], "door's answer waited for mat's to end"
+    assert answer.choices[0].message.content == reference["door"]
+    assert answer.model == "door"                   # (a shared instance answers under the base's name)
+
+
+@slow
 def test_an_unknown_model_is_404_naming_the_served_ones(client):
     with pytest.raises(openai.NotFoundError) as caught:
         ask(client, "gpt-4o")
@@ -232,11 +260,12 @@ def test_llama_cpps_own_port_is_behind_a_key_only_the_job_knows(server):
     url = server["url"]
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     others = [c for c in _listening_ports(server["handle"].pid) if c != port]
-    assert len(others) == 1
-    request = urllib.request.Request(f"http://127.0.0.1:{others[0]}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
-    with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(request, timeout=10)
-    assert caught.value.code == 401
+    assert len(others) == server["serving"]["instances"] == 3          # the base's, mat's and door's
+    for other in others:
+        request = urllib.request.Request(f"http://127.0.0.1:{other}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        assert caught.value.code == 401
 
 
 def _listening_ports(pid: int) -> list[int]:
@@ -284,12 +313,14 @@ def test_traffic_is_journaled_from_llama_cpps_metrics(server, client):
 def test_stopping_frees_the_port_and_the_files_are_cached(home, runs):
     """A second server on a fixed port (the GGUF files are cached by now): stopped, it gives the port back."""
     port = free_port()
-    job = plan_serve(ServeRequest((runs["mat"],), port=port))
-    assert not job.export_base and job.runs[0].gguf.is_file()
+    job = plan_serve(ServeRequest((runs["mat"],), port=port, shared=True))
+    assert not job.export_base and job.runs[0].gguf.is_file() and not job.separate
     handle = start_serve(job)
     try:
         serving, watch = wait_serving(handle)
-        assert serving["port"] == port and serving["api_key"] is False
+        assert serving["port"] == port and serving["api_key"] is False and serving["instances"] == 1
+        client = openai.OpenAI(base_url=serving["url"], api_key="none", max_retries=0, timeout=60)
+        assert ask(client, "mat") == ANSWERS["mat"]             # the adapter chosen per request
         with pytest.raises(ServeError, match=f"port {port} on 127.0.0.1 is in use"):
             plan_serve(ServeRequest((runs["mat"],), port=port))
         assert handle.stop()
@@ -336,6 +367,16 @@ def test_a_run_without_an_adapter_and_a_wrong_base_gguf_are_refused(home, runs, 
         plan_serve(ServeRequest((empty,), port=0))
     with pytest.raises(ServeError, match="is not a .gguf file"):
         plan_serve(ServeRequest((runs["mat"],), base=tmp_path / "nope.gguf", port=0))
+
+
+def test_instances_share_one_when_their_contexts_would_not_fit_in_memory(home, runs, monkeypatch):
+    import lorastudio.core.plans.serve as plans
+    job = plan_serve(ServeRequest((runs["mat"], runs["door"]), port=0))
+    assert job.separate and not any("share one llama.cpp instance" in n for n in job.notes)
+    monkeypatch.setattr(plans, "available_memory", lambda: 2**20)       # 1 MiB free
+    job = plan_serve(ServeRequest((runs["mat"], runs["door"]), port=0))
+    assert not job.separate
+    assert any("share one llama.cpp instance" in n and "lower --ctx or --parallel" in n for n in job.notes)
 
 
 def test_same_names_are_told_apart(home, runs, tmp_path):
