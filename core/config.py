@@ -30,6 +30,7 @@ MEMORY_MODE_HELP = {        # one line a mode: the field's help and the window's
     "auto": "the fastest mode that fits the GPU (checkpoint on a CPU)",
 }
 METHODS = ("sft", "dpo", "orpo")
+LORA_VISION = ("none", "projector", "all")       # lora.vision: what of a vision-language model is adapted
 DATA_COLUMN_ROLES = tuple(dict.fromkeys(COLUMN_ROLES + PAIR_ROLES))
 DATA_FORMATS = FORMAT_CHOICES       # the formats and their column roles are known in core/data/formats.py
 
@@ -93,6 +94,9 @@ class LoraSection:
         "Rank-stabilised LoRA: scale by alpha/√r instead of alpha/r, which keeps high ranks stable."))
     use_dora: bool = field(default=False, metadata=_help(
         "DoRA: learn a magnitude vector per adapted weight as well; slower, sometimes better."))
+    vision: str = field(default="none", metadata=_help(
+        "Vision-language models only: none adapts the language model alone; projector also adapts the "
+        "projector that maps image features into it; all also adapts the vision tower's linear layers."))
 
     def __post_init__(self):
         _require(_is_int(self.r) and self.r >= 1, "lora.r", self.r,
@@ -114,6 +118,7 @@ class LoraSection:
                      "give a non-empty list of module names (e.g. [q_proj, v_proj]) or 'all-linear'")
         _require(isinstance(self.use_rslora, bool), "lora.use_rslora", self.use_rslora, "true or false")
         _require(isinstance(self.use_dora, bool), "lora.use_dora", self.use_dora, "true or false")
+        _require(self.vision in LORA_VISION, "lora.vision", self.vision, f"allowed: {', '.join(LORA_VISION)}")
 
 
 @dataclass
@@ -145,6 +150,10 @@ class DataSection:
     packing: bool = field(default=True, metadata=_help(
         "Lay the examples of a micro-batch end to end instead of padding them, each attending only to "
         "itself (same loss, less compute); models that cannot keep them apart fall back to padding."))
+    max_image_pixels: int = field(default=0, metadata=_help(
+        "Vision-language data: an image larger than this many pixels (width × height) is scaled down, "
+        "keeping its shape, before the model's processor sees it (fewer image tokens, less memory); "
+        "0 leaves the processor's own size rules."))
 
     def __post_init__(self):
         _require(isinstance(self.path, str) and self.path.strip() != "", "data.path", self.path,
@@ -172,6 +181,9 @@ class DataSection:
         _require(isinstance(self.validation_path, str), "data.validation_path", self.validation_path,
                  "a file path, or empty")
         _require(isinstance(self.packing, bool), "data.packing", self.packing, "true or false")
+        _require(_is_int(self.max_image_pixels) and 0 <= self.max_image_pixels <= 100_000_000,
+                 "data.max_image_pixels", self.max_image_pixels,
+                 "a whole number of pixels from 0 (the processor's own rules) to 100,000,000, e.g. 401408 (~634²)")
 
 
 @dataclass

@@ -12,7 +12,7 @@ Fallback template (for tokenizers without one):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lorastudio.core.data.formats import Example
 
@@ -28,6 +28,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
+    images: list[str] = field(default_factory=list)    # the image files its image tokens stand for
 
     @property
     def trained_tokens(self) -> int:

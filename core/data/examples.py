@@ -12,6 +12,7 @@ from lorastudio.core.data.files import BadRow, DataError, Row
 from lorastudio.core.data.formats import (DETECT_ROWS, FORMAT_TITLES, Example, apply_columns,
                                           check_some_row_fits, columns_of, detect_format, to_example)
 from lorastudio.core.data.dataset_rows import source_rows
+from lorastudio.core.data.images import resolve_paths
 from lorastudio.core.data.sources import Source, resolve
 
 
@@ -48,6 +49,7 @@ def stream_examples(spec, data_cfg, source: Source | None = None) -> ExampleStre
     if columns:
         reason += f" (columns mapped: {', '.join(f'{k} <- {v}' for k, v in columns.items())})"
     stream = ExampleStream(label, fmt, reason, iter(()), bad if bad is not None else [])
+    image_base = source.files[0].parent if source.files else None
 
     def examples() -> Iterator[Example]:
         n = 0
@@ -59,6 +61,8 @@ def stream_examples(spec, data_cfg, source: Source | None = None) -> ExampleStre
                     raise
                 bad.append(BadRow(row.where, exc.message.split(": ", 1)[-1]))
                 continue
+            if example.images:              # paths relative to the data file's folder
+                example.images = resolve_paths(example.images, image_base)
             n += 1
             yield example
         if not n:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lorastudio.core.data import images
 from lorastudio.core.data.files import DataError, Row
 
 FORMATS = ("text", "prompt_completion", "alpaca", "messages", "sharegpt")
@@ -48,6 +49,7 @@ class Example:
     where: str
     text: str | None = None                              # raw text
     messages: list[dict] = field(default_factory=list)   # chat: [{"role", "content"}]
+    images: list[str] = field(default_factory=list)      # image files, in the order of the turns' IMAGE_MARKERs
 
     @property
     def is_chat(self) -> bool:
@@ -153,6 +155,16 @@ def _text_field(value: dict, key: str, where: str, source: str, optional: bool =
 
 
 def to_example(row: Row, fmt: str, source: str) -> Example:
+    """The row as an Example; images (core/data/images.py) are placed in its user turns."""
+    part_refs: list = []
+    example = _to_example(row, fmt, source, part_refs)
+    column = images.column_images(row.value, row.where, source) if example.is_chat else []
+    if part_refs or column:
+        example.images = images.place_images(example.messages, part_refs, column, row.where, source)
+    return example
+
+
+def _to_example(row: Row, fmt: str, source: str, part_refs: list) -> Example:
     v, where = row.value, row.where
     if fmt == "text":
         return Example(where, text=_text_field(v, "text", where, source))
@@ -172,10 +184,10 @@ def to_example(row: Row, fmt: str, source: str) -> Example:
             {"role": "assistant", "content": _text_field(v, "output", where, source)}])
     if fmt == "messages":
         return Example(where, messages=_messages(v.get("messages"), "messages", "role", "content",
-                                                 {r: r for r in CHAT_ROLES}, where, source))
+                                                 {r: r for r in CHAT_ROLES}, where, source, part_refs))
     if fmt == "sharegpt":
         return Example(where, messages=_messages(v.get("conversations"), "conversations", "from", "value",
-                                                 SHAREGPT_ROLES, where, source))
+                                                 SHAREGPT_ROLES, where, source, part_refs))
     raise DataError(f"{source}: unknown data.format '{fmt}'", f"use one of: {', '.join(FORMAT_CHOICES)}")
 
 
@@ -207,11 +219,18 @@ def check_some_row_fits(rows: list[Row], fmt: str, source: str, columns: dict | 
                     "(data.columns) that name its fields")
 
 
-def _messages(items, key, role_key, text_key, roles: dict, where: str, source: str) -> list[dict]:
+def _messages(items, key, role_key, text_key, roles: dict, where: str, source: str,
+              part_refs: list | None = None) -> list[dict]:
+    """The turns as {"role", "content": text}; a content list's images become IMAGE_MARKERs in the
+    text and their paths go to `part_refs`."""
     if not isinstance(items, list) or not items:
         raise DataError(f"{source}, {where}: '{key}' must be a non-empty list", "fix that row")
     out = []
     for i, m in enumerate(items, start=1):
+        if part_refs is not None and isinstance(m, dict) and isinstance(m.get(text_key), list):
+            text, refs = images.flatten_parts(m[text_key], where, source, f"{key}[{i}]")
+            m = dict(m, **{text_key: text})
+            part_refs.extend(refs)
         if not isinstance(m, dict) or not isinstance(m.get(text_key), str):
             raise DataError(f"{source}, {where}: {key}[{i}] needs '{role_key}' and a text '{text_key}'",
                             "fix that message")

@@ -149,12 +149,14 @@ class MicroBatches:
     """Micro-batch k of the whole run: epoch k // per_epoch, position k % per_epoch.
     `row_budget` > 0 packs each micro-batch into rows of at most that many tokens."""
 
-    def __init__(self, data: EncodedSet, batch_size: int, pad_id: int, seed: int, row_budget: int = 0):
+    def __init__(self, data: EncodedSet, batch_size: int, pad_id: int, seed: int, row_budget: int = 0,
+                 images: Callable | None = None):
         if not len(data.items):
             raise DataError("no training examples left after tokenization",
                             "add examples with at least two tokens each")
         self.data, self.batch_size, self.pad_id, self.seed = data, batch_size, pad_id, seed
         self.row_budget = row_budget
+        self.images = images        # a batch's image tensors (core/engine/vision.ImageBatcher), or None
         self.per_epoch = math.ceil(len(data.items) / batch_size)
         self._order_cache: dict[int, list[int]] = {}
 
@@ -175,7 +177,10 @@ class MicroBatches:
     def collate(self, rows: list[Encoded]) -> dict[str, torch.Tensor]:
         if self.row_budget:
             return packing.collate_packed(rows, self.pad_id, self.row_budget)
-        return collate(rows, self.pad_id)
+        batch = collate(rows, self.pad_id)
+        if self.images is not None:
+            batch.update(self.images(rows, batch["input_ids"]))
+        return batch
 
     def epoch_of(self, k: int) -> float:
         return k / self.per_epoch
@@ -267,14 +272,15 @@ def pad_id_of(tokenizer) -> int:
 
 def prepare_data(data_cfg, tokenizer, seq_len: int, batch_size: int, seed: int, model=None,
                  progress: Callable[[float | None, str], None] = lambda f, m: None,
-                 log: Callable[[str], None] = lambda m: None) -> PreparedData:
+                 log: Callable[[str], None] = lambda m: None, processor=None) -> PreparedData:
     """Token tables of data.path (and data.validation_path), the split, and the micro-batches;
-    with `model` and data.packing, packed batches if the model keeps packed examples apart."""
-    table = load_or_build(data_cfg.path, data_cfg, tokenizer, seq_len, progress, log)
+    with `model` and data.packing, packed batches if the model keeps packed examples apart; with a
+    vision-language `processor`, examples with images and their image tensors (never packed)."""
+    table = load_or_build(data_cfg.path, data_cfg, tokenizer, seq_len, progress, log, processor)
     heldout: dict = {}
     if data_cfg.validation_path:
         train_idx = np.arange(len(table))
-        vtable = load_or_build(data_cfg.validation_path, data_cfg, tokenizer, seq_len, progress, log)
+        vtable = load_or_build(data_cfg.validation_path, data_cfg, tokenizer, seq_len, progress, log, processor)
         val_set = table_set(vtable, np.arange(len(vtable)))
     else:
         cap = getattr(data_cfg, "max_validation_examples", 0)
@@ -306,8 +312,15 @@ def prepare_data(data_cfg, tokenizer, seq_len: int, batch_size: int, seed: int, 
     if val_set is not None and not len(val_set.items):
         val_set = None
     budget, mode, note = 0, "off", "data.packing is off: batches are padded to their longest example"
-    if getattr(data_cfg, "packing", False) and model is not None:
+    images = None
+    if table.has_images:
+        from lorastudio.core.engine.vision import ImageBatcher
+        images = ImageBatcher(processor, getattr(data_cfg, "max_image_pixels", 0), table.meta["source"])
+    if getattr(data_cfg, "packing", False) and images is not None:
+        mode, note = "fallback", ("examples with images are padded, not packed: a vision-language model places "
+                                  "image features and positions per sequence, which packing would mix up")
+    elif getattr(data_cfg, "packing", False) and model is not None:
         budget, mode, note = packing.choose(model, seq_len, batch_size)
-    train = MicroBatches(train_set, batch_size, pad_id_of(tokenizer), seed, row_budget=budget)
+    train = MicroBatches(train_set, batch_size, pad_id_of(tokenizer), seed, row_budget=budget, images=images)
     return PreparedData(train=train, validation=val_set, train_set=train_set, table=table,
                         packing=mode, packing_note=note, heldout=heldout)

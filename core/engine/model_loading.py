@@ -22,6 +22,7 @@ from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.targets import discover_targets
 from lorastudio.core.engine.fast_lora import fuse_lora_layers
 from lorastudio.core.engine.memory_modes import apply_memory_mode
+from lorastudio.core.engine import vision
 
 log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -36,6 +37,7 @@ class LoadedModel:
     notes: list[str]                # what was decided and why, for the journal
     memory_mode: str = "checkpoint"  # none | checkpoint | lean, as resolved
     kernels: tuple[str, ...] = ()   # the kernels applied, by the code that applied them: "liger", "fused-lora"
+    processor: object = None        # a vision-language model's processor (core/engine/vision.py); its tokenizer is `tokenizer`
 
 
 def pick_device(setting: str) -> torch.device:
@@ -100,8 +102,9 @@ def load_tokenizer(path, trust_remote_code: bool):
 def load_base(config: RunConfig, info: ModelInfo, device: torch.device, compute_dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
     qconfig = quantization_config(config.quantization, compute_dtype)
+    auto = vision.model_class() if vision.is_vision(info) else AutoModelForCausalLM
     # Non-quantized weights: the compute dtype (bf16 on GPU, fp32 on CPU).
-    return AutoModelForCausalLM.from_pretrained(
+    return auto.from_pretrained(
         info.path, dtype=compute_dtype, quantization_config=qconfig, device_map={"": device},
         trust_remote_code=config.trust_remote_code,
         use_safetensors=None if config.allow_pickle else True)
@@ -172,7 +175,8 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     if compute_dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise RuntimeError("compute_dtype bf16 is not supported on this GPU; use fp16 or auto")
     kernels = apply_liger(info.model_type, device, notes)
-    tokenizer = load_tokenizer(info.path, config.trust_remote_code)
+    processor = vision.load_processor(info) if vision.is_vision(info) else None
+    tokenizer = processor.tokenizer if processor is not None else load_tokenizer(info.path, config.trust_remote_code)
     model = load_base(config, info, device, compute_dtype)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -182,6 +186,8 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     memory_words = apply_memory_mode(model, memory_mode)
     model.config.use_cache = False
     torch.manual_seed(config.training.seed)       # LoRA A's init is random: make it the seed's
+    if processor is not None:     # lora.targets within the language model, and the parts lora.vision adds
+        config = vision.with_vision_targets(config, model, info, notes)
     peft_config = lora_config(config, info)
     peft_model = get_peft_model(model, peft_config)
     dropout_words = restore_module_dropout(peft_model, config, peft_config)
@@ -193,7 +199,7 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     notes.append(f"{config.quantization} base on {device}, compute {str(compute_dtype).replace('torch.', '')}; "
                  f"memory mode {memory_mode} ({why}): {memory_words}")
     notes.append(fused.words() if fused is not None else "fused LoRA off: training.fused_lora is false")
-    return LoadedModel(peft_model, tokenizer, device, compute_dtype, notes, memory_mode, kernels)
+    return LoadedModel(peft_model, tokenizer, device, compute_dtype, notes, memory_mode, kernels, processor)
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

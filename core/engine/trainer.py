@@ -145,7 +145,8 @@ class Trainer:
             self.journal.emit("phase", name="data", message=message,
                               **({"fraction": fraction} if fraction is not None else {}))
         return prepare_data(data_cfg, tokenizer, seq_len, batch_size, seed, model=self.model, progress=progress,
-                            log=lambda m: self.journal.emit("log", level="warning", message=m))
+                            log=lambda m: self.journal.emit("log", level="warning", message=m),
+                            processor=self.loaded.processor)
 
     def report_data(self, seq_len: int) -> None:
         summary = self.data.summary()
@@ -389,7 +390,7 @@ class Trainer:
         check_room(self.run_dir, need, "the adapter", "the checkpoints are intact")
         with writing("the adapter", self.run_dir, need, "the checkpoints are intact"), atomic_dir(target) as tmp:
             self.model.save_pretrained(tmp)
-            self.loaded.tokenizer.save_pretrained(tmp)
+            (self.loaded.processor or self.loaded.tokenizer).save_pretrained(tmp)   # a VLM's: its image settings too
         return target
 
     def finish(self, status: str) -> str:

@@ -20,6 +20,7 @@ from lorastudio.core.runs.locks import acquire, output_lock_path
 from lorastudio.core.runs.output_paths import mark_output
 from lorastudio.core.plans.merge import disk_hint
 from lorastudio.core.engine.fidelity import compare, encode_prompts, run_prompts
+from lorastudio.core.engine.vision import auto_class_and_processor
 from lorastudio.core.runtime.faults import pause_at
 from lorastudio.core.runtime.worker import Job, job_main
 
@@ -39,16 +40,17 @@ class Merge:
     def run(self) -> str:
         import torch
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         spec = self.job.spec
         dtype = getattr(torch, DTYPES[spec["dtype"]])
         device = spec["device"] if spec["device"] != "auto" else ("cuda:0" if torch.cuda.is_available() else "cpu")
         load = dict(dtype=dtype, device_map={"": device}, use_safetensors=True)
         self.phase("loading", 0.05, f"Loading the base model unquantized ({spec['dtype']}, {device})")
-        base = AutoModelForCausalLM.from_pretrained(spec["base"], **load)
+        auto, processor = auto_class_and_processor(spec["base"])    # a vision-language model: its own class
+        base = auto.from_pretrained(spec["base"], **load)
         tok_dir = spec["adapter"] if Path(spec["adapter"], "tokenizer_config.json").is_file() else spec["base"]
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(tok_dir)
         self.phase("adapter", 0.30, "Loading the adapter")
         model = PeftModel.from_pretrained(base, spec["adapter"])
         model.eval()
@@ -65,13 +67,13 @@ class Merge:
         self.tmp = partial_dir(out)         # `.OUT.PID.XXXX.partial`: tidied by the next command if we are killed
         with writing("the merged model", out.parent, need, hint):
             merged.save_pretrained(self.tmp, max_shard_size=spec["max_shard_size"])
-            tokenizer.save_pretrained(self.tmp)
+            (processor or tokenizer).save_pretrained(self.tmp)     # a processor saves its tokenizer too
             mark_output(self.tmp, "a merged model", spec["run_dir"])   # what a later --overwrite may replace
         del merged, model, base
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
         self.phase("checking", 0.80, "Loading the merged model back and comparing")
-        reloaded = AutoModelForCausalLM.from_pretrained(self.tmp, **load).eval()
+        reloaded = auto.from_pretrained(self.tmp, **load).eval()
         result = run_prompts(reloaded, tokenizer, prompts, device)
         self.job.emit("fidelity", **compare(reference, result, spec["dtype"]))
         del reloaded

@@ -73,7 +73,14 @@ class ModelInfo:
                 "model_type": self.model_type, "parameters": self.num_parameters, "dtype": self.dtype,
                 "size_on_disk": self.size_on_disk, "context_length": self.context_length,
                 "has_chat_template": self.has_chat_template,
-                "weights": "safetensors" if self.weight_files else ("pickle" if self.pickle_files else "none")}
+                "weights": "safetensors" if self.weight_files else ("pickle" if self.pickle_files else "none"),
+                "vision": self.vision}
+
+    @property
+    def vision(self) -> dict | None:
+        """A vision-language model's family and adaptable parts (core/models/vision.py); None if text-only."""
+        from lorastudio.core.models.vision import vision_summary
+        return vision_summary(self)
 
 
 def _numel(shape) -> int:

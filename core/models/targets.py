@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from lorastudio.core.models.info import ModelInfo
+from lorastudio.core.models.vision import part_of, vision_family
 from lorastudio.core.formatting import format_count
 
 EMBEDDING_NAMES = {"embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings",
@@ -168,11 +169,14 @@ def _group_of(parts: list[str]) -> str:
 def linear_modules(info: ModelInfo) -> tuple[dict[str, tuple[int, int]], set[str]]:
     """Every linear-like module -> (d_in, d_out), and the output-head modules among them."""
     conv1d = info.model_type in CONV1D_MODEL_TYPES
+    family = vision_family(info)        # a vision-language model: lora.targets name its language model's layers
     found: dict[str, tuple[int, int]] = {}
     for name, (_dtype, shape) in info.tensors.items():
         if not name.endswith(".weight") or len(shape) != 2:
             continue
         module = name[: -len(".weight")]
+        if family is not None and part_of(module, family) != "language":
+            continue                    # the projector and vision tower: lora.vision (core/models/vision.py)
         if module.split(".")[-1] in EMBEDDING_NAMES:
             continue
         d_out, d_in = shape
@@ -195,12 +199,18 @@ def _in_memory(name: str) -> str:
     return ".".join(PARENT_RENAMES.get(p, p) for p in name.split("."))
 
 
+def memory_name(model_type: str, name: str) -> str:
+    """A checkpoint's module name as transformers 5 names the module in memory."""
+    return _in_memory(name) if model_type in MIXTRAL_STYLE else name
+
+
 def moe_layout(info: ModelInfo, modules: dict[str, tuple[int, int]]):
     """(linear modules by their in-memory names without the fused per-expert ones, expert parameters
     -> (E, d_in, d_out), routers, modules PEFT must take as parameters) of a model as transformers 5
     holds it."""
     fused = info.model_type in FUSED_EXPERT_TYPES
-    rename = _in_memory if info.model_type in MIXTRAL_STYLE else (lambda n: n)
+    def rename(name: str) -> str:
+        return memory_name(info.model_type, name)
     kept: dict[str, tuple[int, int]] = {}
     per_expert: dict[tuple[str, str], dict[str, list[tuple[int, int]]]] = {}
     blocks = set()

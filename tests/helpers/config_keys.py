@@ -19,7 +19,8 @@ from lorastudio.core.config import SECTIONS, RunConfig
 NON_DEFAULT: dict[str, Any] = {
     "model": "/models/not-read",
     "quantization": "8bit", "compute_dtype": "bf16", "device": "cpu", "name": "every-key",
-    "lora.r": 12, "lora.alpha": 24.25, "lora.targets": ["q_proj", "k_proj", "o_proj"],
+    "lora.r": 12, "lora.alpha": 24.25, "lora.targets": ["q_proj", "k_proj", "o_proj"], "lora.vision": "projector",
+    "data.max_image_pixels": 401408,
     "data.path": "/data/pairs.jsonl", "data.format": "prompt_completion",
     "data.columns": {"prompt": "question", "completion": "answer"}, "data.text_field": "body",
     "data.train_on": "all", "data.too_long": "drop", "data.on_bad_rows": "skip", "data.text_blocks": "file",

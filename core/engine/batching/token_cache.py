@@ -36,10 +36,11 @@ from lorastudio.core.data.chat_masks import (FALLBACK_NOTE, Encoded, TemplateErr
 from lorastudio.core.data.examples import stream_examples
 from lorastudio.core.data.files import DataError
 from lorastudio.core.data.formats import Example
+from lorastudio.core.data.images import images_digest
 from lorastudio.core.data import sources
 from lorastudio.core.data.sources import content_hash, estimate_rows, resolve
 
-CACHE_VERSION = 2             # 2: examples whose answers are all empty get EMPTY_ANSWER
+CACHE_VERSION = 3             # 2: examples whose answers are all empty get EMPTY_ANSWER; 3: each row's images
 CHUNK_ROWS = 2048
 CHARS_PER_TOKEN = 8           # first character budget per token of seq_len; doubled while too tight
 MARGIN_TOKENS = 16
@@ -47,7 +48,7 @@ OK, TOO_LONG, NO_TARGET, EMPTY_ANSWER = 0, 1, 2, 3     # EMPTY_ANSWER: every ass
 Progress = Callable[[float | None, str], None]
 SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
                     ("where", pa.string()), ("status", pa.int8()), ("truncated", pa.bool_()),
-                    ("n_tokens", pa.int32()), ("trained", pa.int32())])
+                    ("n_tokens", pa.int32()), ("trained", pa.int32()), ("images", pa.list_(pa.string()))])
 
 
 def cache_root() -> Path:
@@ -103,9 +104,12 @@ def empty_answers(example: Example, train_on: str) -> bool:
 
 
 def encode_chunk(examples: list[Example], tokenizer, train_on: str, seq_len: int,
-                 too_long: str) -> list[tuple[int, Encoded | None]]:
+                 too_long: str, images=None, source: str = "") -> list[tuple[int, Encoded | None]]:
     """encode_bounded for many examples: raw texts go to the tokenizer in one batched call (its
-    Rust side spreads them over the cores); chat examples and too-tight cuts one by one."""
+    Rust side spreads them over the cores); chat examples and too-tight cuts one by one; examples
+    with images through `images` (core/engine/vision.ImageEncoder), refused without one."""
+    if any(e.images for e in examples):
+        return [encode_with_images(e, tokenizer, train_on, seq_len, too_long, images, source) for e in examples]
     chars = max(1024, seq_len * CHARS_PER_TOKEN)
     texts = [i for i, e in enumerate(examples) if not e.is_chat]
     out: list = [None] * len(examples)
@@ -125,6 +129,22 @@ def encode_chunk(examples: list[Example], tokenizer, train_on: str, seq_len: int
             for r, e in zip(out, examples)]
 
 
+def encode_with_images(example: Example, tokenizer, train_on: str, seq_len: int, too_long: str, images,
+                       source: str) -> tuple[int, Encoded | None]:
+    if not example.images:
+        return encode_bounded(example, tokenizer, train_on, seq_len, too_long)
+    if images is None:
+        from lorastudio.core.data.images import text_only_error
+        raise text_only_error(source, example.where, len(example.images),
+                              getattr(tokenizer, "name_or_path", "") or "this model")
+    status, enc = images.encode(example, source, train_on, seq_len)
+    if enc is not None and enc.truncated and too_long == "drop":
+        return TOO_LONG, None
+    if status == OK and empty_answers(example, train_on):
+        return EMPTY_ANSWER, enc
+    return status, enc
+
+
 # ---- the key ---------------------------------------------------------------------------------
 def tokenizer_fingerprint(tokenizer) -> str:
     digest = hashlib.blake2b(digest_size=16)
@@ -139,8 +159,18 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return digest.hexdigest()
 
 
-def cache_key(source_hash: str, tokenizer_fp: str, data_cfg, seq_len: int) -> str:
+def processor_fingerprint(processor) -> str:
+    """A vision-language processor's class and image settings ("" without one)."""
+    if processor is None:
+        return ""
+    image = getattr(processor, "image_processor", None)
+    settings = image.to_json_string() if image is not None and hasattr(image, "to_json_string") else ""
+    return hashlib.blake2b((type(processor).__name__ + settings).encode(), digest_size=16).hexdigest()
+
+
+def cache_key(source_hash: str, tokenizer_fp: str, data_cfg, seq_len: int, processor_fp: str = "") -> str:
     fields = {"v": CACHE_VERSION, "source": source_hash, "tokenizer": tokenizer_fp, "seq_len": seq_len,
+              "processor": processor_fp, "max_image_pixels": getattr(data_cfg, "max_image_pixels", 0),
               **{k: getattr(data_cfg, k) for k in ("format", "columns", "text_field", "train_on", "too_long",
                                                    "on_bad_rows", "text_blocks")}}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -163,13 +193,16 @@ class TokenTable:
         self._ids = self.table.column("input_ids")
         self._labels = self.table.column("labels")
         self._where = self.table.column("where")
+        self._images = self.table.column("images")
+        self.has_images = bool(self.meta.get("images"))
 
     def __len__(self) -> int:
         return self.table.num_rows
 
     def item(self, i: int) -> Encoded:
         return Encoded(self._where[i].as_py(), self._ids[i].values.to_numpy().tolist(),
-                       self._labels[i].values.to_numpy().tolist(), bool(self.truncated[i]))
+                       self._labels[i].values.to_numpy().tolist(), bool(self.truncated[i]),
+                       self._images[i].as_py() if self.has_images else [])
 
 
 def _checksum(path: Path) -> str:
@@ -202,17 +235,21 @@ def _open(folder: Path) -> tuple[TokenTable | None, str]:
 
 
 def load_or_build(spec: str, data_cfg, tokenizer, seq_len: int, progress: Progress = lambda f, m: None,
-                  log: Callable[[str], None] = lambda m: None) -> TokenTable:
-    """The token table of data source `spec` (data.path or data.validation_path)."""
+                  log: Callable[[str], None] = lambda m: None, processor=None) -> TokenTable:
+    """The token table of data source `spec` (data.path or data.validation_path); with a
+    vision-language `processor`, examples with images are encoded through it."""
     source = resolve(spec)
     progress(None, f"Checking {source.label}")
     size = sum(f.stat().st_size for f in source.key_files)
 
     def reading(fraction: float) -> None:
         progress(fraction, f"Reading {source.label}: {fraction:.0%} of {size / 2**20:,.0f} MiB")
-    key = cache_key(content_hash(source, reading), tokenizer_fingerprint(tokenizer), data_cfg, seq_len)
+    key = cache_key(content_hash(source, reading), tokenizer_fingerprint(tokenizer), data_cfg, seq_len,
+                    processor_fingerprint(processor))
     folder = cache_root() / key
     found, why = _open(folder)
+    if found is not None and found.has_images and images_digest(found.meta["images"]) != found.meta["images_digest"]:
+        found, why = None, "made from images that have changed since"
     if found is not None:
         found.meta["source"] = source.label       # the same bytes may sit under another name
         return found
@@ -220,7 +257,7 @@ def load_or_build(spec: str, data_cfg, tokenizer, seq_len: int, progress: Progre
         log(f"The token cache {folder} was {why}; rebuilding it")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(folder) as tmp:
-        _build(source, data_cfg, tokenizer, seq_len, tmp, progress)
+        _build(source, data_cfg, tokenizer, seq_len, tmp, progress, processor)
     table, why = _open(folder)
     if table is None:
         raise DataError(f"the token cache {folder} could not be read back ({why})",
@@ -254,16 +291,30 @@ def _int_lists(lists: list[list[int]]) -> pa.Array:
     return pa.ListArray.from_arrays(_numbers(offsets, np.int32, pa.int32()), _numbers(values, np.int32, pa.int32()))
 
 
-def _build(source, data_cfg, tokenizer, seq_len: int, out: Path, progress: Progress) -> None:
+def _string_lists(lists: list[list[str]]) -> pa.Array:
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum([len(x) for x in lists], out=offsets[1:])
+    return pa.ListArray.from_arrays(_numbers(offsets, np.int32, pa.int32()),
+                                    _strings(list(itertools.chain.from_iterable(lists))))
+
+
+def _build(source, data_cfg, tokenizer, seq_len: int, out: Path, progress: Progress, processor=None) -> None:
     stream = stream_examples(source.label, data_cfg, source)
+    images = None
+    if processor is not None:
+        from lorastudio.core.engine.vision import ImageEncoder
+        images = ImageEncoder(processor, getattr(data_cfg, "max_image_pixels", 0))
+    image_files: dict[str, None] = {}
     expected = estimate_rows(source)
     table_path = out / "table.arrow"
     counts = {"rows": 0, "chat": 0}
     started, last = time.time(), 0.0
 
     def flush(writer, chunk: list[Example]):
-        encoded = encode_chunk(chunk, tokenizer, data_cfg.train_on, seq_len, data_cfg.too_long)
+        encoded = encode_chunk(chunk, tokenizer, data_cfg.train_on, seq_len, data_cfg.too_long, images, source.label)
         encs = [enc for _, enc in encoded]
+        for e in chunk:
+            image_files.update(dict.fromkeys(e.images))
         counts["rows"] += len(chunk)
         counts["chat"] += sum(e.is_chat for e in chunk)
         columns = {
@@ -273,7 +324,8 @@ def _build(source, data_cfg, tokenizer, seq_len: int, out: Path, progress: Progr
             "status": _numbers([status for status, _ in encoded], np.int8, pa.int8()),
             "truncated": _numbers([bool(e and e.truncated) for e in encs], np.bool_, pa.bool_()),
             "n_tokens": _numbers([len(e.input_ids) if e else 0 for e in encs], np.int32, pa.int32()),
-            "trained": _numbers([e.trained_tokens if e else 0 for e in encs], np.int32, pa.int32())}
+            "trained": _numbers([e.trained_tokens if e else 0 for e in encs], np.int32, pa.int32()),
+            "images": _string_lists([e.images for e in chunk])}
         writer.write_batch(pa.record_batch([columns[n] for n in SCHEMA.names], schema=SCHEMA))
         chunk.clear()
 
@@ -296,6 +348,7 @@ def _build(source, data_cfg, tokenizer, seq_len: int, out: Path, progress: Progr
     meta = {"version": CACHE_VERSION, "source": source.label, "format": stream.format, "reason": stream.reason,
             "rows": counts["rows"], "bad_rows": [{"where": b.where, "problem": b.problem} for b in stream.bad_rows],
             "notes": notes, "seq_len": seq_len, "size": table_path.stat().st_size,
-            "checksum": _checksum(table_path), "seconds": round(time.time() - started, 3)}
+            "checksum": _checksum(table_path), "seconds": round(time.time() - started, 3),
+            "images": list(image_files), "images_digest": images_digest(image_files)}
     (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     progress(1.0, f"Tokenized {counts['rows']:,} examples")

@@ -1,0 +1,49 @@
+"""`lorastudio train` and `lorastudio merge` on tiny random vision-language models of each family,
+with a generated PNG data set: the loss falls, the adapter keeps the processor, the merged model
+saves it and loads back with it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lorastudio.core.cli import main as cli_main
+from lorastudio.core.engine.vision import auto_class_and_processor
+from lorastudio.core.journal import read_events
+from tests.helpers.tiny_models import write_config
+from tests.helpers.tiny_vlms import FAMILIES, make_vlm, write_colour_data
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_then_merge_a_vision_language_model(tmp_path, family, inline_jobs, monkeypatch, capsys):
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
+    model = make_vlm(tmp_path / "model", family)
+    data = write_colour_data(tmp_path / "data", 16)
+    config = write_config(tmp_path / "c.yaml", model, data, lora__targets="all-linear", lora__vision="projector",
+                          training__max_steps=10, training__seq_len=128, training__save_every=0,
+                          training__lr=1e-2, data__validation_split=0.0)
+    run = tmp_path / "run"
+    assert cli_main(["train", str(config), "--run-dir", str(run)]) == 0
+    events = read_events(run / "events.jsonl")
+    losses = [e["loss"] for e in events if e["type"] == "step"]
+    assert len(losses) == 10 and losses[-1] < losses[0] - 0.3, losses
+    data_event = next(e for e in events if e["type"] == "data")
+    assert data_event["packing"] == "fallback" and data_event["examples"] == 16
+    adapter = run / "adapter"
+    assert (adapter / "processor_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    targets = json.loads((adapter / "adapter_config.json").read_text())["target_modules"]
+    assert any("projector" in t or "merger" in t or "connector" in t for t in targets)
+
+    merged = tmp_path / "merged"
+    assert cli_main(["merge", str(run), str(merged), "--device", "cpu", "--dtype", "fp32"]) == 0
+    capsys.readouterr()
+    assert (merged / "processor_config.json").is_file() and (merged / "chat_template.jinja").is_file()
+    fidelity = next(e for e in read_events(next((run / "merges").iterdir()) / "events.jsonl")
+                    if e["type"] == "fidelity")
+    assert fidelity["greedy_agree"] == fidelity["prompts"]
+    auto, processor = auto_class_and_processor(merged)      # the merged folder loads as the base did
+    _, base_processor = auto_class_and_processor(model)
+    assert type(processor).__name__ == type(base_processor).__name__
+    assert processor.image_processor.to_dict() == base_processor.image_processor.to_dict()
+    reloaded = auto.from_pretrained(merged)
+    assert type(reloaded).__name__.endswith("ForConditionalGeneration")

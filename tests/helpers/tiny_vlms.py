@@ -1,0 +1,138 @@
+"""Tiny random vision-language models of each family we train, built offline from transformers'
+config classes (hidden 64, 2 layers, a 2-layer vision tower on 28–56 px images, patch 14) and saved
+with their processor: the byte-level tokenizer of tiny_models.make_tokenizer plus the family's
+image tokens, its image processor (the Pillow backend) constructed directly, and a chat template
+that lays user turns out as image and text parts. Also small PNG data sets drawn with Pillow.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers.tiny_models import make_tokenizer
+
+FAMILIES = ("qwen2_vl", "idefics3", "llava")
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
+
+# ChatML with content parts; `image` is the family's placeholder in the template.
+def chat_template(image: str) -> str:
+    return ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+            "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+            "{% if c['type'] == 'image' %}" + image + "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+            "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512)
+
+
+def _tokenizer(folder: Path, extra: list[str]):
+    tok = make_tokenizer(folder)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", *extra]})
+    tok.save_pretrained(folder)
+    return tok
+
+
+def _text(tok, **more) -> dict:
+    return dict(TEXT, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, **more)
+
+
+def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
+    """A saved tiny `family` model (qwen2_vl, idefics3, llava) with its processor files."""
+    import torch
+    import transformers as tf
+    from lorastudio.core.engine.vision import image_only
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if family == "qwen2_vl":
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        tok = _tokenizer(folder, ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
+        ids = {key: tok.convert_tokens_to_ids(t) for key, t in (
+            ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+        cfg = tf.Qwen2VLConfig(
+            text_config=_text(tok, rope_parameters={
+                "rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}),
+            vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14,
+                               spatial_merge_size=2, temporal_patch_size=2),
+            tie_word_embeddings=True, **ids)
+        model = tf.Qwen2VLForConditionalGeneration(cfg)
+        images = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2,
+                                          temporal_patch_size=2)
+        processor = image_only(tf.Qwen2VLProcessor)(image_processor=images, tokenizer=tok,
+                                                     chat_template=chat_template("<|vision_start|><|image_pad|><|vision_end|>"))
+    elif family == "idefics3":
+        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+        grid = [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]
+        tok = _tokenizer(folder, ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *grid])
+        cfg = tf.Idefics3Config(
+            text_config=_text(tok, model_type="llama"),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=28, patch_size=14),
+            scale_factor=2, image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
+        model = tf.Idefics3ForConditionalGeneration(cfg)
+        images = Idefics3ImageProcessorPil(size={"longest_edge": 56}, max_image_size={"longest_edge": 28},
+                                           do_image_splitting=True)
+        processor = image_only(tf.Idefics3Processor)(image_processor=images, tokenizer=tok, image_seq_len=1,
+                                                      chat_template=chat_template("<image>"))
+    elif family == "llava":
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+        tok = _tokenizer(folder, ["<image>"])
+        cfg = tf.LlavaConfig(
+            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14),
+            text_config=_text(tok, model_type="llama"),
+            image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+            vision_feature_select_strategy="default", tie_word_embeddings=False)
+        model = tf.LlavaForConditionalGeneration(cfg)
+        images = CLIPImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+        processor = image_only(tf.LlavaProcessor)(image_processor=images, tokenizer=tok, patch_size=14,
+                                                   vision_feature_select_strategy="default",
+                                                   num_additional_image_tokens=1,
+                                                   chat_template=chat_template("<image>"))
+    else:
+        raise ValueError(family)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def write_image(path: Path, colour: str, size=(40, 32)) -> Path:
+    """A PNG filled with a named colour, a darker square in one corner (so images are not flat)."""
+    from PIL import Image, ImageDraw
+    img = Image.new("RGB", size, COLOURS[colour])
+    ImageDraw.Draw(img).rectangle([2, 2, size[0] // 3, size[1] // 3], fill=tuple(c // 2 for c in COLOURS[colour]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def write_colour_data(folder: Path, n: int = 16, spelling: str = "parts") -> Path:
+    """`n` chat rows asking the colour of a generated PNG (paths relative to the data file):
+    spelling parts (content parts), column (an images column with <image> markers) or sharegpt."""
+    folder = Path(folder)
+    names = list(COLOURS)
+    rows = []
+    for i in range(n):
+        colour = names[i % len(names)]
+        image = f"images/{i:03d}-{colour}.png"
+        write_image(folder / image, colour)
+        if spelling == "parts":
+            rows.append({"messages": [
+                {"role": "user", "content": [{"type": "image", "image": image},
+                                             {"type": "text", "text": "What colour is this?"}]},
+                {"role": "assistant", "content": f"It is {colour}."}]})
+        elif spelling == "column":
+            rows.append({"images": [image], "messages": [
+                {"role": "user", "content": "<image>What colour is this?"},
+                {"role": "assistant", "content": f"It is {colour}."}]})
+        else:
+            rows.append({"image": image, "conversations": [
+                {"from": "human", "value": "<image>\nWhat colour is this?"},
+                {"from": "gpt", "value": f"It is {colour}."}]})
+    path = folder / "colours.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
