@@ -22,7 +22,8 @@ from lorastudio.core.fit.targets import CARDS, Target
 from lorastudio.core.formatting import format_bytes
 
 TERM_COLORS = {"weights": "#4f6bed", "lora": "#9b59b6", "activations": "#e8833a", "loss": "#e0a100",
-               "scratch": "#17a2b8", "context": "#8a8f98", "slack": "#b8bcc4", "runtime": "#8a8f98"}
+               "scratch": "#17a2b8", "context": "#8a8f98", "slack": "#b8bcc4", "runtime": "#8a8f98",
+               "experts": "#c0392b"}
 DEFAULT_CARD = 3            # 24 GiB: the what-if card while no probe has answered
 RAM_TARGET = "This computer's RAM"
 

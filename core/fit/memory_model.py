@@ -8,13 +8,20 @@ every term below is alive then. Each term is named so that people can see where 
   weights       the frozen base: NF4 with double quantization ≈ 0.5 B + absmax (1 B per 64
                 weights, fp32 per 256 blocks); 8-bit = 1 B + an fp32 scale per output row; none =
                 the compute dtype. Embeddings, norms, biases and the output head stay 16-bit.
-  lora          LoRA A and B in fp32 (4 B), their gradients (4 B) and AdamW's two moments (8 B).
+  lora          LoRA A and B in fp32 (4 B), their gradients (4 B) and AdamW's two moments (8 B); an
+                adapted expert parameter has one A and B per expert (the targets report's count).
   activations   what the backward pass keeps, per token per layer, by memory mode:
                   none        every tensor a layer saves (inputs of each matmul, attention, MLP);
                   checkpoint  each layer's input (hidden × dtype) + one layer recomputed;
                   lean        the inputs live in pinned host memory: ~2 layers' inputs + one layer.
                 The analytic count is multiplied by a per-architecture constant measured on a GPU
                 (core/fit/calibration.py).
+                A mixture-of-experts layer keeps, per token, the router's logits and, for each of the
+                top-k experts the token is routed to, its gathered input, gate/up, act, product and
+                weighted output (moe_intermediate_size), plus the shared experts' MLP.
+  experts       PEFT adapts 3-D expert parameters by computing W + B·A for the whole expert stack
+                at every forward (its ParamWrapper): that merged copy is alive until the layer's
+                backward (every MoE layer without checkpointing, one with), with its gradient.
   loss          logits and cross-entropy: vocab × tokens × (bf16 logits + fp32 copy + log-softmax +
                 its gradient) when unfused; a chunk of the vocabulary at a time when fused (Liger).
   scratch       bitsandbytes dequantizes one weight at a time in forward and backward; runtime
@@ -29,15 +36,17 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.models.info import ModelInfo
-from lorastudio.core.models.targets import TargetReport, discover_targets, linear_modules
+from lorastudio.core.models.targets import TargetReport, discover_targets, linear_modules, memory_name
 
 GIB = 1 << 30
+_LAYER = re.compile(r"\.(\d+)\.")
 MODES = ("none", "checkpoint", "lean")              # fastest first
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)           # 4-bit codes + uint8 absmax + fp32 second-level absmax
 LORA_STATE_BYTES = 4 + 4 + 8                        # fp32 weight, gradient, AdamW exp_avg + exp_avg_sq
@@ -116,6 +125,11 @@ class Shape:
     kv_dim: int
     vocab: int
     gated_mlp: bool
+    experts: int = 0               # routed experts per MoE layer (0: a dense model)
+    top_k: int = 0                 # experts each token is routed to
+    expert_intermediate: int = 0   # one expert's intermediate size
+    shared_intermediate: int = 0   # the shared experts' intermediate size, all together
+    moe_layers: int = 0            # layers with experts (DeepSeek's first layers are dense)
 
     @classmethod
     def of(cls, info: ModelInfo) -> "Shape":
@@ -125,12 +139,19 @@ class Shape:
         heads = _first(cfg, "num_attention_heads", "n_head", default=1) or 1
         head_dim = cfg.get("head_dim") or (hidden // heads if hidden else 0)
         kv_heads = _first(cfg, "num_key_value_heads", "n_head_kv", default=heads) or heads
-        return cls(model_type=info.model_type, hidden=hidden,
-                   intermediate=_first(cfg, "intermediate_size", "n_inner", "ffn_dim", default=0) or 4 * hidden,
+        intermediate = _first(cfg, "intermediate_size", "n_inner", "ffn_dim", default=0) or 4 * hidden
+        experts = _first(cfg, "num_experts", "num_local_experts", "n_routed_experts", default=0) or 0
+        expert_i = _first(cfg, "moe_intermediate_size", default=0) or intermediate
+        shared_i = (_first(cfg, "shared_expert_intermediate_size", default=0)
+                    or (_first(cfg, "n_shared_experts", default=0) or 0) * expert_i)
+        moe_layers = len({hit.group(1) for hit in (_LAYER.search(n) for n in info.tensors if ".experts." in n) if hit})
+        return cls(model_type=info.model_type, hidden=hidden, intermediate=intermediate,
                    layers=_first(cfg, "num_hidden_layers", "n_layer", "num_layers", default=0),
                    q_dim=heads * head_dim, kv_dim=kv_heads * head_dim,
                    vocab=_first(cfg, "vocab_size", default=0),
-                   gated_mlp=any("gate" in name or ".w3." in name for name in info.tensors))
+                   gated_mlp=any("gate" in name or ".w3." in name for name in info.tensors),
+                   experts=experts if moe_layers else 0, top_k=_first(cfg, "num_experts_per_tok", default=0) or 0,
+                   expert_intermediate=expert_i, shared_intermediate=shared_i, moe_layers=moe_layers)
 
 
 def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
@@ -218,13 +239,18 @@ def weight_bytes(info: ModelInfo, report: TargetReport | None, quantization: str
         if tied and module in outputs and len(info.tensors) > 1 and _has_embedding(info):
             continue                                  # the head is the embedding: counted once
         n = _numel(shape)
-        if quantization != "none" and module in linear and module not in outputs:
+        if quantization != "none" and module in linear and module not in outputs and not _router(report, module, info.model_type):
             quantized += n
             total += n * NF4_BYTES if quantization == "4bit" else n + 4 * shape[0]
         else:
             dense += n
             total += n * dense_bytes
     return int(total), {"quantized": quantized, "dense": dense}
+
+
+def _router(report: TargetReport | None, module: str | None, model_type: str) -> bool:
+    """Routers are custom modules in transformers 5: bitsandbytes leaves them (and the experts) 16-bit."""
+    return report is not None and module is not None and memory_name(model_type, module) in report.routers
 
 
 def _has_embedding(info: ModelInfo) -> bool:
@@ -239,11 +265,20 @@ def _numel(shape) -> int:
 
 
 def adapted_modules(report: TargetReport, targets) -> list[tuple[int, int]]:
+    """(d_in, d_out) of the adapted linear modules (the experts' 3-D parameters are not among them)."""
     return [report.linear_modules[m] for m in report.matching_modules(targets)]
 
 
+def moe_mlp_elements(shape: Shape) -> float:
+    """Values one MoE layer's MLP saves per token: input and norm, the router's logits and
+    probabilities, per routed expert (top-k) the gathered input, gate and up, act(gate), their
+    product and the weighted output; the shared experts as a dense gated MLP."""
+    h, i = shape.hidden, shape.expert_intermediate
+    return 2 * h + 2 * shape.experts + shape.top_k * (2 * h + 4 * i) + 4 * shape.shared_intermediate
+
+
 def layer_activation_elements(shape: Shape, adapted_per_layer: list[tuple[int, int]], r: int,
-                              dropout: float) -> float:
+                              dropout: float, moe: bool = False) -> float:
     """Elements one decoder layer saves for its backward pass, per token (no checkpointing).
 
     Attention: the block's input and its norm, q, k, v and their rotary outputs, SDPA's saved
@@ -252,7 +287,7 @@ def layer_activation_elements(shape: Shape, adapted_per_layer: list[tuple[int, i
     (PEFT applies a separate dropout per module)."""
     h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
     attention = 2 * h + 4 * q + 4 * kv + q
-    mlp = 2 * h + (4 * i if shape.gated_mlp else 2 * i)
+    mlp = moe_mlp_elements(shape) if moe else 2 * h + (4 * i if shape.gated_mlp else 2 * i)
     lora = sum(2 * r + (d_in * 1.5 if dropout > 0 else 0) for d_in, _d_out in adapted_per_layer)
     return attention + mlp + lora
 
@@ -280,29 +315,42 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
     qname = {"4bit": "4-bit NF4", "8bit": "8-bit", "none": "16-bit"}[k.quantization]
     terms.append(Term("weights", f"Base weights ({qname})", w_bytes,
                       f"{split['quantized']:,} quantized + {split['dense']:,} 16-bit parameters "
-                      f"(embeddings, norms, head)" if k.quantization != "none" else
+                      f"(embeddings, norms, head{', experts, routers' if report.is_moe else ''})"
+                      if k.quantization != "none" else
                       f"{split['dense']:,} parameters × {dense_bytes} B"))
 
     targets_key = k.targets if isinstance(k.targets, str) else tuple(k.targets)
     adapted = _memo(("adapted", id(report), targets_key), (report,), lambda: adapted_modules(report, k.targets))
-    lora_params = sum(k.r * (d_in + d_out) + (d_out if k.dora else 0) for d_in, d_out in adapted)
+    experts = _memo(("experts", id(report), targets_key), (report,),
+                    lambda: [report.expert_params[p] for p in report.matching_experts(k.targets)])
+    lora_params = (sum(k.r * (d_in + d_out) + (d_out if k.dora else 0) for d_in, d_out in adapted)
+                   + sum(e * k.r * (d_in + d_out) for e, d_in, d_out in experts))
     terms.append(Term("lora", "LoRA weights, gradients, AdamW", lora_params * LORA_STATE_BYTES,
-                      f"{lora_params:,} trainable × {LORA_STATE_BYTES} B (fp32 weight, grad, 2 moments)"))
+                      f"{lora_params:,} trainable × {LORA_STATE_BYTES} B (fp32 weight, grad, 2 moments)"
+                      + (f"; {len(experts)} expert parameters with one A and B per expert" if experts else "")))
 
     per_layer = [m for m in adapted]          # modules per layer: spread evenly over the layers
     per_layer_share = per_layer[: max(1, len(per_layer) // L)] if per_layer else []
     layer_elems = layer_activation_elements(shape, per_layer_share, k.r, k.dropout)
-    layer_bytes = layer_elems * b * T               # one layer, everything saved
+    moe_layers = min(shape.moe_layers, L) if shape.experts else 0
+    moe_elems = layer_activation_elements(shape, per_layer_share, k.r, k.dropout, moe=True) if moe_layers else 0
+    layer_bytes = max(layer_elems, moe_elems) * b * T     # one layer (the largest), everything saved
     if k.mode == "none":
-        stored, recompute = L * layer_bytes, 0.0
+        stored = ((L - moe_layers) * layer_elems + moe_layers * moe_elems) * b * T
         how = f"{L} layers × {layer_elems:,.0f} values/token × {b} B × {T:,} tokens"
+        if moe_layers:
+            dense = f"{L - moe_layers} dense layers × {layer_elems:,.0f} + " if L > moe_layers else ""
+            how = (f"{dense}{moe_layers} MoE layers × {moe_elems:,.0f} values/token (top-{shape.top_k} of "
+                   f"{shape.experts} experts) × {b} B × {T:,} tokens")
+        recompute = 0.0
     else:
         kept_layers = L if k.mode == "checkpoint" else min(L, 2)
         stored = kept_layers * shape.hidden * b * T
         recompute = layer_bytes * 1.5                  # one layer's activations and their gradients
         where = "on the GPU" if k.mode == "checkpoint" else "on the GPU (the rest in pinned host memory)"
         how = (f"{kept_layers} layer inputs × {shape.hidden:,} × {b} B × {T:,} tokens {where} "
-               f"+ one layer recomputed")
+               f"+ one layer recomputed" + (f" (an MoE layer: top-{shape.top_k} of {shape.experts} experts)"
+                                            if moe_layers else ""))
     head = 2 * shape.hidden * b * T                    # final norm's input and output
     constant, source = calibration.constant(shape.model_type, k.mode, k.quantization, k.on_gpu)
     act = int((stored + recompute + head) * constant)
@@ -320,9 +368,11 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
         loss = int(T * shape.vocab * (b + 12))
         loss_how = f"{T:,} tokens × {shape.vocab:,} vocab × {b + 12} B (logits, fp32 copy, log-softmax, grad)"
     terms.append(Term("loss", "Logits and loss", loss, loss_how))
+    if experts:
+        terms.append(expert_merge_term(experts, max(moe_layers, 1), k.mode, dense_bytes))
 
     quantized = _memo(("quantized", id(report)), (report,), lambda: [
-        s for m, s in report.linear_modules.items() if m not in report.output_modules])
+        s for m, s in report.linear_modules.items() if m not in report.output_modules and m not in report.routers])
     largest = max((d_in * d_out for d_in, d_out in quantized), default=0)
     scratch = (RUNTIME_BUFFERS if k.on_gpu else 0) + (2 * largest * 2 if k.quantization != "none" else 0)
     if k.quantization == "8bit" and not k.fused_lora:
@@ -336,6 +386,17 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
         terms.append(Term("slack", "Allocator slack", int(allocated * ALLOCATOR_SLACK),
                           f"{ALLOCATOR_SLACK:.0%} of allocated: the caching allocator's fragmentation", False))
     return Estimate(tuple(terms), k.mode, T, k.fused_loss, k.on_gpu, constant, source)
+
+
+def expert_merge_term(experts: list[tuple[int, int, int]], moe_layers: int, mode: str, dense_bytes: int) -> Term:
+    """PEFT's merged expert weights (W + B·A over the whole stack, in the weights' dtype): every MoE
+    layer's copy until its backward without checkpointing, one layer's with; plus that layer's
+    gradient of the merged copy and one full-size gradient of an expert's slice being added into it."""
+    per_layer = sum(e * d_in * d_out for e, d_in, d_out in experts) / moe_layers
+    copies = (moe_layers if mode == "none" else 1) + 2
+    return Term("experts", "Experts' merged LoRA weights (PEFT)", int(copies * per_layer * dense_bytes),
+                f"{copies} × {per_layer:,.0f} expert weights of a layer × {dense_bytes} B: PEFT adds B·A to every "
+                "adapted expert stack at each forward (its ParamWrapper)")
 
 
 def with_settings(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:

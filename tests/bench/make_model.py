@@ -1,6 +1,7 @@
 """Build a model of a real shape with random weights (speed and memory do not depend on values).
 
-python tests/bench/make_model.py OUT_DIR --shape llama-1b      (llama-1b, llama-8b, qwen2.5-0.5b, mistral-7b)
+python tests/bench/make_model.py OUT_DIR --shape llama-1b      (llama-1b, llama-8b, qwen2.5-0.5b, mistral-7b,
+                                                               qwen3-30b-a3b)
 Weights are created directly on the GPU in bf16 when one is present (seconds, not minutes). The
 shapes are tests/helpers/model_shapes.py's, which the memory model's tests read as headers only.
 """
@@ -24,7 +25,7 @@ def build(out: Path, shape: str) -> Path:
     tok = make_tokenizer(out)
     dims = dict(SHAPES[shape])
     model_type = dims.pop("model_type")
-    prefix = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}[model_type]
+    prefix = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral", "qwen3_moe": "Qwen3Moe"}[model_type]
     config_cls = getattr(transformers, f"{prefix}Config")
     model_cls = getattr(transformers, f"{prefix}ForCausalLM")
     cfg = config_cls(max_position_embeddings=8192, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,

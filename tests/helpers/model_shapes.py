@@ -1,4 +1,5 @@
-"""Real model shapes (Llama-3.2-1B, Llama-3.1-8B, Qwen2.5-0.5B, Mistral-7B) for the memory model.
+"""Real model shapes (Llama-3.2-1B, Llama-3.1-8B, Qwen2.5-0.5B, Mistral-7B, Qwen3-30B-A3B) for the
+memory model.
 
 `SHAPES` feeds tests/bench/make_model.py (random weights, on the GPU machine); `header_only_model`
 writes config.json and a sparse safetensors file holding only the header (names, dtypes and shapes;
@@ -28,22 +29,37 @@ SHAPES = {
     "mistral-7b": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                        num_attention_heads=32, num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False,
                        rope_theta=10000.0),
+    # Qwen3-30B-A3B: 30.5 B parameters, 128 experts of 768 per layer, 8 routed per token (issue 28).
+    # The checkpoint's per-expert names (`mlp.experts.N.gate_proj`), as on the Hub.
+    "qwen3-30b-a3b": dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144, num_hidden_layers=48,
+                          num_attention_heads=32, num_key_value_heads=4, head_dim=128, vocab_size=151936,
+                          tie_word_embeddings=False, rope_theta=1000000.0, num_experts=128, num_experts_per_tok=8,
+                          moe_intermediate_size=768, decoder_sparse_step=1, norm_topk_prob=True),
 }
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM",
+                 "qwen3_moe": "Qwen3MoeForCausalLM"}
 
 
 def tensor_shapes(shape: dict) -> dict[str, tuple[int, ...]]:
     h, i, n = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
-    head = h // shape["num_attention_heads"]
+    head = shape.get("head_dim") or h // shape["num_attention_heads"]
     q, kv = shape["num_attention_heads"] * head, shape["num_key_value_heads"] * head
     out = {"model.embed_tokens.weight": (shape["vocab_size"], h), "model.norm.weight": (h,)}
     for layer in range(n):
         p = f"model.layers.{layer}."
         out.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
                     p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
-                    p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
-                    p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
-                    p + "mlp.down_proj.weight": (h, i)})
+                    p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q)})
+        if shape.get("num_experts"):
+            e, mi = shape["num_experts"], shape["moe_intermediate_size"]
+            out.update({p + "self_attn.q_norm.weight": (head,), p + "self_attn.k_norm.weight": (head,),
+                        p + "mlp.gate.weight": (e, h)})
+            for x in range(e):
+                out.update({f"{p}mlp.experts.{x}.gate_proj.weight": (mi, h), f"{p}mlp.experts.{x}.up_proj.weight": (mi, h),
+                            f"{p}mlp.experts.{x}.down_proj.weight": (h, mi)})
+        else:
+            out.update({p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h),
+                        p + "mlp.down_proj.weight": (h, i)})
         if shape["model_type"] == "qwen2":
             out.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
                         p + "self_attn.v_proj.bias": (kv,)})

@@ -1,0 +1,89 @@
+"""The memory model on mixtures of experts (issue 28): the experts' LoRA (one A and B per expert),
+its gradients and AdamW states counted exactly from the targets report, the activations of routed
+tokens (top-k of E experts), PEFT's merged expert weights, and experts and routers kept 16-bit under
+4-bit quantization (bitsandbytes quantizes nn.Linear only). Tiny random models of four families and
+Qwen3-30B-A3B's real shape as headers only."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from lorastudio.core.config import RunConfig
+from lorastudio.core.fit.calibration import Calibration
+from lorastudio.core.fit.memory_model import (LORA_STATE_BYTES, Shape, estimate, layer_activation_elements,
+                                              moe_mlp_elements)
+from lorastudio.core.models.info import read_model_info
+from lorastudio.core.models.targets import discover_targets
+from tests.helpers.model_shapes import header_only_model
+from tests.helpers.tiny_families import MOE, make_family
+
+GIB = 1 << 30
+NO_CAL = Calibration()
+EXPERTS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+
+
+@pytest.fixture(autouse=True)
+def own_data_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORASTUDIO_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def qwen3_30b(tmp_path_factory):
+    return read_model_info(str(header_only_model(tmp_path_factory.mktemp("shapes") / "q", "qwen3-30b-a3b")))
+
+
+def config(info, targets="all-linear", r=16, **training) -> RunConfig:
+    quant = training.pop("quantization", "4bit")
+    return RunConfig.from_dict({"model": str(info.path), "quantization": quant,
+                                "lora": {"r": r, "alpha": 2 * r, "targets": targets, "dropout": 0.0},
+                                "data": {"path": "data.jsonl"},
+                                "training": {"batch_size": 1, "seq_len": 2048, **training}})
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_lora_term_is_the_reports_count_with_experts(tmp_path, family):
+    info = read_model_info(str(make_family(tmp_path / "m", family)))
+    report = discover_targets(info)
+    for targets in ("all-linear", EXPERTS, ["q_proj"]):
+        est = estimate(config(info, targets), info, "checkpoint", calibration=NO_CAL)
+        assert est.term("lora").bytes == report.lora_params(targets, 16) * LORA_STATE_BYTES, targets
+        assert ("experts" in [t.key for t in est.terms]) == bool(report.matching_experts(targets))
+
+
+def test_qwen3_30b_shape_experts_and_routed_tokens(qwen3_30b):
+    info = qwen3_30b
+    report = discover_targets(info)
+    shape = Shape.of(info)
+    assert (shape.experts, shape.top_k, shape.expert_intermediate, shape.moe_layers) == (128, 8, 768, 48)
+    # one A and B per expert: 48 layers × 128 experts × 16 × ((2048 + 1536) + (768 + 2048))
+    assert report.lora_params(EXPERTS, 16) == 48 * 128 * 16 * ((2048 + 1536) + (768 + 2048))
+    # a routed token keeps its gathered input, gate/up, act, product and weighted output per expert:
+    # one more routed expert adds 2·hidden + 4·moe_intermediate values per token
+    more = replace(shape, top_k=9)
+    assert moe_mlp_elements(more) - moe_mlp_elements(shape) == 2 * 2048 + 4 * 768
+    assert (layer_activation_elements(shape, [], 16, 0.0, moe=True)
+            - layer_activation_elements(shape, [], 16, 0.0)) == moe_mlp_elements(shape) - (2 * 2048 + 4 * 6144)
+    none = estimate(config(info, quantization="none"), info, "none", calibration=NO_CAL)
+    elems = layer_activation_elements(shape, [], 16, 0.0, moe=True)
+    per_layer_lora = len(report.matching_modules("all-linear")) // 48 * 2 * 16
+    assert none.term("activations").bytes == int((elems + per_layer_lora) * 48 * 2 * 2048 + 2 * 2048 * 2 * 2048)
+
+
+def test_qwen3_30b_experts_stay_16_bit_under_nf4_and_peft_merges_them(qwen3_30b):
+    info = qwen3_30b
+    report = discover_targets(info)
+    expert_weights = 48 * 128 * 3 * 768 * 2048
+    est = estimate(config(info), info, "checkpoint", calibration=NO_CAL)
+    quantized = sum(i * o for m, (i, o) in report.linear_modules.items()
+                    if m not in report.output_modules and m not in report.routers)
+    assert est.term("weights").detail.startswith(f"{quantized:,} quantized")
+    assert est.term("weights").bytes > expert_weights * 2            # the experts alone: 58 GB in bf16
+    merged = est.term("experts")
+    assert merged.bytes == 3 * expert_weights // 48 * 2               # checkpointing: one layer's, + its gradients
+    none = estimate(config(info), info, "none", calibration=NO_CAL)
+    assert none.term("experts").bytes == (48 + 2) * expert_weights // 48 * 2
+    attention_only = estimate(config(info, ["q_proj", "k_proj", "v_proj", "o_proj"]), info, "checkpoint",
+                              calibration=NO_CAL)
+    assert "experts" not in [t.key for t in attention_only.terms]
+    assert not attention_only.fits(24 * GIB)      # PEFT + bitsandbytes: 16-bit experts do not fit 24 GB
