@@ -70,7 +70,8 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
                          f"({', '.join(tokenizer_remote_code_files(Path(folder)))}) that the inspector does not run",
                          "inspect with a model whose tokenizer is built into transformers; to train with this one "
                          "set trust_remote_code: true in the run's config, only if you trust its source")
-    tokenizer = load_tokenizer(folder, trust_remote_code=False)
+    processor = vision_processor(folder)         # a vision-language model: examples with images through it
+    tokenizer = processor.tokenizer if processor is not None else load_tokenizer(folder, trust_remote_code=False)
     progress("reading", 0.3, f"Reading {Path(data_cfg.path).name}")
     if is_pair_file(Path(data_cfg.path), data_cfg):          # preference pairs: both sides of pair N
         report, lengths = pair_report(data_cfg, tokenizer, seq_len, example)
@@ -94,7 +95,7 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
             progress("reading", 0.3 + 0.2 * fraction, message)
         else:
             progress("encoding", 0.5 + 0.45 * fraction, message)
-    table = load_or_build(data_cfg.path, data_cfg, tokenizer, seq_len, building)
+    table = load_or_build(data_cfg.path, data_cfg, tokenizer, seq_len, building, processor=processor)
     encoding()
     encoded = table_set(table, np.arange(len(table)))
     lengths = sorted(int(n) for n in encoded.items.lengths())
@@ -127,4 +128,17 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
                    for i, lab in zip(shown.input_ids, shown.labels)],
         "trained": shown.trained_tokens, "total": len(shown.input_ids),
     }
+    if processor is not None:       # where the image tokens sit and how many (never trained)
+        image_id = getattr(processor, "image_token_id", None)
+        report["example"]["images"] = list(shown.images)
+        report["example"]["image_tokens"] = [i for i, t in enumerate(shown.input_ids) if t == image_id]
+        report["images"] = len(table.meta.get("images", []))
     return report
+
+
+def vision_processor(folder):
+    """The processor of a vision-language model folder, or None for a text-only one."""
+    from lorastudio.core.engine.vision import is_vision, load_processor
+    from lorastudio.core.models.info import read_model_info
+    info = read_model_info(str(folder))
+    return load_processor(info) if is_vision(info) else None

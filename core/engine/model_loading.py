@@ -186,9 +186,9 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     memory_words = apply_memory_mode(model, memory_mode)
     model.config.use_cache = False
     torch.manual_seed(config.training.seed)       # LoRA A's init is random: make it the seed's
-    if processor is not None:     # lora.targets within the language model, and the parts lora.vision adds
-        config = vision.with_vision_targets(config, model, info, notes)
     peft_config = lora_config(config, info)
+    if processor is not None:     # lora.targets within the language model, and the parts lora.vision adds
+        vision.restrict_to_parts(peft_config, model, info, config.lora, notes)
     peft_model = get_peft_model(model, peft_config)
     dropout_words = restore_module_dropout(peft_model, config, peft_config)
     if dropout_words:

@@ -249,17 +249,25 @@ class ImageBatcher:
         return features
 
 
-def with_vision_targets(config, model: torch.nn.Module, info: ModelInfo, notes: list[str]):
-    """`config` with lora.targets as the full module names lora_target_modules chose (PEFT matches
-    full names exactly), and a note of what is adapted."""
-    import dataclasses
+def restrict_to_parts(peft_config, model: torch.nn.Module, info: ModelInfo, lora, notes: list[str]) -> None:
+    """Point PEFT's LoraConfig at the modules lora_target_modules chose. lora.targets stay as the user
+    wrote them (a resumed run compares them with the checkpoint's); the parts lora.vision leaves out
+    go to `exclude_modules` (a vision tower has its own q_proj), and the parts it adds are appended
+    by full name (all-linear with added parts becomes every chosen name). Adds a note of what is adapted."""
     family = vision_family(info)
-    modules = lora_target_modules(model, info, config.lora.targets, config.lora.vision)
-    counts = {p: sum(part_of(m, family) == p for m in modules) for p in VISION_CHOICE_PARTS["all"]}
+    chosen = lora_target_modules(model, info, lora.targets, lora.vision)
+    parts = VISION_CHOICE_PARTS[lora.vision]
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+              or type(m).__name__ in ("Linear4bit", "Linear8bitLt")]
+    left_out = [n for n in linear if part_of(n, family) not in parts]
+    added = [n for n in chosen if part_of(n, family) != "language"]
+    if added:
+        peft_config.target_modules = set(chosen) if lora.targets == "all-linear" else set(lora.targets) | set(added)
+    peft_config.exclude_modules = set(left_out) or None
+    counts = {p: sum(part_of(m, family) == p for m in chosen) for p in VISION_CHOICE_PARTS["all"]}
     notes.append(f"vision-language model ({family.name}): LoRA on {counts['language']} language-model layers, "
                  f"{counts['projector']} projector and {counts['vision']} vision-tower layers "
-                 f"(lora.vision: {config.lora.vision})" + (f"; {family.note}" if family.note else ""))
-    return dataclasses.replace(config, lora=dataclasses.replace(config.lora, targets=modules))
+                 f"(lora.vision: {lora.vision})" + (f"; {family.note}" if family.note else ""))
 
 
 def auto_class_and_processor(folder):

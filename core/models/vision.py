@@ -90,3 +90,16 @@ def vision_summary(info: "ModelInfo") -> dict | None:
              + ", ".join(f"{PART_WORDS[p]} {counts[p]}" for p in PARTS)
              + " (lora.vision: none | projector | all)" + (f"; {family.note}" if family.note else ""))
     return {"family": family.name, "words": words, "parts": counts}
+
+
+def named_parts(module_names) -> set[str]:
+    """The non-language parts (projector, vision) that full module names belong to, by any family's
+    names — what a saved adapter's target_modules say it adapted besides the language model."""
+    found = set()
+    for name in module_names:
+        for family in FAMILIES:
+            part = part_of(name, family)
+            if part != "language" and "." in name:
+                found.add(part)
+                break
+    return found

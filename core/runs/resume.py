@@ -28,10 +28,11 @@ from lorastudio.core.models.info import ModelError, read_model_info
 from lorastudio.core.runs.folders import CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE, worker_alive, write_status
 from lorastudio.core.atomic_files import atomic_write_text, folder_size, tidy
 from lorastudio.core.disk import DiskError, check_room
+from lorastudio.core.models.vision import PART_WORDS, VISION_CHOICE_PARTS, named_parts
 
 PREVIOUS_CONFIG_FILE = "config.previous.yaml"
 # Settings that change the adapter's shape or the frozen base: a checkpoint cannot carry over.
-FIXED_ON_RESUME = ("model", "lora.r", "lora.targets", "lora.use_dora")
+FIXED_ON_RESUME = ("model", "lora.r", "lora.targets", "lora.use_dora", "lora.vision")
 
 
 class ResumeError(UserError):
@@ -222,8 +223,15 @@ def check_shapes(checkpoint: Path, config: RunConfig, run_dir: Path) -> None:
     targets, was = config.lora.targets, saved.get("target_modules")
     if isinstance(targets, list) and isinstance(was, (list, str)):
         was_set = {was} if isinstance(was, str) else set(was)
+        if getattr(config.lora, "vision", "none") != "none":    # the projector / vision tower, added by full name
+            was_set = {name for name in was_set if "." not in name}
         if set(targets) != was_set and not (isinstance(was, str) and was == "all-linear"):
             differ.append(f"lora.targets are {sorted(targets)} but the checkpoint adapts {sorted(was_set)}")
+    vision = getattr(config.lora, "vision", "none")
+    had, wants = named_parts(was if isinstance(was, list) else []), set(VISION_CHOICE_PARTS[vision]) - {"language"}
+    if isinstance(was, list) and had != wants:
+        differ.append(f"lora.vision is {vision} but the checkpoint's adapter adapts "
+                      f"{' and '.join(PART_WORDS[p] for p in sorted(had)) or 'only the language model'}")
     if bool(saved.get("use_dora")) != bool(config.lora.use_dora):
         differ.append(f"lora.use_dora is {config.lora.use_dora} but the checkpoint's adapter "
                       f"{'uses' if saved.get('use_dora') else 'does not use'} DoRA")

@@ -187,3 +187,18 @@ def test_the_token_cache_is_keyed_by_the_images_content(tmp_path, vlms):
     again = prepared(cfg, loaded)
     assert not again.table.cache_hit
     assert again.train_set.items[0].input_ids.count(loaded.processor.image_token_id) == 4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_inspector_shows_where_the_image_tokens_sit_and_that_none_is_trained(tmp_path, vlms, family):
+    from lorastudio.core.config import DataSection
+    from lorastudio.core.engine.inspect_data import inspect_data
+    data = write_colour_data(tmp_path / "data", 4, "sharegpt")
+    report = inspect_data(DataSection(path=str(data)), str(vlms[family]), 128, example=2)
+    assert report["images"] == 4 and report["usable_examples"] == 4
+    shown = report["example"]
+    assert shown["images"] == [str(tmp_path / "data" / "images" / "001-green.png")]
+    positions = shown["image_tokens"]
+    assert positions and all(not shown["tokens"][i]["trained"] for i in positions)
+    trained = "".join(t["text"] for t in shown["tokens"] if t["trained"])
+    assert trained.startswith("It is green.")

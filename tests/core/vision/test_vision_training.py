@@ -47,3 +47,28 @@ def test_train_then_merge_a_vision_language_model(tmp_path, family, inline_jobs,
     assert processor.image_processor.to_dict() == base_processor.image_processor.to_dict()
     reloaded = auto.from_pretrained(merged)
     assert type(reloaded).__name__.endswith("ForConditionalGeneration")
+
+
+def test_a_run_that_adapts_the_projector_resumes_and_refuses_a_changed_lora_vision(tmp_path, inline_jobs,
+                                                                                 monkeypatch, capsys):
+    import yaml
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
+    model = make_vlm(tmp_path / "model", "llava")
+    data = write_colour_data(tmp_path / "data", 8)
+    config = write_config(tmp_path / "c.yaml", model, data, lora__vision="projector", training__max_steps=4,
+                          training__seq_len=128, training__save_every=2, data__validation_split=0.0)
+    run = tmp_path / "run"
+    assert cli_main(["train", str(config), "--run-dir", str(run)]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["training"]["max_steps"] = 6
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert cli_main(["resume", str(run)]) == 0
+    steps = [e["step"] for e in read_events(run / "events.jsonl") if e["type"] == "step"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    saved["training"]["max_steps"] = 8
+    saved["lora"]["vision"] = "all"
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    capsys.readouterr()
+    assert cli_main(["resume", str(run)]) != 0
+    said = capsys.readouterr()
+    assert "lora.vision" in said.out + said.err
