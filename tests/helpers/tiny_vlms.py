@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.helpers.tiny_models import make_tokenizer
 
-FAMILIES = ("qwen2_vl", "idefics3", "llava")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "llava")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
 
 # ChatML with content parts; `image` is the family's placeholder in the template.
@@ -39,7 +39,7 @@ def _text(tok, **more) -> dict:
 
 
 def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
-    """A saved tiny `family` model (qwen2_vl, idefics3, llava) with its processor files."""
+    """A saved tiny `family` model (one of FAMILIES) with its processor files."""
     import torch
     import transformers as tf
     from lorastudio.core.engine.vision import image_only
@@ -47,23 +47,32 @@ def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    if family == "qwen2_vl":
+    if family in ("qwen2_vl", "qwen2_5_vl"):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
         tok = _tokenizer(folder, ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
         ids = {key: tok.convert_tokens_to_ids(t) for key, t in (
             ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
             ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
-        cfg = tf.Qwen2VLConfig(
-            text_config=_text(tok, rope_parameters={
-                "rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}),
-            vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14,
-                               spatial_merge_size=2, temporal_patch_size=2),
-            tie_word_embeddings=True, **ids)
-        model = tf.Qwen2VLForConditionalGeneration(cfg)
+        rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
+        if family == "qwen2_vl":
+            cfg = tf.Qwen2VLConfig(
+                text_config=_text(tok, rope_parameters=rope),
+                vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14,
+                                   spatial_merge_size=2, temporal_patch_size=2),
+                tie_word_embeddings=True, **ids)
+            model, processor_class = tf.Qwen2VLForConditionalGeneration(cfg), tf.Qwen2VLProcessor
+        else:       # Qwen2.5-VL: a SwiGLU vision tower with windowed attention, RMSNorm
+            cfg = tf.Qwen2_5_VLConfig(
+                text_config=_text(tok, rope_parameters=rope),
+                vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                                   patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                                   fullatt_block_indexes=[1]),
+                tie_word_embeddings=True, **ids)
+            model, processor_class = tf.Qwen2_5_VLForConditionalGeneration(cfg), tf.Qwen2_5_VLProcessor
         images = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2,
                                           temporal_patch_size=2)
-        processor = image_only(tf.Qwen2VLProcessor)(image_processor=images, tokenizer=tok,
-                                                     chat_template=chat_template("<|vision_start|><|image_pad|><|vision_end|>"))
+        processor = image_only(processor_class)(image_processor=images, tokenizer=tok,
+                                                 chat_template=chat_template("<|vision_start|><|image_pad|><|vision_end|>"))
     elif family == "idefics3":
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
         grid = [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]
