@@ -15,7 +15,9 @@ projection keeps an fp32 copy of its input alive for the backward pass.
 The PEFT modules stay in place, so saving, merging and exporting are untouched; only the bound
 `forward` of each eligible layer changes, and anything the fast path does not cover (adapter
 disabled or merged, DoRA, dropout > 0, several adapters, mixed-batch inference) takes PEFT's own
-path in the same call.
+path in the same call. Any nn.Linear subclass (Falcon's FalconLinear) fuses; a linear module's
+weight PEFT took as a parameter fuses the same way; adapted experts (3-D parameters) take the
+grouped path of training/expert_lora.py.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import types
 from dataclasses import dataclass, field
 
 import torch
+
+from lorastudio.core.engine.training.expert_lora import group_expert_layers, ungroup_expert_layers
 
 
 def _bnb():
@@ -128,7 +132,11 @@ class LoRAProjection(torch.autograd.Function):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         w = dense_weight(base, kind, x.dtype)
-        out = torch.mm(x2, w.t())
+        # the output is allocated in its final shape and written through a 2-D view: returning a view
+        # would forbid in-place changes downstream (Falcon adds into its projections' outputs)
+        result = x.new_empty(*shape[:-1], w.shape[0])
+        out = result.view(-1, w.shape[0])
+        torch.mm(x2, w.t(), out=out)
         del w
         if base.bias is not None:
             out += base.bias.to(out.dtype)
@@ -138,7 +146,7 @@ class LoRAProjection(torch.autograd.Function):
         ctx.save_for_backward(x, a, b, xa)
         ctx.base, ctx.kind, ctx.scale = base, kind, scale
         ctx.dtypes = (lora_a.dtype, lora_b.dtype)
-        return out.view(*shape[:-1], out.shape[-1])
+        return result
 
     @staticmethod
     def backward(ctx, grad):
@@ -317,14 +325,18 @@ class FusedReport:
     kinds: set[str] = field(default_factory=set)
     skipped: dict[str, int] = field(default_factory=dict)     # reason -> layers
     mlps: int = 0               # SwiGLU MLPs fused whole (LoRASwiGLU)
+    experts: int = 0            # blocks of adapted experts on the grouped path (training/expert_lora.py)
 
     def words(self) -> str:
-        if not self.fused:
+        if not self.fused and not self.experts:
             why = ", ".join(f"{r} ({n})" for r, n in self.skipped.items()) or "no LoRA layers"
             return f"fused LoRA off: {why}"
-        text = f"fused LoRA on {self.fused} layers ({'/'.join(sorted(self.kinds))})"
+        text = (f"fused LoRA on {self.fused} layers ({'/'.join(sorted(self.kinds))})" if self.fused
+                else "fused LoRA on no layer")
         if self.mlps:
             text += f", {self.mlps} SwiGLU MLPs fused whole"
+        if self.experts:
+            text += f", grouped expert LoRA on {self.experts} MoE blocks"
         if self.skipped:
             text += "; PEFT path for " + ", ".join(f"{n} ({r})" for r, n in self.skipped.items())
         return text
@@ -333,7 +345,7 @@ class FusedReport:
 def _skip_reason(layer) -> str | None:
     if hasattr(layer, "parameter_name"):        # PEFT's ParamWrapper (target_parameters)
         if getattr(layer, "num_experts", 1) > 1:
-            return "experts: PEFT's per-expert path (no grouped LoRA path yet)"
+            return "experts: PEFT's per-expert path"
         if layer.parameter_name != "weight":
             return "adapted parameter"
         # a linear module's weight taken as a parameter: the same W + s·B·A, fused like a LoRA module
@@ -355,9 +367,15 @@ def _skip_reason(layer) -> str | None:
 def fuse_lora_layers(model: torch.nn.Module) -> FusedReport:
     """Give every eligible PEFT LoRA layer of `model` the fused forward; report what was done."""
     report = FusedReport()
+    report.experts, experts_skipped = group_expert_layers(model)
+    for why, n in experts_skipped.items():
+        report.skipped[f"experts: PEFT's per-expert path ({why})"] = n
     for module in model.modules():
         if not (hasattr(module, "lora_A") and hasattr(module, "base_layer")) or hasattr(module, "_fast_kind"):
             continue
+        if getattr(module, "_grouped_experts", False) or (hasattr(module, "parameter_name")
+                                                          and getattr(module, "num_experts", 1) > 1):
+            continue            # an experts block: grouped above, or counted with its reason
         reason = _skip_reason(module) if hasattr(module, "parameter_name") else None
         kind = weight_kind(module.base_layer)
         reason = reason or ("unsupported base layer" if kind is None else _skip_reason(module))
@@ -375,6 +393,7 @@ def fuse_lora_layers(model: torch.nn.Module) -> FusedReport:
 
 def unfuse_lora_layers(model: torch.nn.Module) -> None:
     """Restore PEFT's own forward everywhere (for tests and inference that needs PEFT's path)."""
+    ungroup_expert_layers(model)
     for module in model.modules():
         if hasattr(module, "_peft_mlp_forward"):
             module.forward = module._peft_mlp_forward

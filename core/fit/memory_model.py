@@ -19,9 +19,11 @@ every term below is alive then. Each term is named so that people can see where 
                 A mixture-of-experts layer keeps, per token, the router's logits and, for each of the
                 top-k experts the token is routed to, its gathered input, gate/up, act, product and
                 weighted output (moe_intermediate_size), plus the shared experts' MLP.
-  experts       PEFT adapts 3-D expert parameters by computing W + B·A for the whole expert stack
-                at every forward (its ParamWrapper): that merged copy is alive until the layer's
-                backward (every MoE layer without checkpointing, one with), with its gradient.
+  experts       with training.fused_lora false, PEFT adapts 3-D expert parameters by computing
+                W + B·A for the whole expert stack at every forward (its ParamWrapper): that merged
+                copy is alive until the layer's backward (every MoE layer without checkpointing, one
+                with), with its gradient. The grouped path (engine/training/expert_lora.py) merges
+                nothing: a routed copy keeps x·Aᵀ (r values) per adapted expert parameter.
   loss          logits and cross-entropy: vocab × tokens × (bf16 logits + fp32 copy + log-softmax +
                 its gradient) when unfused; a chunk of the vocabulary at a time when fused (Liger).
   scratch       bitsandbytes dequantizes one weight at a time in forward and backward; runtime
@@ -180,6 +182,7 @@ class Knobs:
 
     pairs: bool = False             # dpo / orpo: a chosen and a rejected answer per example
     fused_lora: bool = False        # the fused QLoRA path: quantized weights dequantized for bf16 GEMMs
+    grouped_experts: bool = False   # the experts' LoRA on the grouped path (training.fused_lora), not PEFT's merge
 
     @property
     def tokens(self) -> int:
@@ -224,7 +227,8 @@ def knobs_of(config: RunConfig, mode: str, on_gpu: bool = True, fused_loss: bool
                  fused_loss=(not cpu) and (fused_loss_available() if fused_loss is None else fused_loss),
                  packing=bool(getattr(config.data, "packing", False)),
                  pairs=getattr(t, "method", "sft") in ("dpo", "orpo"),
-                 fused_lora=(not cpu) and getattr(t, "fused_lora", True) and lora.dropout == 0 and not lora.use_dora)
+                 fused_lora=(not cpu) and getattr(t, "fused_lora", True) and lora.dropout == 0 and not lora.use_dora,
+                 grouped_experts=bool(getattr(t, "fused_lora", True)))
 
 
 # ---- the terms ------------------------------------------------------------------------------
@@ -334,6 +338,8 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
     layer_elems = layer_activation_elements(shape, per_layer_share, k.r, k.dropout)
     moe_layers = min(shape.moe_layers, L) if shape.experts else 0
     moe_elems = layer_activation_elements(shape, per_layer_share, k.r, k.dropout, moe=True) if moe_layers else 0
+    if moe_layers and experts and k.grouped_experts:     # x·Aᵀ of every routed copy, per adapted expert parameter
+        moe_elems += shape.top_k * k.r * len(experts) / moe_layers
     layer_bytes = max(layer_elems, moe_elems) * b * T     # one layer (the largest), everything saved
     if k.mode == "none":
         stored = ((L - moe_layers) * layer_elems + moe_layers * moe_elems) * b * T
@@ -368,7 +374,7 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
         loss = int(T * shape.vocab * (b + 12))
         loss_how = f"{T:,} tokens × {shape.vocab:,} vocab × {b + 12} B (logits, fp32 copy, log-softmax, grad)"
     terms.append(Term("loss", "Logits and loss", loss, loss_how))
-    if experts:
+    if experts and not k.grouped_experts:
         terms.append(expert_merge_term(experts, max(moe_layers, 1), k.mode, dense_bytes))
 
     quantized = _memo(("quantized", id(report)), (report,), lambda: [

@@ -4,7 +4,8 @@ gpt-oss models through the real loading code and the real train job (CPU, no qua
 - the count the targets report announces is what PEFT creates and what the journal's `start`
   event says trains (all-linear, experts only, a router named explicitly);
 - all-linear at r 16 is accepted and a short run records its loss;
-- the fused path (attention, dense and shared MLPs) keeps PEFT's gradients, experts included;
+- the fast path keeps PEFT's gradients to 1e-4 (fp32): attention, dense and shared MLPs fused,
+  the experts' LoRA on the grouped path (core/engine/training/expert_lora.py), aligned rank or not;
 - the adapter a run saves loads in plain PEFT and gives the trained model's logits;
 - gpt-oss keeps padding: its attention (eager, with sinks; transformers 5.25 offers no sdpa for it
   and refuses flex attention with sinks on the CPU) crosses packed examples' boundaries, and the run
@@ -91,18 +92,25 @@ def test_named_router_is_adapted_and_counted(tmp_path, text_jsonl, moe_models, f
 
 
 @pytest.mark.parametrize("family", MOE)
-def test_fused_path_keeps_peft_gradients_with_experts(tmp_path, text_jsonl, moe_models, family):
-    cfg = config(tmp_path, moe_models(family), text_jsonl, lora__r=8, lora__targets="all-linear")
+@pytest.mark.parametrize("r,kernel", [(8, True), (2, True), (8, False)])     # False: one matmul per expert
+def test_grouped_expert_path_keeps_peft_gradients(tmp_path, text_jsonl, moe_models, family, r, kernel,
+                                                  monkeypatch):
+    from lorastudio.core.engine.training import expert_lora
+    monkeypatch.setitem(expert_lora._GROUPED_MM, "usable", kernel)
+    cfg = config(tmp_path, moe_models(family), text_jsonl, lora__r=r, lora__targets="all-linear")
     lm, batch = loaded_with_b(cfg)
-    assert lm.model.training is not None
+    moe_blocks = 1 if family == "DeepSeek-V3" else 2
+    assert any(f"grouped expert LoRA on {moe_blocks} MoE blocks" in n for n in lm.notes), lm.notes
     if family == "DeepSeek-V3":        # the dense first layer's MLP fused whole, though PEFT took it as parameters
         assert any("SwiGLU MLPs fused whole" in n for n in lm.notes), lm.notes
-    assert any("experts: PEFT's per-expert path" in n for n in lm.notes), lm.notes
     fused_loss, fused = loss_and_grads(lm.model, batch)
     unfuse_lora_layers(lm.model)
+    assert not any(hasattr(m, "_grouped_experts") for m in lm.model.modules())
     peft_loss, peft = loss_and_grads(lm.model, batch)
     assert abs(fused_loss - peft_loss) < 1e-5
-    assert any("experts" in k for k in peft)
+    experts = {k: v for k, v in peft.items() if ".experts." in k}
+    assert experts and all(float(v.abs().max()) > 0 for v in experts.values())
+    close({k: fused[k] for k in experts}, experts, 1e-4)       # the experts' A and B, PEFT's to 1e-4
     close(fused, peft, 1e-4)
 
 

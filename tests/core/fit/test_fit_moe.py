@@ -1,6 +1,6 @@
 """The memory model on mixtures of experts (issue 28): the experts' LoRA (one A and B per expert),
 its gradients and AdamW states counted exactly from the targets report, the activations of routed
-tokens (top-k of E experts), PEFT's merged expert weights, and experts and routers kept 16-bit under
+tokens (top-k of E experts), PEFT's merged expert weights when the grouped path is off, and experts and routers kept 16-bit under
 4-bit quantization (bitsandbytes quantizes nn.Linear only). Tiny random models of four families and
 Qwen3-30B-A3B's real shape as headers only."""
 from __future__ import annotations
@@ -48,7 +48,9 @@ def test_lora_term_is_the_reports_count_with_experts(tmp_path, family):
     for targets in ("all-linear", EXPERTS, ["q_proj"]):
         est = estimate(config(info, targets), info, "checkpoint", calibration=NO_CAL)
         assert est.term("lora").bytes == report.lora_params(targets, 16) * LORA_STATE_BYTES, targets
-        assert ("experts" in [t.key for t in est.terms]) == bool(report.matching_experts(targets))
+        assert "experts" not in [t.key for t in est.terms]           # the grouped path merges nothing
+        peft = estimate(config(info, targets, fused_lora=False), info, "checkpoint", calibration=NO_CAL)
+        assert ("experts" in [t.key for t in peft.terms]) == bool(report.matching_experts(targets))
 
 
 def test_qwen3_30b_shape_experts_and_routed_tokens(qwen3_30b):
@@ -64,24 +66,29 @@ def test_qwen3_30b_shape_experts_and_routed_tokens(qwen3_30b):
     assert moe_mlp_elements(more) - moe_mlp_elements(shape) == 2 * 2048 + 4 * 768
     assert (layer_activation_elements(shape, [], 16, 0.0, moe=True)
             - layer_activation_elements(shape, [], 16, 0.0)) == moe_mlp_elements(shape) - (2 * 2048 + 4 * 6144)
-    none = estimate(config(info, quantization="none"), info, "none", calibration=NO_CAL)
     elems = layer_activation_elements(shape, [], 16, 0.0, moe=True)
     per_layer_lora = len(report.matching_modules("all-linear")) // 48 * 2 * 16
-    assert none.term("activations").bytes == int((elems + per_layer_lora) * 48 * 2 * 2048 + 2 * 2048 * 2 * 2048)
+    peft = estimate(config(info, quantization="none", fused_lora=False), info, "none", calibration=NO_CAL)
+    assert peft.term("activations").bytes == int((elems + per_layer_lora) * 48 * 2 * 2048 + 2 * 2048 * 2 * 2048)
+    grouped = estimate(config(info, quantization="none"), info, "none", calibration=NO_CAL)
+    routed_lora = 8 * 16 * 2                 # top-8 copies × r × (gate_up, down)
+    assert grouped.term("activations").bytes == int((elems + per_layer_lora + routed_lora) * 48 * 2 * 2048
+                                                    + 2 * 2048 * 2 * 2048)
 
 
 def test_qwen3_30b_experts_stay_16_bit_under_nf4_and_peft_merges_them(qwen3_30b):
+    """With training.fused_lora false PEFT's ParamWrapper merges B·A into every expert stack."""
     info = qwen3_30b
     report = discover_targets(info)
     expert_weights = 48 * 128 * 3 * 768 * 2048
-    est = estimate(config(info), info, "checkpoint", calibration=NO_CAL)
+    est = estimate(config(info, fused_lora=False), info, "checkpoint", calibration=NO_CAL)
     quantized = sum(i * o for m, (i, o) in report.linear_modules.items()
                     if m not in report.output_modules and m not in report.routers)
     assert est.term("weights").detail.startswith(f"{quantized:,} quantized")
     assert est.term("weights").bytes > expert_weights * 2            # the experts alone: 58 GB in bf16
     merged = est.term("experts")
     assert merged.bytes == 3 * expert_weights // 48 * 2               # checkpointing: one layer's, + its gradients
-    none = estimate(config(info), info, "none", calibration=NO_CAL)
+    none = estimate(config(info, fused_lora=False), info, "none", calibration=NO_CAL)
     assert none.term("experts").bytes == (48 + 2) * expert_weights // 48 * 2
     attention_only = estimate(config(info, ["q_proj", "k_proj", "v_proj", "o_proj"]), info, "checkpoint",
                               calibration=NO_CAL)

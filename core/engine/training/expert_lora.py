@@ -1,0 +1,172 @@
+"""The experts' LoRA on a grouped path (issue 28), the fast path's part for mixtures of experts.
+
+transformers 5 holds a layer's experts as 3-D parameters (`gate_up_proj` [E, 2I, H] and
+`down_proj` [E, H, I]; gpt-oss stores them transposed). PEFT adapts such a parameter with a
+ParamWrapper that, at every forward, adds s·B_e·A_e to every expert's weight (a new full-size
+copy of the whole stack, kept until the backward) and then runs the experts' own Python loop over
+the experts that received tokens.
+
+The grouped path computes, for the tokens routed to expert e,
+    y = x·W_eᵀ + s·(x·A_eᵀ)·B_eᵀ
+without merging anything: the (token, expert) pairs are sorted by expert once per block, the
+frozen weights run as one grouped GEMM over all experts and the adapter as two thin ones
+(tokens × r), with torch.nn.functional.grouped_mm; where its kernel refuses the shapes (its rows
+must be 16-byte aligned: fp32 ranks that are not a multiple of 4, say) the same products run as
+one matmul per expert slice. Autograd differentiates it; the gradients are PEFT's (checked in
+tests/core/engine/test_moe_training.py to 1e-4 in fp32).
+
+It covers experts classes built with transformers' `use_experts_implementation` (its `_apply_gate`,
+`is_transposed`, `has_bias` — Qwen3-MoE, Mixtral, DeepSeek-V3, gpt-oss) whose LoRA adapts
+`gate_up_proj` and/or `down_proj` with one active adapter; anything else keeps PEFT's path and
+the fast path's report says why.
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+
+_GROUPED_MM = {"usable": hasattr(torch.nn.functional, "grouped_mm")}
+_REFUSED: set[tuple] = set()            # layouts grouped_mm refused once: the loop from then on
+ADAPTED = ("gate_up_proj", "down_proj")
+
+
+def _is_wrapper(module) -> bool:
+    return hasattr(module, "parameter_name") and hasattr(module, "lora_A") and hasattr(module, "base_layer")
+
+
+def _unwrap(wrapper) -> tuple[torch.nn.Module, list]:
+    """The experts module under a chain of ParamWrappers, and the wrappers (outermost first)."""
+    chain, layer = [], wrapper
+    while _is_wrapper(layer):
+        chain.append(layer)
+        layer = layer.base_layer
+    return layer, chain
+
+
+def unsupported(wrapper) -> str | None:
+    """Why this (outermost) ParamWrapper cannot take the grouped path, or None."""
+    base, chain = _unwrap(wrapper)
+    if not all(hasattr(base, a) for a in ("_apply_gate", "gate_up_proj", "down_proj", "num_experts")):
+        return f"{type(base).__name__} is not a transformers experts block"
+    if not getattr(base, "has_gate", True) or getattr(base, "has_post_expert_norm", False):
+        return f"{type(base).__name__} has no gate or a norm after the experts"
+    if getattr(base, "_is_expert_parallel", False):
+        return "expert parallelism"
+    if any(w.parameter_name not in ADAPTED for w in chain):
+        return "an adapted parameter other than gate_up_proj and down_proj"
+    if any(getattr(w, "num_experts", 1) != base.num_experts for w in chain):
+        return "an adapted parameter that is not a stack of the experts"
+    return None
+
+
+def _active_lora(chain) -> dict | None:
+    """{parameter name: (A [E, r, in], B [E, out, r], scale)} of the one active adapter, or None
+    when PEFT's own path must run (adapters disabled, merged, several active)."""
+    lora = {}
+    for w in chain:
+        active = w.active_adapters
+        if w.disable_adapters or w.merged or len(active) != 1:
+            return None
+        name = active[0]
+        if name not in w.lora_A:
+            continue
+        e = w.num_experts
+        a = w.lora_A[name].weight                                   # (E·r, in): expert-major rows
+        b = w.lora_B[name].weight                                   # (out, r·E): rank-major columns
+        lora[w.parameter_name] = (a.view(e, -1, a.shape[-1]), b.view(b.shape[0], -1, e).permute(2, 0, 1),
+                                  float(w.scaling[name]))
+    return lora
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    size = t.element_size()
+    return t.data_ptr() % 16 == 0 and all((s * size) % 16 == 0 for s in t.stride() if s != 1)
+
+
+def _gmm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """Rows of x in expert groups (group e ends at offs[e]) times w[e] [E, in, out]. Which way it
+    goes depends only on the shapes, strides and device, so a checkpointed layer recomputes it the
+    same way."""
+    key = (x.device.type, x.dtype, x.stride(), w.stride(), tuple(w.shape))
+    if _GROUPED_MM["usable"] and key not in _REFUSED and _aligned(x) and _aligned(w):
+        try:
+            return torch.nn.functional.grouped_mm(x, w, offs=offs)
+        except (RuntimeError, NotImplementedError):     # a device, dtype or layout without the kernel
+            _REFUSED.add(key)
+    parts, start = [], 0
+    for e, end in enumerate(offs.tolist()):
+        if end > start:
+            parts.append(x[start:end] @ w[e])
+        start = end
+    return torch.cat(parts) if parts else x.new_zeros(0, w.shape[-1])
+
+
+def _project(x, weight, transposed: bool, lora, offs) -> torch.Tensor:
+    w = weight if transposed else weight.transpose(-2, -1)                        # [E, in, out]
+    y = _gmm(x, w.to(x.dtype), offs)
+    if lora is not None:
+        a, b, scale = lora
+        xa = _gmm(x, a.transpose(-2, -1).to(x.dtype), offs)                        # tokens × r
+        y = y + scale * _gmm(xa, b.transpose(-2, -1).to(x.dtype).contiguous(), offs)
+    return y
+
+
+def grouped_experts(base, lora: dict, hidden: torch.Tensor, top_k_index: torch.Tensor,
+                    top_k_weights: torch.Tensor) -> torch.Tensor:
+    """What `base.forward(hidden, top_k_index, top_k_weights)` computes with the LoRA of `lora`."""
+    k = top_k_index.shape[-1]
+    experts = top_k_index.reshape(-1)
+    order = torch.argsort(experts, stable=True)
+    expert_of_row = experts[order]
+    token = order // k
+    offs = torch.cumsum(torch.bincount(experts, minlength=base.num_experts), 0).to(torch.int32)
+    x = hidden[token]
+    gate_up = _project(x, base.gate_up_proj, base.is_transposed, lora.get("gate_up_proj"), offs)
+    if getattr(base, "has_bias", False):
+        gate_up = gate_up + base.gate_up_proj_bias[expert_of_row]
+    h = base._apply_gate(gate_up).contiguous()
+    y = _project(h, base.down_proj, base.is_transposed, lora.get("down_proj"), offs)
+    if getattr(base, "has_bias", False):
+        y = y + base.down_proj_bias[expert_of_row]
+    y = y * top_k_weights.reshape(-1)[order, None].to(y.dtype)
+    return torch.zeros_like(hidden).index_add_(0, token, y.to(hidden.dtype))
+
+
+def _grouped_forward(self, hidden_states, top_k_index=None, top_k_weights=None, *args, **kwargs):
+    """The bound forward of an outermost experts ParamWrapper: grouped when it can be, PEFT's otherwise."""
+    base, chain = _unwrap(self)
+    lora = None if (args or kwargs or top_k_index is None) else _active_lora(chain)
+    if lora is None:
+        return self._peft_forward(hidden_states, top_k_index, top_k_weights, *args, **kwargs)
+    return grouped_experts(base, lora, hidden_states, top_k_index, top_k_weights)
+
+
+def group_expert_layers(model: torch.nn.Module) -> tuple[int, dict[str, int]]:
+    """Give every eligible block of adapted experts the grouped forward: (blocks grouped, {why not: blocks})."""
+    wrappers = [m for m in model.modules() if _is_wrapper(m) and getattr(m, "num_experts", 1) > 1]
+    inner = {id(m.base_layer) for m in wrappers if _is_wrapper(m.base_layer)}
+    grouped, skipped = 0, {}
+    for wrapper in wrappers:
+        if id(wrapper) in inner or hasattr(wrapper, "_peft_forward"):
+            continue
+        reason = unsupported(wrapper)
+        if reason:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        wrapper._peft_forward = wrapper.forward
+        wrapper.forward = types.MethodType(_grouped_forward, wrapper)
+        for w in _unwrap(wrapper)[1]:
+            w._grouped_experts = True
+        grouped += 1
+    return grouped, skipped
+
+
+def ungroup_expert_layers(model: torch.nn.Module) -> None:
+    """PEFT's own forward for every grouped experts block again."""
+    for module in model.modules():
+        if getattr(module, "_grouped_experts", False):
+            if "_peft_forward" in module.__dict__:
+                module.forward = module._peft_forward
+                del module._peft_forward
+            del module._grouped_experts
