@@ -16,7 +16,7 @@ from lorastudio.app.theme import BAD, OK
 from lorastudio.app.thread_pool import run_in_background
 from lorastudio.core.config import RunConfig
 from lorastudio.core.fit.advice import Advice, choose_memory_mode, fit_settings
-from lorastudio.core.fit.cpu import CPU_EFFICIENCY, CpuEstimate, cpu_estimate, measure_matmul_rate
+from lorastudio.core.fit.cpu import CpuEstimate, cpu_estimate, measure_rate
 from lorastudio.core.fit.memory_model import Estimate, as_on_gpu, estimate, with_settings
 from lorastudio.core.fit.targets import CARDS, Target
 from lorastudio.core.formatting import format_bytes
@@ -34,16 +34,17 @@ def system_ram() -> int:
 
 
 def step_time_words(seconds: float | None) -> str:
-    """ "about 40 s a step", "about 3 min a step"; "" when unknown."""
+    """ "up to about 40 s a step", "up to about 3 min a step" (the estimate is of a full token budget);
+    "" when unknown."""
     if seconds is None:
         return ""
     if seconds < 1:
         return "under a second a step"
     if seconds < 90:
-        return f"about {seconds:.0f} s a step"
+        return f"up to about {seconds:.0f} s a step"
     if seconds < 5400:
-        return f"about {seconds / 60:.0f} min a step"
-    return f"about {seconds / 3600:.1f} h a step"
+        return f"up to about {seconds / 60:.0f} min a step"
+    return f"up to about {seconds / 3600:.1f} h a step"
 
 
 class MemoryBar(QWidget):
@@ -188,16 +189,17 @@ class FitIndicator(QWidget):
         seconds = self.cpu_estimate.seconds_per_step
         if seconds is not None:
             text += f" · {step_time_words(seconds)} on this CPU"
-        elif not self._timing:          # time this CPU once (~0.2 s, on the thread pool), then again
+        elif not self._timing:          # time this CPU once per machine (a child process, ~3 s), then again
             self._timing = True
-            run_in_background(measure_matmul_rate, on_done=lambda _rate: self.refresh(),
+            run_in_background(measure_rate, on_done=lambda rate: self.refresh() if rate else None,
                               on_failed=lambda _exc: None)
         self._show(text, ram, "fits" if fits else "cpu_nofit")
         self.fit_button.hide()
         self.bar.setToolTip(self.bar.toolTip() + (
-            f"\n\nTime a step: {self.cpu_estimate.flops_per_step:.3g} FLOPs (tokens × parameters × 4, or × 6 "
-            f"when layers are recomputed) over {CPU_EFFICIENCY:.0%} of this CPU's measured float32 matrix "
-            f"product rate ({(self.cpu_estimate.rate or 0) / 1e9:.0f} GFLOP/s): an estimate" if seconds else ""))
+            f"\n\nTime a step: at most {self.cpu_estimate.flops_per_step:.3g} FLOPs (the step's token budget × "
+            f"parameters × 4, or × 6 when layers are recomputed; shorter examples make fewer) at this CPU's "
+            f"{(self.cpu_estimate.rate or 0) / 1e9:.0f} GFLOP/s, {self.cpu_estimate.rate_source}: an estimate"
+            if seconds else ""))
 
     def gpu_config(self) -> RunConfig:
         """The form's config as it would train on the target GPU (a CPU choice is a what-if too)."""

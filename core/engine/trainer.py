@@ -10,6 +10,7 @@ micro-batch passes `num_items_in_batch` (the step's token count), so its loss is
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -76,6 +77,18 @@ def total_steps(config: RunConfig, micro_per_epoch: int) -> int:
     if t.max_steps:
         return t.max_steps
     return max(1, math.ceil(t.epochs * micro_per_epoch / t.grad_accum))
+
+
+def packing_words(summary: dict) -> str:
+    """The data's packing and token cache in the log's words: what they mean for the run, not their
+    measurements (the `data` event keeps the check's figures and the cache's path)."""
+    note = re.sub(r"\s*\(difference [^)]*\)", "", summary.get("packing_note") or "")
+    packing = {"on": f"Packing on: {note} (several examples share a row, without padding)",
+               "off": f"Packing off: {note}" if note else "Packing off: each example padded to the longest in its batch",
+               }.get(summary["packing"], f"Packing fallback: {note}; batches are padded instead")
+    cache = ("the tokenized examples came from the cache (this data and these settings were tokenized before)"
+             if summary.get("cache_hit") else "the examples were tokenized and cached for the next run on this data")
+    return f"{packing}; {cache}"
 
 
 class Trainer:
@@ -158,8 +171,7 @@ class Trainer:
             self.journal.emit("log", level="warning", message=f"Note: {note}")
         if "packing" in summary:          # supervised data: packing and the token cache
             self.journal.emit("log", level="warning" if summary["packing"] == "fallback" else "info",
-                              message=f"Packing {summary['packing']}: {summary['packing_note']}. Token cache "
-                              f"{'hit' if summary['cache_hit'] else 'built'}: {summary['cache']}")
+                              message=packing_words(summary))
         counts = [(summary["truncated"], f"were longer than seq_len={seq_len} tokens and were truncated"),
                   (summary["dropped_too_long"], f"were longer than seq_len={seq_len} tokens and were dropped"),
                   (summary["dropped_no_target"], "had no token left to train on after masking and were dropped"),

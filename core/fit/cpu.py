@@ -4,21 +4,24 @@ RAM: the memory model's terms as they are on the CPU (`estimate(..., on_gpu=Fals
 LoRA state, activations, loss, scratch — no CUDA context, no allocator slack) plus the worker's
 own runtime (Python, PyTorch's libraries, the tokenizer): `CPU_RUNTIME`.
 
-Time per optimizer step: the arithmetic of a LoRA step over this machine's measured rate.
-  - work: tokens per step (batch_size × seq_len × grad_accum: the token budget, which a packed
-    batch fills and a padded one reaches at most) × the base's parameters × FLOPs per parameter and
-    token: 2 forward + 2 backward (the gradient of the activations; the frozen base has no weight
-    gradient) + 2 more when layers are recomputed (memory mode checkpoint or lean);
-  - rate: `measure_matmul_rate` times a float32 matrix product with numpy for ~0.2 s (all cores,
-    as PyTorch uses them) — once per process, on the thread pool in the window;
-  - `CPU_EFFICIENCY`: the share of that rate a training step reaches (attention, norms, autograd
-    and the optimizer are not one large matrix product). A rule of thumb, stated as such: the
-    figure is an order of magnitude ("about 40 s a step"), shown as an estimate.
+Time per optimizer step: the arithmetic of a LoRA step over this machine's rate.
+  - work: tokens per step × the base's parameters × FLOPs per parameter and token: 2 forward + 2
+    backward (the gradient of the activations; the frozen base has no weight gradient) + 2 more when
+    layers are recomputed (memory mode checkpoint or lean). The tokens are the step's budget
+    (batch_size × seq_len × grad_accum): a padded batch reaches it at most and a packed one holds
+    only the examples it was given, so the figure is an upper bound ("up to about 12 s a step");
+  - rate, best first: learnt from this machine's last finished CPU runs (their tokens a second ×
+    parameters × FLOPs per token: `learn_cpu_rate`, called by the train job at the end); else PyTorch's
+    own rate on a LoRA step's kind of arithmetic, measured once per machine in a child process
+    (core/engine/cpu_probe.py: the window never imports torch) and kept in DATA/cpu-rate.json. On
+    this project's 2-core machine the probe said 61 GFLOP/s (load 3) and the demo's steps reached
+    about 90: the probe's figure is used as it is.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.fit.memory_model import Estimate, Term, estimate
@@ -26,16 +29,15 @@ from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.targets import TargetReport
 
 CPU_RUNTIME = 700 << 20             # the worker's Python, PyTorch's libraries and the tokenizer
-CPU_EFFICIENCY = 0.3                # share of the measured matmul rate a LoRA training step reaches
-PROBE_SECONDS = 0.2
-_measured: float | None = None
+PROBE_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
 class CpuEstimate:
     memory: Estimate                # the RAM terms (the runtime among them)
     flops_per_step: float
-    rate: float | None              # measured FLOP/s of a float32 matmul; None until measured
+    rate: float | None              # FLOP/s of this machine (learnt or probed); None until known
+    rate_source: str = ""           # "learnt from 2 runs" | "measured by PyTorch"
 
     @property
     def ram(self) -> int:
@@ -43,7 +45,8 @@ class CpuEstimate:
 
     @property
     def seconds_per_step(self) -> float | None:
-        return self.flops_per_step / (self.rate * CPU_EFFICIENCY) if self.rate else None
+        """At most this long a step (the token budget filled)."""
+        return self.flops_per_step / self.rate if self.rate else None
 
 
 def ram_estimate(config: RunConfig, info: ModelInfo, report: TargetReport | None = None) -> Estimate:
@@ -59,38 +62,110 @@ def ram_estimate(config: RunConfig, info: ModelInfo, report: TargetReport | None
 def step_flops(config: RunConfig, info: ModelInfo, mode: str) -> float:
     t = config.training
     tokens = t.batch_size * t.seq_len * t.grad_accum
-    per_token = 2 + 2 + (2 if mode in ("checkpoint", "lean") else 0)
-    return float(tokens) * info.num_parameters * per_token
+    return float(tokens) * info.num_parameters * _flops_per_token(mode)
 
 
-def measure_matmul_rate(seconds: float = PROBE_SECONDS) -> float:
-    """FLOP/s of a float32 matrix product on this machine (numpy's BLAS, all cores). Measured once
-    per process; later calls return the first figure."""
-    global _measured
-    if _measured is not None:
-        return _measured
-    import numpy as np
-    n = 512
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    a @ b                                                   # warm the BLAS threads up
-    done, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        done += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            break
-    _measured = 2 * n ** 3 * done / elapsed
-    return _measured
+def machine() -> str:
+    """This CPU in words, as DATA/cpu-rate.json keys it: "Intel(R) Xeon(R) … × 2"."""
+    import os
+    import platform
+    name = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.lower().startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name or platform.processor() or platform.machine()} × {os.cpu_count() or 1}"
 
 
-def measured_rate() -> float | None:
-    """The rate measured so far in this process (None before `measure_matmul_rate`)."""
-    return _measured
+RATE_FILE = "cpu-rate.json"          # in the data folder: {machine: {"probe": {...}, "runs": {...}}}
+LEARN_WEIGHT = 0.5                  # the newest run's share of the learnt rate
+
+
+def rate_path() -> Path:
+    from lorastudio.core.runs.folders import data_home
+    return data_home() / RATE_FILE
+
+
+def _read_rates(path: Path) -> dict:
+    import json
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        return raw if isinstance(raw, dict) else {}
+    except (OSError, ValueError):           # none yet, or damaged: measured again
+        return {}
+
+
+def _store(path: Path, kind: str, rate: float, weight: float = 1.0) -> dict:
+    """Fold `rate` (FLOP/s) into this machine's `kind` entry (a running mean; weight: the new figure's share)."""
+    import datetime
+    from lorastudio.core.atomic_files import atomic_write_json
+    rates = _read_rates(path)
+    mine = rates.setdefault(machine(), {})
+    old = mine.get(kind) if isinstance(mine.get(kind), dict) else None
+    runs = int(old.get("runs", 0)) + 1 if old else 1
+    value = rate if not old else (1 - weight) * float(old["flops_per_s"]) + weight * rate
+    mine[kind] = {"flops_per_s": round(value), "runs": runs, "date": datetime.date.today().isoformat()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, rates)
+    return mine[kind]
+
+
+def known_rate(path: Path | None = None) -> tuple[float, str] | None:
+    """(FLOP/s, where it comes from) for this machine: learnt from runs, else probed; None if neither."""
+    mine = _read_rates(path or rate_path()).get(machine(), {})
+    for kind in ("runs", "probe"):
+        entry = mine.get(kind)
+        try:
+            rate = float(entry["flops_per_s"])
+        except (TypeError, KeyError, ValueError):
+            continue
+        if rate > 0:
+            runs = int(entry.get("runs", 1))
+            return rate, (f"learnt from {runs} CPU run{'s' * (runs != 1)} on this machine" if kind == "runs"
+                          else "measured by PyTorch on this machine")
+    return None
+
+
+def measure_rate(path: Path | None = None) -> float | None:
+    """Run the probe (core/engine/cpu_probe.py) in a child process, keep its figure for this machine
+    and return it (FLOP/s); None when it could not run. Seconds: call it off the GUI thread."""
+    import json
+    import sys
+    import tempfile
+    from lorastudio.core.runtime.launcher import run_tool
+    with tempfile.TemporaryDirectory(prefix="lorastudio-cpu-probe-") as tmp:
+        out, log = Path(tmp) / "rate.json", Path(tmp) / "probe.log"
+        started = time.monotonic()
+        status = run_tool([sys.executable, "-m", "lorastudio.core.engine.cpu_probe", str(out)], None, log,
+                          should_stop=lambda: time.monotonic() - started > PROBE_TIMEOUT_S)
+        if status != 0 or not out.is_file():
+            return None
+        rate = float(json.loads(out.read_text())["flops_per_s"])
+    _store(path or rate_path(), "probe", rate)
+    return rate
+
+
+def learn_cpu_rate(events: list[dict], info: ModelInfo, mode: str, path: Path | None = None) -> dict | None:
+    """A finished CPU run's rate (its median tokens a second after the first two steps × parameters ×
+    FLOPs per token) folded into this machine's learnt rate; the entry, or None."""
+    speeds = sorted(e["tokens_per_s"] for e in events if e["type"] == "step" and e.get("tokens_per_s")
+                    and e.get("step", 0) > 2)
+    if not speeds or not info.num_parameters:
+        return None
+    rate = speeds[len(speeds) // 2] * info.num_parameters * _flops_per_token(mode)
+    return _store(path or rate_path(), "runs", rate, LEARN_WEIGHT)
+
+
+def _flops_per_token(mode: str) -> int:
+    return 2 + 2 + (2 if mode in ("checkpoint", "lean") else 0)
 
 
 def cpu_estimate(config: RunConfig, info: ModelInfo, report: TargetReport | None = None,
-                 rate: float | None = None) -> CpuEstimate:
+                 rate: tuple[float, str] | None = None) -> CpuEstimate:
+    """The RAM and time estimate; `rate` (FLOP/s, its source) defaults to what this machine knows."""
     memory = ram_estimate(config, info, report)
-    return CpuEstimate(memory, step_flops(config, info, memory.mode), rate if rate is not None else _measured)
+    rate = rate if rate is not None else known_rate()
+    return CpuEstimate(memory, step_flops(config, info, memory.mode), *(rate or (None, "")))

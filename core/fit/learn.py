@@ -14,6 +14,7 @@ from typing import Callable
 from lorastudio.core.config import ConfigError, RunConfig
 from lorastudio.core.fit.advice import choose_memory_mode
 from lorastudio.core.fit.calibration import Calibration, fitted_constant, record, user_calibration_path
+from lorastudio.core.fit.cpu import learn_cpu_rate
 from lorastudio.core.fit.memory_model import MODES, estimate
 from lorastudio.core.journal import read_events
 from lorastudio.core.models.info import ModelError, read_model_info
@@ -75,18 +76,38 @@ def learn_from_run(run_dir: Path, path: Path | None = None) -> dict | None:
     return record(path or user_calibration_path(), key, value, gpu=device, source=run_dir.name)
 
 
+def learn_cpu_from_run(run_dir: Path, path: Path | None = None) -> dict | None:
+    """A run that trained on the CPU teaches this machine's rate (core/fit/cpu.learn_cpu_rate), which
+    the window's time-per-step estimate uses; the stored entry, or None."""
+    events = read_events(Path(run_dir) / "events.jsonl")
+    start = next((e for e in reversed(events) if e["type"] == "start"), None)
+    if start is None or start.get("devices") != ["cpu"]:
+        return None
+    try:
+        config = RunConfig.load(Path(run_dir) / "config.yaml")
+        info = read_model_info(config.model)
+    except (ConfigError, ModelError, OSError):
+        return None
+    return learn_cpu_rate(events, info, start.get("memory_mode") or "none", path)
+
+
 def learn_after_run(run_dir: Path, status: str, log: Callable[[str, str], None]) -> None:
-    """The train job's last step: a completed run refines its constant (learn_from_run); what was
-    learnt, or why nothing could be, goes to `log(message, level)`. Never fails a finished run."""
+    """The train job's last step: a completed run refines its constant (learn_from_run), or on a CPU
+    this machine's rate (learn_cpu_from_run); what was learnt, or why nothing could be, goes to
+    `log(message, level)`. Never fails a finished run."""
     if status != "completed":
         return
     try:
         entry = learn_from_run(run_dir)
+        cpu = None if entry else learn_cpu_from_run(run_dir)
     except Exception as exc:                       # noqa: BLE001 — never fail a finished run over this
         log(f"The memory model could not learn from this run: {exc}", "warning")
         return
     if entry:
         log(f"Memory model: activation constant now {entry['value']} (from {entry['runs']} run(s))", "info")
+    if cpu:
+        log(f"Time estimate: this CPU trains at about {cpu['flops_per_s'] / 1e9:.0f} GFLOP/s (from {cpu['runs']} "
+            "run(s)); the next runs' time a step uses it", "info")
 
 
 def _unit_calibration() -> Calibration:

@@ -138,7 +138,10 @@ def test_training_and_evaluation_agree_with_packing_on_and_off(make_config, tmp_
     off, ev_off = train_events(make_config, tmp_path, "a", False, training__max_steps=4, training__eval_every=2)
     data_on = next(e for e in ev_on if e["type"] == "data")
     assert data_on["packing"] == "on" and next(e for e in ev_off if e["type"] == "data")["packing"] == "off"
-    assert any("Packing on" in e.get("message", "") for e in ev_on if e["type"] == "log")
+    said = next(e["message"] for e in ev_on if e["type"] == "log" and e["message"].startswith("Packing on"))
+    # the log speaks of what it means (issue 33, point 7); the check's figures and the cache's path stay in `data`
+    assert "difference" not in said and data_on["cache"] not in said and "without padding" in said
+    assert "tokenized and cached for the next run" in said and "difference" in data_on["packing_note"]
     loss_on = [e["loss"] for e in ev_on if e["type"] == "step"]
     loss_off = [e["loss"] for e in ev_off if e["type"] == "step"]
     assert loss_on == pytest.approx(loss_off, abs=1e-4)
