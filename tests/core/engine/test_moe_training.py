@@ -142,3 +142,41 @@ def test_train_job_all_linear_r16_journals_the_announced_count(tmp_path, text_js
     peft_model = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
     assert sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n) == start["trainable_params"]
     assert all(float(p.abs().sum()) > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
+
+
+@pytest.mark.parametrize("family", ["Mixtral", "DeepSeek-V3", "gpt-oss"])
+def test_merge_of_an_moe_adapter_keeps_its_answers(tmp_path, text_jsonl, moe_models, family, inline_jobs):
+    """The merge job loads base + adapter in plain PEFT, merges the experts' LoRA into their 3-D
+    weights and compares the reloaded merged model with base + adapter (its fidelity event)."""
+    from lorastudio.core.plans.merge import MergeRequest, plan_merge, start_merge
+    model = moe_models(family)
+    run_dir = tmp_path / "run"
+    path = write_config(tmp_path / "run.yaml", model, text_jsonl, lora__r=8, lora__targets="all-linear",
+                        training__max_steps=2, training__save_every=0, training__lr=5e-2)
+    prepare_run(RunConfig.load(path), run_dir)
+    assert start_train(TrainRequest(run_dir)).returncode() == 0
+    job = start_merge(plan_merge(MergeRequest(run_dir, tmp_path / "merged", dtype="fp32", device="cpu")))
+    events = read_events(job.job_dir / "events.jsonl")
+    assert job.returncode() == 0, events[-3:]
+    fidelity = next(e for e in events if e["type"] == "fidelity")
+    assert not fidelity["flagged"] and fidelity["greedy_agree"] == fidelity["prompts"], fidelity
+
+
+@pytest.mark.parametrize("family", ["Qwen3-MoE", "gpt-oss"])
+def test_stop_and_resume_matches_uninterrupted_run(tmp_path, text_jsonl, moe_models, family):
+    """Checkpoints hold the experts' A and B and their optimizer state: a run stopped at step 2 and
+    resumed ends with the uninterrupted run's adapter (grouped path on, dropout on the modules)."""
+    from safetensors.torch import load_file
+    from tests.helpers.training import train
+    path = write_config(tmp_path / "c.yaml", moe_models(family), text_jsonl, lora__r=8, lora__dropout=0.1,
+                        lora__targets="all-linear", training__max_steps=4, training__save_every=0,
+                        data__validation_split=0.0)
+    train(path, tmp_path / "full")
+    _trainer, status, _ = train(path, tmp_path / "part", stop_after=2)
+    assert status == "stopped"
+    _trainer, status, _ = train(path, tmp_path / "part", resume_from=tmp_path / "part" / "checkpoints" / "step-000002")
+    assert status == "completed"
+    full = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    part = load_file(tmp_path / "part" / "adapter" / "adapter_model.safetensors")
+    assert full.keys() == part.keys() and any(".experts." in k for k in full)
+    assert max(float((full[k] - part[k]).abs().max()) for k in full) < 1e-6
