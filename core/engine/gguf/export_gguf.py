@@ -283,6 +283,11 @@ def plan_adapter_tensors(tensors: dict, config: dict, ftype: str) -> list[Planne
     qtype = ggml_type(ftype)
     planned = []
     for module, (a_key, b_key) in lora_pairs(tensors).items():
+        if module.rsplit(".base_layer", 1)[0].endswith(".experts"):
+            raise GgufExportError(f"the adapter adapts the experts' 3-D weights ({module.split('.base_layer')[0]}), "
+                                  "which this GGUF LoRA writer does not write yet",
+                                  "export the merged model instead (without --adapter-only), or train with "
+                                  "lora.targets that leave the experts out (e.g. q_proj, k_proj, v_proj, o_proj)")
         base = names.gguf_name(module + ".weight")
         if base is None:
             raise GgufExportError(f"the adapter adapts {module}, which has no llama.cpp name",
