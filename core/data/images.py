@@ -12,7 +12,7 @@ Everywhere below an image's place in a turn is the marker IMAGE_MARKER inside th
 example's `images` lists the files in marker order. Without any marker the images go in front of
 the first user turn (LLaVA's convention). Paths are relative to the data file's folder.
 
-Only the encoder of a vision-language model reads the files (core/engine/vision.py); a text-only
+Only the encoder of a vision-language model reads the files (core/engine/vision/); a text-only
 model refuses an example with images, naming it (`text_only_error`).
 """
 from __future__ import annotations

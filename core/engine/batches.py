@@ -156,7 +156,7 @@ class MicroBatches:
                             "add examples with at least two tokens each")
         self.data, self.batch_size, self.pad_id, self.seed = data, batch_size, pad_id, seed
         self.row_budget = row_budget
-        self.images = images        # a batch's image tensors (core/engine/vision.ImageBatcher), or None
+        self.images = images        # a batch's image tensors (core/engine/vision/encoding.ImageBatcher), or None
         self.per_epoch = math.ceil(len(data.items) / batch_size)
         self._order_cache: dict[int, list[int]] = {}
 
@@ -314,7 +314,7 @@ def prepare_data(data_cfg, tokenizer, seq_len: int, batch_size: int, seed: int, 
     budget, mode, note = 0, "off", "data.packing is off: batches are padded to their longest example"
     images = None
     if table.has_images:
-        from lorastudio.core.engine.vision import ImageBatcher
+        from lorastudio.core.engine.vision.encoding import ImageBatcher
         images = ImageBatcher(processor, getattr(data_cfg, "max_image_pixels", 0), table.meta["source"])
     if getattr(data_cfg, "packing", False) and images is not None:
         mode, note = "fallback", ("examples with images are padded, not packed: a vision-language model places "

@@ -129,7 +129,8 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
         "trained": shown.trained_tokens, "total": len(shown.input_ids),
     }
     if processor is not None:       # where the image tokens sit and how many (never trained)
-        image_id = getattr(processor, "image_token_id", None)
+        from lorastudio.core.engine.vision.encoding import image_token_id
+        image_id = image_token_id(processor)
         report["example"]["images"] = list(shown.images)
         report["example"]["image_tokens"] = [i for i, t in enumerate(shown.input_ids) if t == image_id]
         report["images"] = len(table.meta.get("images", []))
@@ -138,7 +139,7 @@ def inspect_data(data_cfg: DataSection, model: str, seq_len: int, example: int =
 
 def vision_processor(folder):
     """The processor of a vision-language model folder, or None for a text-only one."""
-    from lorastudio.core.engine.vision import is_vision, load_processor
+    from lorastudio.core.engine.vision.loading import is_vision, load_processor
     from lorastudio.core.models.info import read_model_info
     info = read_model_info(str(folder))
     return load_processor(info) if is_vision(info) else None

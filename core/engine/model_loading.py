@@ -22,7 +22,7 @@ from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.targets import discover_targets
 from lorastudio.core.engine.fast_lora import fuse_lora_layers
 from lorastudio.core.engine.memory_modes import apply_memory_mode
-from lorastudio.core.engine import vision
+from lorastudio.core.engine.vision import loading as vision
 
 log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -37,7 +37,7 @@ class LoadedModel:
     notes: list[str]                # what was decided and why, for the journal
     memory_mode: str = "checkpoint"  # none | checkpoint | lean, as resolved
     kernels: tuple[str, ...] = ()   # the kernels applied, by the code that applied them: "liger", "fused-lora"
-    processor: object = None        # a vision-language model's processor (core/engine/vision.py); its tokenizer is `tokenizer`
+    processor: object = None        # a vision-language model's processor (core/engine/vision/); its tokenizer is `tokenizer`
 
 
 def pick_device(setting: str) -> torch.device:

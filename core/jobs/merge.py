@@ -20,7 +20,7 @@ from lorastudio.core.runs.locks import acquire, output_lock_path
 from lorastudio.core.runs.output_paths import mark_output
 from lorastudio.core.plans.merge import disk_hint
 from lorastudio.core.engine.fidelity import compare, encode_prompts, run_prompts
-from lorastudio.core.engine.vision import auto_class_and_processor
+from lorastudio.core.engine.vision.loading import auto_class_and_processor
 from lorastudio.core.runtime.faults import pause_at
 from lorastudio.core.runtime.worker import Job, job_main
 

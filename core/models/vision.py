@@ -92,14 +92,15 @@ def vision_summary(info: "ModelInfo") -> dict | None:
     return {"family": family.name, "words": words, "parts": counts}
 
 
-def named_parts(module_names) -> set[str]:
-    """The non-language parts (projector, vision) that full module names belong to, by any family's
-    names — what a saved adapter's target_modules say it adapted besides the language model."""
-    found = set()
-    for name in module_names:
-        for family in FAMILIES:
-            part = part_of(name, family)
-            if part != "language" and "." in name:
-                found.add(part)
-                break
-    return found
+def adapted_parts(tensor_names) -> dict[str, list[str]]:
+    """The modules a saved adapter adapts, by part (told apart by any family's names), from the names
+    of its tensors (its adapter_model.safetensors header): PEFT may save target_modules shortened to
+    suffixes, so what was adapted is read from the tensors themselves."""
+    out: dict[str, list[str]] = {p: [] for p in PARTS}
+    for name in tensor_names:
+        if ".lora_A." not in name:
+            continue
+        module = name.split(".lora_A.")[0]
+        part = next((q for q in (part_of(module, f) for f in FAMILIES) if q != "language"), "language")
+        out[part].append(module)
+    return out

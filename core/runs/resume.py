@@ -24,11 +24,11 @@ from lorastudio.core.config import FILE_KEY, ConfigError, RunConfig
 from lorastudio.core.errors import UserError
 from lorastudio.core.fit.advice import Advice, settings_after_oom
 from lorastudio.core.journal import VERSION, JournalWriter, read_events
-from lorastudio.core.models.info import ModelError, read_model_info
+from lorastudio.core.models.info import ModelError, read_model_info, read_safetensors_header
 from lorastudio.core.runs.folders import CHECKPOINTS_DIR, CONFIG_FILE, JOURNAL_FILE, worker_alive, write_status
 from lorastudio.core.atomic_files import atomic_write_text, folder_size, tidy
 from lorastudio.core.disk import DiskError, check_room
-from lorastudio.core.models.vision import PART_WORDS, VISION_CHOICE_PARTS, named_parts
+from lorastudio.core.models.vision import PART_WORDS, VISION_CHOICE_PARTS, adapted_parts, linear_parts
 
 PREVIOUS_CONFIG_FILE = "config.previous.yaml"
 # Settings that change the adapter's shape or the frozen base: a checkpoint cannot carry over.
@@ -211,6 +211,24 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
+def adapter_tensor_names(folder: Path) -> list[str]:
+    """The tensor names of a saved adapter (its safetensors header), or [] without a readable one."""
+    path = folder / "adapter_model.safetensors"
+    try:
+        return [n for n in read_safetensors_header(path) if n != "__metadata__"] if path.is_file() else []
+    except ModelError:
+        return []
+
+
+def info_has_part(config: RunConfig, parts: set[str]) -> bool:
+    """Whether the model has linear layers in `parts` (Gemma 3's projector has none)."""
+    try:
+        found = linear_parts(read_model_info(config.model))
+    except (ModelError, OSError):
+        return False
+    return any(found.get(p) for p in parts)
+
+
 def check_shapes(checkpoint: Path, config: RunConfig, run_dir: Path) -> None:
     """The config (hand-edited, perhaps) against the checkpoint's adapter: rank, targets, DoRA — in
     words, before PyTorch's size-mismatch dump."""
@@ -221,15 +239,20 @@ def check_shapes(checkpoint: Path, config: RunConfig, run_dir: Path) -> None:
     if isinstance(saved.get("r"), int) and saved["r"] != config.lora.r:
         differ.append(f"lora.r is {config.lora.r} but the checkpoint's adapter has rank {saved['r']}")
     targets, was = config.lora.targets, saved.get("target_modules")
+    adapted = adapted_parts(adapter_tensor_names(checkpoint))   # by part: a VLM's projector / vision tower
     if isinstance(targets, list) and isinstance(was, (list, str)):
         was_set = {was} if isinstance(was, str) else set(was)
-        if getattr(config.lora, "vision", "none") != "none":    # the projector / vision tower, added by full name
-            was_set = {name for name in was_set if "." not in name}
+        if getattr(config.lora, "vision", "none") != "none":    # the parts it adds: compared below, from the tensors
+            was_set = set(targets) if all(any(m.endswith("." + t) for m in adapted.get("language", []))
+                                          for t in targets) else was_set
         if set(targets) != was_set and not (isinstance(was, str) and was == "all-linear"):
             differ.append(f"lora.targets are {sorted(targets)} but the checkpoint adapts {sorted(was_set)}")
     vision = getattr(config.lora, "vision", "none")
-    had, wants = named_parts(was if isinstance(was, list) else []), set(VISION_CHOICE_PARTS[vision]) - {"language"}
-    if isinstance(was, list) and had != wants:
+    had = {part for part in ("projector", "vision") if adapted.get(part)}
+    wants = set(VISION_CHOICE_PARTS[vision]) - {"language"}
+    if adapted and had != wants:
+        wants = {part for part in wants if info_has_part(config, {part})}     # Gemma 3's projector: none to adapt
+    if adapted and had != wants:
         differ.append(f"lora.vision is {vision} but the checkpoint's adapter adapts "
                       f"{' and '.join(PART_WORDS[p] for p in sorted(had)) or 'only the language model'}")
     if bool(saved.get("use_dora")) != bool(config.lora.use_dora):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.helpers.tiny_models import make_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "llava")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "llava", "gemma3")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
 
 # ChatML with content parts; `image` is the family's placeholder in the template.
@@ -42,7 +42,7 @@ def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
     """A saved tiny `family` model (one of FAMILIES) with its processor files."""
     import torch
     import transformers as tf
-    from lorastudio.core.engine.vision import image_only
+    from lorastudio.core.engine.vision.loading import image_only
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,6 +102,29 @@ def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
                                                    vision_feature_select_strategy="default",
                                                    num_additional_image_tokens=1,
                                                    chat_template=chat_template("<image>"))
+    elif family == "gemma3":
+        from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+        tok = make_tokenizer(folder)
+        marks = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", *marks.values()]})
+        tok.save_pretrained(folder)
+        # Gemma's tokenizer names its image tokens (boi_token, …): the saved form of named extra tokens
+        settings = json.loads((folder / "tokenizer_config.json").read_text())
+        settings["extra_special_tokens"] = marks
+        (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+        tok = tf.AutoTokenizer.from_pretrained(folder)
+        ids = {k: tok.convert_tokens_to_ids(v) for k, v in marks.items()}
+        cfg = tf.Gemma3Config(
+            text_config=_text(tok, model_type="gemma3_text", head_dim=16, sliding_window=64, layer_types=[
+                "sliding_attention", "full_attention"]),
+            vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14),
+            mm_tokens_per_image=1, boi_token_index=ids["boi_token"], eoi_token_index=ids["eoi_token"],
+            image_token_index=ids["image_token"], tie_word_embeddings=True)
+        model = tf.Gemma3ForConditionalGeneration(cfg)
+        images = Gemma3ImageProcessorPil(size={"height": 28, "width": 28})
+        processor = image_only(tf.Gemma3Processor)(image_processor=images, tokenizer=tok, image_seq_length=1,
+                                                    chat_template=chat_template("<start_of_image>"))
     else:
         raise ValueError(family)
     model.save_pretrained(folder)

@@ -107,7 +107,7 @@ def encode_chunk(examples: list[Example], tokenizer, train_on: str, seq_len: int
                  too_long: str, images=None, source: str = "") -> list[tuple[int, Encoded | None]]:
     """encode_bounded for many examples: raw texts go to the tokenizer in one batched call (its
     Rust side spreads them over the cores); chat examples and too-tight cuts one by one; examples
-    with images through `images` (core/engine/vision.ImageEncoder), refused without one."""
+    with images through `images` (core/engine/vision/encoding.ImageEncoder), refused without one."""
     if any(e.images for e in examples):
         return [encode_with_images(e, tokenizer, train_on, seq_len, too_long, images, source) for e in examples]
     chars = max(1024, seq_len * CHARS_PER_TOKEN)
@@ -302,7 +302,7 @@ def _build(source, data_cfg, tokenizer, seq_len: int, out: Path, progress: Progr
     stream = stream_examples(source.label, data_cfg, source)
     images = None
     if processor is not None:
-        from lorastudio.core.engine.vision import ImageEncoder
+        from lorastudio.core.engine.vision.encoding import ImageEncoder
         images = ImageEncoder(processor, getattr(data_cfg, "max_image_pixels", 0))
     image_files: dict[str, None] = {}
     expected = estimate_rows(source)

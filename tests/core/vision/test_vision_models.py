@@ -11,7 +11,8 @@ from lorastudio.core.data.chat_masks import IGNORE_INDEX
 from lorastudio.core.data.files import DataError
 from lorastudio.core.engine.batches import prepare_data
 from lorastudio.core.engine.model_loading import load_for_training
-from lorastudio.core.engine.vision import image_token_ids, load_processor
+from lorastudio.core.engine.vision.encoding import image_token_id, image_token_ids
+from lorastudio.core.engine.vision.loading import load_processor
 from lorastudio.core.models.info import read_model_info
 from lorastudio.core.models.targets import discover_targets
 from lorastudio.core.models.vision import part_of, vision_family
@@ -19,7 +20,7 @@ from tests.helpers.tiny_models import write_config
 from tests.helpers.tiny_vlms import FAMILIES, write_colour_data, write_image
 from tests.helpers.training import jsonl
 
-FAMILY_NAMES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "qwen2_5_vl": "Qwen2-VL / Qwen2.5-VL", "idefics3": "Idefics3 / SmolVLM", "llava": "LLaVA"}
+FAMILY_NAMES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "qwen2_5_vl": "Qwen2-VL / Qwen2.5-VL", "gemma3": "Gemma 3", "idefics3": "Idefics3 / SmolVLM", "llava": "LLaVA"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,11 @@ def test_the_model_info_says_vision_and_which_parts_are_adaptable(vlms, family):
     info = read_model_info(str(vlms[family]))
     vision = info.summary()["vision"]
     assert vision["family"] == FAMILY_NAMES[family]
-    assert all(vision["parts"][p] > 0 for p in ("language", "projector", "vision")), vision
+    assert vision["parts"]["language"] > 0 and vision["parts"]["vision"] > 0, vision
+    if family == "gemma3":      # its projector is a bare matrix: nothing for LoRA, and the words say so
+        assert vision["parts"]["projector"] == 0 and "LoRA cannot adapt it" in vision["words"]
+    else:
+        assert vision["parts"]["projector"] > 0, vision
     assert "vision-language" in vision["words"] and "lora.vision" in vision["words"]
     # lora.targets name layers of the language model: the targets report holds nothing else
     report = discover_targets(info)
@@ -75,6 +80,8 @@ def test_lora_vision_chooses_the_adapted_parts(tmp_path, vlms, family, vision):
     parts = {part_of(m, fam) for m in adapted}
     expected = {"none": {"language"}, "projector": {"language", "projector"},
                 "all": {"language", "projector", "vision"}}[vision]
+    if family == "gemma3":
+        expected = expected - {"projector"}
     assert parts == expected
     language = [m for m in adapted if part_of(m, fam) == "language"]
     assert language and all(m.split(".")[-1] in ("q_proj", "v_proj") for m in language)
@@ -90,7 +97,7 @@ def test_image_tokens_and_prompts_are_never_trained_and_batches_carry_the_images
     ready = prepared(cfg, loaded)
     summary = ready.summary()
     assert summary["packing"] == "fallback" and "images are padded, not packed" in summary["packing_note"]
-    tok, image_id = loaded.tokenizer, loaded.processor.image_token_id
+    tok, image_id = loaded.tokenizer, image_token_id(loaded.processor)
     masked = image_token_ids(loaded.processor)
     for row in ready.train_set.items:
         assert row.images and len(row.images) == 1
@@ -165,7 +172,7 @@ def test_max_image_pixels_shrinks_an_images_tokens(tmp_path, vlms):
     data = jsonl(folder / "d.jsonl", [{"images": ["big.png"], "messages": [
         {"role": "user", "content": "<image>colour?"}, {"role": "assistant", "content": "red"}]}] * 2)
     processor = load_processor(read_model_info(str(vlms["qwen2_vl"])))
-    image_id = processor.image_token_id
+    image_id = image_token_id(processor)
     counts = {}
     for budget in (0, 900):
         cfg = config(tmp_path, vlms["qwen2_vl"], data, data__max_image_pixels=budget)
@@ -186,7 +193,7 @@ def test_the_token_cache_is_keyed_by_the_images_content(tmp_path, vlms):
     write_image(tmp_path / "data" / "images" / "000-red.png", "red", (56, 56))    # same name, new pixels
     again = prepared(cfg, loaded)
     assert not again.table.cache_hit
-    assert again.train_set.items[0].input_ids.count(loaded.processor.image_token_id) == 4
+    assert again.train_set.items[0].input_ids.count(image_token_id(loaded.processor)) == 4
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -3,13 +3,13 @@ with a generated PNG data set: the loss falls, the adapter keeps the processor, 
 saves it and loads back with it."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from lorastudio.core.cli import main as cli_main
-from lorastudio.core.engine.vision import auto_class_and_processor
+from lorastudio.core.engine.vision.loading import auto_class_and_processor
 from lorastudio.core.journal import read_events
+from lorastudio.core.models.info import read_safetensors_header
+from lorastudio.core.models.vision import adapted_parts
 from tests.helpers.tiny_models import write_config
 from tests.helpers.tiny_vlms import FAMILIES, make_vlm, write_colour_data
 
@@ -19,7 +19,8 @@ def test_train_then_merge_a_vision_language_model(tmp_path, family, inline_jobs,
     monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
     model = make_vlm(tmp_path / "model", family)
     data = write_colour_data(tmp_path / "data", 16)
-    config = write_config(tmp_path / "c.yaml", model, data, lora__targets="all-linear", lora__vision="projector",
+    vision = "all" if family == "gemma3" else "projector"       # Gemma 3's projector is no linear layer
+    config = write_config(tmp_path / "c.yaml", model, data, lora__targets="all-linear", lora__vision=vision,
                           training__max_steps=10, training__seq_len=128, training__save_every=0,
                           training__lr=1e-2, data__validation_split=0.0)
     run = tmp_path / "run"
@@ -31,8 +32,9 @@ def test_train_then_merge_a_vision_language_model(tmp_path, family, inline_jobs,
     assert data_event["packing"] == "fallback" and data_event["examples"] == 16
     adapter = run / "adapter"
     assert (adapter / "processor_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
-    targets = json.loads((adapter / "adapter_config.json").read_text())["target_modules"]
-    assert any("projector" in t or "merger" in t or "connector" in t for t in targets)
+    parts = {part for part, modules in adapted_parts(read_safetensors_header(adapter / "adapter_model.safetensors"))
+             .items() if modules}
+    assert parts == ({"language", "projector"} if vision == "projector" else {"language", "vision"})
 
     merged = tmp_path / "merged"
     assert cli_main(["merge", str(run), str(merged), "--device", "cpu", "--dtype", "fp32"]) == 0
@@ -49,13 +51,15 @@ def test_train_then_merge_a_vision_language_model(tmp_path, family, inline_jobs,
     assert type(reloaded).__name__.endswith("ForConditionalGeneration")
 
 
-def test_a_run_that_adapts_the_projector_resumes_and_refuses_a_changed_lora_vision(tmp_path, inline_jobs,
-                                                                                 monkeypatch, capsys):
+@pytest.mark.parametrize("family, vision, changed", [("llava", "projector", "all"), ("gemma3", "all", "none"),
+                                                     ("qwen2_5_vl", "all", "projector")])
+def test_a_run_that_adapts_vision_parts_resumes_and_refuses_a_changed_lora_vision(tmp_path, inline_jobs, monkeypatch,
+                                                                                capsys, family, vision, changed):
     import yaml
     monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
-    model = make_vlm(tmp_path / "model", "llava")
+    model = make_vlm(tmp_path / "model", family)
     data = write_colour_data(tmp_path / "data", 8)
-    config = write_config(tmp_path / "c.yaml", model, data, lora__vision="projector", training__max_steps=4,
+    config = write_config(tmp_path / "c.yaml", model, data, lora__vision=vision, training__max_steps=4,
                           training__seq_len=128, training__save_every=2, data__validation_split=0.0)
     run = tmp_path / "run"
     assert cli_main(["train", str(config), "--run-dir", str(run)]) == 0
@@ -66,9 +70,9 @@ def test_a_run_that_adapts_the_projector_resumes_and_refuses_a_changed_lora_visi
     steps = [e["step"] for e in read_events(run / "events.jsonl") if e["type"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6]
     saved["training"]["max_steps"] = 8
-    saved["lora"]["vision"] = "all"
+    saved["lora"]["vision"] = changed
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     capsys.readouterr()
     assert cli_main(["resume", str(run)]) != 0
     said = capsys.readouterr()
-    assert "lora.vision" in said.out + said.err
+    assert f"lora.vision is {changed} but the checkpoint's adapter adapts" in said.out + said.err
