@@ -89,7 +89,9 @@ class LoraSection:
         "Dropout on the adapter's input during training, in [0, 1)."))
     targets: list[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"], metadata=_help(
         "Module names to adapt (suffixes such as q_proj, v_proj), or 'all-linear' for every "
-        "linear layer except the output head."))
+        "linear layer except the output head. Mixtures of experts: the experts by their in-memory names "
+        "(mlp.experts.gate_up_proj, mlp.experts.down_proj; all-linear includes them), the router "
+        "(gate, router) only when named."))
     use_rslora: bool = field(default=False, metadata=_help(
         "Rank-stabilised LoRA: scale by alpha/√r instead of alpha/r, which keeps high ranks stable."))
     use_dora: bool = field(default=False, metadata=_help(
