@@ -53,7 +53,9 @@ SCHEMA: dict[str, dict[str, tuple]] = {
              "cache_hit": _OPT_BOOL, "cache": _OPT_STR, "packing": _OPT_STR, "packing_note": _OPT_STR,
              # the held-out set validation_split takes, and its caps (core/engine/batches.py)
              "validation_uncapped": _OPT_INT, "validation_cap_examples": _OPT_INT,
-             "validation_cap_tokens": _OPT_INT, "validation_tokens": _OPT_INT, "validation_note": _OPT_STR},
+             "validation_cap_tokens": _OPT_INT, "validation_tokens": _OPT_INT, "validation_note": _OPT_STR,
+             # vision-language data: how many image files its examples show (core/engine/vision/)
+             "images": _OPT_INT},
     # merge and GGUF export; the GGUF export adds how its file reads back.
     "fidelity": {"prompts": (int,), "max_abs_diff": _NUM, "mean_abs_diff": _NUM, "greedy_agree": (int,),
                  "flagged": (bool,), "tolerance": _NUM, "dtype": (str,),

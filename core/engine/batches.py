@@ -245,7 +245,8 @@ class PreparedData:
                 "dropped_empty_answer": t.dropped_empty_answer,
                 "bad_rows": meta["bad_rows"], "notes": notes, "source": meta["source"],
                 "cache_hit": self.table.cache_hit, "cache": str(self.table.path),
-                "packing": self.packing, "packing_note": self.packing_note, **heldout}
+                "packing": self.packing, "packing_note": self.packing_note, **heldout,
+                **({"images": len(meta["images"])} if self.table.has_images else {})}
 
     def heldout_summary(self) -> dict:
         """The held-out set's caps and, when they bound it, a note saying so (the `data` event)."""

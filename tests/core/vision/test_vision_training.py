@@ -29,7 +29,7 @@ def test_train_then_merge_a_vision_language_model(tmp_path, family, inline_jobs,
     losses = [e["loss"] for e in events if e["type"] == "step"]
     assert len(losses) == 10 and losses[-1] < losses[0] - 0.3, losses
     data_event = next(e for e in events if e["type"] == "data")
-    assert data_event["packing"] == "fallback" and data_event["examples"] == 16
+    assert data_event["packing"] == "fallback" and data_event["examples"] == 16 and data_event["images"] == 16
     adapter = run / "adapter"
     assert (adapter / "processor_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     parts = {part for part, modules in adapted_parts(read_safetensors_header(adapter / "adapter_model.safetensors"))
@@ -76,3 +76,18 @@ def test_a_run_that_adapts_vision_parts_resumes_and_refuses_a_changed_lora_visio
     assert cli_main(["resume", str(run)]) != 0
     said = capsys.readouterr()
     assert f"lora.vision is {changed} but the checkpoint's adapter adapts" in said.out + said.err
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_a_quantized_vision_language_base_trains_its_adapter(tmp_path, monkeypatch, quantization):
+    from tests.helpers.training import train
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
+    model = make_vlm(tmp_path / "model", "qwen2_vl")
+    data = write_colour_data(tmp_path / "data", 8)
+    config = write_config(tmp_path / "c.yaml", model, data, quantization=quantization, lora__vision="projector",
+                          training__max_steps=8, training__seq_len=128, training__save_every=0,
+                          training__lr=1e-2, data__validation_split=0.0)
+    trainer, status, events = train(config, tmp_path / "run")
+    losses = [e["loss"] for e in events if e["type"] == "step"]
+    assert status == "completed" and losses[-1] < losses[0], losses
+    assert (tmp_path / "run" / "adapter" / "processor_config.json").is_file()
