@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.helpers.tiny_models import make_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "llava", "gemma3")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava", "gemma3")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
 
 # ChatML with content parts; `image` is the family's placeholder in the template.
@@ -102,6 +102,21 @@ def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
                                                    vision_feature_select_strategy="default",
                                                    num_additional_image_tokens=1,
                                                    chat_template=chat_template("<image>"))
+    elif family == "smolvlm":       # SmolVLM2: Idefics3's layout, a processor that also reads video
+        from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+        grid = [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]
+        tok = _tokenizer(folder, ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>",
+                                  "<video>", *grid])
+        cfg = tf.SmolVLMConfig(
+            text_config=_text(tok, model_type="llama"),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=28, patch_size=14),
+            scale_factor=2, image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
+        model = tf.SmolVLMForConditionalGeneration(cfg)
+        images = SmolVLMImageProcessorPil(size={"longest_edge": 56}, max_image_size={"longest_edge": 28},
+                                          do_image_splitting=True)
+        processor = image_only(tf.SmolVLMProcessor)(image_processor=images, tokenizer=tok, image_seq_len=1,
+                                                     chat_template=chat_template("<image>"))
     elif family == "gemma3":
         from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
         tok = make_tokenizer(folder)

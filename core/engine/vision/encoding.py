@@ -68,8 +68,11 @@ class ImageEncoder:
         self.image_token_id = image_token_id(processor)
 
     def _ids(self, messages: list[dict], images: list, generation_prompt: bool) -> list[int]:
-        text = self.processor.apply_chat_template(template_messages(messages), tokenize=False,
-                                                  add_generation_prompt=generation_prompt)
+        # The processor's template rendered by its tokenizer (SmolVLM's own apply_chat_template reads
+        # its video processor, which we do not load).
+        text = self.processor.tokenizer.apply_chat_template(
+            template_messages(messages), chat_template=self.processor.chat_template, tokenize=False,
+            add_generation_prompt=generation_prompt)
         enc = self.processor(text=[text], images=[images] if images else None)
         return list(enc["input_ids"][0])
 

@@ -3,6 +3,7 @@ which modules LoRA adapts (lora.vision). See the package's docstring."""
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import torch
@@ -31,6 +32,15 @@ def image_only(cls):
         def get_attributes(klass):
             return [a for a in super().get_attributes() if a != "video_processor"]
     ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__
+    init = cls.__init__
+    code, defaults = init.__code__, init.__defaults__ or ()
+    positional = code.co_argcount - 1                   # without self
+    if "video_processor" in code.co_varnames[:code.co_argcount] and len(defaults) < positional:
+        # SmolVLM's takes video_processor without a default: the same function (the loader routes
+        # arguments by its code's names) with None as the default of the parameters that have none
+        ImageOnly.__init__ = types.FunctionType(code, init.__globals__, init.__name__,
+                                                (None,) * (positional - len(defaults)) + defaults, init.__closure__)
+        ImageOnly.__init__.__kwdefaults__ = init.__kwdefaults__
     return ImageOnly
 
 

@@ -20,7 +20,7 @@ from tests.helpers.tiny_models import write_config
 from tests.helpers.tiny_vlms import FAMILIES, write_colour_data, write_image
 from tests.helpers.training import jsonl
 
-FAMILY_NAMES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "qwen2_5_vl": "Qwen2-VL / Qwen2.5-VL", "gemma3": "Gemma 3", "idefics3": "Idefics3 / SmolVLM", "llava": "LLaVA"}
+FAMILY_NAMES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "qwen2_5_vl": "Qwen2-VL / Qwen2.5-VL", "gemma3": "Gemma 3", "idefics3": "Idefics3 / SmolVLM", "smolvlm": "Idefics3 / SmolVLM", "llava": "LLaVA"}
 
 
 @pytest.fixture(scope="module")
