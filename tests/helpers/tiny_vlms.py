@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.helpers.tiny_models import make_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava", "gemma3")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava", "gemma3", "mllama")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
 
 # ChatML with content parts; `image` is the family's placeholder in the template.
@@ -117,6 +117,21 @@ def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
                                           do_image_splitting=True)
         processor = image_only(tf.SmolVLMProcessor)(image_processor=images, tokenizer=tok, image_seq_len=1,
                                                      chat_template=chat_template("<image>"))
+    elif family == "mllama":        # Llama 3.2 Vision: images reach the text through cross-attention layers
+        from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+        tok = _tokenizer(folder, ["<|image|>", "<|python_tag|>"])
+        cfg = tf.MllamaConfig(
+            vision_config=dict(hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
+                               intermediate_size=64, image_size=28, patch_size=14, max_num_tiles=2,
+                               intermediate_layers_indices=[0], vision_output_dim=64,
+                               supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]]),
+            text_config=_text(tok, cross_attention_layers=[1], rope_parameters={"rope_type": "default",
+                                                                                "rope_theta": 10000.0}),
+            image_token_index=tok.convert_tokens_to_ids("<|image|>"))
+        model = tf.MllamaForConditionalGeneration(cfg)
+        images = MllamaImageProcessorPil(size={"height": 28, "width": 28}, max_image_tiles=2)
+        processor = image_only(tf.MllamaProcessor)(image_processor=images, tokenizer=tok,
+                                                    chat_template=chat_template("<|image|>"))
     elif family == "gemma3":
         from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
         tok = make_tokenizer(folder)

@@ -139,7 +139,33 @@ class ImageBatcher:
                             f"{made} image tokens, the token cache has {expected}",
                             "an image changed since the data was tokenized; train again (the cache is rebuilt)")
         features = {k: v for k, v in out.items() if k not in TEXT_KEYS and isinstance(v, torch.Tensor)}
+        if "cross_attention_mask" in features:
+            features = cross_attention_features(features, rows, input_ids, self.image_token_id)
         for key in ("mm_token_type_ids", "token_type_ids"):
             if key in out:
                 features[key] = (input_ids == self.image_token_id).long()
         return features
+
+
+def cross_attention_features(features: dict, rows: list[Encoded], input_ids: torch.Tensor, image_id: int) -> dict:
+    """Llama 3.2 Vision (Mllama) reads images through cross-attention: which text tokens see which
+    image's tiles is a mask over the batch's own token positions, and its image tensors have a row
+    per batch row. The processor made both for the rows with images and a stand-in text; here the
+    mask is laid over the real ids (each image seen from its token on, as the processor does) and
+    rows without images get zero images."""
+    from transformers.models.mllama.processing_mllama import (convert_sparse_cross_attention_mask_to_dense,
+                                                              get_cross_attention_token_mask)
+    stand_in = features.pop("cross_attention_mask")       # (rows with images, positions, images, tiles)
+    tiles_of = iter([[int(stand_in[b, :, i].amax(dim=0).sum()) for i in range(len(r.images))]
+                     for b, r in enumerate(r for r in rows if r.images)])
+    tiles = [next(tiles_of) if r.images else [] for r in rows]
+    sparse = [get_cross_attention_token_mask(ids.tolist(), image_id) for ids in input_ids]
+    mask = convert_sparse_cross_attention_mask_to_dense(sparse, tiles, stand_in.shape[-1], input_ids.shape[1])
+    with_images = torch.tensor([bool(r.images) for r in rows])
+    out = {"cross_attention_mask": torch.from_numpy(mask)}
+    for key, value in features.items():         # pixel_values, aspect_ratio_ids, aspect_ratio_mask
+        full = value.new_zeros((len(rows), *value.shape[1:]))
+        full[with_images] = value
+        out[key] = full
+    return out
+

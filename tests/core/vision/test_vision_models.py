@@ -20,7 +20,7 @@ from tests.helpers.tiny_models import write_config
 from tests.helpers.tiny_vlms import FAMILIES, write_colour_data, write_image
 from tests.helpers.training import jsonl
 
-FAMILY_NAMES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "qwen2_5_vl": "Qwen2-VL / Qwen2.5-VL", "gemma3": "Gemma 3", "idefics3": "Idefics3 / SmolVLM", "smolvlm": "Idefics3 / SmolVLM", "llava": "LLaVA"}
+FAMILY_NAMES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "qwen2_5_vl": "Qwen2-VL / Qwen2.5-VL", "gemma3": "Gemma 3", "mllama": "Llama 3.2 Vision (Mllama)", "idefics3": "Idefics3 / SmolVLM", "smolvlm": "Idefics3 / SmolVLM", "llava": "LLaVA"}
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +209,21 @@ def test_the_inspector_shows_where_the_image_tokens_sit_and_that_none_is_trained
     assert positions and all(not shown["tokens"][i]["trained"] for i in positions)
     trained = "".join(t["text"] for t in shown["tokens"] if t["trained"])
     assert trained.startswith("It is green.")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_batch_may_mix_rows_with_and_without_images(tmp_path, vlms, family):
+    write_image(tmp_path / "data" / "x.png", "blue")
+    data = jsonl(tmp_path / "data" / "d.jsonl", [
+        {"messages": [{"role": "user", "content": "just text"}, {"role": "assistant", "content": "fine"}]},
+        {"images": ["x.png"], "messages": [{"role": "user", "content": "<image>colour?"},
+                                           {"role": "assistant", "content": "blue"}]}])
+    cfg = config(tmp_path, vlms[family], data)
+    loaded = load_for_training(cfg, read_model_info(str(vlms[family])))
+    ready = prepared(cfg, loaded)
+    batch = ready.train.collate(list(ready.train_set.items))
+    assert batch["input_ids"].shape[0] == 2 and "pixel_values" in batch
+    image_id = image_token_id(loaded.processor)
+    assert [int((row == image_id).sum()) > 0 for row in batch["input_ids"]] == [False, True]
+    loaded.model.train()
+    assert torch.isfinite(loaded.model(**batch).loss)
