@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))     # a script run 
 from tests.helpers.model_shapes import SHAPES  # noqa: E402
 
 
-def build(out: Path, shape: str) -> Path:
+def build(out: Path, shape: str, layers: int | None = None) -> Path:
     import torch
     import transformers
     from tests.helpers.tiny_models import make_tokenizer
@@ -24,6 +24,8 @@ def build(out: Path, shape: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(out)
     dims = dict(SHAPES[shape])
+    if layers:                                       # the shape's layers, fewer of them (a 30B MoE on one card)
+        dims["num_hidden_layers"] = layers
     model_type = dims.pop("model_type")
     prefix = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral", "qwen3_moe": "Qwen3Moe"}[model_type]
     config_cls = getattr(transformers, f"{prefix}Config")
@@ -49,5 +51,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--shape", default="llama-1b", choices=sorted(SHAPES))
+    parser.add_argument("--layers", type=int, default=None, help="fewer decoder layers than the shape has")
     args = parser.parse_args()
-    print(build(args.out, args.shape))
+    print(build(args.out, args.shape, args.layers))
