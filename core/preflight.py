@@ -81,6 +81,7 @@ def check_data(config: RunConfig) -> None:
     Dataset panel's check (core/data/preview.py), so a CSV with the wrong columns is refused in a
     second, before a model loads or a run folder exists. Raises DataError (message and hint)."""
     from lorastudio.core.data.formats import columns_of
+    from lorastudio.core.models.vision import refuse_images_for_text_model
     from lorastudio.core.data.pairs import PAIR_FORMAT, check_pair_rows
     from lorastudio.core.data.preview import detect, read_preview
     for path in (config.data.path, config.data.validation_path):
@@ -98,6 +99,7 @@ def check_data(config: RunConfig) -> None:
         found = detect(preview, config.data.format, columns, skip)
         if found.error is not None:
             raise DataError(*found.error)
+        refuse_images_for_text_model(preview.rows, str(preview.path), lambda: read_model_info(config.model))
         if found.format == PAIR_FORMAT and config.training.method == "sft":
             raise DataError(f"{path}: preference pairs ({found.reason}), but the run trains supervised "
                             "(training.method: sft)", "set training.method: dpo or orpo to train on pairs, "

@@ -177,3 +177,15 @@ def images_digest(paths) -> str:
             digest.update(b"<missing>")
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def row_image_count(value: dict) -> int:
+    """How many images a raw row names (its images/image field and image content parts), unchecked."""
+    count = sum(len(v) if isinstance(v, list) else 1 for k in IMAGE_COLUMNS if (v := value.get(k)))
+    for key in ("messages", "conversations"):
+        for turn in value.get(key) or []:
+            content = turn.get("content", turn.get("value")) if isinstance(turn, dict) else None
+            if isinstance(content, list):
+                count += sum(1 for part in content if is_image_part(part))
+    return count
+

@@ -104,3 +104,21 @@ def adapted_parts(tensor_names) -> dict[str, list[str]]:
         part = next((q for q in (part_of(module, f) for f in FAMILIES) if q != "language"), "language")
         out[part].append(module)
     return out
+
+
+def refuse_images_for_text_model(rows, source: str, model_info) -> None:
+    """Before a model loads: the first of `rows` (a preview's) that shows an image is a DataError
+    naming its line when the model (`model_info()`, read only then) is text-only; the trainer would
+    refuse it while tokenizing."""
+    from lorastudio.core.data.images import row_image_count, text_only_error
+    from lorastudio.core.errors import ModelError
+    first = next((r for r in rows if row_image_count(r.value)), None)
+    if first is None:
+        return
+    try:
+        info = model_info()
+    except ModelError:
+        return                      # the model's own check says what is wrong with it
+    if vision_family(info) is None:
+        raise text_only_error(source, first.where, row_image_count(first.value), f"{info.architecture} ({info.source})")
+

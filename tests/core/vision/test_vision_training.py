@@ -91,3 +91,13 @@ def test_a_quantized_vision_language_base_trains_its_adapter(tmp_path, monkeypat
     losses = [e["loss"] for e in events if e["type"] == "step"]
     assert status == "completed" and losses[-1] < losses[0], losses
     assert (tmp_path / "run" / "adapter" / "processor_config.json").is_file()
+
+
+def test_images_for_a_text_only_model_are_refused_before_it_loads(tmp_path, tiny_chat_llama, capsys):
+    data = write_colour_data(tmp_path / "data", 3, "sharegpt")
+    config = write_config(tmp_path / "c.yaml", tiny_chat_llama, data)
+    run = tmp_path / "run"
+    assert cli_main(["train", str(config), "--run-dir", str(run)]) != 0
+    said = capsys.readouterr()
+    assert f"{data}, line 1: this example has 1 image(s), but LlamaForCausalLM" in said.out + said.err
+    assert not run.exists()
