@@ -26,7 +26,8 @@ from lorastudio.core.data.examples import stream_examples
 from lorastudio.core.data.formats import Example
 from lorastudio.core.data.chat_masks import FALLBACK_NOTE, IGNORE_INDEX, Encoded, has_chat_template
 from lorastudio.core.engine.batching import packing
-from lorastudio.core.engine.batching.token_cache import EMPTY_ANSWER, NO_TARGET, OK, TOO_LONG, TokenTable, encode_bounded, load_or_build
+from lorastudio.core.engine.batching.token_cache import (EMPTY_ANSWER, NO_TARGET, OK, TOO_LONG, TokenTable,
+                                                        encode_with_images, load_or_build)
 
 __all__ = ["DataError", "IGNORE_INDEX", "load_examples", "encode_examples", "prepare_data", "split"]
 
@@ -95,12 +96,20 @@ class EncodedSet:
         return sum(e.trained_tokens for e in self.items)
 
 
-def encode_examples(examples: list[Example], tokenizer, data_cfg, seq_len: int) -> EncodedSet:
+def encode_examples(examples: list[Example], tokenizer, data_cfg, seq_len: int, processor=None,
+                    source: str = "the data") -> EncodedSet:
+    """Examples in memory as token ids and labels; examples with images through a vision-language
+    `processor` (refused, by line, without one)."""
     out = EncodedSet(items=[])
     if any(e.is_chat for e in examples) and not has_chat_template(tokenizer):
         out.notes.append(FALLBACK_NOTE)
+    images = None
+    if processor is not None and any(e.images for e in examples):
+        from lorastudio.core.engine.vision.encoding import ImageEncoder
+        images = ImageEncoder(processor, getattr(data_cfg, "max_image_pixels", 0))
     for ex in examples:
-        status, fitted = encode_bounded(ex, tokenizer, data_cfg.train_on, seq_len, data_cfg.too_long)
+        status, fitted = encode_with_images(ex, tokenizer, data_cfg.train_on, seq_len, data_cfg.too_long, images,
+                                            source)
         if status == TOO_LONG:
             out.dropped_too_long += 1
         elif status == NO_TARGET:

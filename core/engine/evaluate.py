@@ -82,17 +82,43 @@ def heldout_loss(pair, encoded, side: str, batch_size: int,
     from lorastudio.core.engine.inference import side_context
     if not encoded.items:
         return None
+    images = image_inputs(pair, None, "the held-out data")
     total, count = 0.0, 0
     with torch.no_grad(), side_context(pair.model, side):
         batches = -(-len(encoded.items) // batch_size)
         for i in range(0, len(encoded.items), batch_size):
             on_batch(i // batch_size, batches)
-            batch = collate(encoded.items[i:i + batch_size], pad_id_of(pair.tokenizer))
+            rows = encoded.items[i:i + batch_size]
+            batch = collate(rows, pad_id_of(pair.tokenizer))
+            if images is not None:
+                batch.update(images(batch["input_ids"], rows))
             n = count_label_tokens(batch)
             batch = {k: v.to(pair.device) for k, v in batch.items()}
             total += float(pair.model(**batch, num_items_in_batch=n).loss) * n
             count += n
     return total / max(count, 1)
+
+
+def image_prompts(pair, asked: list, source: str) -> list:
+    """The prompts of `asked` [(prompt turns, reference, example)] encoded with their images (Encoded
+    rows), when the model is a vision-language one and some example shows an image; else []."""
+    if pair.processor is None or not any(ex.images for _p, _r, ex in asked):
+        return []
+    from lorastudio.core.engine.vision.encoding import ImageEncoder
+    encoder = ImageEncoder(pair.processor, getattr(pair.config.data, "max_image_pixels", 0))
+    return [encoder.prompt(prompt, ex, source) for prompt, _ref, ex in asked]
+
+
+def image_inputs(pair, rows, source: str):
+    """A vision-language model's image tensors for padded ids: f(ids) for the prompt `rows`, or
+    f(ids, rows) when `rows` is None; None for a text-only model."""
+    if pair.processor is None:
+        return None
+    from lorastudio.core.engine.vision.encoding import ImageBatcher
+    batcher = ImageBatcher(pair.processor, getattr(pair.config.data, "max_image_pixels", 0), source)
+    if rows is None:
+        return lambda ids, given: batcher(list(given), ids)
+    return lambda ids: batcher(list(rows), ids)
 
 
 def evaluate_run(run_dir: Path, data: Path | None = None, checkpoint: int | None = None, limit: int = 48,
@@ -105,10 +131,14 @@ def evaluate_run(run_dir: Path, data: Path | None = None, checkpoint: int | None
     progress("loading", 0.02, "Loading the base model and the adapter")
     pair = load_pair(run_dir, checkpoint, adapter_dir=adapter_dir)
     examples, source = load_heldout(pair.config, data)
-    encoded = encode_examples(examples, pair.tokenizer, pair.config.data, pair.config.training.seq_len)
-    chats = [split_prompt(ex.messages) for ex in examples if ex.is_chat][:limit]
-    chats = [(prompt, ref) for prompt, ref in chats if ref is not None]
-    prompts = [encode_prompt(pair.tokenizer, prompt) for prompt, _ in chats]
+    encoded = encode_examples(examples, pair.tokenizer, pair.config.data, pair.config.training.seq_len,
+                              pair.processor, source)
+    asked = [(split_prompt(ex.messages), ex) for ex in examples if ex.is_chat][:limit]
+    asked = [(prompt, ref, ex) for (prompt, ref), ex in asked if ref is not None]
+    chats = [(prompt, ref) for prompt, ref, _ex in asked]
+    pictured = image_prompts(pair, asked, source)     # a vision-language model: the prompts with their images
+    prompts = ([row.input_ids for row in pictured] if pictured else
+               [encode_prompt(pair.tokenizer, prompt) for prompt, _ in chats])
     references = [ref for _, ref in chats]
     longest = max((len(pair.tokenizer(r)["input_ids"]) for r in references), default=0)
     json_answers = is_json_task(references)        # an answer ends with its JSON object (or at end of turn)
@@ -138,7 +168,8 @@ def evaluate_run(run_dir: Path, data: Path | None = None, checkpoint: int | None
         answers[side] = []
         for i in batches:
             say("answering", f"{side}: answering prompts {i + 1}-{min(i + GEN_BATCH, len(prompts))} of {len(prompts)}")
-            answers[side] += greedy_batch(pair, prompts[i:i + GEN_BATCH], side, longest + 16, json_answers)
+            answers[side] += greedy_batch(pair, prompts[i:i + GEN_BATCH], side, longest + 16, json_answers,
+                                          images=image_inputs(pair, pictured[i:i + GEN_BATCH], source) if pictured else None)
             done += 1
         result[side] = {"loss": loss, **score(answers[side], references)}
     result["samples"] = [{"prompt": p[-1]["content"], "reference": r, "base": b, "adapter": a}

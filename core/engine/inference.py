@@ -19,6 +19,7 @@ from lorastudio.core.preflight import check_config
 from lorastudio.core.config import RunConfig
 from lorastudio.core.runs.export import adapter_source
 from lorastudio.core.engine.model_loading import load_base, load_tokenizer, pick_compute_dtype, pick_device
+from lorastudio.core.engine.vision.loading import is_vision, load_processor
 from lorastudio.core.data.chat_masks import has_chat_template
 from lorastudio.core.runs.folders import CONFIG_FILE
 
@@ -32,6 +33,7 @@ class LoadedPair:
     device: torch.device
     config: RunConfig
     adapter: Path
+    processor: object = None        # a vision-language model's (core/engine/vision/); `tokenizer` is its tokenizer
 
 
 def load_pair(run_dir: Path, checkpoint: int | None = None, device: str | None = None,
@@ -46,11 +48,12 @@ def load_pair(run_dir: Path, checkpoint: int | None = None, device: str | None =
     dev = pick_device(device or config.device)
     dtype = pick_compute_dtype(config.compute_dtype, dev)
     tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else info.path
-    tokenizer = load_tokenizer(tok_dir, config.trust_remote_code)
+    processor = load_processor(info) if is_vision(info) else None
+    tokenizer = processor.tokenizer if processor is not None else load_tokenizer(tok_dir, config.trust_remote_code)
     base = load_base(config, info, dev, dtype)
     model = PeftModel.from_pretrained(base, str(adapter)).eval()
     model.config.use_cache = True
-    return LoadedPair(model, tokenizer, dev, config, adapter)
+    return LoadedPair(model, tokenizer, dev, config, adapter, processor)
 
 
 def side_context(model, side: str):
@@ -212,18 +215,20 @@ def stream_both(pair: LoadedPair, messages: list[dict], settings: dict, sides=SI
 
 @torch.no_grad()
 def greedy_batch(pair: LoadedPair, prompts: list[list[int]], side: str, max_new_tokens: int,
-                 json_answers: bool = False) -> list[str]:
+                 json_answers: bool = False, images: Callable | None = None) -> list[str]:
     """Greedy answers for many prompts at once (left padding), for evaluation. Each answer stops at
     end of turn, and with `json_answers` as soon as its score is settled (json_answer_settled): a
-    complete JSON object (anything after it is cut too), or a start no JSON object can have."""
+    complete JSON object (anything after it is cut too), or a start no JSON object can have.
+    `images(ids)` gives the prompts' image tensors for the padded ids (vision-language models)."""
     tok, model = pair.tokenizer, pair.model
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=pair.device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=pair.device)
     stopping = StoppingCriteriaList([JsonObjectDone(tok, width)] if json_answers else [])
+    extra = {k: v.to(pair.device) for k, v in images(ids.cpu()).items()} if images is not None else {}
     with side_context(model, side):
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **extra,
                              do_sample=False, pad_token_id=pad, eos_token_id=sorted(stop_ids(tok, model)),
                              stopping_criteria=stopping)
     answers = [tok.decode(row[width:], skip_special_tokens=True) for row in out]

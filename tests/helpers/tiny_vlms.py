@@ -148,7 +148,8 @@ def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
             text_config=_text(tok, model_type="gemma3_text", head_dim=16, sliding_window=64, layer_types=[
                 "sliding_attention", "full_attention"]),
             vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
-                               num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14),
+                               num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14,
+                               vision_use_head=False),      # as Gemma 3's SigLIP: no pooling head
             mm_tokens_per_image=1, boi_token_index=ids["boi_token"], eoi_token_index=ids["eoi_token"],
             image_token_index=ids["image_token"], tie_word_embeddings=True)
         model = tf.Gemma3ForConditionalGeneration(cfg)

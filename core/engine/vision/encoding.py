@@ -98,6 +98,14 @@ class ImageEncoder:
             enc = Encoded(example.where, full[:seq_len], labels[:seq_len], truncated=True, images=list(example.images))
         return (OK if enc.trained_tokens else NO_TARGET), enc
 
+    def prompt(self, messages: list[dict], example: Example, source: str) -> Encoded:
+        """The prompt `messages` (the start of `example`) with the generation prompt, as ids, and the
+        images it shows (for answering: evaluation)."""
+        paths = example.images[:sum(m["content"].count(IMAGE_MARKER) for m in messages)]
+        images = [open_image(p, example.where, source, self.max_pixels) for p in paths]
+        ids = self._ids(messages, images, True)
+        return Encoded(example.where, ids, [IGNORE_INDEX] * len(ids), images=list(paths))
+
     def check_fits(self, ids: list[int], seq_len: int, where: str, n_images: int) -> None:
         """Truncating may cut the answer, never an image: an image token beyond seq_len is an error."""
         positions = [i for i, t in enumerate(ids) if t == self.image_token_id]

@@ -3,6 +3,8 @@ with a generated PNG data set: the loss falls, the adapter keeps the processor, 
 saves it and loads back with it."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lorastudio.core.cli import main as cli_main
@@ -101,3 +103,23 @@ def test_images_for_a_text_only_model_are_refused_before_it_loads(tmp_path, tiny
     said = capsys.readouterr()
     assert f"{data}, line 1: this example has 1 image(s), but LlamaForCausalLM" in said.out + said.err
     assert not run.exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eval_scores_base_and_adapter_on_held_out_rows_with_images(tmp_path, family, inline_jobs, monkeypatch, capsys):
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
+    model = make_vlm(tmp_path / "model", family)
+    data = write_colour_data(tmp_path / "data", 12)
+    held = write_colour_data(tmp_path / "held", 4, "sharegpt")
+    config = write_config(tmp_path / "c.yaml", model, data, training__max_steps=4, training__seq_len=128,
+                          training__save_every=0, data__validation_split=0.0)
+    run = tmp_path / "run"
+    assert cli_main(["train", str(config), "--run-dir", str(run)]) == 0
+    assert cli_main(["eval", str(run), "--data", str(held)]) == 0
+    capsys.readouterr()
+    result = json.loads((run / "eval.json").read_text())
+    assert result["examples"] == 4
+    for side in ("base", "adapter"):
+        assert result[side]["prompts"] == 4 and result[side]["loss"] > 0
+    assert result["base"]["loss"] != result["adapter"]["loss"]
+    assert result["samples"][0]["reference"] == "It is red." and "<image>" in result["samples"][0]["prompt"]
