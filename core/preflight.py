@@ -71,6 +71,12 @@ def check_config(config: RunConfig) -> tuple[ModelInfo, TargetReport]:
             raise ConfigError("lora.targets", unknown[0] if len(unknown) == 1 else unknown,
                               f"not a linear module of {info.architecture}; available: "
                               f"{', '.join(report.names())} (or all-linear)")
+        if report.touches_unmapped_experts(config.lora.targets):
+            raise ConfigError("lora.targets", config.lora.targets,
+                              f"{info.architecture} ({report.unmapped_moe}) is a mixture of experts whose experts "
+                              "transformers holds under names of its own, which LoRA Studio does not map yet, so "
+                              "what would train cannot be counted; list attention modules only (e.g. q_proj, "
+                              "k_proj, v_proj, o_proj)")
         check_rank(config, report)
     check_model_fits_config(config, info)
     return info, report

@@ -40,11 +40,15 @@ _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 # Model types whose per-expert checkpoint tensors transformers 5.25 fuses into 3-D parameters at
 # load (its conversion_mapping: the "mixtral" and "qwen2_moe" patterns); PEFT rewrites target names
 # for the same types (peft/utils/transformers_weight_conversion.py).
-MIXTRAL_STYLE = {"mixtral", "minimax", "minimax_m2"}
+MIXTRAL_STYLE = {"mixtral", "minimax", "minimax_m2", "phimoe"}
 FUSED_EXPERT_TYPES = MIXTRAL_STYLE | {
     "qwen2_moe", "qwen3_moe", "qwen3_next", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "ernie4_5_moe",
     "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "afmoe", "longcat_flash", "solar_open", "hunyuan_v1_moe", "flex_olmo",
-    "olmoe", "exaone_moe", "cohere2_moe", "sarvam_mla", "mellum", "beam"}
+    "olmoe", "exaone_moe", "cohere2_moe", "sarvam_mla", "mellum", "beam", "jamba", "lfm2_moe"}
+LEAF_RENAMES = {"phimoe": {"gate": "router"}}        # phimoe's `.gate.weight` -> `.router.weight`
+# Mixtures of experts whose experts are mapped above (held as in the checkpoint: gpt-oss). Another
+# model type with experts holds them under names of its own conversion: refused, not guessed.
+KNOWN_MOE_TYPES = FUSED_EXPERT_TYPES | {"gpt_oss"}
 FUSED_EXPERT_LEAVES = {"gate_proj": "gate_up_proj", "up_proj": "gate_up_proj", "w1": "gate_up_proj",
                        "w3": "gate_up_proj", "down_proj": "down_proj", "w2": "down_proj"}
 PARENT_RENAMES = {"block_sparse_moe": "mlp"}          # the mixtral pattern's `.block_sparse_moe.` -> `.mlp.`
@@ -89,6 +93,15 @@ class TargetReport:
     expert_params: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # 3-D expert -> (E, d_in, d_out)
     routers: set[str] = field(default_factory=set)    # linear-like modules that route tokens to experts
     rewritten: set[str] = field(default_factory=set)  # linear modules PEFT must take as parameters (see above)
+    unmapped_moe: str = ""       # the model type, when the model has experts this module has no map for
+
+    def touches_unmapped_experts(self, selection: list[str] | str) -> bool:
+        """An MoE of an unmapped type, and `selection` reaches beyond what the checkpoint and the
+        loaded model are sure to share (all-linear, or anything under an MoE block)."""
+        if not self.unmapped_moe:
+            return False
+        return selection == "all-linear" or any(
+            ".experts." in m or m in self.routers or "block_sparse_moe" in m for m in self.matching_modules(selection))
 
     @property
     def is_moe(self) -> bool:
@@ -201,7 +214,16 @@ def _in_memory(name: str) -> str:
 
 def memory_name(model_type: str, name: str) -> str:
     """A checkpoint's module name as transformers 5 names the module in memory."""
-    return _in_memory(name) if model_type in MIXTRAL_STYLE else name
+    if model_type not in MIXTRAL_STYLE:
+        return name
+    parent, _, leaf = _in_memory(name).rpartition(".")
+    leaf = LEAF_RENAMES.get(model_type, {}).get(leaf, leaf)
+    return f"{parent}.{leaf}" if parent else leaf
+
+
+def has_experts(info: ModelInfo) -> bool:
+    """The checkpoint holds experts (per-expert tensors, or a 3-D stack)."""
+    return any(".experts." in name or len(shape) == 3 for name, (_dtype, shape) in info.tensors.items())
 
 
 def moe_layout(info: ModelInfo, modules: dict[str, tuple[int, int]]):
@@ -267,9 +289,10 @@ def discover_targets(info: ModelInfo) -> TargetReport:
         t.layers = len(indices) if indices else len(t.modules)
     order = {g: i for i, g in enumerate(GROUPS)}
     ordered = sorted(targets.values(), key=lambda t: (order[t.group], _natural_rank(t.name), t.name))
+    unmapped = info.model_type if has_experts(info) and info.model_type not in KNOWN_MOE_TYPES else ""
     return TargetReport(model=info.source, total_params=info.num_parameters, targets=ordered,
                         linear_modules=modules, output_modules=outputs, expert_params=experts,
-                        routers=routers, rewritten=rewritten)
+                        routers=routers, rewritten=rewritten, unmapped_moe=unmapped)
 
 
 _CANONICAL = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "query_key_value",

@@ -61,6 +61,17 @@ MOE_FAMILIES: dict[str, tuple[str, dict]] = {
     # attention sinks, a sliding and a full layer, experts stored as 3-D tensors with biases
     "gpt-oss": ("GptOssConfig", {**_BASE, "num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 16,
                                  "sliding_window": 16, "layer_types": ["sliding_attention", "full_attention"]}),
+    # more layouts of transformers' checkpoint conversion: Mixtral's with the router renamed (Phi-3.5-MoE),
+    # w1..w3 experts and dense first layers under feed_forward (LFM2-MoE), experts under feed_forward
+    # (Jamba, attention layers only), and one whose experts the targets report does not map (Granite-MoE)
+    "Phi-3.5-MoE": ("PhimoeConfig", {**_BASE, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                     "router_jitter_noise": 0.0}),     # no random routing: paths comparable
+    "LFM2-MoE": ("Lfm2MoeConfig", {**_BASE, "moe_intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2,
+                                   "num_dense_layers": 1, "layer_types": ["full_attention", "full_attention"]}),
+    "Jamba": ("JambaConfig", {**_BASE, "num_experts": 4, "num_experts_per_tok": 2, "expert_layer_period": 1,
+                              "expert_layer_offset": 0, "attn_layer_period": 1, "attn_layer_offset": 0,
+                              "use_mamba_kernels": False}),
+    "Granite-MoE": ("GraniteMoeConfig", {**_BASE, "num_local_experts": 4, "num_experts_per_tok": 2}),
 }
 MOE = ("Qwen3-MoE", "Mixtral", "DeepSeek-V3", "gpt-oss")
 

@@ -97,9 +97,20 @@ def test_grouped_expert_path_keeps_peft_gradients(tmp_path, text_jsonl, moe_mode
                                                   monkeypatch):
     from lorastudio.core.engine.training import expert_lora
     monkeypatch.setitem(expert_lora._GROUPED_MM, "usable", kernel)
+    check_grouped_path(tmp_path, text_jsonl, moe_models, family, r)
+
+
+@pytest.mark.parametrize("family", ["Phi-3.5-MoE", "LFM2-MoE", "Jamba"])
+def test_grouped_expert_path_on_other_layouts(tmp_path, text_jsonl, moe_models, family):
+    check_grouped_path(tmp_path, text_jsonl, moe_models, family, 8)
+
+
+def check_grouped_path(tmp_path, text_jsonl, moe_models, family, r):
     cfg = config(tmp_path, moe_models(family), text_jsonl, lora__r=r, lora__targets="all-linear")
+    report = discover_targets(read_model_info(cfg.model))
     lm, batch = loaded_with_b(cfg)
-    moe_blocks = 1 if family == "DeepSeek-V3" else 2
+    assert sum(p.numel() for p in trainable_parameters(lm.model)) == report.lora_params("all-linear", r)
+    moe_blocks = len({p.rsplit(".experts.", 1)[0] for p in report.expert_params})
     assert any(f"grouped expert LoRA on {moe_blocks} MoE blocks" in n for n in lm.notes), lm.notes
     if family == "DeepSeek-V3":        # the dense first layer's MLP fused whole, though PEFT took it as parameters
         assert any("SwiGLU MLPs fused whole" in n for n in lm.notes), lm.notes

@@ -139,3 +139,26 @@ def test_targets_cli_lists_experts_and_routers(moe_model, capsys):
     experts = {t["name"]: t for t in data["targets"] if t["group"] == "experts"}
     assert experts["mlp.experts.gate_up_proj"]["experts"] == 4
     assert experts["mlp.experts.gate_up_proj"]["lora_params"] == 2 * 4 * 4 * (64 + 256)
+
+
+@pytest.mark.parametrize("family", ["Phi-3.5-MoE", "LFM2-MoE", "Jamba"])
+def test_other_checkpoint_layouts_are_mapped_to_peft_s_count(moe_model, family):
+    """Phi-3.5-MoE's router is `gate` on disk and `router` in memory; LFM2-MoE's dense first layer
+    has w1..w3 linear modules that PEFT would rewrite into experts (so they go as parameters)."""
+    folder = moe_model(family)
+    report = discover_targets(read_model_info(str(folder)))
+    experts = [t.name for t in report.targets if t.group == "experts"]
+    assert len(experts) == 2 and report.routers and not report.unmapped_moe
+    for selection in ("all-linear", experts):
+        assert report.lora_params(selection, 4) == peft_count(folder, report, selection, 4), selection
+
+
+def test_experts_of_an_unmapped_layout_are_refused_not_guessed(tmp_path, moe_model, text_jsonl):
+    folder = moe_model("Granite-MoE")        # 3-D input_linear/output_linear on disk, other names in memory
+    report = discover_targets(read_model_info(str(folder)))
+    assert report.unmapped_moe == "granitemoe"
+    for targets in ("all-linear", ["layer"]):
+        with pytest.raises(ConfigError) as exc:
+            checked(tmp_path, folder, text_jsonl, r=4, targets=targets)
+        assert exc.value.key == "lora.targets" and "list attention modules only" in exc.value.allowed
+    checked(tmp_path, folder, text_jsonl, r=4, targets=["q_proj", "v_proj"])
