@@ -34,11 +34,49 @@ def is_image_part(part) -> bool:
 def _part_path(part: dict) -> str | None:
     for key in _PART_PATH_KEYS:
         value = part.get(key)
+        if is_stored_image(value):
+            return stored_image_path(value)
         if isinstance(value, dict):
             value = value.get("url") or value.get("path")
         if isinstance(value, str) and value.strip():
             return value.strip()
     return None
+
+
+def is_stored_image(value) -> bool:
+    """An image held in the data itself: datasets' Image feature as Parquet / Arrow store it
+    ({"bytes": ..., "path": ...}) or as it decodes it (a PIL image)."""
+    if isinstance(value, dict) and isinstance(value.get("bytes"), (bytes, bytearray)):
+        return True
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "save")
+
+
+def image_store() -> Path:
+    """Where images held in data files are written as files (by their content), beside the token
+    cache: $LORASTUDIO_CACHE/images or the user cache folder's."""
+    import os
+    if os.environ.get("LORASTUDIO_CACHE"):
+        return Path(os.environ["LORASTUDIO_CACHE"]) / "images"
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("lorastudio", appauthor=False)) / "images"
+
+
+def stored_image_path(value) -> str:
+    """The file an image held in the data is written to, named by its bytes' digest (written once;
+    the processor and the token cache then treat it like any image file)."""
+    if isinstance(value, dict):
+        data = bytes(value["bytes"])
+    else:
+        import io
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    path = image_store() / f"{hashlib.blake2b(data, digest_size=16).hexdigest()}.img"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from lorastudio.core.atomic_files import atomic_write_bytes
+        atomic_write_bytes(path, data)
+    return str(path)
 
 
 def flatten_parts(parts: list, where: str, source: str, label: str) -> tuple[str, list[str | None]]:
@@ -66,11 +104,13 @@ def column_images(value: dict, where: str, source: str) -> list[str]:
         if key not in value or value[key] is None:
             continue
         items = value[key] if isinstance(value[key], list) else [value[key]]
-        if not all(isinstance(i, str) and i.strip() for i in items):
-            raise DataError(f"{source}, {where}: field '{key}' must hold image paths (text), found "
+        items = [i["path"] if isinstance(i, dict) and not is_stored_image(i) and isinstance(i.get("path"), str)
+                 else i for i in items]        # datasets' Image feature holding a path only
+        if not all((isinstance(i, str) and i.strip()) or is_stored_image(i) for i in items):
+            raise DataError(f"{source}, {where}: field '{key}' must hold image paths (text) or images, found "
                             f"{', '.join(sorted({type(i).__name__ for i in items}))}",
                             "give each image as a path relative to the data file, or set data.on_bad_rows: skip")
-        return [i.strip() for i in items]
+        return [stored_image_path(i) if is_stored_image(i) else i.strip() for i in items]
     return []
 
 

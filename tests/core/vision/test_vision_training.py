@@ -123,3 +123,31 @@ def test_eval_scores_base_and_adapter_on_held_out_rows_with_images(tmp_path, fam
         assert result[side]["prompts"] == 4 and result[side]["loss"] > 0
     assert result["base"]["loss"] != result["adapter"]["loss"]
     assert result["samples"][0]["reference"] == "It is red." and "<image>" in result["samples"][0]["prompt"]
+
+
+@pytest.mark.parametrize("layout", ["parquet", "save_to_disk"])
+def test_images_held_in_parquet_and_saved_datasets_train(tmp_path, monkeypatch, layout):
+    """datasets' Image feature: {"bytes", "path"} structs in Parquet, PIL images once datasets decodes
+    a save_to_disk folder; each is written once under the cache by its bytes and trained like a file."""
+    import datasets
+    from tests.helpers.training import train
+    monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
+    model = make_vlm(tmp_path / "model", "qwen2_vl")
+    write_colour_data(tmp_path / "src", 8)
+    pngs = sorted((tmp_path / "src" / "images").iterdir())
+    rows = {"image": [{"bytes": p.read_bytes(), "path": None} for p in pngs],
+            "messages": [[{"role": "user", "content": "<image>What colour is this?"},
+                          {"role": "assistant", "content": f"It is {p.stem.split('-')[1]}."}] for p in pngs]}
+    table = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    data = tmp_path / ("d.parquet" if layout == "parquet" else "saved")
+    table.to_parquet(str(data)) if layout == "parquet" else table.save_to_disk(str(data))
+    for p in pngs:
+        p.unlink()                      # the images now live only inside the data set
+    config = write_config(tmp_path / "c.yaml", model, data, training__max_steps=6, training__seq_len=128,
+                          training__save_every=0, training__lr=1e-2, data__validation_split=0.0)
+    trainer, status, events = train(config, tmp_path / "run")
+    losses = [e["loss"] for e in events if e["type"] == "step"]
+    assert status == "completed" and losses[-1] < losses[0]
+    # 8 rows, 4 colours drawn alike: 4 distinct images, stored once each
+    assert next(e for e in events if e["type"] == "data")["images"] == 4
+    assert len(list((tmp_path / "cache" / "images").iterdir())) == 4
