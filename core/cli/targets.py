@@ -41,5 +41,9 @@ def targets(args) -> int:
             experts = f" × {t.experts} experts" if t.experts > 1 else ""
             print(f"  {t.name:<24} {t.layers:>4} layers{experts}  {t.d_in:>6} → {t.d_out:<6} "
                   f"{format_count(t.lora_params(args.rank, args.dora)):>9} LoRA params")
-    print(f"\nall-linear: {trainable_line(report, 'all-linear', args.rank, args.dora)}")
+    if report.unmapped_moe:
+        print(f"\nnote: {report.unmapped_moe} is a mixture of experts whose experts transformers holds under names "
+              "LoRA Studio does not map yet: lora.targets may name attention modules only")
+    else:
+        print(f"\nall-linear: {trainable_line(report, 'all-linear', args.rank, args.dora)}")
     return 0

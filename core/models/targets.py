@@ -153,6 +153,7 @@ class TargetReport:
 
     def to_dict(self, r: int, dora: bool = False) -> dict:
         return {"model": self.model, "total_params": self.total_params, "rank": r, "dora": dora,
+                "unmapped_moe": self.unmapped_moe or None,
                 "all_linear_params": self.lora_params("all-linear", r, dora),
                 "targets": [{"name": t.name, "group": t.group, "modules": len(t.modules),
                              "layers": t.layers, "d_in": t.d_in, "d_out": t.d_out, "experts": t.experts,

@@ -162,3 +162,12 @@ def test_experts_of_an_unmapped_layout_are_refused_not_guessed(tmp_path, moe_mod
             checked(tmp_path, folder, text_jsonl, r=4, targets=targets)
         assert exc.value.key == "lora.targets" and "list attention modules only" in exc.value.allowed
     checked(tmp_path, folder, text_jsonl, r=4, targets=["q_proj", "v_proj"])
+
+
+def test_targets_cli_says_when_experts_are_not_mapped(moe_model, capsys):
+    from lorastudio.core.cli import main
+    assert main(["targets", str(moe_model("Granite-MoE"))]) == 0
+    out = capsys.readouterr().out
+    assert "note: granitemoe is a mixture of experts" in out and "all-linear: Trainable" not in out
+    assert main(["targets", str(moe_model("Granite-MoE")), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unmapped_moe"] == "granitemoe"
