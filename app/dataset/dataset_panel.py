@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, Signal
+from PySide6.QtCore import QEvent, QTimer, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QMenu, QPushButton, QTableView, QToolButton, QVBoxLayout, QWidget)
+                               QLineEdit, QMenu, QPushButton, QScrollArea, QTableView, QToolButton, QVBoxLayout, QWidget)
 
 from lorastudio.app.first_paint import after_first_paint
 from lorastudio.app.thread_pool import run_in_background
@@ -228,6 +228,15 @@ class DatasetPanel(QGroupBox):
         self.error_label.setVisible(err is not None)
         self.path_edit.setProperty("invalid", bool(self.preview and not self.preview.ok))
         self.path_edit.style().polish(self.path_edit)
+        if err is not None:             # once laid out: scrolled into view where the form scrolls (1366×768)
+            QTimer.singleShot(0, self._reveal_error)
+
+    def _reveal_error(self) -> None:
+        area = self.parentWidget()
+        while area is not None and not isinstance(area, QScrollArea):
+            area = area.parentWidget()
+        if area is not None and self.error_label.isVisible():
+            area.ensureWidgetVisible(self.error_label, 0, 12)
 
     # ---- the inspector ------------------------------------------------------------------------
     def set_model(self, path: str) -> None:

@@ -48,8 +48,9 @@ class ServeDialog(JobDialog):
 
     # ---- layout ---------------------------------------------------------------------------
     def _build(self) -> None:
-        intro = QLabel(f"Serves {self._runs_words()} with llama.cpp: the base model once, each run's adapter by its "
-                       "name. Any OpenAI client can use it (chat and completions, streaming or not).", wordWrap=True)
+        intro = QLabel(f"Serves {self._runs_words()} with llama.cpp: the base model, and each run's adapter by its "
+                       "name, each answering at the same time. Any OpenAI client can use it (chat and completions, "
+                       "streaming or not).", wordWrap=True)
         self.host_combo = QComboBox(editable=True)
         for text, host in HOSTS:
             self.host_combo.addItem(text, host)

@@ -25,7 +25,7 @@ from lorastudio.app.playground.generation_worker import IDLE_MS, GenerationWorke
 from lorastudio.app.runs.runs_refresher import RunsRefresher
 from lorastudio.core.runs.checkpoints import adapter_steps
 from lorastudio.core.plans.generate import PLAYGROUND_DIR
-from lorastudio.core.runs.heldout import adapter_choices, heldout_prompts, read_eval
+from lorastudio.core.runs.heldout import EVAL_FILE, adapter_choices, heldout_prompts, read_eval
 from lorastudio.core.runs.folders import default_runs_dir
 from lorastudio.core.runs.listing import runs_with_adapters
 
@@ -46,6 +46,7 @@ class PlaygroundPage(QWidget):
                  idle_ms: int = IDLE_MS, worker_idle_s: float | None = None):
         super().__init__(parent)
         self.runs_root = Path(runs_root or default_runs_dir())
+        self._eval_stamp: tuple | None = ()         # the eval.json shown: (path, mtime), read again when it changes
         # the worker's folder sits beside the runs folder (DATA/playground/<stamp>), not in a run
         self.worker = GenerationWorker(self.runs_root.parent / PLAYGROUND_DIR, self, idle_ms, worker_idle_s)
         self.worker.event.connect(self.on_event)
@@ -208,10 +209,24 @@ class PlaygroundPage(QWidget):
             step = self.adapter_combo.currentData()
             self.refresh()
             self.adapter_combo.setCurrentIndex(max(0, self.adapter_combo.findData(step)))
+        self.show_eval()            # an evaluation that ended meanwhile (from the Runs page, the CLI)
+
+    def show_eval(self) -> None:
+        """The chosen run's evaluation, read again when its eval.json is new or changed."""
+        run = self.run_dir()
+        path = run / EVAL_FILE if run else None
+        try:
+            stamp = (str(path), path.stat().st_mtime_ns) if path else None
+        except OSError:
+            stamp = (str(path), None)
+        if stamp != self._eval_stamp:
+            self._eval_stamp = stamp
+            self.eval_summary.show_result(read_eval(run) if run else None, run.name if run else "")
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
         self.refresher.start()
+        self.show_eval()
 
     def hideEvent(self, event) -> None:
         """Leaving the page (or closing the window) stops the list's refresh and the worker; a
@@ -239,7 +254,8 @@ class PlaygroundPage(QWidget):
             item = QListWidgetItem(" ".join(prompt["label"].split()))
             item.setToolTip(prompt["label"])
             self.prompt_list.addItem(item)
-        self.eval_summary.show_result(read_eval(run) if run else None, run.name if run else "")
+        self._eval_stamp = ()
+        self.show_eval()
         self.adapter_pane.subtitle.setText(run.name if run else "no run with an adapter yet")
         self._compare_changed()
         self.generate_button.setEnabled(run is not None and not self.worker.busy)

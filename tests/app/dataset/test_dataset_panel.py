@@ -259,3 +259,23 @@ def test_data_errors_speak_the_panels_words():
     text = error_text("d.jsonl, line 2: unknown format", "map your columns with data.columns, or set data.format; "
                       "data.on_bad_rows: skip leaves such rows out")
     assert "Map columns" in text and "Format" in text and "Bad rows: skip" in text and "data." not in text
+
+
+def test_a_refused_file_scrolls_its_error_into_view_on_a_small_screen(qtbot, window, page, tmp_path, tiny_chat_llama):
+    """The tour at 1366×768 (issue 33): a CSV with the wrong columns was refused below the visible part
+    of the form; the error is scrolled into view (here a shorter window puts it below the fold)."""
+    window.resize(1366, 600)
+    load_model(qtbot, page, tiny_chat_llama)
+    panel = page.dataset_panel
+    qtbot.wait(50)
+    page.scroll.verticalScrollBar().setValue(0)
+    data = tmp_path / "tickets.csv"
+    data.write_text("ticket,reply\nMy router is down,We will look\n")
+    load_data(qtbot, page, data)
+    assert "tickets.csv, line 2: unknown format (fields: reply, ticket)" in panel.error_label.text()
+    viewport = page.scroll.viewport()
+
+    def in_view() -> bool:
+        top = panel.error_label.mapTo(viewport, panel.error_label.rect().topLeft()).y()
+        return 0 <= top and top + panel.error_label.height() <= viewport.height()
+    qtbot.waitUntil(in_view, timeout=3000)

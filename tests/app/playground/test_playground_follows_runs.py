@@ -60,3 +60,25 @@ def test_a_run_that_gets_an_adapter_appears_by_itself(qtbot, tmp_path, trained_r
     page.show()
     qtbot.waitUntil(lambda: page.run_combo.count() == 0, timeout=5000)
     assert page.status.text() == EMPTY
+
+
+def test_an_evaluation_that_ends_meanwhile_shows_without_choosing_the_run_again(qtbot, tmp_path, trained_run):
+    """The tour's stumble (issue 33): Evaluate finished on the Runs page, the Playground still said
+    "No evaluation yet" for that run."""
+    runs = tmp_path / "runs"
+    run = runs / "2026-12-05_0700_demo"
+    shutil.copytree(trained_run, run)
+    page = PlaygroundPage(runs, refresh_ms=100)
+    qtbot.addWidget(page)
+    page.show()
+    qtbot.waitExposed(page)
+    assert page.run_dir() == run and "No evaluation yet" in page.eval_summary.note.text()
+    (run / "eval.json").write_text(json.dumps({
+        "data": "heldout.jsonl", "base": {"loss": 2.5, "exact_match": 0.0, "json_valid": 0.0, "prompts": 48},
+        "adapter": {"loss": 0.016, "exact_match": 0.85, "json_valid": 1.0, "prompts": 48}}))
+
+    def labels():
+        grid = page.eval_summary.grid
+        return [grid.itemAt(i).widget().text() for i in range(grid.count())]
+    qtbot.waitUntil(lambda: "85%" in labels(), timeout=5000)
+    assert "No evaluation yet" not in page.eval_summary.note.text()
