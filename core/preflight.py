@@ -68,9 +68,14 @@ def check_config(config: RunConfig) -> tuple[ModelInfo, TargetReport]:
     if info.weight_files:
         unknown = report.unknown(config.lora.targets)
         if unknown:
+            experts = sorted({t.name for t in report.targets if t.group == "experts"})
+            per_expert = [u for u in unknown if u.rsplit(".", 1)[-1] in ("w1", "w2", "w3", "gate_proj", "up_proj",
+                                                                         "down_proj")]
+            note = (f"; the experts are held fused in memory: {' and '.join(experts)} (gate and up, w1 and w3, "
+                    "are one parameter; down, w2, the other)" if experts and per_expert else "")
             raise ConfigError("lora.targets", unknown[0] if len(unknown) == 1 else unknown,
                               f"not a linear module of {info.architecture}; available: "
-                              f"{', '.join(report.names())} (or all-linear)")
+                              f"{', '.join(report.names())} (or all-linear){note}")
         if report.touches_unmapped_experts(config.lora.targets):
             raise ConfigError("lora.targets", config.lora.targets,
                               f"{info.architecture} ({report.unmapped_moe}) is a mixture of experts whose experts "

@@ -59,6 +59,14 @@ def test_experts_by_their_in_memory_names_with_peft_s_count(moe_model, family):
         assert report.lora_params(selection, 4) == peft_count(folder, report, selection, 4), selection
 
 
+def test_per_expert_names_are_refused_with_the_fused_names(tmp_path, moe_model, text_jsonl):
+    with pytest.raises(ConfigError) as exc:
+        checked(tmp_path, moe_model("Mixtral"), text_jsonl, r=4, targets=["q_proj", "w1", "w2", "w3"])
+    assert exc.value.key == "lora.targets" and exc.value.value == ["w1", "w2", "w3"]
+    assert ("the experts are held fused in memory: mlp.experts.down_proj and mlp.experts.gate_up_proj"
+            in exc.value.allowed)
+
+
 def test_mixtral_w1_to_w3_is_no_longer_announced_short(moe_model):
     """The issue's numbers: w1–w3 at r 4 were announced as 18,432 while PEFT trained 26,624; now the
     offered names are the fused ones and the announcement is PEFT's own count."""
