@@ -228,7 +228,7 @@ def ema(values: list[float], weight: float) -> list[float]:
 
 
 
-KERNEL_WORDS = {"fused-lora": "fused LoRA", "liger": "Liger"}
+KERNEL_WORDS = {"fused-lora": "fused LoRA", "liger": "Liger", "grouped-experts": "grouped experts"}
 
 
 def mode_words(memory_mode: str, kernels: list) -> str:

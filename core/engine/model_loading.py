@@ -36,7 +36,8 @@ class LoadedModel:
     compute_dtype: torch.dtype
     notes: list[str]                # what was decided and why, for the journal
     memory_mode: str = "checkpoint"  # none | checkpoint | lean, as resolved
-    kernels: tuple[str, ...] = ()   # the kernels applied, by the code that applied them: "liger", "fused-lora"
+    kernels: tuple[str, ...] = ()   # the kernels applied, by the code that applied them: "liger", "fused-lora",
+    #                                 "grouped-experts"
     processor: object = None        # a vision-language model's processor (core/engine/vision/); its tokenizer is `tokenizer`
 
 
@@ -196,6 +197,8 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     fused = fuse_lora_layers(peft_model) if config.training.fused_lora else None
     if fused is not None and fused.fused:
         kernels += ("fused-lora",)
+    if fused is not None and fused.experts:
+        kernels += ("grouped-experts",)         # the experts' LoRA on engine/training/expert_lora.py's path
     notes.append(f"{config.quantization} base on {device}, compute {str(compute_dtype).replace('torch.', '')}; "
                  f"memory mode {memory_mode} ({why}): {memory_words}")
     notes.append(fused.words() if fused is not None else "fused LoRA off: training.fused_lora is false")

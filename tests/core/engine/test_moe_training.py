@@ -139,6 +139,7 @@ def test_train_job_all_linear_r16_journals_the_announced_count(tmp_path, text_js
     start = next(e for e in events if e["type"] == "start")
     report = discover_targets(read_model_info(str(model)))
     assert start["trainable_params"] == report.lora_params("all-linear", 16)
+    assert "grouped-experts" in start["kernels"]
     losses = [e["loss"] for e in events if e["type"] == "step"]
     assert len(losses) == 3 and all(loss == loss and loss > 0 for loss in losses)
     packing = next(e["message"] for e in events if e["type"] == "log" and e["message"].startswith("Packing "))
