@@ -8,6 +8,7 @@ from lorastudio.core.cli.output import fail
 from lorastudio.core.formatting import format_count
 from lorastudio.core.models.info import ModelError, pickle_only_problem, read_model_info
 from lorastudio.core.models.targets import discover_targets, trainable_line
+from lorastudio.core.models.vision import part_lora_params
 
 
 def targets_arguments(p) -> None:
@@ -28,8 +29,9 @@ def targets(args) -> int:
     if problem:
         return fail(problem.message, problem.hint)
     report = discover_targets(info)
+    vision = info.vision            # a vision-language model: its parts (core/models/vision.py)
     if args.json:
-        print(json.dumps(report.to_dict(args.rank, args.dora), indent=2))
+        print(json.dumps({**report.to_dict(args.rank, args.dora), "vision": vision}, indent=2))
         return 0
     print(f"{info.architecture} · {format_count(info.num_parameters)} parameters · rank {args.rank}"
           f"{' · DoRA' if args.dora else ''}")
@@ -46,4 +48,11 @@ def targets(args) -> int:
               "LoRA Studio does not map yet: lora.targets may name attention modules only")
     else:
         print(f"\nall-linear: {trainable_line(report, 'all-linear', args.rank, args.dora)}")
+    if vision:
+        print(f"\n{vision['words']}")
+        if vision["family"]:
+            extra = part_lora_params(info, args.rank, args.dora)
+            print(f"  the targets above are the language model's; lora.vision: projector adds "
+                  f"{format_count(extra['projector'])}, all adds {format_count(extra['projector'] + extra['vision'])} "
+                  "LoRA params")
     return 0

@@ -122,3 +122,13 @@ def refuse_images_for_text_model(rows, source: str, model_info) -> None:
     if vision_family(info) is None:
         raise text_only_error(source, first.where, row_image_count(first.value), f"{info.architecture} ({info.source})")
 
+
+
+def part_lora_params(info: "ModelInfo", r: int, dora: bool = False) -> dict[str, int]:
+    """LoRA parameters at rank `r` if every linear layer of each part were adapted (what lora.vision
+    projector / all add to the language model's count)."""
+    out = {}
+    for part, modules in linear_parts(info).items():
+        shapes = [info.tensors[m + ".weight"][1] for m in modules]
+        out[part] = sum(r * (d_in + d_out) + (d_out if dora else 0) for d_out, d_in in shapes)
+    return out

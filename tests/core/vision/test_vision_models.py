@@ -227,3 +227,18 @@ def test_a_batch_may_mix_rows_with_and_without_images(tmp_path, vlms, family):
     assert [int((row == image_id).sum()) > 0 for row in batch["input_ids"]] == [False, True]
     loaded.model.train()
     assert torch.isfinite(loaded.model(**batch).loss)
+
+
+def test_lorastudio_targets_says_vision_and_what_lora_vision_adds(vlms, capsys):
+    import json
+    from lorastudio.core.cli import main as cli_main
+    from lorastudio.core.models.vision import part_lora_params
+    model = str(vlms["llava"])
+    assert cli_main(["targets", model, "--rank", "4"]) == 0
+    out = capsys.readouterr().out
+    extra = part_lora_params(read_model_info(model), 4)
+    assert extra["projector"] > 0 and extra["vision"] > 0
+    assert "vision-language (LLaVA)" in out and "vision_tower" not in out     # targets: the language model's
+    assert "lora.vision: projector adds" in out
+    assert cli_main(["targets", model, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["vision"]["family"] == "LLaVA"
