@@ -33,18 +33,27 @@ def system_ram() -> int:
     return int(psutil.virtual_memory().total)
 
 
-def step_time_words(seconds: float | None) -> str:
-    """ "up to about 40 s a step", "up to about 3 min a step" (the estimate is of a full token budget);
-    "" when unknown."""
+def step_time_words(seconds: float | None, at_most: bool = False) -> str:
+    """ "about 40 s a step", "about 3 min a step"; "up to about …" when it is of a full token budget
+    (`at_most`: the data's lengths unknown); "" when unknown."""
     if seconds is None:
         return ""
     if seconds < 1:
         return "under a second a step"
+    about = "up to about" if at_most else "about"
     if seconds < 90:
-        return f"up to about {seconds:.0f} s a step"
+        return f"{about} {seconds:.0f} s a step"
     if seconds < 5400:
-        return f"up to about {seconds / 60:.0f} min a step"
-    return f"up to about {seconds / 3600:.1f} h a step"
+        return f"{about} {seconds / 60:.0f} min a step"
+    return f"{about} {seconds / 3600:.1f} h a step"
+
+
+def tokens_words(config: RunConfig, per_example: float | None) -> str:
+    t = config.training
+    if per_example is None:
+        return "the step's token budget, batch × seq_len × accumulation, which a step holds at most"
+    return (f"{t.batch_size * t.grad_accum} examples a step at about {min(per_example, t.seq_len):.0f} tokens each, "
+            "as the data's first rows suggest")
 
 
 class MemoryBar(QWidget):
@@ -100,6 +109,7 @@ class FitIndicator(QWidget):
         self.setObjectName("FitIndicator")
         self.config: RunConfig | None = None
         self.info = self.report = None
+        self.per_example: float | None = None     # tokens an example of the data holds (None: unknown)
         self.estimate: Estimate | None = None
         self.mode_reason = ""
         self._generation = 0                  # bumped at each change: a late search answer is dropped
@@ -152,9 +162,9 @@ class FitIndicator(QWidget):
     def target(self) -> Target:
         return self.target_combo.currentData()
 
-    def update_form(self, config: RunConfig | None, info, report) -> None:
+    def update_form(self, config: RunConfig | None, info, report, per_example: float | None = None) -> None:
         """The form changed: estimate again (milliseconds; on this thread)."""
-        self.config, self.info, self.report = config, info, report
+        self.config, self.info, self.report, self.per_example = config, info, report, per_example
         self.refresh()
 
     def refresh(self) -> None:
@@ -180,7 +190,7 @@ class FitIndicator(QWidget):
 
     def _refresh_cpu(self, ram: int) -> None:
         config = self.config if self.config.device == "cpu" else with_settings(self.config, {"device": "cpu"})
-        self.cpu_estimate = cpu_estimate(config, self.info, self.report)
+        self.cpu_estimate = cpu_estimate(config, self.info, self.report, per_example=self.per_example)
         self.estimate = self.cpu_estimate.memory
         need = self.estimate.peak
         fits = need <= ram
@@ -188,7 +198,7 @@ class FitIndicator(QWidget):
                 + ("fits" if fits else "does not fit"))
         seconds = self.cpu_estimate.seconds_per_step
         if seconds is not None:
-            text += f" · {step_time_words(seconds)} on this CPU"
+            text += f" · {step_time_words(seconds, self.per_example is None)} on this CPU"
         elif not self._timing:          # time this CPU once per machine (a child process, ~3 s), then again
             self._timing = True
             run_in_background(measure_rate, on_done=lambda rate: self.refresh() if rate else None,
@@ -196,8 +206,8 @@ class FitIndicator(QWidget):
         self._show(text, ram, "fits" if fits else "cpu_nofit")
         self.fit_button.hide()
         self.bar.setToolTip(self.bar.toolTip() + (
-            f"\n\nTime a step: at most {self.cpu_estimate.flops_per_step:.3g} FLOPs (the step's token budget × "
-            f"parameters × 4, or × 6 when layers are recomputed; shorter examples make fewer) at this CPU's "
+            f"\n\nTime a step: {self.cpu_estimate.flops_per_step:.3g} FLOPs ({tokens_words(self.config, self.per_example)} "
+            f"× parameters × 4, or × 6 when layers are recomputed) at this CPU's "
             f"{(self.cpu_estimate.rate or 0) / 1e9:.0f} GFLOP/s, {self.cpu_estimate.rate_source}: an estimate"
             if seconds else ""))
 

@@ -25,6 +25,7 @@ from lorastudio.app.train.lora_panel import LoraPanel
 from lorastudio.app.train.model_panel import READY, ModelPanel
 from lorastudio.app.dashboard.run_state import FAILED, STARTING, mode_words
 from lorastudio.app.train.start_bar import StartBar
+from lorastudio.core.fit.cpu import example_tokens
 from lorastudio.app.train.fit_indicator import FitIndicator, confirm_start
 from lorastudio.app.train.training_panel import TrainingPanel
 from lorastudio.app.train.training_process import TrainingProcess
@@ -178,8 +179,10 @@ class TrainPage(QWidget):
             values["problems"] = []
             config = check_form(values).config
         ready = panel.state == READY
+        preview = self.dataset_panel.preview
+        rows = [row.value for row in preview.rows] if preview is not None and preview.ok else []
         self.fit_indicator.update_form(config if ready else None, panel.info if ready else None,
-                                       panel.report if ready else None)
+                                       panel.report if ready else None, example_tokens(rows))
 
     def apply_fit(self, overrides: dict) -> None:
         """Put "Make it fit"'s settings (dotted keys) into the form as they are: the memory mode into

@@ -7,9 +7,10 @@ own runtime (Python, PyTorch's libraries, the tokenizer): `CPU_RUNTIME`.
 Time per optimizer step: the arithmetic of a LoRA step over this machine's rate.
   - work: tokens per step × the base's parameters × FLOPs per parameter and token: 2 forward + 2
     backward (the gradient of the activations; the frozen base has no weight gradient) + 2 more when
-    layers are recomputed (memory mode checkpoint or lean). The tokens are the step's budget
-    (batch_size × seq_len × grad_accum): a padded batch reaches it at most and a packed one holds
-    only the examples it was given, so the figure is an upper bound ("up to about 12 s a step");
+    layers are recomputed (memory mode checkpoint or lean). The tokens: batch_size × grad_accum
+    examples of the length the data's first rows suggest (`example_tokens`: characters / 3.5, plus a
+    chat message's markers; at most seq_len) — "about 8 s a step"; without data, the step's budget
+    (batch_size × seq_len × grad_accum), which a step holds at most — "up to about 30 s a step";
   - rate, best first: learnt from this machine's last finished CPU runs (their tokens a second ×
     parameters × FLOPs per token: `learn_cpu_rate`, called by the train job at the end); else PyTorch's
     own rate on a LoRA step's kind of arithmetic, measured once per machine in a child process
@@ -29,6 +30,8 @@ from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.targets import TargetReport
 
 CPU_RUNTIME = 700 << 20             # the worker's Python, PyTorch's libraries and the tokenizer
+CHARS_PER_TOKEN = 3.5               # characters of text a token, for a length estimate without a tokenizer
+MESSAGE_TOKENS = 4                  # a chat message's role markers
 PROBE_TIMEOUT_S = 120.0
 
 
@@ -38,6 +41,7 @@ class CpuEstimate:
     flops_per_step: float
     rate: float | None              # FLOP/s of this machine (learnt or probed); None until known
     rate_source: str = ""           # "learnt from 2 runs" | "measured by PyTorch"
+    per_example: float | None = None    # tokens an example holds, estimated from the data (None: the budget)
 
     @property
     def ram(self) -> int:
@@ -45,7 +49,7 @@ class CpuEstimate:
 
     @property
     def seconds_per_step(self) -> float | None:
-        """At most this long a step (the token budget filled)."""
+        """About this long a step (per_example known), or at most (the token budget filled)."""
         return self.flops_per_step / self.rate if self.rate else None
 
 
@@ -59,9 +63,34 @@ def ram_estimate(config: RunConfig, info: ModelInfo, report: TargetReport | None
                     base.constant_source)
 
 
-def step_flops(config: RunConfig, info: ModelInfo, mode: str) -> float:
+def example_tokens(values: list) -> float | None:
+    """About how many tokens an example of these rows (the data's first rows, as read) holds: its
+    text at CHARS_PER_TOKEN characters a token, plus MESSAGE_TOKENS for each chat message's markers.
+    On the demo: 226 characters and 3 messages a row → 77 tokens, against the 70 its tokenizer makes."""
+    counts = [_chars_and_messages(v) for v in values]
+    counts = [c for c in counts if c[0]]
+    if not counts:
+        return None
+    return sum(chars / CHARS_PER_TOKEN + messages * MESSAGE_TOKENS for chars, messages in counts) / len(counts)
+
+
+def _chars_and_messages(value) -> tuple[int, int]:
+    if isinstance(value, str):
+        return len(value), 0
+    if isinstance(value, dict):
+        parts = [_chars_and_messages(v) for v in value.values()]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts) + (1 if "role" in value else 0)
+    if isinstance(value, list):
+        parts = [_chars_and_messages(v) for v in value]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return 0, 0
+
+
+def step_flops(config: RunConfig, info: ModelInfo, mode: str, per_example: float | None = None) -> float:
+    """A step's FLOPs: its token budget, or (per_example known) its examples at that many tokens each."""
     t = config.training
-    tokens = t.batch_size * t.seq_len * t.grad_accum
+    length = min(float(t.seq_len), per_example) if per_example else t.seq_len
+    tokens = t.batch_size * length * t.grad_accum
     return float(tokens) * info.num_parameters * _flops_per_token(mode)
 
 
@@ -164,8 +193,10 @@ def _flops_per_token(mode: str) -> int:
 
 
 def cpu_estimate(config: RunConfig, info: ModelInfo, report: TargetReport | None = None,
-                 rate: tuple[float, str] | None = None) -> CpuEstimate:
-    """The RAM and time estimate; `rate` (FLOP/s, its source) defaults to what this machine knows."""
+                 rate: tuple[float, str] | None = None, per_example: float | None = None) -> CpuEstimate:
+    """The RAM and time estimate; `rate` (FLOP/s, its source) defaults to what this machine knows;
+    `per_example`: tokens an example holds (example_tokens), else a step is its full token budget."""
     memory = ram_estimate(config, info, report)
     rate = rate if rate is not None else known_rate()
-    return CpuEstimate(memory, step_flops(config, info, memory.mode), *(rate or (None, "")))
+    return CpuEstimate(memory, step_flops(config, info, memory.mode, per_example), *(rate or (None, "")),
+                       per_example=per_example)

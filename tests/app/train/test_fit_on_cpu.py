@@ -74,3 +74,28 @@ def test_the_cpu_rate_is_probed_then_learnt_from_runs_and_the_ram_counts_the_run
     assert learn_cpu_rate(steps[:2], info, "none") is None          # warm-up steps alone teach nothing
     rate_path().write_text("{not json")
     assert known_rate() is None                                     # a damaged file: measured again
+
+
+def test_the_datas_first_rows_make_the_time_an_estimate_instead_of_a_bound(qtbot, page, small_model):
+    """With a data file chosen, a step is its examples at the length the first rows suggest (the demo:
+    about 77 tokens an example by characters, 70 by its tokenizer), not the full token budget."""
+    from lorastudio.core.data.preview import read_preview
+    from lorastudio.core.fit.cpu import example_tokens
+    from lorastudio.core.models.demo import sample_train
+    from tests.app.conftest import load_data
+    rows = [row.value for row in read_preview(sample_train()).rows]
+    assert 60 <= example_tokens(rows) <= 85
+    assert example_tokens([]) is None and example_tokens([{"text": ""}]) is None
+    assert example_tokens([{"text": "x" * 350}]) == 100
+    fit = page.fit_indicator
+    load_model(qtbot, page, small_model)
+    qtbot.waitUntil(lambda: "a step on this CPU" in fit.verdict.text(), timeout=60_000)
+    assert "up to about" in fit.verdict.text() and "token budget" in fit.bar.toolTip()
+    bound = fit.cpu_estimate.seconds_per_step
+    load_data(qtbot, page, sample_train())
+    qtbot.waitUntil(lambda: fit.per_example is not None, timeout=10_000)
+    t = fit.config.training
+    assert fit.per_example == example_tokens(rows)
+    assert fit.cpu_estimate.seconds_per_step == pytest.approx(bound * min(fit.per_example, t.seq_len) / t.seq_len)
+    assert "up to" not in fit.verdict.text() and "a step on this CPU" in fit.verdict.text()
+    assert f"{t.batch_size * t.grad_accum} examples a step at about" in fit.bar.toolTip()
