@@ -17,6 +17,7 @@ from lorastudio.core.preflight import check_config, check_data, machine_defaults
 from lorastudio.core.plans.train import TrainRequest, start_train
 from lorastudio.core.runs.folders import JOURNAL_FILE, new_run_dir, prepare_run
 from lorastudio.core.runtime.follower import follow
+from lorastudio.core.models.vision import added_lora_params
 
 
 def train_arguments(p) -> None:
@@ -75,6 +76,7 @@ def train_config(config: RunConfig, source: str, args) -> int:
     except UserError as exc:            # another process writes into --run-dir (core/runs/locks.py)
         return fail(exc.message, exc.hint)
     lora = report.lora_params(config.lora.targets, config.lora.r, config.lora.use_dora)
+    lora += added_lora_params(info, config.lora)        # lora.vision's projector / vision tower
     print(f"Run folder: {run_dir}")
     print(f"Model: {info.architecture} ({format_count(info.num_parameters)}), {config.quantization}; "
           f"LoRA r={config.lora.r} on {config.lora.targets}: {format_count(lora)} trainable")

@@ -132,3 +132,11 @@ def part_lora_params(info: "ModelInfo", r: int, dora: bool = False) -> dict[str,
         shapes = [info.tensors[m + ".weight"][1] for m in modules]
         out[part] = sum(r * (d_in + d_out) + (d_out if dora else 0) for d_out, d_in in shapes)
     return out
+
+
+def added_lora_params(info: "ModelInfo", lora) -> int:
+    """The LoRA parameters lora.vision adds to lora.targets' (the projector's, the vision tower's)."""
+    if vision_family(info) is None:
+        return 0
+    extra = part_lora_params(info, lora.r, lora.use_dora)
+    return sum(extra[p] for p in VISION_CHOICE_PARTS[lora.vision] if p != "language")

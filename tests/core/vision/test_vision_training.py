@@ -28,6 +28,10 @@ def test_train_then_merge_a_vision_language_model(tmp_path, family, inline_jobs,
     run = tmp_path / "run"
     assert cli_main(["train", str(config), "--run-dir", str(run)]) == 0
     events = read_events(run / "events.jsonl")
+    announced = capsys.readouterr().out.split(" trainable")[0].rsplit(": ", 1)[-1]
+    start = next(e for e in events if e["type"] == "start")
+    from lorastudio.core.formatting import format_count
+    assert announced == format_count(start["trainable_params"])     # the count announced is what trains
     losses = [e["loss"] for e in events if e["type"] == "step"]
     assert len(losses) == 10 and losses[-1] < losses[0] - 0.3, losses
     data_event = next(e for e in events if e["type"] == "data")
