@@ -7,7 +7,9 @@ every term below is alive then. Each term is named so that people can see where 
 
   weights       the frozen base: NF4 with double quantization ≈ 0.5 B + absmax (1 B per 64
                 weights, fp32 per 256 blocks); 8-bit = 1 B + an fp32 scale per output row; none =
-                the compute dtype. Embeddings, norms, biases and the output head stay 16-bit.
+                the compute dtype. Embeddings, norms, biases and the output head stay 16-bit; so do
+                a mixture of experts' routers and 3-D experts (bitsandbytes quantizes nn.Linear only),
+                except the adapted experts on the grouped path, stored NF4 after loading.
   lora          LoRA A and B in fp32 (4 B), their gradients (4 B) and AdamW's two moments (8 B); an
                 adapted expert parameter has one A and B per expert (the targets report's count).
   activations   what the backward pass keeps, per token per layer, by memory mode:
@@ -232,8 +234,10 @@ def knobs_of(config: RunConfig, mode: str, on_gpu: bool = True, fused_loss: bool
 
 
 # ---- the terms ------------------------------------------------------------------------------
-def weight_bytes(info: ModelInfo, report: TargetReport | None, quantization: str, dense_bytes: int = 2) -> tuple[int, dict]:
-    """Bytes of the frozen base, and how many parameters went each way."""
+def weight_bytes(info: ModelInfo, report: TargetReport | None, quantization: str, dense_bytes: int = 2,
+                 nf4_blocks: frozenset = frozenset()) -> tuple[int, dict]:
+    """Bytes of the frozen base, and how many parameters went each way. `nf4_blocks`: the MoE blocks
+    whose experts the grouped path stores NF4 after loading (4-bit, experts adapted)."""
     linear, outputs = (report.linear_modules, report.output_modules) if report else linear_modules(info)
     tied = info.tie_word_embeddings
     quantized = dense = 0
@@ -243,13 +247,29 @@ def weight_bytes(info: ModelInfo, report: TargetReport | None, quantization: str
         if tied and module in outputs and len(info.tensors) > 1 and _has_embedding(info):
             continue                                  # the head is the embedding: counted once
         n = _numel(shape)
-        if quantization != "none" and module in linear and module not in outputs and not _router(report, module, info.model_type):
+        if nf4_blocks and _expert_block(name, info.model_type) in nf4_blocks:
+            quantized += n
+            total += n * NF4_BYTES
+        elif quantization != "none" and module in linear and module not in outputs and not _router(report, module, info.model_type):
             quantized += n
             total += n * NF4_BYTES if quantization == "4bit" else n + 4 * shape[0]
         else:
             dense += n
             total += n * dense_bytes
     return int(total), {"quantized": quantized, "dense": dense}
+
+
+def moe_words(report: TargetReport, nf4_blocks: frozenset) -> str:
+    if not report.is_moe:
+        return ""
+    return ", routers" if nf4_blocks else ", experts, routers"
+
+
+def _expert_block(name: str, model_type: str) -> str | None:
+    """The MoE block whose expert weights `name` holds (per-expert or 3-D, not biases), in memory's names."""
+    if ".experts." not in name or name.endswith("_bias"):
+        return None
+    return memory_name(model_type, name).rsplit(".experts.", 1)[0]
 
 
 def _router(report: TargetReport | None, module: str | None, model_type: str) -> bool:
@@ -314,16 +334,18 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
     terms: list[Term] = []
 
     dense_bytes = 2 if k.on_gpu or k.act_bytes == 2 else 4
-    w_bytes, split = _memo(("weights", id(info), id(report), k.quantization, dense_bytes), (info, report),
-                           lambda: weight_bytes(info, report, k.quantization, dense_bytes))
+    targets_key = k.targets if isinstance(k.targets, str) else tuple(k.targets)
+    nf4_blocks = frozenset(p.rsplit(".experts.", 1)[0] for p in report.matching_experts(k.targets)) \
+        if k.quantization == "4bit" and k.grouped_experts else frozenset()
+    w_bytes, split = _memo(("weights", id(info), id(report), k.quantization, dense_bytes, nf4_blocks), (info, report),
+                           lambda: weight_bytes(info, report, k.quantization, dense_bytes, nf4_blocks))
     qname = {"4bit": "4-bit NF4", "8bit": "8-bit", "none": "16-bit"}[k.quantization]
     terms.append(Term("weights", f"Base weights ({qname})", w_bytes,
                       f"{split['quantized']:,} quantized + {split['dense']:,} 16-bit parameters "
-                      f"(embeddings, norms, head{', experts, routers' if report.is_moe else ''})"
+                      f"(embeddings, norms, head{moe_words(report, nf4_blocks)})"
                       if k.quantization != "none" else
                       f"{split['dense']:,} parameters × {dense_bytes} B"))
 
-    targets_key = k.targets if isinstance(k.targets, str) else tuple(k.targets)
     adapted = _memo(("adapted", id(report), targets_key), (report,), lambda: adapted_modules(report, k.targets))
     experts = _memo(("experts", id(report), targets_key), (report,),
                     lambda: [report.expert_params[p] for p in report.matching_experts(k.targets)])
@@ -381,6 +403,8 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
         s for m, s in report.linear_modules.items() if m not in report.output_modules and m not in report.routers])
     largest = max((d_in * d_out for d_in, d_out in quantized), default=0)
     scratch = (RUNTIME_BUFFERS if k.on_gpu else 0) + (2 * largest * 2 if k.quantization != "none" else 0)
+    if nf4_blocks:                                     # one NF4 expert stack dequantized at a time
+        scratch += max(e * d_in * d_out for e, d_in, d_out in experts) * dense_bytes
     if k.quantization == "8bit" and not k.fused_lora:
         widest = max((d_out for _d_in, d_out in quantized), default=0)
         scratch += T * widest * 6                      # int32 matmul output + its fp16 dequantization

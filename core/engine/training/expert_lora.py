@@ -15,6 +15,11 @@ must be 16-byte aligned: fp32 ranks that are not a multiple of 4, say) the same 
 one matmul per expert slice. Autograd differentiates it; the gradients are PEFT's (checked in
 tests/core/engine/test_moe_training.py to 1e-4 in fp32).
 
+Under `quantization: 4bit` the frozen expert stacks of grouped blocks are stored NF4 after loading
+(`quantize_grouped_experts`: bitsandbytes quantizes nn.Linear layers only, so transformers keeps 3-D
+experts 16-bit) and dequantized one stack at a time, in the forward and again in the backward
+(`FrozenExperts`: the frozen product's node saves no weight).
+
 It covers experts classes built with transformers' `use_experts_implementation` (its `_apply_gate`,
 `is_transposed`, `has_bias` — Qwen3-MoE, Mixtral, DeepSeek-V3, gpt-oss) whose LoRA adapts
 `gate_up_proj` and/or `down_proj` with one active adapter; anything else keeps PEFT's path and
@@ -61,12 +66,14 @@ def unsupported(wrapper) -> str | None:
 
 
 def _active_lora(chain) -> dict | None:
-    """{parameter name: (A [E, r, in], B [E, out, r], scale)} of the one active adapter, or None
-    when PEFT's own path must run (adapters disabled, merged, several active)."""
+    """{parameter name: (A [E, r, in], B [E, out, r], scale)} of the one active adapter ({} with the
+    adapters disabled: the base alone), or None when PEFT's own path must run (merged, several active)."""
     lora = {}
+    if any(w.disable_adapters for w in chain):
+        return {}
     for w in chain:
         active = w.active_adapters
-        if w.disable_adapters or w.merged or len(active) != 1:
+        if w.merged or len(active) != 1:
             return None
         name = active[0]
         if name not in w.lora_A:
@@ -102,9 +109,37 @@ def _gmm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts) if parts else x.new_zeros(0, w.shape[-1])
 
 
-def _project(x, weight, transposed: bool, lora, offs) -> torch.Tensor:
-    w = weight if transposed else weight.transpose(-2, -1)                        # [E, in, out]
-    y = _gmm(x, w.to(x.dtype), offs)
+def _frozen_stack(base, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """The experts' frozen weights `name` as [E, in, out] in `dtype`: transient when stored NF4."""
+    packed = base.__dict__.get("_nf4_experts", {}).get(name)
+    if packed is not None:
+        import bitsandbytes.functional as bnbf
+        w = bnbf.dequantize_4bit(packed[0], packed[1]).to(dtype)
+    else:
+        w = getattr(base, name).to(dtype)
+    return w if base.is_transposed else w.transpose(-2, -1)
+
+
+class FrozenExperts(torch.autograd.Function):
+    """x·W_e for the rows of each expert e with W frozen: the weights are read (NF4: dequantized) in
+    the forward and again in the backward, and never saved."""
+
+    @staticmethod
+    def forward(ctx, x, offs, base, name):
+        y = _gmm(x, _frozen_stack(base, name, x.dtype), offs)
+        ctx.save_for_backward(offs)
+        ctx.base, ctx.name = base, name
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (offs,) = ctx.saved_tensors
+        w = _frozen_stack(ctx.base, ctx.name, grad.dtype)
+        return _gmm(grad.contiguous(), w.transpose(-2, -1), offs), None, None, None
+
+
+def _project(x, base, name: str, lora, offs) -> torch.Tensor:
+    y = FrozenExperts.apply(x, offs, base, name)
     if lora is not None:
         a, b, scale = lora
         xa = _gmm(x, a.transpose(-2, -1).to(x.dtype), offs)                        # tokens × r
@@ -122,11 +157,11 @@ def grouped_experts(base, lora: dict, hidden: torch.Tensor, top_k_index: torch.T
     token = order // k
     offs = torch.cumsum(torch.bincount(experts, minlength=base.num_experts), 0).to(torch.int32)
     x = hidden[token]
-    gate_up = _project(x, base.gate_up_proj, base.is_transposed, lora.get("gate_up_proj"), offs)
+    gate_up = _project(x, base, "gate_up_proj", lora.get("gate_up_proj"), offs)
     if getattr(base, "has_bias", False):
         gate_up = gate_up + base.gate_up_proj_bias[expert_of_row]
     h = base._apply_gate(gate_up).contiguous()
-    y = _project(h, base.down_proj, base.is_transposed, lora.get("down_proj"), offs)
+    y = _project(h, base, "down_proj", lora.get("down_proj"), offs)
     if getattr(base, "has_bias", False):
         y = y + base.down_proj_bias[expert_of_row]
     y = y * top_k_weights.reshape(-1)[order, None].to(y.dtype)
@@ -138,6 +173,9 @@ def _grouped_forward(self, hidden_states, top_k_index=None, top_k_weights=None, 
     base, chain = _unwrap(self)
     lora = None if (args or kwargs or top_k_index is None) else _active_lora(chain)
     if lora is None:
+        if "_nf4_experts" in base.__dict__:
+            raise RuntimeError("the experts are stored NF4 for the grouped path, which takes one active, unmerged "
+                               "adapter; PEFT's own path needs them 16-bit (ungroup_expert_layers restores them)")
         return self._peft_forward(hidden_states, top_k_index, top_k_weights, *args, **kwargs)
     return grouped_experts(base, lora, hidden_states, top_k_index, top_k_weights)
 
@@ -162,11 +200,39 @@ def group_expert_layers(model: torch.nn.Module) -> tuple[int, dict[str, int]]:
     return grouped, skipped
 
 
+def quantize_grouped_experts(model: torch.nn.Module) -> tuple[int, int, int]:
+    """Store the frozen expert stacks of every grouped block NF4 (bitsandbytes, blocks of 64, nested
+    statistics, as the 4-bit load quantizes linear layers) and free their 16-bit copies:
+    (stacks quantized, bytes before, bytes after)."""
+    import bitsandbytes.functional as bnbf
+    stacks = before = after = 0
+    for module in model.modules():
+        if not (getattr(module, "_grouped_experts", False) and "_peft_forward" in module.__dict__):
+            continue
+        base = _unwrap(module)[0]
+        packed = base.__dict__.setdefault("_nf4_experts", {})
+        for name in ADAPTED:
+            param = getattr(base, name)
+            if name in packed or param.dim() != 3:
+                continue
+            q, state = bnbf.quantize_4bit(param.data, blocksize=64, compress_statistics=True, quant_type="nf4")
+            before += param.numel() * param.element_size()
+            after += q.numel() * q.element_size() + state.absmax.numel() * state.absmax.element_size()
+            packed[name] = (q, state)
+            param.data = param.data.new_empty(0)
+            stacks += 1
+    return stacks, before, after
+
+
 def ungroup_expert_layers(model: torch.nn.Module) -> None:
-    """PEFT's own forward for every grouped experts block again."""
+    """PEFT's own forward for every grouped experts block again (NF4 experts dequantized back)."""
     for module in model.modules():
         if getattr(module, "_grouped_experts", False):
             if "_peft_forward" in module.__dict__:
                 module.forward = module._peft_forward
                 del module._peft_forward
+                base = _unwrap(module)[0]
+                for name, (q, state) in base.__dict__.pop("_nf4_experts", {}).items():
+                    import bitsandbytes.functional as bnbf
+                    getattr(base, name).data = bnbf.dequantize_4bit(q, state)
             del module._grouped_experts

@@ -200,3 +200,57 @@ def test_stop_and_resume_matches_uninterrupted_run(tmp_path, text_jsonl, moe_mod
     part = load_file(tmp_path / "part" / "adapter" / "adapter_model.safetensors")
     assert full.keys() == part.keys() and any(".experts." in k for k in full)
     assert max(float((full[k] - part[k]).abs().max()) for k in full) < 1e-6
+
+
+@pytest.mark.parametrize("family", ["Qwen3-MoE", "gpt-oss"])
+def test_4bit_stores_the_experts_nf4_with_peft_s_gradients(tmp_path, text_jsonl, moe_models, family):
+    """bitsandbytes leaves 3-D experts 16-bit: the grouped blocks' stacks go NF4 after loading (the
+    16-bit copies freed), dequantized in the forward and the backward; the gradients are PEFT's on
+    the same (dequantized) weights."""
+    pytest.importorskip("bitsandbytes")
+    cfg = config(tmp_path, moe_models(family), text_jsonl, quantization="4bit", lora__r=8,
+                 lora__targets="all-linear")
+    lm, batch = loaded_with_b(cfg)
+    note = next(n for n in lm.notes if n.startswith("experts NF4: 4 expert weight stacks quantized"))
+    experts = [m for m in lm.model.modules() if "_nf4_experts" in m.__dict__]
+    assert len(experts) == 2 and all(m.gate_up_proj.numel() == 0 and m.down_proj.numel() == 0 for m in experts)
+    assert "GiB" in note
+    fused_loss, fused = loss_and_grads(lm.model, batch)
+    unfuse_lora_layers(lm.model)                   # PEFT's path on the dequantized stacks
+    assert all(m.gate_up_proj.dim() == 3 for m in experts)
+    peft_loss, peft = loss_and_grads(lm.model, batch)
+    assert abs(fused_loss - peft_loss) < 1e-4
+    close({k: v for k, v in fused.items() if ".experts." in k}, {k: v for k, v in peft.items() if ".experts." in k},
+          1e-4)
+
+
+def test_4bit_moe_run_trains_and_evaluates_with_nf4_experts(tmp_path, text_jsonl, moe_models, inline_jobs):
+    model = moe_models("Mixtral")
+    run_dir = tmp_path / "run"
+    path = write_config(tmp_path / "run.yaml", model, text_jsonl, quantization="4bit", lora__r=16,
+                        lora__targets=EXPERTS, training__max_steps=4, training__save_every=0,
+                        training__eval_every=2, training__lr=1e-2)
+    prepare_run(RunConfig.load(path), run_dir)
+    job = start_train(TrainRequest(run_dir))
+    events = read_events(run_dir / "events.jsonl")
+    assert job.returncode() == 0, events[-3:]
+    start = next(e for e in events if e["type"] == "start")
+    assert start["trainable_params"] == discover_targets(read_model_info(str(model))).lora_params(EXPERTS, 16)
+    assert any(e["type"] == "log" and e["message"].startswith("experts NF4: 4 expert weight stacks")
+               for e in events)
+    assert [e["step"] for e in events if e["type"] == "eval"] and len([e for e in events if e["type"] == "step"]) == 4
+
+
+def test_disabled_adapter_on_the_grouped_path_is_the_base_model(tmp_path, text_jsonl, moe_models):
+    """DPO's reference runs the model with the adapter off: the grouped path then computes the base alone."""
+    from transformers import AutoModelForCausalLM
+    model = moe_models("Qwen3-MoE")
+    lm, batch = loaded_with_b(config(tmp_path, model, text_jsonl, lora__r=8, lora__targets="all-linear"))
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    lm.model.eval()
+    with torch.no_grad():
+        on = lm.model(input_ids=batch["input_ids"]).logits
+        with lm.model.disable_adapter():
+            off = lm.model(input_ids=batch["input_ids"]).logits
+        plain = base(input_ids=batch["input_ids"]).logits
+    assert float((off - plain).abs().max()) < 1e-4 < float((on - plain).abs().max())

@@ -11,8 +11,8 @@ import pytest
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.fit.calibration import Calibration
-from lorastudio.core.fit.memory_model import (LORA_STATE_BYTES, Shape, estimate, layer_activation_elements,
-                                              moe_mlp_elements)
+from lorastudio.core.fit.memory_model import (LORA_STATE_BYTES, NF4_BYTES, Shape, estimate,
+                                              layer_activation_elements, moe_mlp_elements)
 from lorastudio.core.models.info import read_model_info
 from lorastudio.core.models.targets import discover_targets
 from tests.helpers.model_shapes import header_only_model
@@ -94,3 +94,21 @@ def test_qwen3_30b_experts_stay_16_bit_under_nf4_and_peft_merges_them(qwen3_30b)
                               calibration=NO_CAL)
     assert "experts" not in [t.key for t in attention_only.terms]
     assert not attention_only.fits(24 * GIB)      # PEFT + bitsandbytes: 16-bit experts do not fit 24 GB
+
+
+def test_qwen3_30b_grouped_path_stores_adapted_experts_nf4(qwen3_30b):
+    """On the grouped path (training.fused_lora, the default) 4-bit stores the adapted experts NF4
+    after loading, and one expert stack is dequantized at a time."""
+    info = qwen3_30b
+    expert_weights = 48 * 128 * 3 * 768 * 2048
+    peft = estimate(config(info, fused_lora=False), info, "checkpoint", calibration=NO_CAL)
+    grouped = estimate(config(info), info, "checkpoint", calibration=NO_CAL)
+    saved = expert_weights * (2 - NF4_BYTES)
+    assert peft.term("weights").bytes - grouped.term("weights").bytes == pytest.approx(saved, rel=1e-6)
+    assert grouped.term("weights").detail.startswith(f"{905969664 + expert_weights:,} quantized")
+    stack = 128 * 2048 * 1536 * 2                         # the largest stack (gate_up_proj) in bf16
+    assert grouped.term("scratch").bytes - peft.term("scratch").bytes == stack
+    attention = estimate(config(info, ["q_proj", "v_proj"]), info, "checkpoint", calibration=NO_CAL)
+    assert attention.term("weights").bytes == peft.term("weights").bytes       # unadapted experts stay 16-bit
+    assert 33 * GIB < grouped.peak < 35 * GIB < peft.peak      # 34 GiB against PEFT path's 80 GiB
+    assert not grouped.fits(24 * GIB)                # r 16 on every expert: 9.6 GiB of LoRA state alone
