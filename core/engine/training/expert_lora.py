@@ -133,6 +133,8 @@ class FrozenExperts(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
         (offs,) = ctx.saved_tensors
         w = _frozen_stack(ctx.base, ctx.name, grad.dtype)
         return _gmm(grad.contiguous(), w.transpose(-2, -1), offs), None, None, None
