@@ -21,9 +21,9 @@ experts 16-bit) and dequantized one stack at a time, in the forward and again in
 (`FrozenExperts`: the frozen product's node saves no weight).
 
 It covers experts classes built with transformers' `use_experts_implementation` (its `_apply_gate`,
-`is_transposed`, `has_bias` — Qwen3-MoE, Mixtral, DeepSeek-V3, gpt-oss) whose LoRA adapts
-`gate_up_proj` and/or `down_proj` with one active adapter; anything else keeps PEFT's path and
-the fast path's report says why.
+`is_transposed`, `has_bias`; tested: Qwen3-MoE, Mixtral, DeepSeek-V3, gpt-oss, Phi-3.5-MoE, LFM2-MoE,
+Jamba) whose LoRA adapts `gate_up_proj` and/or `down_proj` with one active adapter; anything else
+keeps PEFT's path and the fast path's report says why.
 """
 from __future__ import annotations
 
