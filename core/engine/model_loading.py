@@ -21,7 +21,7 @@ from lorastudio.core.config import RunConfig
 from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.targets import discover_targets
 from lorastudio.core.engine.fast_lora import fuse_lora_layers
-from lorastudio.core.engine.training.expert_lora import quantize_grouped_experts
+from lorastudio.core.engine.training.expert_lora import group_plain_experts, quantize_grouped_experts
 from lorastudio.core.engine.memory_modes import apply_memory_mode
 from lorastudio.core.engine.vision import loading as vision
 
@@ -200,8 +200,10 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
         kernels += ("fused-lora",)
     if fused is not None and fused.experts:
         kernels += ("grouped-experts",)         # the experts' LoRA on engine/training/expert_lora.py's path
-        if config.quantization == "4bit":       # bitsandbytes left the 3-D experts 16-bit: NF4 them now
-            stacks, before, after = quantize_grouped_experts(peft_model)
+    if fused is not None and config.quantization == "4bit":    # bitsandbytes left 3-D experts 16-bit: NF4 them
+        group_plain_experts(peft_model)
+        stacks, before, after = quantize_grouped_experts(peft_model)
+        if stacks:
             notes.append(f"experts NF4: {stacks} expert weight stacks quantized after loading "
                          f"({before / 2**30:.2f} → {after / 2**30:.2f} GiB; bitsandbytes quantizes linear layers "
                          "only, so they loaded 16-bit)")

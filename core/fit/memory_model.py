@@ -9,7 +9,8 @@ every term below is alive then. Each term is named so that people can see where 
                 weights, fp32 per 256 blocks); 8-bit = 1 B + an fp32 scale per output row; none =
                 the compute dtype. Embeddings, norms, biases and the output head stay 16-bit; so do
                 a mixture of experts' routers and 3-D experts (bitsandbytes quantizes nn.Linear only),
-                except the adapted experts on the grouped path, stored NF4 after loading.
+                except on the grouped path (training.fused_lora), which stores the experts NF4 after
+                loading.
   lora          LoRA A and B in fp32 (4 B), their gradients (4 B) and AdamW's two moments (8 B); an
                 adapted expert parameter has one A and B per expert (the targets report's count).
   activations   what the backward pass keeps, per token per layer, by memory mode:
@@ -237,7 +238,7 @@ def knobs_of(config: RunConfig, mode: str, on_gpu: bool = True, fused_loss: bool
 def weight_bytes(info: ModelInfo, report: TargetReport | None, quantization: str, dense_bytes: int = 2,
                  nf4_blocks: frozenset = frozenset()) -> tuple[int, dict]:
     """Bytes of the frozen base, and how many parameters went each way. `nf4_blocks`: the MoE blocks
-    whose experts the grouped path stores NF4 after loading (4-bit, experts adapted)."""
+    whose experts the grouped path stores NF4 after loading (4-bit, training.fused_lora)."""
     linear, outputs = (report.linear_modules, report.output_modules) if report else linear_modules(info)
     tied = info.tie_word_embeddings
     quantized = dense = 0
@@ -335,8 +336,8 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
 
     dense_bytes = 2 if k.on_gpu or k.act_bytes == 2 else 4
     targets_key = k.targets if isinstance(k.targets, str) else tuple(k.targets)
-    nf4_blocks = frozenset(p.rsplit(".experts.", 1)[0] for p in report.matching_experts(k.targets)) \
-        if k.quantization == "4bit" and k.grouped_experts else frozenset()
+    nf4_blocks = frozenset(p.rsplit(".experts.", 1)[0] for p in report.expert_params) \
+        if k.quantization == "4bit" and k.grouped_experts else frozenset()     # adapted or not
     w_bytes, split = _memo(("weights", id(info), id(report), k.quantization, dense_bytes, nf4_blocks), (info, report),
                            lambda: weight_bytes(info, report, k.quantization, dense_bytes, nf4_blocks))
     qname = {"4bit": "4-bit NF4", "8bit": "8-bit", "none": "16-bit"}[k.quantization]
@@ -404,7 +405,7 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
     largest = max((d_in * d_out for d_in, d_out in quantized), default=0)
     scratch = (RUNTIME_BUFFERS if k.on_gpu else 0) + (2 * largest * 2 if k.quantization != "none" else 0)
     if nf4_blocks:                                     # one NF4 expert stack dequantized at a time
-        scratch += max(e * d_in * d_out for e, d_in, d_out in experts) * dense_bytes
+        scratch += max(e * d_in * d_out for e, d_in, d_out in report.expert_params.values()) * dense_bytes
     if k.quantization == "8bit" and not k.fused_lora:
         widest = max((d_out for _d_in, d_out in quantized), default=0)
         scratch += T * widest * 6                      # int32 matmul output + its fp16 dequantization

@@ -15,10 +15,11 @@ must be 16-byte aligned: fp32 ranks that are not a multiple of 4, say) the same 
 one matmul per expert slice. Autograd differentiates it; the gradients are PEFT's (checked in
 tests/core/engine/test_moe_training.py to 1e-4 in fp32).
 
-Under `quantization: 4bit` the frozen expert stacks of grouped blocks are stored NF4 after loading
+Under `quantization: 4bit` the frozen expert stacks are stored NF4 after loading
 (`quantize_grouped_experts`: bitsandbytes quantizes nn.Linear layers only, so transformers keeps 3-D
 experts 16-bit) and dequantized one stack at a time, in the forward and again in the backward
-(`FrozenExperts`: the frozen product's node saves no weight).
+(`FrozenExperts`: the frozen product's node saves no weight); blocks whose experts are not adapted
+take the grouped path without LoRA for that (`group_plain_experts`).
 
 It covers experts classes built with transformers' `use_experts_implementation` (its `_apply_gate`,
 `is_transposed`, `has_bias`; tested: Qwen3-MoE, Mixtral, DeepSeek-V3, gpt-oss, Phi-3.5-MoE, LFM2-MoE,
@@ -49,15 +50,23 @@ def _unwrap(wrapper) -> tuple[torch.nn.Module, list]:
     return layer, chain
 
 
-def unsupported(wrapper) -> str | None:
-    """Why this (outermost) ParamWrapper cannot take the grouped path, or None."""
-    base, chain = _unwrap(wrapper)
+def _block_problem(base) -> str | None:
+    """Why this experts module cannot run on the grouped path, or None."""
     if not all(hasattr(base, a) for a in ("_apply_gate", "gate_up_proj", "down_proj", "num_experts")):
         return f"{type(base).__name__} is not a transformers experts block"
     if not getattr(base, "has_gate", True) or getattr(base, "has_post_expert_norm", False):
         return f"{type(base).__name__} has no gate or a norm after the experts"
     if getattr(base, "_is_expert_parallel", False):
         return "expert parallelism"
+    return None
+
+
+def unsupported(wrapper) -> str | None:
+    """Why this (outermost) ParamWrapper cannot take the grouped path, or None."""
+    base, chain = _unwrap(wrapper)
+    problem = _block_problem(base)
+    if problem:
+        return problem
     if any(w.parameter_name not in ADAPTED for w in chain):
         return "an adapted parameter other than gate_up_proj and down_proj"
     if any(getattr(w, "num_experts", 1) != base.num_experts for w in chain):
@@ -202,16 +211,47 @@ def group_expert_layers(model: torch.nn.Module) -> tuple[int, dict[str, int]]:
     return grouped, skipped
 
 
+def _plain_forward(self, hidden_states, top_k_index=None, top_k_weights=None, *args, **kwargs):
+    """The bound forward of an experts block without LoRA (its experts not adapted), for NF4 storage."""
+    if args or kwargs or top_k_index is None:
+        return self._own_forward(hidden_states, top_k_index, top_k_weights, *args, **kwargs)
+    return grouped_experts(self, {}, hidden_states, top_k_index, top_k_weights)
+
+
+def group_plain_experts(model: torch.nn.Module) -> int:
+    """The grouped forward (no LoRA) for every experts block whose experts are not adapted, so that
+    they too can be stored NF4: the blocks grouped."""
+    wrapped = {id(_unwrap(m)[0]) for m in model.modules() if _is_wrapper(m)}
+    grouped = 0
+    for module in model.modules():
+        if (_is_wrapper(module) or id(module) in wrapped or "_own_forward" in module.__dict__
+                or _block_problem(module) or getattr(module, "gate_up_proj").dim() != 3):
+            continue
+        module._own_forward = module.forward
+        module.forward = types.MethodType(_plain_forward, module)
+        module._grouped_experts = True
+        grouped += 1
+    return grouped
+
+
+def _grouped_bases(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The experts modules on the grouped path (under an adapted block's wrappers, or plain)."""
+    bases = []
+    for module in model.modules():
+        if "_peft_forward" in module.__dict__ and getattr(module, "_grouped_experts", False):
+            bases.append(_unwrap(module)[0])
+        elif "_own_forward" in module.__dict__:
+            bases.append(module)
+    return bases
+
+
 def quantize_grouped_experts(model: torch.nn.Module) -> tuple[int, int, int]:
     """Store the frozen expert stacks of every grouped block NF4 (bitsandbytes, blocks of 64, nested
     statistics, as the 4-bit load quantizes linear layers) and free their 16-bit copies:
     (stacks quantized, bytes before, bytes after)."""
     import bitsandbytes.functional as bnbf
     stacks = before = after = 0
-    for module in model.modules():
-        if not (getattr(module, "_grouped_experts", False) and "_peft_forward" in module.__dict__):
-            continue
-        base = _unwrap(module)[0]
+    for base in _grouped_bases(model):
         packed = base.__dict__.setdefault("_nf4_experts", {})
         for name in ADAPTED:
             param = getattr(base, name)
@@ -227,14 +267,15 @@ def quantize_grouped_experts(model: torch.nn.Module) -> tuple[int, int, int]:
 
 
 def ungroup_expert_layers(model: torch.nn.Module) -> None:
-    """PEFT's own forward for every grouped experts block again (NF4 experts dequantized back)."""
+    """PEFT's (or transformers') own forward for every grouped experts block again, NF4 experts
+    dequantized back."""
+    for base in _grouped_bases(model):
+        for name, (q, state) in base.__dict__.pop("_nf4_experts", {}).items():
+            import bitsandbytes.functional as bnbf
+            getattr(base, name).data = bnbf.dequantize_4bit(q, state)
     for module in model.modules():
+        for own in ("_peft_forward", "_own_forward"):
+            if own in module.__dict__ and getattr(module, "_grouped_experts", False):
+                module.forward = module.__dict__.pop(own)
         if getattr(module, "_grouped_experts", False):
-            if "_peft_forward" in module.__dict__:
-                module.forward = module._peft_forward
-                del module._peft_forward
-                base = _unwrap(module)[0]
-                for name, (q, state) in base.__dict__.pop("_nf4_experts", {}).items():
-                    import bitsandbytes.functional as bnbf
-                    getattr(base, name).data = bnbf.dequantize_4bit(q, state)
             del module._grouped_experts

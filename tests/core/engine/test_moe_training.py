@@ -254,3 +254,24 @@ def test_disabled_adapter_on_the_grouped_path_is_the_base_model(tmp_path, text_j
             off = lm.model(input_ids=batch["input_ids"]).logits
         plain = base(input_ids=batch["input_ids"]).logits
     assert float((off - plain).abs().max()) < 1e-4 < float((on - plain).abs().max())
+
+
+@pytest.mark.parametrize("family", ["Mixtral", "gpt-oss"])
+def test_4bit_stores_unadapted_experts_nf4_too(tmp_path, text_jsonl, moe_models, family):
+    """Attention-only LoRA on a 4-bit MoE: the experts (not adapted) take the grouped path without
+    LoRA and are stored NF4 as well; the attention's gradients are those of transformers' own experts
+    on the same (dequantized) weights."""
+    pytest.importorskip("bitsandbytes")
+    cfg = config(tmp_path, moe_models(family), text_jsonl, quantization="4bit", lora__r=8,
+                 lora__targets=["q_proj", "v_proj"])
+    lm, batch = loaded_with_b(cfg)
+    assert any(n.startswith("experts NF4: 4 expert weight stacks") for n in lm.notes), lm.notes
+    assert "grouped-experts" not in lm.kernels           # nothing of the experts trains
+    experts = [m for m in lm.model.modules() if "_nf4_experts" in m.__dict__]
+    assert len(experts) == 2 and all(m.down_proj.numel() == 0 for m in experts)
+    fused_loss, fused = loss_and_grads(lm.model, batch)
+    unfuse_lora_layers(lm.model)                   # transformers' experts on the dequantized stacks
+    assert all(m.down_proj.dim() == 3 and "_own_forward" not in m.__dict__ for m in experts)
+    peft_loss, peft = loss_and_grads(lm.model, batch)
+    assert abs(fused_loss - peft_loss) < 1e-4
+    close(fused, peft, 1e-4)

@@ -90,15 +90,17 @@ def test_qwen3_30b_experts_stay_16_bit_under_nf4_and_peft_merges_them(qwen3_30b)
     assert merged.bytes == 3 * expert_weights // 48 * 2               # checkpointing: one layer's, + its gradients
     none = estimate(config(info, fused_lora=False), info, "none", calibration=NO_CAL)
     assert none.term("experts").bytes == (48 + 2) * expert_weights // 48 * 2
-    attention_only = estimate(config(info, ["q_proj", "k_proj", "v_proj", "o_proj"]), info, "checkpoint",
-                              calibration=NO_CAL)
+    attention = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    attention_only = estimate(config(info, attention, fused_lora=False), info, "checkpoint", calibration=NO_CAL)
     assert "experts" not in [t.key for t in attention_only.terms]
     assert not attention_only.fits(24 * GIB)      # PEFT + bitsandbytes: 16-bit experts do not fit 24 GB
+    grouped = estimate(config(info, attention), info, "checkpoint", calibration=NO_CAL)
+    assert grouped.fits(24 * GIB)                 # the grouped path's NF4 experts do (the load aside)
 
 
-def test_qwen3_30b_grouped_path_stores_adapted_experts_nf4(qwen3_30b):
-    """On the grouped path (training.fused_lora, the default) 4-bit stores the adapted experts NF4
-    after loading, and one expert stack is dequantized at a time."""
+def test_qwen3_30b_grouped_path_stores_the_experts_nf4(qwen3_30b):
+    """On the grouped path (training.fused_lora, the default) 4-bit stores the experts NF4 after
+    loading, adapted or not, and one expert stack is dequantized at a time."""
     info = qwen3_30b
     expert_weights = 48 * 128 * 3 * 768 * 2048
     peft = estimate(config(info, fused_lora=False), info, "checkpoint", calibration=NO_CAL)
@@ -109,6 +111,7 @@ def test_qwen3_30b_grouped_path_stores_adapted_experts_nf4(qwen3_30b):
     stack = 128 * 2048 * 1536 * 2                         # the largest stack (gate_up_proj) in bf16
     assert grouped.term("scratch").bytes - peft.term("scratch").bytes == stack
     attention = estimate(config(info, ["q_proj", "v_proj"]), info, "checkpoint", calibration=NO_CAL)
-    assert attention.term("weights").bytes == peft.term("weights").bytes       # unadapted experts stay 16-bit
+    assert attention.term("weights").bytes == grouped.term("weights").bytes    # unadapted experts NF4 too
+    assert "experts" not in [t.key for t in attention.terms]
     assert 33 * GIB < grouped.peak < 35 * GIB < peft.peak      # 34 GiB against PEFT path's 80 GiB
     assert not grouped.fits(24 * GIB)                # r 16 on every expert: 9.6 GiB of LoRA state alone
