@@ -23,6 +23,7 @@ from lorastudio.app.dataset.data_inspection import DataInspection, InspectReques
 from lorastudio.app.dataset.dataset_options import FILE_FILTER, DatasetOptions
 from lorastudio.app.dataset.inspection_text import error_text, plural
 from lorastudio.app.dataset.inspection_view import InspectionView
+from lorastudio.app.dataset.thumbnails import put_thumbnails, read_row_images
 from lorastudio.core.config import DataSection, field_help
 from lorastudio.core.data.preview import DatasetPreview, Detection, detect, read_preview, short_message
 from lorastudio.core.data.sources import datasets_cache_dir, is_hf_spec, list_cached_datasets
@@ -43,6 +44,7 @@ class DatasetPanel(QGroupBox):
         self._request = 0
         self._pending_columns: dict = {}
         self._examples_key: tuple | None = None
+        self._thumbs_for, self._thumbs = None, None      # the preview whose images are read, and them
         self.inspector = DataInspection(self)
         self.setAcceptDrops(True)
         self._build()
@@ -204,11 +206,29 @@ class DatasetPanel(QGroupBox):
             for cells, row in zip(p.cells(), p.rows):
                 self.model.appendRow([QStandardItem(c) for c in cells])
                 self.model.setVerticalHeaderItem(self.model.rowCount() - 1, QStandardItem(row.where.split()[-1]))
+            self._show_thumbnails(p)
         if p is not None:
             self.format_label.setText(self._format_text(p, d))
         elif not self.path():
             self.format_label.setText("Choose a file, or drop one here.")
         self._show_error()
+
+    def _show_thumbnails(self, p: DatasetPreview) -> None:
+        """The rows' images, read once per preview on the thread pool (thumbnails.py)."""
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setMaximumHeight(160)
+        if self._thumbs_for is p:
+            if self._thumbs is not None:
+                put_thumbnails(self.model, self.table, self._thumbs)
+            return
+        self._thumbs_for, self._thumbs = p, None
+        run_in_background(read_row_images, [r.value for r in p.rows], p.path,
+                          on_done=lambda thumbs, shown=p: self._thumbnails_read(shown, thumbs))
+
+    def _thumbnails_read(self, shown: DatasetPreview, thumbs: list) -> None:
+        if shown is self._thumbs_for and shown is self.preview:
+            self._thumbs = thumbs
+            put_thumbnails(self.model, self.table, thumbs)
 
     @staticmethod
     def _format_text(p: DatasetPreview, d: Detection | None) -> str:

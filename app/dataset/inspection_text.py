@@ -14,7 +14,8 @@ def stat_rows(r: dict) -> list[tuple[str, str]]:
     if r["dropped_no_target"]:
         cut.append(f"{r['dropped_no_target']:,} dropped with nothing to train")
     return [
-        ("Examples", f"{r['examples']:,} read · {r['usable_examples']:,} usable"),
+        ("Examples", f"{r['examples']:,} read · {r['usable_examples']:,} usable"
+                     + (f" · {plural(r['images'], 'image')}" if r.get("images") else "")),
         ("Tokens", f"{r['tokens']:,} in total · {r['trained_tokens']:,} trained ({pct:.1f} %)"),
         ("Lengths", f"min {L['min']:,} · median {L['p50']:,} · p90 {L['p90']:,} · p99 {L['p99']:,} · "
                     f"max {L['max']:,}"),
@@ -34,8 +35,30 @@ def bad_rows_text(bad_rows: list[dict], shown: int = 5) -> str:
 
 
 def example_caption(ex: dict) -> str:
-    """'line 3 · truncated · 64 tokens, 12 trained'."""
-    return f"{ex['where']} · {ex['status']} · {plural(ex['total'], 'token')}, {ex['trained']:,} trained"
+    """'line 3 · truncated · 64 tokens, 12 trained' (and where its image tokens sit)."""
+    return (f"{ex['where']} · {ex['status']} · {plural(ex['total'], 'token')}, {ex['trained']:,} trained"
+            + image_caption(ex))
+
+
+def image_spans(positions: list[int]) -> list[tuple[int, int]]:
+    """The runs of consecutive image-token positions as (first, last) pairs, in order."""
+    spans: list[tuple[int, int]] = []
+    for p in sorted(positions):
+        if spans and p == spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], p)
+        else:
+            spans.append((p, p))
+    return spans
+
+
+def image_caption(ex: dict) -> str:
+    """' · 1 image: 64 image tokens at 5–68, never trained' for an example with images, else ''."""
+    positions = ex.get("image_tokens") or []
+    if not positions and not ex.get("images"):
+        return ""
+    where = ", ".join(f"{a + 1}–{b + 1}" if b > a else f"{a + 1}" for a, b in image_spans(positions))
+    return (f" · {plural(len(ex.get('images') or []), 'image')}: {plural(len(positions), 'image token')}"
+            + (f" at {where}" if where else "") + ", never trained")
 
 
 def token_segments(tokens: list[dict]) -> list[tuple[str, bool]]:

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QProgre
 
 from lorastudio.app.dataset.inspection_text import bad_rows_text, example_caption, stat_rows
 from lorastudio.app.dataset.length_histogram import LengthHistogram
-from lorastudio.app.dataset.token_view import TRAINED_SHADES, UNTRAINED_SHADES, TokenView
+from lorastudio.app.dataset.token_view import IMAGE_SHADE, TRAINED_SHADES, UNTRAINED_SHADES, TokenView
 from lorastudio.core.data.formats import FORMAT_TITLES
 
 STAT_KEYS = ("examples", "tokens", "lengths", "seq_len", "template")
@@ -117,6 +117,10 @@ class InspectionView(QWidget):
         row.addWidget(_swatch(TRAINED_SHADES[1], "trained"))
         row.addSpacing(6)
         row.addWidget(_swatch(UNTRAINED_SHADES[1], "not trained"))
+        self.image_swatch = _swatch(IMAGE_SHADE, "image tokens")
+        row.addSpacing(6)
+        row.addWidget(self.image_swatch)
+        self.image_swatch.hide()
         return row
 
     # ---- showing ------------------------------------------------------------------------------
@@ -153,7 +157,8 @@ class InspectionView(QWidget):
         self.example_spin.blockSignals(False)
         self.example_of.setText(f"of {report['examples']:,}")
         self.example_caption.setText(example_caption(ex))
-        self.token_view.set_tokens(ex["tokens"])
+        self.image_swatch.setVisible(bool(ex.get("image_tokens")))
+        self.token_view.set_tokens(ex["tokens"], ex.get("image_tokens") or [])
         pair = report.get("pair")                  # preference pairs: chosen above, rejected below
         self.rejected_caption.setVisible(pair is not None)
         self.rejected_view.setVisible(pair is not None)

@@ -2,15 +2,21 @@
 
 Tokens alternate between two shades so their boundaries show; trained tokens (those whose label
 counts toward the loss) sit on green, the rest are drawn muted. A trained line break is shown as
-"↵" so that an assistant turn's closing newline is visible. Each character's format carries
-TRAINED (a user property) so that tests read the highlight without guessing colours.
+"↵" so that an assistant turn's closing newline is visible. A run of image tokens (a vision-language
+example's, never trained) is drawn as one blue chip "[image 1 · 64 tokens]" where it sits. Each
+character's format carries TRAINED and IMAGE (user properties) so that tests read the highlight
+without guessing colours.
 """
 from __future__ import annotations
 
 from PySide6.QtGui import QColor, QFont, QFontDatabase, QPalette, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtWidgets import QTextEdit, QWidget
 
+from lorastudio.app.dataset.inspection_text import image_spans
+
 TRAINED = QTextFormat.UserProperty + 1
+IMAGE = QTextFormat.UserProperty + 2
+IMAGE_SHADE = QColor(66, 120, 230, 70)
 TRAINED_SHADES = (QColor(42, 168, 118, 85), QColor(42, 168, 118, 140))
 UNTRAINED_SHADES = (QColor(128, 128, 140, 0), QColor(128, 128, 140, 38))
 NEWLINE_MARK = "↵"
@@ -28,18 +34,48 @@ class TokenView(QTextEdit):
         self.setMaximumHeight(240)
         self.tokens: list[dict] = []
 
-    def set_tokens(self, tokens: list[dict]) -> None:
+    def set_tokens(self, tokens: list[dict], image_tokens: list[int] = ()) -> None:
+        """`image_tokens`: the positions of the example's image tokens (the inspector's report)."""
         self.tokens = list(tokens)
         self.clear()
         cursor = QTextCursor(self.document())
         cursor.beginEditBlock()
         muted = self.palette().color(QPalette.PlaceholderText)
-        for i, tok in enumerate(self.tokens):
+        spans = {a: b for a, b in image_spans(list(image_tokens))}
+        i, n_image = 0, 0
+        while i < len(self.tokens):
+            if i in spans:
+                n_image += 1
+                count = spans[i] - i + 1
+                cursor.insertText(f"[image {n_image} · {count:,} token{'s' * (count != 1)}]", self._image_format())
+                i = spans[i] + 1
+                continue
+            tok = self.tokens[i]
             trained = bool(tok["trained"])
             text = tok["text"].replace("\n", NEWLINE_MARK + "\n") if trained else tok["text"]
             cursor.insertText(text, self._format(trained, i % 2, muted))
+            i += 1
         cursor.endEditBlock()
         self.moveCursor(QTextCursor.Start)
+
+    @staticmethod
+    def _image_format() -> QTextCharFormat:
+        fmt = QTextCharFormat()
+        fmt.setProperty(IMAGE, True)
+        fmt.setProperty(TRAINED, False)
+        fmt.setBackground(IMAGE_SHADE)
+        fmt.setFontItalic(True)
+        return fmt
+
+    def image_text(self) -> str:
+        """The image chips' characters in document order."""
+        doc, out = self.document(), []
+        cursor = QTextCursor(doc)
+        for pos in range(doc.characterCount() - 1):
+            cursor.setPosition(pos + 1)
+            if cursor.charFormat().property(IMAGE):
+                out.append(doc.characterAt(pos))
+        return "".join(out)
 
     @staticmethod
     def _format(trained: bool, shade: int, muted: QColor) -> QTextCharFormat:

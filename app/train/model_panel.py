@@ -17,16 +17,30 @@ from lorastudio.core.config import RunConfig, field_help
 from lorastudio.core.formatting import format_bytes, format_count
 from lorastudio.core.models.info import ModelError, hf_cache_dir, list_cached_models, read_model_info
 from lorastudio.core.models.targets import discover_targets
+from lorastudio.core.models.vision import PART_WORDS, PARTS
 
 EMPTY, LOADING, READY, FAILED = "empty", "loading", "ready", "failed"
 FIELDS = (("architecture", "Architecture"), ("parameters", "Parameters"), ("dtype", "Dtype"),
-          ("size", "Size on disk"), ("context", "Context length"), ("chat", "Chat template"))
+          ("size", "Size on disk"), ("context", "Context length"), ("chat", "Chat template"), ("vision", "Vision"))
 
 
 def read_model(source: str):
     """(ModelInfo, TargetReport) for a folder or cached Hub id. Runs on a pool thread."""
     info = read_model_info(source)
     return info, discover_targets(info)
+
+
+def vision_words(vision: dict) -> str:
+    """'vision-language (Qwen2-VL / Qwen2.5-VL) · adaptable: language model (14 linear layers), projector
+    (2), vision tower (12)' from the model info's `vision` (core/models/vision.vision_summary)."""
+    if not vision.get("family"):
+        return vision["words"]
+    counts = vision["parts"]
+    parts = [f"{PART_WORDS[p]} ({counts[p]}{' linear layers' if i == 0 else ''})"
+             for i, p in enumerate(PARTS) if counts.get(p)]
+    cannot = [PART_WORDS[p] for p in PARTS if not counts.get(p)]
+    return (f"vision-language ({vision['family']}) · adaptable: {', '.join(parts)}"
+            + (f"; not adaptable: {', '.join(cannot)}" if cannot else ""))
 
 
 class ModelPanel(QGroupBox):
@@ -72,7 +86,7 @@ class ModelPanel(QGroupBox):
         self.values: dict[str, QLabel] = {}
         # Architecture on a row of its own (names like Qwen2_5_VLForConditionalGeneration are long).
         positions = {"architecture": (0, 0, 3), "parameters": (1, 0, 1), "size": (1, 2, 1), "dtype": (2, 0, 1),
-                     "context": (2, 2, 1), "chat": (3, 0, 1)}
+                     "context": (2, 2, 1), "chat": (3, 0, 1), "vision": (4, 0, 3)}
         for key, title in FIELDS:
             row, col, span = positions[key]
             name = QLabel(title)
@@ -84,6 +98,8 @@ class ModelPanel(QGroupBox):
             grid.addWidget(name, row, col)
             grid.addWidget(value, row, col + 1, 1, span)
         self.values["architecture"].setMinimumWidth(40)
+        self.values["vision"].setWordWrap(True)
+        self.vision_key = grid.itemAtPosition(4, 0).widget()
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         self.info_box.hide()
@@ -212,6 +228,11 @@ class ModelPanel(QGroupBox):
         self.values["chat"].setText("yes" if s["has_chat_template"] else "no")
         if s["weights"] != "safetensors":
             self.values["size"].setToolTip("This model has no safetensors weights; see the Start hint.")
+        vision = s.get("vision")
+        self.values["vision"].setText(vision_words(vision) if vision else "")
+        self.values["vision"].setToolTip(vision["words"] if vision else "")
+        self.values["vision"].setVisible(bool(vision))
+        self.vision_key.setVisible(bool(vision))
 
     def problem(self) -> tuple[str, str] | None:
         """Why this panel blocks Start, as (key, message), or None."""

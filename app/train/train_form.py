@@ -55,7 +55,7 @@ def describe(exc: ConfigError) -> str:
 
 
 LABELS = {
-    "lora.r": "Rank", "lora.alpha": "Alpha", "lora.dropout": "Dropout", "lora.targets": "Target modules",
+    "lora.r": "Rank", "lora.alpha": "Alpha", "lora.dropout": "Dropout", "lora.targets": "Target modules", "lora.vision": "Vision",
     "data.path": "Dataset", "data.text_field": "Text field", "data.validation_split": "Validation split",
     "data.format": "Data format", "data.columns": "Column mapping", "data.train_on": "Train on",
     "data.too_long": "Too long", "data.on_bad_rows": "Bad rows", "data.validation_path": "Validation file",

@@ -138,6 +138,7 @@ class TrainPage(QWidget):
     def _model_changed(self) -> None:
         panel = self.model_panel
         self.lora_panel.set_report(panel.report if panel.state == READY else None)
+        self.lora_panel.set_vision(panel.info if panel.state == READY else None)
         self.dataset_panel.set_model(panel.source() if panel.state == READY else "")
         if panel.state == READY:
             self.message.emit(f"Model: {panel.info.architecture}, read from {panel.info.path}")

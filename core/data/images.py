@@ -229,3 +229,26 @@ def row_image_count(value: dict) -> int:
                 count += sum(1 for part in content if is_image_part(part))
     return count
 
+
+
+def row_images(value: dict) -> list[str]:
+    """The images a raw row names (its images/image field, then its image content parts that give a
+    path), unchecked and unresolved; images held in the data are written to the image store (I/O:
+    off the GUI thread). For a preview's thumbnails."""
+    refs = []
+    for key in IMAGE_COLUMNS:
+        items = value.get(key)
+        for item in items if isinstance(items, list) else [items] if items is not None else []:
+            if is_stored_image(item):
+                refs.append(stored_image_path(item))
+            elif isinstance(item, dict) and isinstance(item.get("path"), str):
+                refs.append(item["path"])
+            elif isinstance(item, str) and item.strip():
+                refs.append(item.strip())
+    for key in ("messages", "conversations"):
+        for turn in value.get(key) or []:
+            content = turn.get("content", turn.get("value")) if isinstance(turn, dict) else None
+            for part in content if isinstance(content, list) else []:
+                if is_image_part(part) and (ref := _part_path(part)):
+                    refs.append(ref)
+    return refs
