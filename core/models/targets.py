@@ -223,8 +223,10 @@ def memory_name(model_type: str, name: str) -> str:
 
 
 def has_experts(info: ModelInfo) -> bool:
-    """The checkpoint holds experts (per-expert tensors, or a 3-D stack)."""
-    return any(".experts." in name or len(shape) == 3 for name, (_dtype, shape) in info.tensors.items())
+    """The checkpoint holds experts (per-expert tensors, or a 3-D stack of them). Other 3-D tensors —
+    a convolution's kernel (Mamba's conv1d), a vision tower's pooling probe (1 × 1 × D) — are not."""
+    return any(".experts." in name or (len(shape) == 3 and ("expert" in name.lower() or "moe" in name.lower()))
+               for name, (_dtype, shape) in info.tensors.items())
 
 
 def moe_layout(info: ModelInfo, modules: dict[str, tuple[int, int]]):

@@ -179,3 +179,25 @@ def test_targets_cli_says_when_experts_are_not_mapped(moe_model, capsys):
     assert "note: granitemoe is a mixture of experts" in out and "all-linear: Trainable" not in out
     assert main(["targets", str(moe_model("Granite-MoE")), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["unmapped_moe"] == "granitemoe"
+
+
+def test_other_3d_tensors_are_not_experts(tmp_path):
+    """A vision tower's pooling probe (1 × 1 × D) or a convolution's kernel is not a stack of experts;
+    GraniteMoE's checkpoint stack (block_sparse_moe.input_linear, no 'expert' in the name) is."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    from lorastudio.core.models.info import read_model_info
+    from lorastudio.core.models.targets import has_experts
+
+    def model(name: str, tensors: dict) -> bool:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                                                        "hidden_size": 64, "num_hidden_layers": 1}))
+        save_file({k: np.zeros(shape, dtype=np.float32) for k, shape in tensors.items()}, str(folder / "model.safetensors"))
+        return has_experts(read_model_info(folder))
+    dense = {"model.layers.0.self_attn.q_proj.weight": (64, 64)}
+    assert not model("probe", {**dense, "vision_tower.head.probe": (1, 1, 64)})
+    assert not model("conv", {**dense, "model.layers.0.mamba.conv1d.weight": (64, 1, 4)})
+    assert model("granite", {**dense, "model.layers.0.block_sparse_moe.input_linear.weight": (4, 64, 64)})
+    assert model("mixtral", {**dense, "model.layers.0.block_sparse_moe.experts.0.w1.weight": (32, 64)})
