@@ -106,8 +106,9 @@ def learn_after_run(run_dir: Path, status: str, log: Callable[[str, str], None])
     if entry:
         log(f"Memory model: activation constant now {entry['value']} (from {entry['runs']} run(s))", "info")
     if cpu:
-        log(f"Time estimate: this CPU trains at about {cpu['flops_per_s'] / 1e9:.0f} GFLOP/s (from {cpu['runs']} "
-            "run(s)); the next runs' time a step uses it", "info")
+        runs = f"{cpu['runs']} run{'s' * (cpu['runs'] != 1)}"
+        log(f"Time estimate: learnt how fast this CPU trains (from {runs} so far); the Train page's time a step "
+            "uses it from now on", "info")
 
 
 def _unit_calibration() -> Calibration:
