@@ -50,9 +50,10 @@ class GenerationWorker(QObject):
         return self.current is not None
 
     def ask(self, run_dir: Path, messages: list[dict], settings: dict, checkpoint: int | None,
-            engine: str = "transformers", compare: list[Path] | tuple = ()) -> int:
-        """Send a prompt (starting the worker first if none runs); returns the request's id. `engine`
-        and `compare` (more runs answering beside the first): core/plans/generate.request_generation."""
+            engine: str = "transformers", compare: list[Path] | tuple = (), images: list[str] | tuple = ()) -> int:
+        """Send a prompt (starting the worker first if none runs); returns the request's id. `engine`,
+        `compare` (more runs answering beside the first) and `images` (files the prompt shows):
+        core/plans/generate.request_generation."""
         request_id, self.next_id = self.next_id, self.next_id + 1
         self.current = request_id
         self.idle.stop()
@@ -60,7 +61,7 @@ class GenerationWorker(QObject):
         if fresh:
             self.job_dir, self.requests_served = new_worker_dir(self.parent_dir), 0
         request_generation(self.job_dir, request_id, run_dir, messages, settings, checkpoint, engine, compare,
-                           cache=self.parent_dir.parent)         # DATA/gguf-cache, beside DATA/playground
+                           cache=self.parent_dir.parent, images=images)   # DATA/gguf-cache, beside DATA/playground
         if fresh:               # its inbox already holds the request (an inline job answers it at once)
             self.process.attach(start_generate(WorkerRequest(self.job_dir, self.worker_idle_s)))
         return request_id

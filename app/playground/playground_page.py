@@ -3,7 +3,8 @@
 Pick a run and its adapter (final or a checkpoint), up to two more runs to compare (their final
 adapters, on the same base), the engine — llama.cpp (fast: the GGUF files `lorastudio serve` uses),
 transformers (exactly what training computes) or automatic (llama.cpp when the model can be
-served as GGUF) — type a prompt or click a held-out one, and press Generate: the page's one
+served as GGUF) — type a prompt or click a held-out one, add an image for a vision-language run
+(a file or a paste: image_input.py; transformers answers it), and press Generate: the page's one
 generation worker (generation_worker.py, the generate job kept alive while the page is shown)
 streams every answer token by token into a journal that a JobProcess re-emits here. The window
 never loads a model itself. The run list follows the runs folder while the page is shown
@@ -16,12 +17,13 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QPlainTextEdit, QPushButton, QSplitter, QVBoxLayout, QWidget)
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from lorastudio.app.playground.answer_pane import AnswerPane
 from lorastudio.app.playground.eval_summary import EvalSummary
 from lorastudio.app.playground.generation_settings import GenerationSettings
 from lorastudio.app.playground.generation_worker import IDLE_MS, GenerationWorker
+from lorastudio.app.playground.image_input import ImageInput, PromptEdit
 from lorastudio.app.runs.runs_refresher import RunsRefresher
 from lorastudio.core.runs.checkpoints import adapter_steps
 from lorastudio.core.plans.generate import PLAYGROUND_DIR
@@ -36,6 +38,8 @@ ENGINES = [("Automatic", "auto", "llama.cpp when the run's model can be served a
            ("transformers — exact", "transformers", "The base loaded as the run trained it: exactly what training "
             "computes, slower on a CPU")]
 COMPARE_SIDES = ("adapter2", "adapter3")
+LLAMA_NO_IMAGES = ("The llama.cpp engine cannot read images here yet: choose “transformers — exact” (or "
+                   "Automatic) to ask about the image, or remove it.")
 NO_RUN = "—"
 
 
@@ -95,9 +99,12 @@ class PlaygroundPage(QWidget):
         self.prompt_list.itemClicked.connect(self.use_prompt)
         self.prompt_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.prompt_list.setTextElideMode(Qt.ElideRight)
-        self.prompt_edit = QPlainTextEdit(objectName="PromptEdit")
+        self.prompt_edit = PromptEdit(objectName="PromptEdit")
         self.prompt_edit.setPlaceholderText("Type a prompt, or click a held-out one above")
         self.prompt_edit.setMaximumHeight(110)
+        self.image_input = ImageInput(self.runs_root.parent / PLAYGROUND_DIR / "images")
+        self.prompt_edit.image_pasted.connect(self.image_input.take_pasted)
+        self.image_input.changed.connect(self._image_changed)
         self.settings = GenerationSettings()
         self.generate_button = QPushButton("Generate", objectName="Primary")
         self.generate_button.clicked.connect(self.generate)
@@ -113,6 +120,7 @@ class PlaygroundPage(QWidget):
         left_layout.addWidget(self.prompt_list, 1)
         left_layout.addWidget(QLabel("Prompt", objectName="CardTitle"))
         left_layout.addWidget(self.prompt_edit)
+        left_layout.addWidget(self.image_input)
         left_layout.addWidget(self.settings)
         left_layout.addLayout(buttons)
 
@@ -128,6 +136,7 @@ class PlaygroundPage(QWidget):
         self.reference = QLabel("", objectName="Muted", wordWrap=True,
                                 textInteractionFlags=Qt.TextSelectableByMouse)
         self.status = QLabel("", objectName="Muted", wordWrap=True)
+        self.image_input.message.connect(self.status.setText)
         self.eval_summary = EvalSummary()
         right = QWidget()
         right_layout = QVBoxLayout(right)
@@ -283,6 +292,9 @@ class PlaygroundPage(QWidget):
         if run is None or not self.prompt_edit.toPlainText().strip() or self.worker.busy:
             self.status.setText("Type a prompt first." if run else self.status.text())
             return
+        if self.image_input.images() and self.engine() == "llama.cpp":
+            self.status.setText(LLAMA_NO_IMAGES)
+            return
         waiting = "waiting…" if self.worker.alive else "loading…"
         compared = self.compared_runs()
         for pane in (self.base_pane, self.adapter_pane, *self.compare_panes[:len(compared)]):
@@ -292,7 +304,14 @@ class PlaygroundPage(QWidget):
         self.generate_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.worker.ask(run, self.messages(), self.settings.values(), self.adapter_combo.currentData(), self.engine(),
-                        compared)
+                        compared, self.image_input.images())
+
+    def _image_changed(self) -> None:
+        """Say which engine answers a prompt with an image (llama.cpp reads text only here)."""
+        if self.image_input.images():
+            self.status.setText(LLAMA_NO_IMAGES if self.engine() == "llama.cpp" else
+                                f"{Path(self.image_input.path).name} goes with the prompt; the transformers "
+                                "engine answers (the run must have trained a vision-language model).")
 
     def pane(self, side: str) -> AnswerPane:
         if side in COMPARE_SIDES:

@@ -14,7 +14,9 @@ from typing import Callable
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
+from lorastudio.core.errors import ModelError
 from lorastudio.core.preflight import check_config
 from lorastudio.core.config import RunConfig
 from lorastudio.core.runs.export import adapter_source
@@ -200,8 +202,11 @@ class SideStream:
 
 def stream_both(pair: LoadedPair, messages: list[dict], settings: dict, sides=SIDES,
                 on_token: Callable[[str, str], None] = lambda side, text: None,
-                should_stop: Callable[[], bool] = lambda: False) -> dict[str, SideStream]:
-    """Generate for each side, interleaving token by token; on_token(side, text) per piece."""
+                should_stop: Callable[[], bool] = lambda: False, images: list[str] = ()) -> dict[str, SideStream]:
+    """Generate for each side, interleaving token by token; on_token(side, text) per piece. With
+    `images` (files the prompt shows; a vision-language run) the sides answer in turn."""
+    if images:
+        return stream_with_images(pair, messages, list(images), settings, sides, on_token, should_stop)
     prompt = encode_prompt(pair.tokenizer, messages)
     streams = {side: SideStream(pair, side, prompt, settings) for side in sides}
     while not should_stop() and not all(s.done for s in streams.values()):
@@ -210,6 +215,95 @@ def stream_both(pair: LoadedPair, messages: list[dict], settings: dict, sides=SI
                 piece = stream.advance()
                 if piece:
                     on_token(side, piece)
+    return streams
+
+
+# ---- a prompt with images (vision-language runs) -----------------------------------------------
+IMAGE_SOURCE = "the Playground"
+
+
+def image_prompt(pair: LoadedPair, messages: list[dict], images: list[str]) -> tuple[list[int], dict]:
+    """(the prompt's ids, its image tensors) for `messages` showing the image files `images`: the
+    images go where the turns' <image> markers are, else before the first question (as in the
+    data, core/data/images.place_images), encoded by the run's processor as training encodes them."""
+    from lorastudio.core.data.formats import Example
+    from lorastudio.core.data.images import place_images
+    from lorastudio.core.engine.vision.encoding import ImageBatcher, ImageEncoder
+    if pair.processor is None:
+        raise ModelError(f"{pair.config.model} is a text-only model: it cannot read images",
+                         "remove the image, or choose a run that trained a vision-language model")
+    messages = [dict(m) for m in messages]
+    paths = place_images(messages, [], list(images), "the prompt", IMAGE_SOURCE)
+    max_pixels = getattr(pair.config.data, "max_image_pixels", 0)
+    encoded = ImageEncoder(pair.processor, max_pixels).prompt(
+        messages, Example("the prompt", messages=messages, images=paths), IMAGE_SOURCE)
+    features = ImageBatcher(pair.processor, max_pixels, IMAGE_SOURCE)([encoded], torch.tensor([encoded.input_ids]))
+    return encoded.input_ids, features
+
+
+class ImageSideStream(BaseStreamer):
+    """One side's answer to a prompt with images, through model.generate() (which lays the image
+    tensors, positions and cross-attention out per family): the streamer of its tokens, with the
+    text, new_ids and done of a SideStream."""
+
+    def __init__(self, pair: LoadedPair, side: str, on_token: Callable[[str, str], None]):
+        self.pair, self.side, self.on_token = pair, side, on_token
+        self.stops = stop_ids(pair.tokenizer, pair.model)
+        self.new_ids, self.text, self.done, self._prompt_seen = [], "", False, False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:               # generate() hands the prompt over first
+            self._prompt_seen = True
+            return
+        self.new_ids.extend(int(t) for t in value.flatten().tolist() if int(t) not in self.stops)
+        text = self.pair.tokenizer.decode(self.new_ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):           # half a multi-byte character: wait
+            return
+        delta, self.text = text[len(self.text):], text
+        if delta:
+            self.on_token(self.side, delta)
+
+    def end(self) -> None:
+        text = self.pair.tokenizer.decode(self.new_ids, skip_special_tokens=True)
+        delta, self.text = text[len(self.text):], text
+        if delta:                               # what a held-back half character became
+            self.on_token(self.side, delta)
+
+
+class StopAsked(StoppingCriteria):
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), bool(self.should_stop()), dtype=torch.bool, device=input_ids.device)
+
+
+@torch.no_grad()
+def stream_with_images(pair: LoadedPair, messages: list[dict], images: list[str], settings: dict, sides=SIDES,
+                       on_token: Callable[[str, str], None] = lambda side, text: None,
+                       should_stop: Callable[[], bool] = lambda: False) -> dict[str, ImageSideStream]:
+    """Each side in turn answers `messages` showing `images` (same seed each side)."""
+    prompt, features = image_prompt(pair, messages, images)
+    ids = torch.tensor([prompt], device=pair.device)
+    extra = {k: v.to(pair.device) for k, v in features.items()}
+    temperature = float(settings.get("temperature", 0.0))
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": float(settings.get("top_p", 1.0))} \
+        if temperature > 0 else {"do_sample": False}
+    tok, streams = pair.tokenizer, {}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    for side in sides:
+        stream = streams[side] = ImageSideStream(pair, side, on_token)
+        if should_stop():
+            break
+        torch.manual_seed(int(settings.get("seed", 0)))
+        with side_context(pair.model, side):
+            pair.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **sampling,
+                                max_new_tokens=int(settings.get("max_new_tokens", 128)), pad_token_id=pad,
+                                eos_token_id=sorted(stream.stops), streamer=stream,
+                                stopping_criteria=StoppingCriteriaList([StopAsked(should_stop)]))
+        stream.done = not should_stop()
+    for side in sides:
+        streams.setdefault(side, ImageSideStream(pair, side, on_token))
     return streams
 
 

@@ -7,7 +7,7 @@ Two shapes of JOB_DIR/job.yaml (written by core/runs/heldout.py):
   a worker:    serve: true   idle_s: 600
       The playground's worker: it loads a model once and answers each `generate` message that
       arrives in JOB_DIR/inbox.jsonl (core/runtime/inbox.py) — {type: generate, id, run,
-      checkpoint, messages, settings..., engine, compare, cache} — reloading only when the run or
+      checkpoint, messages, settings..., engine, compare, cache, images} — reloading only when the run or
       checkpoint changes. {type: cancel, id} stops that answer between tokens; {type: close} ends
       the worker. It also ends after idle_s without a request, or once the process that started it
       is gone.
@@ -17,7 +17,8 @@ Two shapes of JOB_DIR/job.yaml (written by core/runs/heldout.py):
       every side decoded together by llama.cpp in this process, the prompt tokenized as the
       transformers engine does), or auto (llama.cpp when the run can be served so, else
       transformers, said in a log event). compare: up to two more runs on the same base, answered
-      as sides adapter2, adapter3 (transformers loads each in turn).
+      as sides adapter2, adapter3 (transformers loads each in turn). images: files the prompt shows (a
+      vision-language run; transformers only, encoded by the run's processor, the sides in turn).
 Journal: phase (loading, generating; a worker's events carry `request`, and each request ends with
 phase `answered` whose `status` is completed | stopped | failed) · token (side, text) — the two
 sides interleave, a token each in turn · answer (side, text, tokens, seconds) when a side finishes ·
@@ -32,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from lorastudio.core.errors import UserError
 from lorastudio.core.plans.generate import ENGINES
 from lorastudio.core.runtime.worker import Job, Stopped, job_main, report_failure
 
@@ -61,7 +63,7 @@ def answer(job: Job, pair, prompt: dict, should_stop, **tag) -> str:
     started = time.time()
     streams = stream_both(pair, prompt["messages"], prompt, sides,
                           on_token=lambda side, text: job.emit("token", side=side, text=text, **tag),
-                          should_stop=should_stop)
+                          should_stop=should_stop, images=prompt.get("images") or [])
     for side, stream in streams.items():
         job.emit("answer", side=side, text=stream.text, tokens=len(stream.new_ids),
                  seconds=round(time.time() - started, 2), **tag)
@@ -170,6 +172,12 @@ class Worker:
             raise ValueError(f"unknown engine {engine!r}; one of {', '.join(ENGINES)}")
         if engine == "transformers":
             return engine, None
+        if request.get("images"):       # llama.cpp answers text here: images need the run's processor
+            if engine == "llama.cpp":
+                raise UserError("the llama.cpp engine cannot read images in the Playground yet",
+                                "choose the transformers engine (or Automatic) to ask about an image")
+            self.job.log("The prompt shows an image: answering with transformers (llama.cpp reads text only here)")
+            return "transformers", None
         from lorastudio.core.plans.serve import ServeError
         from lorastudio.core.runs.export import adapter_source
         adapter_source(Path(request["run"]), request.get("checkpoint"))    # no such adapter: said as by transformers
@@ -216,7 +224,7 @@ class Worker:
         started = time.time()
         streams = stream_both(self.pair, request["messages"], request, ["adapter"],
                               on_token=lambda _side, text: self.job.emit("token", side=side, text=text, **tag),
-                              should_stop=should_stop)
+                              should_stop=should_stop, images=request.get("images") or [])
         stream = streams["adapter"]
         self.job.emit("answer", side=side, text=stream.text, tokens=len(stream.new_ids),
                       seconds=round(time.time() - started, 2), **tag)

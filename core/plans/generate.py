@@ -55,16 +55,19 @@ def new_worker_dir(parent: Path) -> Path:
 
 def request_generation(job_dir: Path, request_id: int, run_dir: Path, messages: list[dict],
                        settings: dict | None = None, checkpoint: int | None = None, engine: str = "transformers",
-                       compare: list[Path] | tuple = (), cache: Path | None = None) -> None:
+                       compare: list[Path] | tuple = (), cache: Path | None = None,
+                       images: list[Path | str] | tuple = ()) -> None:
     """Ask the worker in `job_dir`. `engine`: transformers, llama.cpp or auto (core/jobs/generate.py);
     `compare`: up to two more runs on the same base, answered beside the first; `cache`: the data
-    folder whose gguf-cache/ holds the base as GGUF (default the app's)."""
+    folder whose gguf-cache/ holds the base as GGUF (default the app's); `images`: image files the
+    prompt shows (a vision-language run, the transformers engine)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; one of {', '.join(ENGINES)}")
     send(job_dir, {"type": "generate", "id": request_id, "run": str(run_dir), "checkpoint": checkpoint,
                    "messages": messages, **DEFAULT_SETTINGS, **(settings or {}), "engine": engine,
                    "compare": [str(r) for r in compare][:MAX_COMPARED - 1],
-                   "cache": str(cache) if cache is not None else None})
+                   "cache": str(cache) if cache is not None else None,
+                   **({"images": [str(i) for i in images]} if images else {})})
 
 
 def cancel_generation(job_dir: Path, request_id: int) -> None:
