@@ -69,13 +69,7 @@ class TokenView(QTextEdit):
 
     def image_text(self) -> str:
         """The image chips' characters in document order."""
-        doc, out = self.document(), []
-        cursor = QTextCursor(doc)
-        for pos in range(doc.characterCount() - 1):
-            cursor.setPosition(pos + 1)
-            if cursor.charFormat().property(IMAGE):
-                out.append(doc.characterAt(pos))
-        return "".join(out)
+        return self._text_with(IMAGE)
 
     @staticmethod
     def _format(trained: bool, shade: int, muted: QColor) -> QTextCharFormat:
@@ -90,11 +84,15 @@ class TokenView(QTextEdit):
 
     def trained_text(self) -> str:
         """The highlighted characters in document order (line breaks and ↵ marks left out)."""
+        return self._text_with(TRAINED, skip=("\u2029", "\u2028", NEWLINE_MARK))
+
+    def _text_with(self, prop: int, skip=()) -> str:
+        """The characters whose format has the user property `prop` set, in document order."""
         doc, out = self.document(), []
         cursor = QTextCursor(doc)
         for pos in range(doc.characterCount() - 1):
             cursor.setPosition(pos + 1)
             char = doc.characterAt(pos)
-            if char not in ("\u2029", "\u2028", NEWLINE_MARK) and cursor.charFormat().property(TRAINED):
+            if char not in skip and cursor.charFormat().property(prop):
                 out.append(char)
         return "".join(out)

@@ -18,6 +18,7 @@ from lorastudio.core.data.sources import Source, is_hf_spec, iter_source_rows, r
 from lorastudio.core.data.formats import (FORMAT_TITLES, apply_columns, check_some_row_fits, detect_format,
                                           to_example)
 from lorastudio.core.data.pairs import PAIR_FORMAT, check_pair_rows, looks_like_pairs
+from lorastudio.core.data.images import is_image_part
 
 PREVIEW_ROWS = 20
 
@@ -139,4 +140,12 @@ def _turns(value) -> str | None:
     keys = next(((r, t) for r, t in (("role", "content"), ("from", "value")) if r in value[0]), None)
     if keys is None:
         return None
-    return " · ".join(f"{m.get(keys[0])}: {m.get(keys[1])}" for m in value)
+    return " · ".join(f"{m.get(keys[0])}: {_content_text(m.get(keys[1]))}" for m in value)
+
+
+def _content_text(content) -> str:
+    """A turn's content; a list of content parts as its text with [image] where each image is."""
+    if not isinstance(content, list):
+        return str(content)
+    return " ".join("[image]" if is_image_part(part) else str(part.get("text", "")) if isinstance(part, dict)
+                    else str(part) for part in content)

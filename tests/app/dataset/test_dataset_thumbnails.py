@@ -75,3 +75,9 @@ def test_a_text_only_file_has_no_image_column(qtbot, panel, tmp_path):
     panel.load(str(f))
     qtbot.waitUntil(lambda: panel.preview is not None and panel._thumbs is not None, timeout=10_000)
     assert panel.model.horizontalHeaderItem(0).text() == "text"
+
+
+def test_content_parts_read_as_text_with_image_marks(tmp_path):
+    from lorastudio.core.data.preview import read_preview
+    data = write_colour_data(tmp_path / "d", n=1, spelling="parts")
+    assert read_preview(data).cells() == [["user: [image] What colour is this? · assistant: It is red."]]
