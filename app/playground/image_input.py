@@ -24,6 +24,17 @@ THUMB = 48
 _pasted = itertools.count(1)
 
 
+def read_images(paths: list[str]) -> tuple[QImage | None, str]:
+    """(the first image's thumbnail, "") or (None, what is wrong with the first bad one). Pool thread."""
+    first = None
+    for path in paths:
+        image, problem = read_thumbnail(path, THUMB)
+        if problem:
+            return None, problem
+        first = first or image
+    return first, ""
+
+
 def write_pasted(image: QImage, folder: Path) -> str:
     """The pasted image as a PNG in `folder` (a temporary name, then renamed); its path. Pool thread."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,7 +67,7 @@ class ImageInput(QWidget):
     def __init__(self, paste_folder: Path, parent: QWidget | None = None):
         super().__init__(parent)
         self.paste_folder = Path(paste_folder)
-        self.path: str | None = None
+        self.paths: list[str] = []         # one chosen or pasted, or a held-out prompt's images
         self.problem = ""
         self.thumb = QLabel(objectName="ImageThumb", fixedWidth=THUMB, fixedHeight=THUMB, alignment=Qt.AlignCenter)
         self.thumb.setStyleSheet("border: 1px dashed palette(mid); border-radius: 4px;")
@@ -69,7 +80,7 @@ class ImageInput(QWidget):
         self.paste_button.clicked.connect(self.paste)
         self.remove_button = QPushButton("✕", fixedWidth=28, enabled=False)
         self.remove_button.setToolTip("Ask without the image")
-        self.remove_button.clicked.connect(lambda: self.set_path(None))
+        self.remove_button.clicked.connect(lambda: self.set_paths([]))
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.thumb)
@@ -78,9 +89,13 @@ class ImageInput(QWidget):
         row.addWidget(self.paste_button)
         row.addWidget(self.remove_button)
 
+    @property
+    def path(self) -> str | None:
+        return self.paths[0] if self.paths else None
+
     def images(self) -> list[str]:
-        """The image files to send with the prompt ([] without one, or while it cannot be read)."""
-        return [self.path] if self.path and not self.problem else []
+        """The image files to send with the prompt ([] without one, or while one cannot be read)."""
+        return [] if self.problem else list(self.paths)
 
     def choose(self) -> None:
         start = str(Path(self.path).parent) if self.path else str(Path.home())
@@ -101,27 +116,30 @@ class ImageInput(QWidget):
                           on_failed=lambda exc: self.message.emit(f"The pasted image could not be saved: {exc}"))
 
     def set_path(self, path: str | None) -> None:
-        self.path, self.problem = path, ""
+        self.set_paths([path] if path else [])
+
+    def set_paths(self, paths: list[str]) -> None:
+        self.paths, self.problem = [str(p) for p in paths], ""
         self.thumb.clear()
-        self.remove_button.setEnabled(path is not None)
-        if path is None:
-            self.name.setText("No image")
-            self.name.setToolTip("")
-            self.changed.emit()
-            return
-        self.name.setText(Path(path).name)
-        self.name.setToolTip(path)
-        run_in_background(read_thumbnail, path, THUMB, on_done=lambda result, asked=path: self._thumbnail(asked, result))
+        self.remove_button.setEnabled(bool(self.paths))
+        names = [Path(p).name for p in self.paths]
+        self.name.setText("No image" if not names else names[0] if len(names) == 1
+                          else f"{len(names)} images: {', '.join(names)}")
+        self.name.setToolTip("\n".join(self.paths))
+        if self.paths:
+            asked = list(self.paths)
+            run_in_background(read_images, asked, on_done=lambda result: self._thumbnail(asked, result))
         self.changed.emit()
 
-    def _thumbnail(self, asked: str, result) -> None:
-        if asked != self.path:
+    def _thumbnail(self, asked: list[str], result) -> None:
+        if asked != self.paths:
             return                      # another image was chosen meanwhile
         image, problem = result
         if problem:
+            bad = next(p for p in asked if problem.startswith(p))
             self.problem = problem
-            self.name.setText(f"{Path(asked).name}: {problem.removeprefix(asked + ' ').removeprefix(asked)}")
-            self.message.emit(f"The image {asked} cannot be used: {problem.removeprefix(asked + ' ')} — "
+            self.name.setText(f"{Path(bad).name}: {problem.removeprefix(bad).strip()}")
+            self.message.emit(f"The image {bad} cannot be used: {problem.removeprefix(bad).strip()} — "
                               "choose a PNG, JPEG or WebP file.")
             self.changed.emit()
             return

@@ -276,6 +276,8 @@ class PlaygroundPage(QWidget):
     def use_prompt(self, item: QListWidgetItem) -> None:
         prompt = self.prompts[self.prompt_list.row(item)]
         self.prompt_edit.setPlainText(prompt["label"])
+        if prompt.get("images"):            # a vision-language run's held-out prompt shows its images
+            self.image_input.set_paths(prompt["images"])
         self.reference.setText(f"Expected: {prompt['reference']}" if prompt.get("reference") else "")
 
     def messages(self) -> list[dict]:

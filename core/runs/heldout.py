@@ -32,7 +32,8 @@ def split_prompt(messages: list[dict]) -> tuple[list[dict], str | None]:
 
 
 def heldout_prompts(run_dir: Path | None, limit: int = 24) -> list[dict]:
-    """[{"messages": prompt turns, "reference": expected answer or None, "label": the user text}]."""
+    """[{"messages": prompt turns, "reference": expected answer or None, "label": the user text,
+    "images": the files its turns show (only if any)}]."""
     from lorastudio.core.models.demo import sample_heldout
     sources: list[tuple[Path, bool]] = []
     config = None
@@ -76,12 +77,20 @@ def _prompts_from(path: Path, split_config: RunConfig | None, limit: int) -> lis
         prompt, reference = split_prompt(ex.messages)
         user = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
         if user.strip():
-            found.append({"messages": prompt, "reference": reference, "label": user})
+            found.append({"messages": prompt, "reference": reference, "label": user,
+                          **({"images": prompt_images(prompt, ex.images, path)} if ex.images else {})})
         if len(found) >= limit:
             break
     return found
 
 
+
+
+def prompt_images(prompt: list[dict], images: list[str], data: Path) -> list[str]:
+    """The files a held-out prompt's <image> markers show, resolved as training resolves them."""
+    from lorastudio.core.data.images import IMAGE_MARKER, resolve_paths
+    shown = sum(m["content"].count(IMAGE_MARKER) for m in prompt)
+    return resolve_paths(images[:shown], data if data.is_dir() else data.parent)
 
 
 def read_eval(run_dir: Path) -> dict | None:

@@ -21,9 +21,10 @@ def vlm_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pg-vlm")
     model = make_vlm(root / "tiny-qwen2-vl", "qwen2_vl")
     data = write_colour_data(root / "data", 8)
+    held = write_colour_data(root / "held", 4, "sharegpt")      # the held-out prompts show images too
     train_tiny_run(root / "runs" / "2026-01-01_1200_colours", model, data, quantization="none",
                    training__max_steps=3, training__save_every=0, training__seq_len=128, training__lr=1e-2,
-                   data__validation_split=0.0)
+                   data__validation_split=0.0, data__validation_path=str(held))
     return root / "runs"
 
 
@@ -125,3 +126,15 @@ def test_an_unreadable_image_is_named_and_not_sent(qtbot, vlm_runs, tmp_path):
     assert page.image_input.images() == []
     assert "notes.png" in page.status.text() and "cannot be read as an image" in page.status.text()
     assert "choose a PNG, JPEG or WebP file" in page.status.text()
+
+
+def test_a_held_out_prompt_brings_its_image_and_is_answered(qtbot, vlm_runs, inline_jobs):
+    page = page_for(qtbot, vlm_runs)
+    assert page.prompt_list.count() == 4
+    assert page.prompts[0]["images"] == [str(vlm_runs.parent / "held" / "images" / "000-red.png")]
+    page.use_prompt(page.prompt_list.item(0))
+    assert page.image_input.images() == page.prompts[0]["images"] and page.reference.text() == "Expected: It is red."
+    qtbot.waitUntil(lambda: not page.image_input.thumb.pixmap().isNull(), timeout=5_000)
+    with qtbot.waitSignal(page.generation_finished, timeout=120_000) as done:
+        page.generate()
+    assert done.args == ["completed"], page.status.text()
