@@ -23,7 +23,7 @@ from lorastudio.app.dataset.data_inspection import DataInspection, InspectReques
 from lorastudio.app.dataset.dataset_options import FILE_FILTER, DatasetOptions
 from lorastudio.app.dataset.inspection_text import error_text, plural
 from lorastudio.app.dataset.inspection_view import InspectionView
-from lorastudio.app.dataset.thumbnails import put_thumbnails, read_row_images
+from lorastudio.app.dataset.thumbnails import put_thumbnails, read_preview_images
 from lorastudio.core.config import DataSection, field_help
 from lorastudio.core.data.preview import DatasetPreview, Detection, detect, read_preview, short_message
 from lorastudio.core.data.sources import datasets_cache_dir, is_hf_spec, list_cached_datasets
@@ -222,10 +222,10 @@ class DatasetPanel(QGroupBox):
                 put_thumbnails(self.model, self.table, self._thumbs)
             return
         self._thumbs_for, self._thumbs = p, None
-        run_in_background(read_row_images, [r.value for r in p.rows], p.path,
-                          on_done=lambda thumbs, shown=p: self._thumbnails_read(shown, thumbs))
+        run_in_background(read_preview_images, p, on_done=self._thumbnails_read)   # bound: never a dead panel
 
-    def _thumbnails_read(self, shown: DatasetPreview, thumbs: list) -> None:
+    def _thumbnails_read(self, answer: tuple) -> None:
+        shown, thumbs = answer
         if shown is self._thumbs_for and shown is self.preview:
             self._thumbs = thumbs
             put_thumbnails(self.model, self.table, thumbs)

@@ -83,6 +83,11 @@ def read_row_images(values: list[dict], data_path: str) -> list[RowImages | None
     return out
 
 
+def read_preview_images(preview) -> tuple[object, list[RowImages | None]]:
+    """(the preview, read_row_images of its rows): the answer names the question. Pool thread."""
+    return preview, read_row_images([r.value for r in preview.rows], preview.path)
+
+
 def put_thumbnails(model, table, rows: list[RowImages | None]) -> bool:
     """Lay the rows' images into the preview table as a first column "Image" (a thumbnail and the
     file's name, or what is wrong in words); False when no row shows an image."""

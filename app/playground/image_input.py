@@ -24,15 +24,29 @@ THUMB = 48
 _pasted = itertools.count(1)
 
 
-def read_images(paths: list[str]) -> tuple[QImage | None, str]:
-    """(the first image's thumbnail, "") or (None, what is wrong with the first bad one). Pool thread."""
+def run_reads_images(run_dir: Path) -> tuple[Path, bool]:
+    """(run_dir, whether the run trained a vision-language model: its config's model, from
+    config.json and the headers; a run or model that cannot be read counts as text-only). Pool thread."""
+    from lorastudio.core.config import RunConfig
+    from lorastudio.core.models.info import read_model_info
+    from lorastudio.core.models.vision import vision_family
+    from lorastudio.core.runs.folders import CONFIG_FILE
+    try:
+        return run_dir, vision_family(read_model_info(RunConfig.load(Path(run_dir) / CONFIG_FILE).model)) is not None
+    except Exception:       # noqa: BLE001 — the run's own check says what is wrong; here: no image box
+        return run_dir, False
+
+
+def read_images(paths: list[str]) -> tuple[list[str], QImage | None, str]:
+    """(paths, the first image's thumbnail, "") or (paths, None, what is wrong with the first bad
+    one). Pool thread."""
     first = None
     for path in paths:
         image, problem = read_thumbnail(path, THUMB)
         if problem:
-            return None, problem
+            return paths, None, problem
         first = first or image
-    return first, ""
+    return paths, first, ""
 
 
 def write_pasted(image: QImage, folder: Path) -> str:
@@ -69,6 +83,8 @@ class ImageInput(QWidget):
         self.paste_folder = Path(paste_folder)
         self.paths: list[str] = []         # one chosen or pasted, or a held-out prompt's images
         self.problem = ""
+        self.run_dir: Path | None = None
+        self.reads_images = False          # the chosen run's model is a vision-language one
         self.thumb = QLabel(objectName="ImageThumb", fixedWidth=THUMB, fixedHeight=THUMB, alignment=Qt.AlignCenter)
         self.thumb.setStyleSheet("border: 1px dashed palette(mid); border-radius: 4px;")
         self.name = QLabel("No image", objectName="Muted", wordWrap=True)
@@ -88,6 +104,22 @@ class ImageInput(QWidget):
         row.addWidget(self.choose_button)
         row.addWidget(self.paste_button)
         row.addWidget(self.remove_button)
+
+    def follow_run(self, run_dir: Path | None) -> None:
+        """Shown only for a run whose model reads images (found out on the thread pool)."""
+        self.run_dir = run_dir
+        self._for_run((run_dir, False))
+        if run_dir is not None:     # bound methods as answers: none arrives at a deleted widget
+            run_in_background(run_reads_images, run_dir, on_done=self._for_run)
+
+    def _for_run(self, answer: tuple[Path | None, bool]) -> None:
+        run_dir, reads = answer
+        if run_dir != self.run_dir:
+            return
+        self.reads_images = reads
+        self.setVisible(reads)
+        if not reads and self.paths:
+            self.set_paths([])
 
     @property
     def path(self) -> str | None:
@@ -111,9 +143,14 @@ class ImageInput(QWidget):
         self.take_pasted(image)
 
     def take_pasted(self, image: QImage) -> None:
+        if not self.reads_images:
+            self.message.emit("This run's model reads text only: it cannot be shown an image.")
+            return
         self.name.setText("Saving the pasted image…")
-        run_in_background(write_pasted, image, self.paste_folder, on_done=self.set_path,
-                          on_failed=lambda exc: self.message.emit(f"The pasted image could not be saved: {exc}"))
+        run_in_background(write_pasted, image, self.paste_folder, on_done=self.set_path, on_failed=self._paste_failed)
+
+    def _paste_failed(self, exc: Exception) -> None:
+        self.message.emit(f"The pasted image could not be saved: {exc}")
 
     def set_path(self, path: str | None) -> None:
         self.set_paths([path] if path else [])
@@ -127,14 +164,13 @@ class ImageInput(QWidget):
                           else f"{len(names)} images: {', '.join(names)}")
         self.name.setToolTip("\n".join(self.paths))
         if self.paths:
-            asked = list(self.paths)
-            run_in_background(read_images, asked, on_done=lambda result: self._thumbnail(asked, result))
+            run_in_background(read_images, list(self.paths), on_done=self._thumbnail)
         self.changed.emit()
 
-    def _thumbnail(self, asked: list[str], result) -> None:
+    def _thumbnail(self, result) -> None:
+        asked, image, problem = result
         if asked != self.paths:
             return                      # another image was chosen meanwhile
-        image, problem = result
         if problem:
             bad = next(p for p in asked if problem.startswith(p))
             self.problem = problem

@@ -258,6 +258,7 @@ class PlaygroundPage(QWidget):
         for label, step in adapter_choices(run) if run else []:
             self.adapter_combo.addItem(label, step)
         self.prompts = heldout_prompts(run)
+        self.image_input.follow_run(run)
         self.prompt_list.clear()
         for prompt in self.prompts:
             item = QListWidgetItem(" ".join(prompt["label"].split()))

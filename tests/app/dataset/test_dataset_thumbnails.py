@@ -30,11 +30,11 @@ def shown_images(qtbot, panel, path):
 
 def test_rows_with_images_get_thumbnails_read_off_the_gui_thread(qtbot, panel, tmp_path, monkeypatch):
     threads = []
+    real = panel_module.read_preview_images
     def recording(*args):
         threads.append(QThread.currentThread())
-        return panel_module.read_row_images.__wrapped__(*args)
-    recording.__wrapped__ = panel_module.read_row_images
-    monkeypatch.setattr(panel_module, "read_row_images", recording)
+        return real(*args)
+    monkeypatch.setattr(panel_module, "read_preview_images", recording)
     data = write_colour_data(tmp_path / "d", n=4, spelling="column")
     items = shown_images(qtbot, panel, data)
     assert threads and all(t is not QApplication.instance().thread() for t in threads)

@@ -41,6 +41,7 @@ def page_for(qtbot, runs):
     page.prompt_edit.setPlainText("What colour is this?")
     page.settings.max_new_tokens.setValue(4)
     page.engine_combo.setCurrentIndex(page.engine_combo.findData("transformers"))
+    qtbot.waitUntil(lambda: page.image_input.reads_images, timeout=5_000)
     return page
 
 
@@ -138,3 +139,25 @@ def test_a_held_out_prompt_brings_its_image_and_is_answered(qtbot, vlm_runs, inl
     with qtbot.waitSignal(page.generation_finished, timeout=120_000) as done:
         page.generate()
     assert done.args == ["completed"], page.status.text()
+
+
+def test_a_text_only_run_shows_no_image_box(qtbot, tmp_path, tiny_chat_llama):
+    from tests.helpers.tiny_models import train_tiny_run
+    data = tmp_path / "text.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                     {"role": "assistant", "content": "yo"}]}) + "\n"
+                            for _ in range(8)))
+    train_tiny_run(tmp_path / "runs" / "2026-01-01_1200_text", tiny_chat_llama, data, quantization="none",
+                   training__max_steps=2, training__save_every=0, data__validation_split=0.0)
+    page = PlaygroundPage(tmp_path / "runs")
+    qtbot.addWidget(page)
+    page.show()
+    from lorastudio.app.thread_pool import wait_for_background
+    wait_for_background(5_000)
+    qtbot.wait(50)
+    assert page.image_input.isHidden() and not page.image_input.reads_images
+    mime = QMimeData()
+    mime.setImageData(QImage(10, 10, QImage.Format_RGB32))
+    page.prompt_edit.insertFromMimeData(mime)
+    assert page.status.text() == "This run's model reads text only: it cannot be shown an image."
+    assert page.image_input.images() == []
