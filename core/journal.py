@@ -64,7 +64,12 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                  # the GGUF export's check in llama.cpp itself (core/engine/gguf/llama_check.py)
                  "checked_by": _OPT_STR, "positions": _OPT_INT, "top1_agree": _OPT_NUM, "top5_agree": _OPT_NUM,
                  "clear_positions": _OPT_INT, "clear_top1_agree": _OPT_NUM,
-                 "answers": _OPT_LIST, "difference": _OPT_STR},
+                 "answers": _OPT_LIST, "difference": _OPT_STR,
+                 # a vision-language model's mmproj file (issue 31): its tensors, and llama.cpp answering
+                 # with an image (both files loaded) against transformers with the same image
+                 "mmproj_tensors": _OPT_INT, "image_checked": _OPT_BOOL, "image_answer": _OPT_STR,
+                 "image_reference": _OPT_STR, "image_agree": _OPT_BOOL, "image_tokens": _OPT_INT,
+                 "image_problem": _OPT_STR, "image_max_tokens": _OPT_INT},
     "memory": {"rss": (int,), "ram_used": (int,), "ram_total": (int,), "step": _OPT_INT,
                "cuda_allocated": _OPT_INT, "cuda_reserved": _OPT_INT, "cuda_peak": _OPT_INT,
                "device_name": _OPT_STR, "device_used": _OPT_INT, "device_total": _OPT_INT,     # devices.GpuStatus
@@ -78,7 +83,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     # a job's results: the trainer's adapter; merge, export, import and resize outputs; the GGUF
     # export's side files; what a server served.
     "end": {"status": (str,), "adapter": _OPT_STR, "output": _OPT_STR, "modelfile": _OPT_STR,
-            "size": _OPT_INT, "template": _OPT_STR, "stops": _OPT_LIST, "requests": _OPT_INT, "tokens": _OPT_INT},
+            "size": _OPT_INT, "template": _OPT_STR, "stops": _OPT_LIST, "requests": _OPT_INT, "tokens": _OPT_INT,
+            "mmproj": _OPT_STR},
     "token": {"side": (str,), "text": (str,), "request": _REQUEST},            # the playground's streamed answers
     "answer": {"side": (str,), "text": (str,), "tokens": (int,), "seconds": _NUM, "request": _REQUEST},
     "report": {"report": (dict,)},                              # the data inspector's, rank and resize answers

@@ -43,6 +43,9 @@ def export_gguf(args) -> int:
     if outcome.status == "completed":
         end = outcome.end or {}
         print(f"Wrote {outcome.output} ({format_bytes(end.get('size', 0))})")
+        if end.get("mmproj"):
+            print(f"  and {end['mmproj']} (the vision tower and projector): "
+                  f"llama-mtmd-cli -m {outcome.output} --mmproj {end['mmproj']} --image PICTURE.png")
         if end.get("modelfile"):
             print(f"  Ollama: ollama create {job.name.lower()} -f {end['modelfile']}")
         print(f"  llama.cpp: llama-cli -m {outcome.output}" if not job.adapter_only else

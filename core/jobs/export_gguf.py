@@ -11,6 +11,10 @@ template stored in the file. Adapter only: the GGUF LoRA is read back with gguf-
 with PEFT's, and llama.cpp loads it on the base GGUF (the imported source, else a temporary f16 one
 written here) for the same comparison. Only then are the file, its Modelfile and README moved into
 place. Stopped or failed, the hidden folder goes: nothing is left half-written.
+A vision-language model (issue 31) loads with its processor; llama.cpp's converter writes its
+language model and, beside it, its mmproj file (vision tower + projector); the language model is
+checked on the text prompts as above, then both files are loaded together and answer with an image
+(core/engine/gguf/vision_gguf.py).
 """
 from __future__ import annotations
 
@@ -40,6 +44,9 @@ class Export:
         self.job, self.spec = job, job.spec
         self.tmp: Path | None = None
         self.vocab_facts: dict = {}         # chat template and end-of-turn text, for the Modelfile
+        self.processor = None               # a vision-language model's
+        self.image_reference: str | None = None
+        self.image_tokens = 0               # how many tokens the processor made of the check's image
 
     def phase(self, name: str, fraction: float, message: str) -> None:
         self.job.progress(name, fraction, message)          # raises Stopped once a stop was asked for
@@ -61,10 +68,13 @@ class Export:
         # fp32 up to 2 B parameters (exact), bf16 beyond, as the GGUF import does
         dtype = torch.float32 if spec.get("parameters", 0) <= FP32_MAX_PARAMS else torch.bfloat16
         self.phase("loading", 0.05, "Loading the base model unquantized on the CPU")
-        base = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=dtype, device_map={"": "cpu"},
-                                                    use_safetensors=True)
+        auto = AutoModelForCausalLM
+        if spec.get("mmproj"):              # a vision-language model: its own class, with its processor
+            from lorastudio.core.engine.vision.loading import auto_class_and_processor
+            auto, self.processor = auto_class_and_processor(spec["base"])
+        base = auto.from_pretrained(spec["base"], dtype=dtype, device_map={"": "cpu"}, use_safetensors=True)
         tok_dir = tokenizer_folder(Path(spec["adapter"]), Path(spec["base"]))
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        tokenizer = self.processor.tokenizer if self.processor is not None else AutoTokenizer.from_pretrained(tok_dir)
         self.phase("adapter", 0.2, "Loading the adapter")
         model = PeftModel.from_pretrained(base, spec["adapter"]).eval()
         self.phase("reference", 0.3, f"Running {len(spec['prompts'])} prompts through base + adapter")
@@ -74,6 +84,8 @@ class Export:
         out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = partial_dir(out)         # `.OUT.PID.XXXX.partial`: tidied by the next command if we are killed
         written = self.tmp / "model.gguf"
+        if self.processor is not None:
+            self.image_reference = self.reference_image(model)
         with writing("the GGUF file", out.parent, spec.get("estimate")):     # a full disk, in words
             if spec["adapter_only"]:
                 fidelity = self.adapter_only(model, config, written, prompts, reference, tokenizer, tok_dir)
@@ -127,11 +139,52 @@ class Export:
         if code != 0 or not written.is_file():
             raise GgufExportError(f"llama.cpp's converter failed (exit code {code})",
                                   f"its output is in {log}; export the adapter alone (--adapter-only) meanwhile")
+        mmproj = None
+        if spec.get("mmproj"):
+            self.processor.save_pretrained(hf)      # the image processor's settings go into the mmproj
+            mmproj = self.tmp / "mmproj.gguf"
+            kind = "f32" if spec["type"] == "f32" else "f16"      # as llama.cpp ships its mmproj files
+            self.phase("writing", 0.7, f"Converting the vision tower and projector (mmproj, {kind})")
+            argv, env = hf_converter.command(hf, mmproj, kind, _pre_name(Path(tok_dir)), folder, mmproj=True)
+            code = run_tool(argv, env, log, self.job.should_stop)
+            if self.job.should_stop():
+                raise Stopped()
+            if code != 0 or not mmproj.is_file():
+                raise GgufExportError(f"llama.cpp's converter failed on the vision tower and projector (mmproj, "
+                                      f"exit code {code})", f"its output is in {log}")
         shutil.rmtree(hf, ignore_errors=True)
         self.vocab_facts = file_vocab_facts(written)
         self.phase("checking", 0.8, "Checking the converted file in llama.cpp")
         fidelity = self.llama_check(written, None, prompts, reference, tokenizer, spec["type"])
-        return {**fidelity, "tensors": self.vocab_facts.pop("tensors")}
+        fidelity["tensors"] = self.vocab_facts.pop("tensors")
+        if mmproj is not None:
+            fidelity.update(self.image_check(written, mmproj))
+        return fidelity
+
+    # ---- a vision-language model: the image ---------------------------------------------
+    def check_image_file(self) -> Path:
+        from lorastudio.core.engine.gguf.vision_gguf import drawn_image
+        image = self.spec.get("image")
+        return Path(image) if image and Path(image).is_file() else drawn_image(self.tmp)
+
+    def reference_image(self, model) -> str:
+        from lorastudio.core.engine.gguf.vision_gguf import CHECK_PROMPT, reference_image_answer
+        self.phase("reference", 0.35, "Answering about an image with base + adapter")
+        answer, self.image_tokens = reference_image_answer(model, self.processor, self.check_image_file(),
+                                                           self.spec.get("image_prompt") or CHECK_PROMPT,
+                                                           max_pixels=int(self.spec.get("image_max_pixels") or 0))
+        return answer
+
+    def image_check(self, written: Path, mmproj: Path) -> dict:
+        from lorastudio.core.engine.gguf import vision_gguf
+        self.phase("checking", 0.93, "Loading the model and its mmproj in llama.cpp and asking about an image")
+        config = json.loads(Path(self.spec["base"], "config.json").read_text(encoding="utf-8"))
+        budget = self.image_tokens if config.get("model_type") in vision_gguf.DYNAMIC_RESOLUTION else 0
+        found = vision_gguf.image_check(written, mmproj, self.check_image_file(),
+                                        self.spec.get("image_prompt") or vision_gguf.CHECK_PROMPT,
+                                        self.image_reference or "", threads=llama_check.default_threads(),
+                                        image_max_tokens=budget)
+        return {**found, "mmproj_tensors": vision_gguf.mmproj_tensors(mmproj)}
 
     # ---- adapter only ---------------------------------------------------------------------
     def adapter_only(self, model, config, written, prompts, reference, tokenizer, tok_dir) -> dict:
@@ -200,15 +253,40 @@ class Export:
         (self.tmp / "README.md").write_text(readme(out.name, modelfile_path.name, spec["name"], spec["type"],
                                                    format_bytes(size), spec["adapter_only"], spec.get("base_gguf"),
                                                    fidelity, mf), encoding="utf-8")
+        mmproj = Path(spec["mmproj"]) if spec.get("mmproj") else None
+        if mmproj is not None:
+            with open(self.tmp / "README.md", "a", encoding="utf-8") as fh:
+                fh.write(vision_readme(out.name, mmproj.name, fidelity))
         os.replace(self.tmp / "Modelfile", modelfile_path)
         os.replace(self.tmp / "README.md", readme_path)
+        if mmproj is not None:
+            os.replace(self.tmp / "mmproj.gguf", mmproj)
         os.replace(written, out)
         return {"status": "completed", "output": str(out), "modelfile": str(modelfile_path), "size": size,
-                "template": mf["family"], "stops": mf["stops"]}
+                "template": mf["family"], "stops": mf["stops"], "mmproj": str(mmproj) if mmproj else None}
 
     def cleanup(self) -> None:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def vision_readme(model: str, mmproj: str, fidelity: dict) -> str:
+    """The README's section on the mmproj file: how to run the pair, what the check with an image found."""
+    budget = fidelity.get("image_max_tokens")
+    flag = f" --image-max-tokens {budget}" if budget else ""
+    if fidelity.get("image_checked"):
+        found = (f"llama.cpp loaded both files and answered with an image: {fidelity.get('image_answer')!r} "
+                 f"(transformers, base + adapter: {fidelity.get('image_reference')!r}; the image took "
+                 f"{fidelity.get('image_tokens')} prompt tokens).")
+    else:
+        found = f"Not checked with an image: {fidelity.get('image_problem')}."
+    budget_note = (f" `--image-max-tokens {budget}` gives llama.cpp the image budget the model was trained at "
+                   "(the processor's: llama.cpp's own is larger, and a model trained small reads large images "
+                   "badly); raise it if your training images were larger than the check's." if budget else "")
+    return (f"\n## Images\n\nThis is a vision-language model: `{mmproj}` holds its vision tower and projector. "
+            f"Give llama.cpp both:\n\n    llama-mtmd-cli -m {model} --mmproj {mmproj}{flag} --image PICTURE.png "
+            f"-p \"your question\"\n    llama-server -m {model} --mmproj {mmproj}{flag}\n\n"
+            f"(LM Studio finds the mmproj file beside the model.){budget_note} {found}\n")
 
 
 def file_vocab_facts(path: Path) -> dict:

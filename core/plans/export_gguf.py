@@ -5,8 +5,10 @@
 an architecture the exporter writes (core/models/gguf_arch.py), its tokenizer can be written as
 GGUF (core/models/gguf_vocab.py), the type is one we write (other k-quants: llama-quantize, said how),
 OUT and the Modelfile/README beside it are new (or --overwrite), and the disk has room for the
-estimated size. The job (core/jobs/export_gguf.py, started by `start_export_gguf` in
-RUN/gguf-exports/<stamp>/) writes a hidden file beside OUT and renames it once checked, so a
+estimated size. A vision-language model (issue 31) is written as OUT (its language model) and
+mmproj-OUT (its vision tower and projector, gguf_arch.mmproj_path) by llama.cpp's converter, for the
+families it converts; any other is refused here in words naming the family. The job
+(core/jobs/export_gguf.py, started by `start_export_gguf` in RUN/gguf-exports/<stamp>/) writes a hidden file beside OUT and renames it once checked, so a
 cancelled, killed or failed export leaves nothing behind.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from lorastudio.core.disk import check_room
 from lorastudio.core.models.gguf_arch import (ADAPTER_TYPES, EXTERNAL_TYPES, TYPE_BITS, architecture_problem,
                                               CONVERTER_TYPES, converter_install_line, external_type_hint,
-                                              file_bytes, uses_converter)
+                                              file_bytes, is_vision_config, mmproj_path, uses_converter)
 from lorastudio.core.models import gguf_arch
 from lorastudio.core.models.gguf_cache import RECORD_FILE
 from lorastudio.core.models.gguf_vocab import VocabError, read_gguf_string, read_vocab, tokenizer_folder
@@ -61,6 +63,10 @@ class GgufExportJob:
     overwrite: bool
     parameters: int = 0
     converter: bool = False         # the merged model is written by llama.cpp's converter, not our writer
+    mmproj: Path | None = None      # a vision-language model's vision tower + projector file, beside out
+    image: Path | None = None       # the image the check in llama.cpp answers about (None: one drawn there)
+    image_prompt: str | None = None  # the question asked with it
+    image_max_pixels: int = 0       # data.max_image_pixels the run trained with (the check's image scaled so)
 
     def to_spec(self) -> dict:
         spec = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -103,7 +109,7 @@ def check_type(ftype: str, adapter_only: bool) -> None:
                               "use --type f16 (an adapter is small; llama.cpp applies it to any base type)")
 
 
-def check_target(out: Path, overwrite: bool) -> None:
+def check_target(out: Path, overwrite: bool, vision: bool = False) -> None:
     out = Path(out)
     if out.suffix.lower() != ".gguf":
         raise GgufExportError(f"{out} does not end in .gguf", "name the output file like my-model-q8_0.gguf")
@@ -112,7 +118,7 @@ def check_target(out: Path, overwrite: bool) -> None:
     from lorastudio.core.runs.output_paths import check_output      # the one output-path rule (issue 27)
     check_output(out, "a GGUF file", True, error=GgufExportError, file=True)
     if not overwrite:
-        for path in (out, *side_files(out)):
+        for path in (out, *side_files(out), *([mmproj_path(out)] if vision else [])):
             if path.exists():
                 raise GgufExportError(f"{path} already exists", "choose another name, or pass --overwrite")
 
@@ -164,6 +170,38 @@ def data_system_prompt(config) -> str | None:
     return None
 
 
+def data_image(config) -> tuple[Path | None, str | None]:
+    """(the first image the training data shows, the user's words beside it) from its first 200 rows,
+    for the check in llama.cpp with an image; (None, None) when there is none to read."""
+    from lorastudio.core.data.files import DataError, iter_rows
+    from lorastudio.core.data.images import IMAGE_MARKER, resolve_paths, row_images
+    path = Path(config.data.path)
+    try:
+        for n, row in enumerate(iter_rows(path, bad=[])):
+            images = row_images(row.value) if isinstance(row.value, dict) else []
+            found = [Path(p) for p in resolve_paths(images, path.parent)]
+            if found and found[0].is_file():
+                return found[0], _user_words(row.value, IMAGE_MARKER)
+            if n >= 200:
+                break
+    except (DataError, OSError, AttributeError, TypeError):
+        pass
+    return None, None
+
+
+def _user_words(row: dict, marker: str) -> str | None:
+    """The text of a row's first user turn, image markers and parts left out."""
+    for key in ("messages", "conversations"):
+        for turn in row.get(key) or []:
+            if not isinstance(turn, dict) or turn.get("role", turn.get("from")) not in ("user", "human"):
+                continue
+            content = turn.get("content", turn.get("value"))
+            if isinstance(content, list):
+                content = " ".join(c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "text")
+            return content.replace(marker, "").strip() if isinstance(content, str) else None
+    return None
+
+
 def plan_export_gguf(args: ExportGgufRequest) -> GgufExportJob:
     """The checks before anything loads; a GgufExportError says what to change. Off the GUI thread."""
     run_dir = Path(args.run).resolve()
@@ -197,15 +235,19 @@ def plan_export_gguf(args: ExportGgufRequest) -> GgufExportJob:
                                       f"{', '.join(CONVERTER_TYPES)}, not {ftype}", external_type_hint(ftype)) from None
             converter = True
     out = Path(args.out).expanduser().resolve()
-    check_target(out, args.overwrite)
+    vision = is_vision_config(info.config) and not args.adapter_only
+    check_target(out, args.overwrite, vision)
     size = sum(p.stat().st_size for p in adapter.glob("adapter_model.*")) if args.adapter_only else None
     estimate = (int(size * TYPE_BITS[ftype] / 32) + EXTRA_BYTES if args.adapter_only
                 else estimate_size(info.num_parameters, ftype, info.tensors, info.config))
     check_disk(out, estimate)
     name = summary.config.name or run_dir.name
+    image, image_prompt = data_image(summary.config) if vision else (None, None)
     return GgufExportJob(run_dir, out, adapter, info.path, ftype, bool(args.adapter_only), base_gguf, known_pre,
                          data_system_prompt(summary.config), name, default_prompts(run_dir, summary.config),
-                         estimate, bool(args.overwrite), info.num_parameters, converter)
+                         estimate, bool(args.overwrite), info.num_parameters, converter,
+                         mmproj_path(out) if vision else None, image, image_prompt,
+                         int(summary.config.data.max_image_pixels or 0))
 
 
 def start_export_gguf(job: GgufExportJob) -> JobHandle:

@@ -38,8 +38,10 @@ def _text(tok, **more) -> dict:
                 pad_token_id=tok.pad_token_id, **more)
 
 
-def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
-    """A saved tiny `family` model (one of FAMILIES) with its processor files."""
+def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) -> Path:
+    """A saved tiny `family` model (one of FAMILIES) with its processor files. `vision_depth`: the
+    Qwen vision towers' blocks (llama.cpp's converter names the merger's layers by block index, so
+    its mmproj needs at least 3, as every real one has)."""
     import torch
     import transformers as tf
     from lorastudio.core.engine.vision.loading import image_only
@@ -57,14 +59,14 @@ def make_vlm(folder: Path, family: str, seed: int = 0) -> Path:
         if family == "qwen2_vl":
             cfg = tf.Qwen2VLConfig(
                 text_config=_text(tok, rope_parameters=rope),
-                vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14,
+                vision_config=dict(depth=vision_depth, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14,
                                    spatial_merge_size=2, temporal_patch_size=2),
                 tie_word_embeddings=True, **ids)
             model, processor_class = tf.Qwen2VLForConditionalGeneration(cfg), tf.Qwen2VLProcessor
         else:       # Qwen2.5-VL: a SwiGLU vision tower with windowed attention, RMSNorm
             cfg = tf.Qwen2_5_VLConfig(
                 text_config=_text(tok, rope_parameters=rope),
-                vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                vision_config=dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                                    patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                                    fullatt_block_indexes=[1]),
                 tie_word_embeddings=True, **ids)

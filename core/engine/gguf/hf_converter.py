@@ -16,7 +16,13 @@ What it adds to the converter, as a library user (nothing of its code is copied)
 - config keys transformers 5 renamed that the converter still reads (GPT-NeoX's rotary_pct; Falcon's
   one kv head when multi_query) are put back into its hyper-parameters;
 - a model with a byte-level tokenizer.json and no SentencePiece tokenizer.model (Gemma 2, Phi-3 made
-  by the test helpers) is given the converter's GPT-2 style vocabulary.
+  by the test helpers) is given the converter's GPT-2 style vocabulary;
+- a vision-language model (issue 31) is converted twice: its language model, and with `--mmproj` its
+  vision tower and projector as the separate file llama.cpp's mtmd loads. Idefics3 / SmolVLM
+  folders saved without their text config's `architectures` get the one their checkpoints carry
+  (VLlama3ForCausalLM, how the converter finds their language model), and a SigLIP tower saved in
+  transformers 5's layout (`vision_tower.embeddings…`, Gemma 3) is looked up under the checkpoint
+  name the converter knows (`vision_tower.vision_model.embeddings…`).
 The result is checked in llama.cpp (llama_check.py) like every export.
 """
 from __future__ import annotations
@@ -28,11 +34,13 @@ from pathlib import Path
 from lorastudio.core.models.gguf_arch import CONVERTER_ENV as ENV, CONVERTER_PACKAGE as PACKAGE, converter_dir  # noqa: F401
 
 
-def command(model_dir: Path, out: Path, ftype: str, pre: str, folder: Path) -> tuple[list[str], dict[str, str]]:
+def command(model_dir: Path, out: Path, ftype: str, pre: str, folder: Path,
+            mmproj: bool = False) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) that convert `model_dir` (a merged HF folder) to `out` in `ftype`
-    (f32, f16, bf16, q8_0) with the converter installed in `folder`."""
+    (f32, f16, bf16, q8_0) with the converter installed in `folder`; `mmproj`: the vision tower and
+    projector of a vision-language model instead of its language model."""
     env = {**os.environ, "PYTHONPATH": str(folder)}      # its `gguf` before ours; lorastudio from the install
-    return [sys.executable, "-m", __name__, str(model_dir), str(out), ftype, pre], env
+    return [sys.executable, "-m", __name__, str(model_dir), str(out), ftype, pre, *(["--mmproj"] if mmproj else [])], env
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -60,12 +68,19 @@ def _hparams_fixes(h: dict) -> dict:
         h["rotary_pct"] = rope.get("partial_rotary_factor", h.get("partial_rotary_factor", 0.25))
     if h.get("model_type") == "falcon" and not h.get("new_decoder_architecture") and h.get("multi_query", True):
         h["num_kv_heads"] = 1
+    text = h.get("text_config")
+    if h.get("model_type") in ("idefics3", "smolvlm") and isinstance(text, dict) and not text.get("architectures"):
+        h["text_config"] = {**text, "architectures": ["VLlama3ForCausalLM"]}
     return h
+
+
+SIGLIP_SAVED, SIGLIP_CHECKPOINT = "vision_tower.", "vision_tower.vision_model."
 
 
 def main(argv: list[str]) -> int:       # runs in the converter's interpreter
     import runpy
-    model, out, ftype, pre = argv
+    mmproj = "--mmproj" in argv
+    model, out, ftype, pre = [a for a in argv if a != "--mmproj"]
     import conversion.base as base
     original_pre = base.TextModel.get_vocab_base_pre
 
@@ -78,13 +93,23 @@ def main(argv: list[str]) -> int:       # runs in the converter's interpreter
     original_load = base.ModelBase.load_hparams
     base.ModelBase.load_hparams = staticmethod(lambda dir_model, is_mistral_format: _hparams_fixes(
         original_load(dir_model, is_mistral_format)))
+    original_map = base.ModelBase.map_tensor_name
+
+    def map_name(self, name, *args, **kwargs):
+        try:
+            return original_map(self, name, *args, **kwargs)
+        except ValueError:
+            if not name.startswith(SIGLIP_SAVED) or name.startswith(SIGLIP_CHECKPOINT):
+                raise
+            return original_map(self, SIGLIP_CHECKPOINT + name[len(SIGLIP_SAVED):], *args, **kwargs)
+    base.ModelBase.map_tensor_name = map_name
     if not (Path(model) / "tokenizer.model").exists():
         import conversion.gemma as gemma
         import conversion.phi as phi
         for cls in (gemma.Gemma2Model, phi.Phi3MiniModel):
             cls.set_vocab = lambda self: self._set_vocab_gpt2()
     script = Path(base.__file__).resolve().parents[1] / "convert_hf_to_gguf.py"
-    sys.argv = [str(script), model, "--outfile", out, "--outtype", ftype]
+    sys.argv = [str(script), model, "--outfile", out, "--outtype", ftype, *(["--mmproj"] if mmproj else [])]
     runpy.run_path(str(script), run_name="__main__")
     return 0
 

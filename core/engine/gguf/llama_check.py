@@ -72,10 +72,15 @@ class PromptResult:
 class Llama:
     """One GGUF model (optionally with a GGUF LoRA at scale 1) in llama.cpp, in this process."""
 
-    def __init__(self, model: Path, lora: Path | None = None, ctx: int = 512, threads: int = 1):
+    def __init__(self, model: Path, lora: Path | None = None, ctx: int = 512, threads: int = 1,
+                 mmproj: Path | None = None, image_max_tokens: int = 0):
         import xllamacpp
         params = xllamacpp.CommonParams()
         params.model.path = str(model)
+        if mmproj is not None:                          # a vision-language model's tower + projector (mtmd)
+            params.mmproj.path = str(mmproj)
+            if image_max_tokens:                        # a dynamic-resolution tower's budget (--image-max-tokens)
+                params.image_max_tokens, params.image_min_tokens = int(image_max_tokens), 1
         params.n_ctx, params.n_parallel = int(ctx), 1
         params.hostnames, params.port = ["127.0.0.1"], 0
         params.ui, params.fit_params, params.verbosity = False, False, 0
@@ -89,7 +94,8 @@ class Llama:
             self.server = xllamacpp.Server(params)
         except (RuntimeError, ValueError) as exc:
             raise LlamaCheckError(f"llama.cpp could not load {Path(model).name}"
-                                  f"{' with ' + Path(lora).name if lora else ''}: {exc}") from None
+                                  f"{' with ' + Path(lora).name if lora else ''}"
+                                  f"{' with ' + Path(mmproj).name if mmproj else ''}: {exc}") from None
 
     def top(self, ids: list[int], k: int = TOP_K) -> list[tuple[int, float]] | None:
         """llama.cpp's k most likely next tokens after `ids`, as (id, log-probability); None when
@@ -116,6 +122,20 @@ class Llama:
         answer = self.server.handle_chat_completions({"messages": [{"role": "user", "content": text}],
                                                       "max_tokens": n, "temperature": 0,
                                                       "cache_prompt": False})
+        _raise_on_error(answer)
+        usage = answer.get("usage") or {}
+        return answer["choices"][0]["message"].get("content") or "", usage.get("prompt_tokens")
+
+    def chat_image(self, text: str, image: Path, n: int = NEW_TOKENS) -> tuple[str, int | None]:
+        """(greedy answer, prompt tokens, the image's included) for one user message showing `image`
+        (an OpenAI image_url part, as a client sends it) through the file's chat template."""
+        import base64
+        import mimetypes
+        kind = mimetypes.guess_type(str(image))[0] or "image/png"
+        url = f"data:{kind};base64," + base64.b64encode(Path(image).read_bytes()).decode()
+        answer = self.server.handle_chat_completions({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}]}],
+            "max_tokens": n, "temperature": 0, "cache_prompt": False})
         _raise_on_error(answer)
         usage = answer.get("usage") or {}
         return answer["choices"][0]["message"].get("content") or "", usage.get("prompt_tokens")

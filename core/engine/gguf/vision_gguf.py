@@ -1,0 +1,82 @@
+"""A vision-language model as GGUF (issue 31): the language model in one file, the vision tower and
+projector in the separate `mmproj` file llama.cpp's mtmd loads (both written by llama.cpp's converter:
+hf_converter.py), and the check that both load in llama.cpp and answer with an image.
+
+The image check: llama.cpp (both files) answers the question beside the training data's first image
+(or, without one, a small drawing and CHECK_PROMPT), greedy, and transformers' base + adapter answers
+the same with the processor. llama.cpp resizes and normalizes images itself (clip.cpp), so the two
+need not agree token for token; the answers are reported, and a request llama.cpp refuses is said in
+words (`image_problem`), not hidden. A dynamic-resolution tower (Qwen2-VL, Qwen2.5-VL) sees an image
+at as many tokens as its budget allows, and llama.cpp's budget is its own, not the processor's (the
+converter does not carry min/max_pixels): the check gives llama.cpp the number of image tokens the
+processor made (`image_max_tokens`, llama.cpp's --image-max-tokens), which the README repeats, or a
+model trained at a small budget reads a large image it never saw (measured on the tiny receipts demo:
+garbage at llama.cpp's own budget, the trained JSON at the processor's).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lorastudio.core.engine.gguf.llama_check import NEW_TOKENS, Llama, LlamaCheckError, reference_answer
+
+CHECK_PROMPT = "Describe this image."
+IMAGE_NEW_TOKENS = 48                   # enough for a line of JSON
+DYNAMIC_RESOLUTION = ("qwen2_vl", "qwen2_5_vl")
+
+
+def drawn_image(folder: Path) -> Path:
+    """A small PNG with a few coloured shapes, for a check when the data shows no image."""
+    from PIL import Image, ImageDraw
+    img = Image.new("RGB", (64, 48), (240, 240, 235))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([4, 4, 30, 26], fill=(200, 40, 40))
+    draw.ellipse([34, 14, 60, 42], fill=(40, 80, 200))
+    path = Path(folder) / "check-image.png"
+    img.save(path)
+    return path
+
+
+def reference_image_answer(model, processor, image: Path, prompt: str, n: int = IMAGE_NEW_TOKENS,
+                           max_pixels: int = 0) -> tuple[str, int]:
+    """(transformers' greedy answer, base + adapter before merging, to `prompt` about `image` through
+    the processor's chat template, as llama.cpp would show it; the image tokens the processor made).
+    `max_pixels`: data.max_image_pixels, as training scaled its images."""
+    import torch
+    from PIL import Image
+    from lorastudio.core.data.images import fit_pixels
+    from lorastudio.core.engine.vision.encoding import image_token_id
+    with Image.open(image) as img:
+        rgb = fit_pixels(img.convert("RGB"), max_pixels)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    text = processor.tokenizer.apply_chat_template(messages, chat_template=processor.chat_template, tokenize=False,
+                                                   add_generation_prompt=True)
+    enc = processor(text=[text], images=[[rgb]], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=n, do_sample=False,
+                             pad_token_id=processor.tokenizer.pad_token_id)
+    tokens = int((enc["input_ids"][0] == image_token_id(processor)).sum())
+    return reference_answer(processor.tokenizer, out[0, enc["input_ids"].shape[1]:].tolist()), tokens
+
+
+def image_check(model_file: Path, mmproj: Path, image: Path, prompt: str, reference: str, threads: int = 1,
+                image_max_tokens: int = 0) -> dict:
+    """Both files in llama.cpp (a LlamaCheckError when they do not load: the export fails), one answer
+    with the image and one without it; the fidelity event's image fields. `image_max_tokens`: the
+    budget llama.cpp gets (0: its own)."""
+    with Llama(model_file, ctx=2048, threads=threads, mmproj=mmproj, image_max_tokens=image_max_tokens) as llama:
+        try:
+            answer, with_image = llama.chat_image(prompt, image, IMAGE_NEW_TOKENS)
+        except LlamaCheckError as exc:
+            return {"image_checked": False, "image_reference": reference,
+                    "image_problem": f"both files load in llama.cpp, but it refused to answer with the image "
+                                     f"({str(exc).removeprefix('llama.cpp refused the request: ')})"}
+        _, without = llama.chat(prompt)
+    same = answer.rstrip("\ufffd").strip() == reference.rstrip("\ufffd").strip()
+    tokens = with_image - without if isinstance(with_image, int) and isinstance(without, int) else None
+    return {"image_checked": True, "image_answer": answer, "image_reference": reference, "image_agree": same,
+            "image_tokens": tokens, "image_max_tokens": image_max_tokens or None}
+
+
+def mmproj_tensors(path: Path) -> int:
+    from gguf import GGUFReader
+    return len(GGUFReader(str(path)).tensors)
