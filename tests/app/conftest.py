@@ -65,3 +65,16 @@ def load_model(qtbot, page, path) -> None:
 def load_data(qtbot, page, path) -> None:
     page.dataset_panel.load(str(path))
     qtbot.waitUntil(lambda: page.dataset_panel.preview is not None, timeout=10_000)
+
+
+def fill_cpu_run(qtbot, page, model, data, lr: str | None = None, **training) -> None:
+    """The Train page set for a short fp32 run on the CPU: `model` and `data` loaded, the training
+    widgets given (max_steps=, seq_len=, batch_size=, grad_accum=, warmup_steps=, save_every=)."""
+    load_model(qtbot, page, model)
+    load_data(qtbot, page, data)
+    page.hardware_panel.set_values({"quantization": "none", "compute_dtype": "fp32", "device": "cpu"})
+    w = page.training_panel.widgets
+    for key, value in training.items():
+        w[f"training.{key}"].setValue(value)
+    if lr is not None:
+        w["training.lr"].setText(lr)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import load_data, load_model
+from conftest import fill_cpu_run
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtWidgets import QMessageBox
 
@@ -15,14 +15,8 @@ WORKER_TIMEOUT_MS = 240_000
 
 
 def fill(qtbot, page, model, data, max_steps):
-    load_model(qtbot, page, model)
-    load_data(qtbot, page, data)
-    page.hardware_panel.set_values({"quantization": "none", "compute_dtype": "fp32", "device": "cpu"})
-    w = page.training_panel.widgets
-    for key, value in (("max_steps", max_steps), ("seq_len", 64), ("batch_size", 4), ("grad_accum", 1),
-                       ("warmup_steps", 1), ("save_every", 0)):
-        w[f"training.{key}"].setValue(value)
-    w["training.lr"].setText("5e-3")
+    fill_cpu_run(qtbot, page, model, data, lr="5e-3", max_steps=max_steps, seq_len=64, batch_size=4, grad_accum=1,
+                 warmup_steps=1, save_every=0)
     assert page.start_bar.start_button.isEnabled(), page.start_bar.reason_label.text()
 
 

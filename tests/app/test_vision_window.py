@@ -5,7 +5,7 @@ worker processes, without five interpreters importing torch."""
 import pytest
 from PySide6.QtCore import Qt
 
-from tests.app.conftest import load_data, load_model
+from tests.app.conftest import fill_cpu_run
 from tests.helpers.tiny_vlms import make_vlm, write_colour_data
 
 from lorastudio.core.journal import read_events
@@ -20,17 +20,11 @@ def test_a_vision_language_model_trains_evaluates_and_merges_from_the_window(qtb
     monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
     model = make_vlm(tmp_path / "model", family)
     data = write_colour_data(tmp_path / "data", 16)
-    load_model(qtbot, page, model)
+    fill_cpu_run(qtbot, page, model, data, lr="1e-2", max_steps=8, seq_len=128, batch_size=4, grad_accum=1,
+                 warmup_steps=1, save_every=0)
     assert page.model_panel.state == "ready"
     assert page.model_panel.values["vision"].text().startswith("vision-language")
     assert page.lora_panel.vision_combo.isVisibleTo(page)
-    load_data(qtbot, page, data)
-    page.hardware_panel.set_values({"quantization": "none", "compute_dtype": "fp32", "device": "cpu"})
-    w = page.training_panel.widgets
-    for key, value in (("max_steps", 8), ("seq_len", 128), ("batch_size", 4), ("grad_accum", 1),
-                       ("warmup_steps", 1), ("save_every", 0)):
-        w[f"training.{key}"].setValue(value)
-    w["training.lr"].setText("1e-2")
     assert page.start_bar.start_button.isEnabled(), page.start_bar.reason_label.text()
 
     qtbot.mouseClick(page.start_bar.start_button, Qt.LeftButton)

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import load_data, load_model
+from conftest import fill_cpu_run
 
 from lorastudio.core.journal import JournalWriter
 from lorastudio.core.runtime.launcher import JobHandle
@@ -47,13 +47,8 @@ def test_after_a_crash_the_pane_shows_how_worker_log_ends(qtbot, page, tmp_path)
 
 @pytest.mark.slow
 def test_a_real_run_keeps_transformers_warnings_in_worker_log(qtbot, page, tiny_llama, text_jsonl):
-    load_model(qtbot, page, tiny_llama)
-    load_data(qtbot, page, text_jsonl)
-    page.hardware_panel.set_values({"quantization": "none", "compute_dtype": "fp32", "device": "cpu"})
-    w = page.training_panel.widgets
-    for key, value in (("max_steps", 2), ("seq_len", 32), ("batch_size", 2), ("grad_accum", 1),
-                       ("warmup_steps", 0), ("save_every", 0)):
-        w[f"training.{key}"].setValue(value)
+    fill_cpu_run(qtbot, page, tiny_llama, text_jsonl, max_steps=2, seq_len=32, batch_size=2, grad_accum=1,
+                 warmup_steps=0, save_every=0)
     page.start()
     qtbot.waitUntil(lambda: page.running, timeout=20_000)
     qtbot.waitUntil(lambda: page.dashboard.state.finished, timeout=240_000)
