@@ -76,7 +76,7 @@ def train_config(config: RunConfig, source: str, args) -> int:
     except UserError as exc:            # another process writes into --run-dir (core/runs/locks.py)
         return fail(exc.message, exc.hint)
     lora = report.lora_params(config.lora.targets, config.lora.r, config.lora.use_dora)
-    lora += added_lora_params(info, config.lora)        # lora.vision's projector / vision tower
+    lora += added_lora_params(info, config.lora.r, config.lora.use_dora, config.lora.vision)   # lora.vision's parts
     print(f"Run folder: {run_dir}")
     print(f"Model: {info.architecture} ({format_count(info.num_parameters)}), {config.quantization}; "
           f"LoRA r={config.lora.r} on {config.lora.targets}: {format_count(lora)} trainable")

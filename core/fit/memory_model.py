@@ -48,6 +48,7 @@ from typing import Any
 from lorastudio.core.config import RunConfig
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.models.info import ModelInfo
+from lorastudio.core.models.vision import added_lora_params
 from lorastudio.core.models.targets import TargetReport, discover_targets, linear_modules, memory_name
 
 GIB = 1 << 30
@@ -186,6 +187,7 @@ class Knobs:
     pairs: bool = False             # dpo / orpo: a chosen and a rejected answer per example
     fused_lora: bool = False        # the fused QLoRA path: quantized weights dequantized for bf16 GEMMs
     grouped_experts: bool = False   # the experts' LoRA on the grouped path (training.fused_lora), not PEFT's merge
+    vision: str = "none"            # lora.vision: none | projector | all (a vision-language model's other parts)
 
     @property
     def tokens(self) -> int:
@@ -231,7 +233,8 @@ def knobs_of(config: RunConfig, mode: str, on_gpu: bool = True, fused_loss: bool
                  packing=bool(getattr(config.data, "packing", False)),
                  pairs=getattr(t, "method", "sft") in ("dpo", "orpo"),
                  fused_lora=(not cpu) and getattr(t, "fused_lora", True) and lora.dropout == 0 and not lora.use_dora,
-                 grouped_experts=bool(getattr(t, "fused_lora", True)))
+                 grouped_experts=bool(getattr(t, "fused_lora", True)),
+                 vision=getattr(lora, "vision", "none"))
 
 
 # ---- the terms ------------------------------------------------------------------------------
@@ -350,11 +353,14 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
     adapted = _memo(("adapted", id(report), targets_key), (report,), lambda: adapted_modules(report, k.targets))
     experts = _memo(("experts", id(report), targets_key), (report,),
                     lambda: [report.expert_params[p] for p in report.matching_experts(k.targets)])
+    vision = added_lora_params(info, k.r, k.dora, k.vision) if k.vision != "none" else 0
     lora_params = (sum(k.r * (d_in + d_out) + (d_out if k.dora else 0) for d_in, d_out in adapted)
-                   + sum(e * k.r * (d_in + d_out) for e, d_in, d_out in experts))
+                   + sum(e * k.r * (d_in + d_out) for e, d_in, d_out in experts) + vision)
     terms.append(Term("lora", "LoRA weights, gradients, AdamW", lora_params * LORA_STATE_BYTES,
                       f"{lora_params:,} trainable × {LORA_STATE_BYTES} B (fp32 weight, grad, 2 moments)"
-                      + (f"; {len(experts)} expert parameters with one A and B per expert" if experts else "")))
+                      + (f"; {len(experts)} expert parameters with one A and B per expert" if experts else "")
+                      + (f"; {vision:,} in the {'projector' if k.vision == 'projector' else 'projector and vision tower'}"
+                         if vision else "")))
 
     per_layer = [m for m in adapted]          # modules per layer: spread evenly over the layers
     per_layer_share = per_layer[: max(1, len(per_layer) // L)] if per_layer else []

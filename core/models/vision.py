@@ -134,9 +134,10 @@ def part_lora_params(info: "ModelInfo", r: int, dora: bool = False) -> dict[str,
     return out
 
 
-def added_lora_params(info: "ModelInfo", lora) -> int:
-    """The LoRA parameters lora.vision adds to lora.targets' (the projector's, the vision tower's)."""
+def added_lora_params(info: "ModelInfo", r: int, dora: bool, vision: str) -> int:
+    """The LoRA parameters lora.vision adds to lora.targets' (the projector's, the vision tower's):
+    what the train command announces and the memory model counts."""
     if vision_family(info) is None:
         return 0
-    extra = part_lora_params(info, lora.r, lora.use_dora)
-    return sum(extra[p] for p in VISION_CHOICE_PARTS[lora.vision] if p != "language")
+    extra = part_lora_params(info, r, dora)
+    return sum(extra[p] for p in VISION_CHOICE_PARTS[vision] if p != "language")
