@@ -172,7 +172,8 @@ class Export:
         self.phase("reference", 0.35, "Answering about an image with base + adapter")
         answer, self.image_tokens = reference_image_answer(model, self.processor, self.check_image_file(),
                                                            self.spec.get("image_prompt") or CHECK_PROMPT,
-                                                           max_pixels=int(self.spec.get("image_max_pixels") or 0))
+                                                           max_pixels=int(self.spec.get("image_max_pixels") or 0),
+                                                           sized=self.tmp / "check-image-sized.png")
         return answer
 
     def image_check(self, written: Path, mmproj: Path) -> dict:
@@ -180,10 +181,10 @@ class Export:
         self.phase("checking", 0.93, "Loading the model and its mmproj in llama.cpp and asking about an image")
         config = json.loads(Path(self.spec["base"], "config.json").read_text(encoding="utf-8"))
         budget = self.image_tokens if config.get("model_type") in vision_gguf.DYNAMIC_RESOLUTION else 0
-        found = vision_gguf.image_check(written, mmproj, self.check_image_file(),
+        found = vision_gguf.image_check(written, mmproj, self.tmp / "check-image-sized.png",
                                         self.spec.get("image_prompt") or vision_gguf.CHECK_PROMPT,
                                         self.image_reference or "", threads=llama_check.default_threads(),
-                                        image_max_tokens=budget)
+                                        image_max_tokens=budget, model_type=config.get("model_type", ""))
         return {**found, "mmproj_tensors": vision_gguf.mmproj_tensors(mmproj)}
 
     # ---- adapter only ---------------------------------------------------------------------
@@ -282,7 +283,10 @@ def vision_readme(model: str, mmproj: str, fidelity: dict) -> str:
         found = f"Not checked with an image: {fidelity.get('image_problem')}."
     budget_note = (f" `--image-max-tokens {budget}` gives llama.cpp the image budget the model was trained at "
                    "(the processor's: llama.cpp's own is larger, and a model trained small reads large images "
-                   "badly); raise it if your training images were larger than the check's." if budget else "")
+                   "badly); raise it if your training images were larger than the check's. llama.cpp also sizes "
+                   "an image its own way within the budget (keeping its shape): the check gave it the image at "
+                   "the size the processor made, and at small budgets your images read best sized so too."
+                   if budget else "")
     return (f"\n## Images\n\nThis is a vision-language model: `{mmproj}` holds its vision tower and projector. "
             f"Give llama.cpp both:\n\n    llama-mtmd-cli -m {model} --mmproj {mmproj}{flag} --image PICTURE.png "
             f"-p \"your question\"\n    llama-server -m {model} --mmproj {mmproj}{flag}\n\n"

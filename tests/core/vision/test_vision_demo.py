@@ -11,15 +11,15 @@ from lorastudio.core.cli import main as cli_main
 from lorastudio.core.models import vision_demo
 from tests.helpers.tiny_vlms import make_vlm
 
-EMBEDDING_SCALE = 8.0
-TINY_STEPS, TINY_LR = 600, 5e-3         # about 15 s on 2 cores
+EMBEDDING_SCALE = 6.0
+TINY_STEPS, TINY_LR = 1200, 5e-3        # about 25 s on 2 cores
 
 
 def test_the_demo_draws_receipts_and_fills_the_preset(tmp_path, capsys):
     from PIL import Image
     assert vision_demo.main([str(tmp_path / "demo"), "--model", "some/model", "--train", "6", "--heldout", "3"]) == 0
     config = yaml.safe_load((tmp_path / "demo" / "receipts.yaml").read_text())
-    assert config["model"] == "some/model" and config["lora"]["vision"] == "projector"
+    assert config["model"] == "some/model" and config["lora"]["vision"] == "none"
     rows = [json.loads(line) for line in open(config["data"]["path"])]
     held = [json.loads(line) for line in open(config["data"]["validation_path"])]
     assert len(rows) == 6 and len(held) == 3
@@ -52,10 +52,10 @@ def with_a_trained_scale(model, scale: float = EMBEDDING_SCALE) -> None:
 
 def test_a_tiny_vision_language_model_learns_the_receipts_json(tmp_path, monkeypatch, inline_jobs, capsys):
     """Store and payment only (colours a 56-pixel view keeps; the total is text a tiny random model
-    cannot read). What a short CPU run gives (docs/vision.md): the base answers nothing of the
-    shape; the adapter answers every held-out receipt as valid JSON of the shape, but which shop and
-    payment is near chance (1 in 8): the image features tell the shops apart (a nearest-centroid
-    probe on them is exact), the tiny language model does not learn to read them in 600 steps."""
+    cannot read), the preset's LoRA (language model only). The base answers nothing of the shape;
+    the adapter reads the shop and the payment off held-out receipts (docs/vision.md has the figures:
+    16 of 16 at 1,200 steps; 600–900 steps stay at chance, 1 in 8, and adapting the projector and
+    tower too kept it there)."""
     monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
     model = make_vlm(tmp_path / "model", "qwen2_vl", vision_depth=3)      # 3: for the mmproj (test_vision_gguf)
     with_a_trained_scale(model)
@@ -64,7 +64,6 @@ def test_a_tiny_vision_language_model_learns_the_receipts_json(tmp_path, monkeyp
     config = yaml.safe_load(path.read_text())
     config["device"] = "cpu"
     config["training"].update(max_steps=TINY_STEPS, lr=TINY_LR, seq_len=256, save_every=0, warmup_steps=2)
-    config["lora"]["vision"] = "all"
     path.write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
     assert cli_main(["train", str(path), "--run-dir", str(run)]) == 0
@@ -74,9 +73,9 @@ def test_a_tiny_vision_language_model_learns_the_receipts_json(tmp_path, monkeyp
     base, adapter = result["base"], result["adapter"]
     assert base["prompts"] == adapter["prompts"] == 16
     assert base["exact_match"] == 0.0 and base["json_valid"] == 0.0, base
-    assert adapter["json_valid"] >= 0.9 and adapter["loss"] < base["loss"] / 10, adapter
-    assert adapter["exact_match"] >= base["exact_match"]
-    # as GGUF: llama.cpp, with the model and its mmproj, reads the first training receipt as JSON of the shape
+    assert adapter["json_valid"] == 1.0 and adapter["loss"] < base["loss"] / 10, adapter
+    assert adapter["exact_match"] >= 0.75, adapter          # chance is 1 in 8
+    # as GGUF: llama.cpp, with the model and its mmproj, reads the first training receipt as transformers does
     out = tmp_path / "gguf" / "receipts-f16.gguf"
     assert cli_main(["export-gguf", str(run), str(out), "--type", "f16"]) == 0
     capsys.readouterr()
@@ -84,5 +83,6 @@ def test_a_tiny_vision_language_model_learns_the_receipts_json(tmp_path, monkeyp
     job = next((run / "gguf-exports").iterdir())
     fidelity = next(e for e in read_events(job / "events.jsonl") if e["type"] == "fidelity")
     assert fidelity["image_checked"] and not fidelity["flagged"], fidelity
-    assert set(json.loads(fidelity["image_answer"])) == {"store", "payment"}, fidelity["image_answer"]
-    assert set(json.loads(fidelity["image_reference"])) == {"store", "payment"}
+    reference = json.loads(train.read_text().splitlines()[0])["messages"][1]["content"]
+    assert json.loads(fidelity["image_answer"]) == json.loads(reference), fidelity["image_answer"]
+    assert fidelity["image_agree"] and fidelity["image_max_tokens"] == 2

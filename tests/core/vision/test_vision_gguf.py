@@ -17,7 +17,7 @@ from tests.helpers.tiny_vlms import make_vlm, write_colour_data
 pytestmark = pytest.mark.skipif(converter_dir() is None, reason="llama.cpp's converter is not installed")
 
 # family -> whether this llama.cpp build answers with an image through the mmproj (Idefics3 / SmolVLM:
-# it loads both files, but its tiled-image request fails with "Invalid token"; said in image_problem)
+# it loads both files, but refuses the tiled image ("Invalid token") or hangs on it: not asked, said in image_problem)
 EXPORTED = {"qwen2_vl": True, "qwen2_5_vl": True, "gemma3": True, "idefics3": False, "smolvlm": False}
 
 
