@@ -284,7 +284,7 @@ def vision_readme(model: str, mmproj: str, fidelity: dict) -> str:
     budget_note = (f" `--image-max-tokens {budget}` gives llama.cpp the image budget the model was trained at "
                    "(the processor's: llama.cpp's own is larger, and a model trained small reads large images "
                    "badly); raise it if your training images were larger than the check's. llama.cpp also sizes "
-                   "an image its own way within the budget (keeping its shape): the check gave it the image at "
+                   "an image its own way within the budget: the check gave it the image at "
                    "the size the processor made, and at small budgets your images read best sized so too."
                    if budget else "")
     return (f"\n## Images\n\nThis is a vision-language model: `{mmproj}` holds its vision tower and projector. "

@@ -12,9 +12,9 @@ converter does not carry min/max_pixels): the check gives llama.cpp the number o
 processor made (`image_max_tokens`, llama.cpp's --image-max-tokens), which the README repeats, or a
 model trained at a small budget reads a large image it never saw (measured on the tiny receipts demo:
 garbage at llama.cpp's own budget, the trained JSON at the processor's). Within the budget llama.cpp
-also sizes the image its own way (keeping its shape where the processor stretches it to whole
-patches), so the check hands it the image at the size the processor made (`sized_image`): the pair
-of files is judged, not the resizing (on the tiny demo: 16 of 16 held-out receipts read right at the
+also sizes the image its own way (not as the processor, which stretches it to whole patches), so
+the check hands it the image at the size the processor made (`sized_image`): the pair of files is
+judged, not the resizing (on the tiny demo: 16 of 16 held-out receipts read right at the
 processor's size, 3 of 16 from the raw image; docs/vision.md).
 """
 from __future__ import annotations
