@@ -86,12 +86,14 @@ def image_check(model_file: Path, mmproj: Path, image: Path, prompt: str, refere
     """Both files in llama.cpp (a LlamaCheckError when they do not load: the export fails), one answer
     with the image and one without it; the fidelity event's image fields. `image_max_tokens`: the
     budget llama.cpp gets (0: its own)."""
+    if model_type in NO_IMAGE_ANSWER:
+        # not even loaded: with this mmproj, llama.cpp's server sometimes never ends (its threads are
+        # not joined when it is closed — the export hung in CI), so the language model alone is checked
+        return {"image_checked": False, "image_reference": reference,
+                "image_problem": f"the mmproj was written by llama.cpp's converter but not loaded: this llama.cpp "
+                                 f"build cannot answer {NO_IMAGE_ANSWER[model_type]} with an image (it refuses the "
+                                 "tiled image with 'Invalid token', or never answers and cannot be closed)"}
     with Llama(model_file, ctx=2048, threads=threads, mmproj=mmproj, image_max_tokens=image_max_tokens) as llama:
-        if model_type in NO_IMAGE_ANSWER:
-            return {"image_checked": False, "image_reference": reference,
-                    "image_problem": f"both files load in llama.cpp, but this llama.cpp build cannot answer "
-                                     f"{NO_IMAGE_ANSWER[model_type]} with an image (it refuses the tiled image "
-                                     "with 'Invalid token' or never answers), so it was not asked"}
         try:
             answer, with_image = llama.chat_image(prompt, image, IMAGE_NEW_TOKENS)
         except LlamaCheckError as exc:
