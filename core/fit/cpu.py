@@ -20,6 +20,7 @@ Time per optimizer step: the arithmetic of a LoRA step over this machine's rate.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,10 @@ def step_flops(config: RunConfig, info: ModelInfo, mode: str, per_example: float
     return float(tokens) * info.num_parameters * _flops_per_token(mode)
 
 
+@functools.lru_cache(maxsize=1)
 def machine() -> str:
-    """This CPU in words, as DATA/cpu-rate.json keys it: "Intel(R) Xeon(R) … × 2"."""
+    """This CPU in words, as DATA/cpu-rate.json keys it: "Intel(R) Xeon(R) … × 2". Read once a process:
+    the window estimates at every change of the form."""
     import os
     import platform
     name = ""
