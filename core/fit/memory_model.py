@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lorastudio.core.config import RunConfig
+from lorastudio.core.fit import vision_memory
 from lorastudio.core.formatting import format_bytes
 from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.vision import added_lora_params
@@ -188,6 +189,8 @@ class Knobs:
     fused_lora: bool = False        # the fused QLoRA path: quantized weights dequantized for bf16 GEMMs
     grouped_experts: bool = False   # the experts' LoRA on the grouped path (training.fused_lora), not PEFT's merge
     vision: str = "none"            # lora.vision: none | projector | all (a vision-language model's other parts)
+    image_patches: int = 0          # the vision tower's patches in the largest micro-batch (core/fit/vision_memory.py)
+    image_words: str = ""
 
     @property
     def tokens(self) -> int:
@@ -329,6 +332,11 @@ def estimate(config: RunConfig, info: ModelInfo, mode: str | None = None, *, rep
     if chosen == "auto":
         chosen = "checkpoint"
     k = knobs_of(config, chosen, on_gpu=on_gpu, fused_loss=fused_loss)
+    tower = _memo(("tower", id(info)), (info,), lambda: vision_memory.tower_of(info))
+    if tower is not None:
+        data = config.data
+        load = vision_memory.image_load(str(data.path or ""), int(getattr(data, "max_image_pixels", 0) or 0))
+        k.image_patches, k.image_words = vision_memory.micro_batch_patches(tower, load, k.batch_size, k.seq_len)
     return estimate_knobs(k, info, report or discover_targets(info), calibration or load_calibration())
 
 
@@ -403,6 +411,10 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
         loss = int(T * shape.vocab * (b + 12))
         loss_how = f"{T:,} tokens × {shape.vocab:,} vocab × {b + 12} B (logits, fp32 copy, log-softmax, grad)"
     terms.append(Term("loss", "Logits and loss", loss, loss_how))
+    if k.image_patches:
+        tower = _memo(("tower", id(info)), (info,), lambda: vision_memory.tower_of(info))
+        image_bytes, image_how = vision_memory.vision_bytes(tower, k.image_patches, k.vision, k.mode, k.r, b)
+        terms.append(Term("images", "Images (vision tower, projector)", image_bytes, f"{image_how}; {k.image_words}"))
     if experts and not k.grouped_experts:
         terms.append(expert_merge_term(experts, max(moe_layers, 1), k.mode, dense_bytes))
 
