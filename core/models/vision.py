@@ -30,8 +30,14 @@ class VisionFamily:
 FAMILIES = (
     VisionFamily("Qwen2-VL / Qwen2.5-VL", ("qwen2_vl", "qwen2_5_vl"), projector=("visual.merger.",),
                  vision=("visual.",), language=("language_model.", "lm_head")),
+    # Qwen3-VL: besides the merger, "deepstack" mergers project features of inner tower blocks into the
+    # first layers of the language model (projector too)
+    VisionFamily("Qwen3-VL", ("qwen3_vl",), projector=("visual.merger.", "visual.deepstack_merger_list."),
+                 vision=("visual.",), language=("language_model.", "lm_head")),
     VisionFamily("Idefics3 / SmolVLM", ("idefics3", "smolvlm"), projector=("connector.",),
                  vision=("vision_model.",), language=("text_model.", "lm_head")),
+    # LLaVA 1.5 (CLIP tower), LLaVA-NeXT (CLIP, images tiled: anyres) and Pixtral (model_type llava with
+    # a Pixtral tower)
     VisionFamily("LLaVA", ("llava", "llava_next"), projector=("multi_modal_projector.",),
                  vision=("vision_tower.",), language=("language_model.", "lm_head")),
     VisionFamily("Gemma 3", ("gemma3",), projector=("multi_modal_projector.",), vision=("vision_tower.",),
@@ -101,7 +107,8 @@ def adapted_parts(tensor_names) -> dict[str, list[str]]:
         if ".lora_A." not in name:
             continue
         module = name.split(".lora_A.")[0]
-        part = next((q for q in (part_of(module, f) for f in FAMILIES) if q != "language"), "language")
+        found = {part_of(module, f) for f in FAMILIES}      # a projector's name may hold a tower's (Qwen3-VL's
+        part = next((p for p in ("projector", "vision") if p in found), "language")     # visual.deepstack_…)
         out[part].append(module)
     return out
 

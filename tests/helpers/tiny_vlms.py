@@ -1,5 +1,5 @@
 """Tiny random vision-language models of each family we train, built offline from transformers'
-config classes (hidden 64, 2 layers, a 2-layer vision tower on 28–56 px images, patch 14) and saved
+config classes (hidden 64, 2 layers, a 2-layer vision tower on 28–64 px images, patch 14; Qwen3-VL's 16) and saved
 with their processor: the byte-level tokenizer of tiny_models.make_tokenizer plus the family's
 image tokens, its image processor (the Pillow backend) constructed directly, and a chat template
 that lays user turns out as image and text parts. Also small PNG data sets drawn with Pillow.
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tests.helpers.tiny_models import make_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava", "gemma3", "mllama")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "idefics3", "smolvlm", "llava", "llava_next", "pixtral", "gemma3",
+            "mllama")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
 
 # ChatML with content parts; `image` is the family's placeholder in the template.
@@ -44,7 +45,7 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
     its mmproj needs at least 3, as every real one has)."""
     import torch
     import transformers as tf
-    from lorastudio.core.engine.vision.loading import image_only
+    from lorastudio.core.engine.vision.loading import image_only, processor_class
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,6 +76,24 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
                                           temporal_patch_size=2)
         processor = image_only(processor_class)(image_processor=images, tokenizer=tok,
                                                  chat_template=chat_template("<|vision_start|><|image_pad|><|vision_end|>"))
+    elif family == "qwen3_vl":      # Qwen3-VL: patch 16, learned position embeddings, deepstack mergers
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        tok = _tokenizer(folder, ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
+        ids = {key: tok.convert_tokens_to_ids(t) for key, t in (
+            ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+        rope = {"rope_type": "default", "mrope_section": [4, 2, 2], "mrope_interleaved": True, "rope_theta": 10000.0}
+        cfg = tf.Qwen3VLConfig(
+            text_config=_text(tok, head_dim=16, rope_parameters=rope),
+            vision_config=dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                               patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                               deepstack_visual_indexes=[0, 1]),
+            tie_word_embeddings=True, **ids)
+        model = tf.Qwen3VLForConditionalGeneration(cfg)
+        images = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=64 * 64, patch_size=16, merge_size=2,
+                                          temporal_patch_size=2)
+        processor = image_only(tf.Qwen3VLProcessor)(image_processor=images, tokenizer=tok,
+                                                     chat_template=chat_template("<|vision_start|><|image_pad|><|vision_end|>"))
     elif family == "idefics3":
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
         grid = [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]
@@ -104,6 +123,36 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
                                                    vision_feature_select_strategy="default",
                                                    num_additional_image_tokens=1,
                                                    chat_template=chat_template("<image>"))
+    elif family == "llava_next":    # LLaVA-NeXT: the image tiled on a grid (anyres) plus an overview, rows of features
+        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+        tok = _tokenizer(folder, ["<image>"])
+        pinpoints = [[28, 56], [56, 28], [56, 56]]
+        cfg = tf.LlavaNextConfig(
+            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14),
+            text_config=_text(tok, model_type="llama"), image_grid_pinpoints=pinpoints,
+            image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+            vision_feature_select_strategy="default", tie_word_embeddings=False)
+        model = tf.LlavaNextForConditionalGeneration(cfg)
+        images = LlavaNextImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+                                            image_grid_pinpoints=pinpoints)
+        processor = image_only(tf.LlavaNextProcessor)(image_processor=images, tokenizer=tok, patch_size=14,
+                                                       vision_feature_select_strategy="default",
+                                                       num_additional_image_tokens=1,
+                                                       chat_template=chat_template("<image>"))
+    elif family == "pixtral":       # Pixtral-12B's layout: LLaVA with a Pixtral tower (any image size, 2-D RoPE)
+        from transformers.models.pixtral.image_processing_pil_pixtral import PixtralImageProcessorPil
+        tok = _tokenizer(folder, ["[IMG]", "[IMG_BREAK]", "[IMG_END]"])
+        cfg = tf.LlavaConfig(
+            vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=2, image_size=56, patch_size=14, hidden_act="silu"),
+            text_config=_text(tok, model_type="mistral", head_dim=16),
+            image_token_id=tok.convert_tokens_to_ids("[IMG]"), vision_feature_layer=-1,
+            vision_feature_select_strategy="full", projector_hidden_act="gelu", tie_word_embeddings=False)
+        model = tf.LlavaForConditionalGeneration(cfg)
+        images = PixtralImageProcessorPil(size={"longest_edge": 56}, patch_size=14)
+        processor = image_only(processor_class("PixtralProcessor"))(image_processor=images, tokenizer=tok, patch_size=14,
+                                                     spatial_merge_size=1, chat_template=chat_template("[IMG]"))
     elif family == "smolvlm":       # SmolVLM2: Idefics3's layout, a processor that also reads video
         from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
         grid = [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]

@@ -48,8 +48,11 @@ def image_token_ids(processor) -> set[int]:
     """The ids of the tokens that stand for or frame images."""
     tok = processor.tokenizer
     ids = {getattr(processor, "image_token_id", None), image_token_id(processor)}
+    named = getattr(processor, "image_token_ids", None)        # Pixtral's: [IMG], [IMG_BREAK], [IMG_END]
+    if isinstance(named, (list, tuple, set)):
+        ids.update(named)
     for token in tok.get_vocab():
-        if token.startswith("<") and IMAGE_TOKEN_PATTERN.search(token) and token in tok.all_special_tokens + list(
+        if token.startswith(("<", "[")) and IMAGE_TOKEN_PATTERN.search(token) and token in tok.all_special_tokens + list(
                 getattr(tok, "added_tokens_encoder", {})):
             ids.add(tok.convert_tokens_to_ids(token))
     return {i for i in ids if isinstance(i, int)}
@@ -74,7 +77,7 @@ class ImageEncoder:
             template_messages(messages), chat_template=self.processor.chat_template, tokenize=False,
             add_generation_prompt=generation_prompt)
         enc = self.processor(text=[text], images=[images] if images else None)
-        return list(enc["input_ids"][0])
+        return [int(t) for t in enc["input_ids"][0]]        # ints, also where a processor makes tensors (Pixtral's)
 
     def encode(self, example: Example, source: str, train_on: str, seq_len: int) -> tuple[int, Encoded | None]:
         images = [open_image(p, example.where, source, self.max_pixels) for p in example.images]

@@ -12,9 +12,15 @@ from lorastudio.core.errors import ModelError
 from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.vision import VISION_CHOICE_PARTS, part_of, vision_family
 
-PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "idefics3": "Idefics3Processor",
-              "smolvlm": "SmolVLMProcessor", "llava": "LlavaProcessor", "llava_next": "LlavaNextProcessor",
-              "gemma3": "Gemma3Processor", "mllama": "MllamaProcessor"}
+PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor",
+              "idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor", "llava": "LlavaProcessor",
+              "llava_next": "LlavaNextProcessor", "gemma3": "Gemma3Processor", "mllama": "MllamaProcessor"}
+# Processors transformers marks as needing torchvision only because their module imports one sizing
+# helper (get_resize_output_image_size) from the family's torchvision image processor, to count an
+# image's tokens ahead, which we never ask: class -> (family folder, the torchvision module, the Pillow
+# module that has the same helper).
+TORCHVISION_ONLY_BY_IMPORT = {"PixtralProcessor": ("pixtral", "image_processing_pixtral",
+                                                   "image_processing_pil_pixtral")}
 
 
 def is_vision(info: ModelInfo) -> bool:
@@ -44,6 +50,33 @@ def image_only(cls):
     return ImageOnly
 
 
+def processor_class(name: str):
+    """transformers' class `name`, or None. A class in TORCHVISION_ONLY_BY_IMPORT comes from its own
+    module, imported with the helper it wants taken from the Pillow image processor, when torchvision
+    is not installed (transformers then gives a placeholder that refuses to be used)."""
+    import importlib
+    import importlib.util
+    import sys
+    import transformers
+    cls = getattr(transformers, name, None)
+    if name not in TORCHVISION_ONLY_BY_IMPORT or importlib.util.find_spec("torchvision") is not None:
+        return cls
+    folder, torchvision_module, pil_module = TORCHVISION_ONLY_BY_IMPORT[name]
+    package = f"transformers.models.{folder}"
+    loaded = sys.modules.get(f"{package}.processing_{folder}")
+    if loaded is None:
+        helpers = f"{package}.{torchvision_module}"
+        stand_in = types.ModuleType(helpers)
+        stand_in.get_resize_output_image_size = importlib.import_module(
+            f"{package}.{pil_module}").get_resize_output_image_size
+        sys.modules[helpers] = stand_in
+        try:
+            loaded = importlib.import_module(f"{package}.processing_{folder}")
+        finally:
+            del sys.modules[helpers]
+    return getattr(loaded, name, None)
+
+
 def processor_class_name(info: ModelInfo) -> str:
     for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
         try:
@@ -61,12 +94,13 @@ def load_processor(info: ModelInfo):
     what is missing when it cannot be built."""
     import transformers
     name = processor_class_name(info)
-    cls = getattr(transformers, name, None) if name else None
+    cls = processor_class(name) if name else None
     if cls is None or not isinstance(cls, type):
         raise ModelError(f"{info.path}: no processor class that transformers {transformers.__version__} knows "
                          f"({name or 'none named'}) for model type {info.model_type}",
                          "use a model folder with processor_config.json / preprocessor_config.json from a "
-                         "supported family (Qwen2-VL, Qwen2.5-VL, SmolVLM, Idefics3, LLaVA)")
+                         "supported family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM, Idefics3, LLaVA, LLaVA-NeXT, "
+                         "Pixtral, Gemma 3, Llama 3.2 Vision)")
     if not any((Path(info.path) / n).is_file() for n in ("preprocessor_config.json", "processor_config.json")):
         raise ModelError(f"{info.path} has no preprocessor_config.json or processor_config.json: the image processor of this "
                          f"{info.architecture} cannot be built", "copy the model's preprocessor_config.json "
@@ -77,7 +111,7 @@ def load_processor(info: ModelInfo):
         raise ModelError(f"{info.path}: the {name} could not be built for images ({type(exc).__name__}: "
                          f"{str(exc)[:300]})", "this family's image processor needs a package that is missing "
                          "here (torchvision, for some); install it, or use a model whose image processor has "
-                         "a Pillow backend (Qwen2-VL, Idefics3 / SmolVLM, LLaVA)") from None
+                         "a Pillow backend (the Qwen-VL, Idefics3 / SmolVLM and LLaVA families, Gemma 3, Mllama)") from None
     tok = processor.tokenizer
     if tok.pad_token_id is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token

@@ -16,7 +16,9 @@ from tests.helpers.tiny_vlms import make_vlm, write_colour_data
 
 
 @pytest.mark.parametrize("family, vision", [("qwen2_vl", "none"), ("qwen2_vl", "projector"), ("llava", "all"),
-                                            ("idefics3", "projector")])
+                                            ("idefics3", "projector"),
+                                            *((f, v) for f in ("qwen3_vl", "llava_next", "pixtral")
+                                              for v in ("none", "projector", "all"))])
 def test_the_lora_term_counts_what_the_run_trains(tmp_path, family, vision, inline_jobs, monkeypatch, capsys):
     monkeypatch.setenv("LORASTUDIO_CACHE", str(tmp_path / "cache"))
     model = make_vlm(tmp_path / "model", family)

@@ -20,7 +20,9 @@ from tests.helpers.tiny_models import write_config
 from tests.helpers.tiny_vlms import FAMILIES, write_colour_data, write_image
 from tests.helpers.training import jsonl
 
-FAMILY_NAMES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "qwen2_5_vl": "Qwen2-VL / Qwen2.5-VL", "gemma3": "Gemma 3", "mllama": "Llama 3.2 Vision (Mllama)", "idefics3": "Idefics3 / SmolVLM", "smolvlm": "Idefics3 / SmolVLM", "llava": "LLaVA"}
+FAMILY_NAMES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "qwen2_5_vl": "Qwen2-VL / Qwen2.5-VL", "qwen3_vl": "Qwen3-VL",
+                "gemma3": "Gemma 3", "mllama": "Llama 3.2 Vision (Mllama)", "idefics3": "Idefics3 / SmolVLM",
+                "smolvlm": "Idefics3 / SmolVLM", "llava": "LLaVA", "llava_next": "LLaVA", "pixtral": "LLaVA"}
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,8 @@ def test_lora_vision_chooses_the_adapted_parts(tmp_path, vlms, family, vision):
     if family == "gemma3":
         expected = expected - {"projector"}
     assert parts == expected
+    if family == "qwen3_vl" and vision != "none":       # its deepstack mergers are projector layers
+        assert {m.split("deepstack_merger_list.")[1].split(".")[0] for m in adapted if "deepstack" in m} == {"0", "1"}
     language = [m for m in adapted if part_of(m, fam) == "language"]
     assert language and all(m.split(".")[-1] in ("q_proj", "v_proj") for m in language)
     assert any(f"lora.vision: {vision}" in n for n in loaded.notes)
