@@ -1,9 +1,10 @@
-"""`lorastudio fit CONFIG [--gpu-memory 24GiB] [--json] [--auto [--write]]`: will it fit?
+"""`lorastudio fit CONFIG [--gpu-memory 24GiB] [--json] [--auto [--write]] [--max-context]`: will it fit?
 
 The estimated peak of GPU memory and where it goes (core/fit/memory_model.py), compared with the
 GPU NVML finds (or the size given; without either, with common consumer cards); a config set to
 train on the CPU is estimated as it would train on a GPU. `--auto` prints
-the fastest settings that fit (core/fit/advice.py) and `--write` saves them into CONFIG. Reads
+the fastest settings that fit (core/fit/advice.py) and `--write` saves them into CONFIG;
+`--max-context` the longest seq_len that fits at batch 1 (advice.longest_context). Reads
 config.json and safetensors headers only: no torch, an answer in a fraction of a second.
 
 Exit status: 0 it fits (or there is nothing to compare with), 1 it does not fit (with --auto:
@@ -19,7 +20,7 @@ import yaml
 from lorastudio.core.atomic_files import atomic_write_text
 from lorastudio.core.cli.output import config_failure, fail
 from lorastudio.core.config import ConfigError, RunConfig
-from lorastudio.core.fit.advice import Advice, choose_memory_mode, fit_settings
+from lorastudio.core.fit.advice import Advice, choose_memory_mode, fit_settings, longest_context
 from lorastudio.core.fit.memory_model import Estimate, as_on_gpu, estimate
 from lorastudio.core.fit.targets import CARDS, GpuMemoryError, Target, detected_targets, parse_memory
 from lorastudio.core.formatting import format_bytes, format_count
@@ -35,6 +36,8 @@ def fit_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--auto", action="store_true", help="print the fastest settings that fit")
     p.add_argument("--write", action="store_true", help="with --auto: save those settings into CONFIG")
+    p.add_argument("--max-context", action="store_true", help="print the longest seq_len that fits (batch 1, "
+                   "the memory mode that allows the longest)")
 
 
 def fit(args) -> int:
@@ -64,22 +67,32 @@ def fit(args) -> int:
     capacity = target.bytes if target else None
     mode, why = choose_memory_mode(config, info, capacity, report=report)
     est = estimate(config, info, mode, report=report)
-    advice = None
+    advice = context = None
+    if args.max_context:
+        if target is None:
+            return fail("--max-context needs a GPU size: no CUDA GPU was found",
+                        "name the card's memory, e.g. --gpu-memory 24GiB")
+        context = longest_context(config, info, capacity, report=report)
     if args.auto:
         if target is None:
             return fail("--auto needs a GPU size: no CUDA GPU was found",
                         "name the card's memory, e.g. --gpu-memory 24GiB")
         advice = fit_settings(config, info, capacity, report=report)
     if args.json:
-        print(json.dumps(_as_json(info, est, target, why, advice), indent=2))
+        out = _as_json(info, est, target, why, advice)
+        if context is not None:
+            out["max_context"] = context.to_dict()
+        print(json.dumps(out, indent=2))
     else:
         _print(config, info, est, target, why, advice)
+        if context is not None:
+            print(context.words())
     if advice is not None and args.write and advice.fits and advice.overrides:
         write_overrides(args.config, advice.overrides)
         if not args.json:
             print(f"Wrote {', '.join(f'{k}: {v}' for k, v in advice.overrides.items())} to {args.config}")
-    if advice is not None:
-        return 0 if advice.fits else 1
+    if advice is not None or context is not None:
+        return 0 if (advice is None or advice.fits) and (context is None or context.seq_len) else 1
     return 0 if target is None or est.fits(capacity) else 1
 
 

@@ -255,3 +255,55 @@ def oom_hint(advice: Advice) -> str:
     why = (f"the memory model estimates a peak of {format_bytes(advice.estimate.peak)}" if advice.estimate
            else advice.reason)
     return f"Out of GPU memory. Try {'; '.join(words)} — {why}"
+
+
+@dataclass
+class Context:
+    """The longest seq_len that fits (`lorastudio fit --max-context`): batch 1, the least memory mode."""
+    seq_len: int                 # 0: not even MIN_SEQ_LEN fits
+    mode: str
+    estimate: Estimate
+    limit: int
+
+    def words(self) -> str:
+        if not self.seq_len:
+            return (f"not even seq_len {MIN_SEQ_LEN} fits {format_bytes(self.limit)}: an estimated "
+                    f"{format_bytes(self.estimate.peak)} at batch 1 in memory mode {self.mode}")
+        return (f"Longest context that fits {format_bytes(self.limit)}: seq_len {self.seq_len:,} tokens "
+                f"(batch 1, memory mode {self.mode}; estimated peak {format_bytes(self.estimate.peak)})")
+
+    def to_dict(self) -> dict:
+        return {"seq_len": self.seq_len, "mode": self.mode, "peak": self.estimate.peak, "limit": self.limit,
+                "batch_size": 1}
+
+
+def longest_context(config: RunConfig, info: ModelInfo, capacity: int, *, report: TargetReport | None = None,
+                    calibration: Calibration | None = None, fused_loss: bool | None = None,
+                    step: int = 256) -> Context:
+    """The longest seq_len (a multiple of `step`) whose estimated peak fits `capacity` at batch 1, in the
+    memory mode that allows the longest (the config's mode when it names one). Every term grows with
+    seq_len, so a bisection finds it; the quantization and LoRA settings stay the config's."""
+    from lorastudio.core.config import MAX_SEQ
+    report, calibration = _context(info, report, calibration)
+    kw = dict(report=report, calibration=calibration, fused_loss=fused_loss)
+    modes = MODES if config.training.memory_mode == "auto" else (config.training.memory_mode,)
+    one = with_settings(config, {"training.batch_size": 1, "training.grad_accum": 1})
+
+    def at(seq: int, mode: str) -> Estimate:
+        return estimate(with_settings(one, {"training.seq_len": seq}), info, mode, **kw)
+
+    best: Context | None = None
+    for mode in modes:
+        lo, hi = 0, MAX_SEQ // step                   # in steps: lo fits (or is 0), hi + 1 does not
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if at(mid * step, mode).peak <= capacity:
+                lo = mid
+            else:
+                hi = mid - 1
+        seq = lo * step
+        if seq and seq < MIN_SEQ_LEN:
+            seq = 0
+        if best is None or seq > best.seq_len:
+            best = Context(seq, mode, at(seq or MIN_SEQ_LEN, mode), capacity)
+    return best

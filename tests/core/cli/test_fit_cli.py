@@ -96,3 +96,34 @@ def test_fit_does_not_import_torch(cfg):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+def test_max_context_is_the_longest_seq_len_whose_estimate_fits(cfg, capfd):
+    from lorastudio.core.config import RunConfig
+    from lorastudio.core.fit.memory_model import estimate, with_settings
+    from lorastudio.core.models.info import read_model_info
+    code, out, _ = fit(capfd, cfg, "--gpu-memory", "24GiB", "--max-context", "--json")
+    assert code == 0
+    found = json.loads(out)["max_context"]
+    assert found["mode"] == "lean" and found["batch_size"] == 1 and found["seq_len"] % 256 == 0
+    config = RunConfig.load(cfg)
+    config = with_settings(config, {"model": str(cfg.parent / "llama-8b"), "training.batch_size": 1,
+                                    "training.grad_accum": 1})
+    info = read_model_info(config.model)
+
+    def peak(seq):
+        return estimate(with_settings(config, {"training.seq_len": seq}), info, "lean").peak
+    assert peak(found["seq_len"]) <= 24 << 30 < peak(found["seq_len"] + 256)
+    code, out, _ = fit(capfd, cfg, "--gpu-memory", "24GiB", "--max-context")
+    assert f"seq_len {found['seq_len']:,} tokens (batch 1, memory mode lean" in out
+    code, longer, _ = fit(capfd, cfg, "--gpu-memory", "48GiB", "--max-context", "--json")
+    assert json.loads(longer)["max_context"]["seq_len"] > found["seq_len"]
+
+
+def test_max_context_when_nothing_fits_and_without_a_size(cfg, capfd, monkeypatch):
+    code, out, _ = fit(capfd, cfg, "--gpu-memory", "4GiB", "--max-context")
+    assert code == 1 and "not even seq_len 256 fits 4.0 GiB" in out
+    from lorastudio.core.fit import targets
+    monkeypatch.setattr(targets, "detected_targets", lambda device="auto": [])
+    code, _, err = fit(capfd, cfg, "--max-context")
+    assert code == 2 and "--max-context needs a GPU size" in err
