@@ -21,6 +21,7 @@ except ImportError:         # older transformers: no per-layer hook, torch's che
     GradientCheckpointingLayer = ()
 
 MODES = ("none", "checkpoint", "lean")
+from lorastudio.core.fit.memory_model import MLP_CHUNK_TOKENS  # noqa: E402 — the memory model counts the chunks
 
 
 
@@ -135,3 +136,40 @@ def apply_memory_mode(model: torch.nn.Module, mode: str) -> str:
     for layer in layers:
         layer._gradient_checkpointing_func = func
     return f"activation checkpointing of {len(layers)} decoder layers, inputs offloaded to pinned host memory"
+
+
+class ChunkedForward:
+    """An MLP's forward over a long micro-batch, a chunk of tokens at a time, each chunk checkpointed:
+    when a checkpointed layer is recomputed for its backward pass, the MLP keeps only the chunks'
+    inputs instead of its hidden values for every token (gate, up, their product: 3–4 × the
+    intermediate size a token), and each chunk's are made again, one chunk at a time, in the backward
+    pass. One more MLP forward for the layer, spent only when a micro-batch has more than `chunk`
+    tokens (the longest-context runs); shorter ones take the plain forward."""
+
+    def __init__(self, forward, chunk: int):
+        self.forward, self.chunk = forward, chunk
+
+    def __call__(self, x, *args, **kwargs):
+        tokens = x.numel() // x.shape[-1]
+        if args or kwargs or x.dim() < 2 or tokens <= self.chunk or not torch.is_grad_enabled():
+            return self.forward(x, *args, **kwargs)
+        rows = tokens // x.shape[-2]                          # (batch, seq, hidden): chunks along seq
+        step = max(1, self.chunk // rows)
+        from torch.utils.checkpoint import checkpoint
+        return torch.cat([checkpoint(self.forward, piece, use_reentrant=False)
+                          for piece in x.split(step, dim=-2)], dim=-2)
+
+
+def chunk_mlps(model: torch.nn.Module, chunk: int = MLP_CHUNK_TOKENS) -> str:
+    """Give the dense MLP of every checkpointed layer a ChunkedForward (after the fused LoRA path has
+    set its own forward: the chunks run that one); returns the journal's words, "" for none. Mixtures
+    of experts keep theirs (their blocks return the router's logits too, and route per token)."""
+    count = 0
+    for layer in checkpointed_layers(model):
+        mlp = getattr(layer, "mlp", None)
+        if mlp is None or not type(mlp).__name__.endswith("MLP") or isinstance(mlp.forward, ChunkedForward):
+            continue
+        mlp.forward = ChunkedForward(mlp.forward, chunk)
+        count += 1
+    return (f"the MLPs of {count} layers are recomputed {chunk:,} tokens at a time when a micro-batch is longer"
+            if count else "")

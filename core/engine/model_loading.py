@@ -22,7 +22,7 @@ from lorastudio.core.models.info import ModelInfo
 from lorastudio.core.models.targets import discover_targets
 from lorastudio.core.engine.fast_lora import fuse_lora_layers
 from lorastudio.core.engine.training.expert_lora import group_plain_experts, quantize_grouped_experts
-from lorastudio.core.engine.memory_modes import apply_memory_mode
+from lorastudio.core.engine.memory_modes import apply_memory_mode, chunk_mlps
 from lorastudio.core.engine.vision import loading as vision
 
 log = logging.getLogger(__name__)
@@ -207,8 +207,9 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
             notes.append(f"experts NF4: {stacks} expert weight stacks quantized after loading "
                          f"({before / 2**30:.2f} → {after / 2**30:.2f} GiB; bitsandbytes quantizes linear layers "
                          "only, so they loaded 16-bit)")
+    chunk_words = chunk_mlps(peft_model) if memory_mode != "none" else ""
     notes.append(f"{config.quantization} base on {device}, compute {str(compute_dtype).replace('torch.', '')}; "
-                 f"memory mode {memory_mode} ({why}): {memory_words}")
+                 f"memory mode {memory_mode} ({why}): {memory_words}" + (f"; {chunk_words}" if chunk_words else ""))
     notes.append(fused.words() if fused is not None else "fused LoRA off: training.fused_lora is false")
     return LoadedModel(peft_model, tokenizer, device, compute_dtype, notes, memory_mode, kernels, processor)
 

@@ -64,6 +64,9 @@ ALLOCATOR_SLACK = 0.08
 # DPO/ORPO score answers through the head a chunk at a time: this many logits exist at once
 # (core/engine/preference.py reads it from here: the memory model must stay torch-free).
 PAIR_LOGIT_ELEMENTS = 1 << 25
+# With checkpointing, a dense MLP over a longer micro-batch is recomputed this many tokens at a time
+# (core/engine/memory_modes.ChunkedForward): its hidden values exist for one chunk only.
+MLP_CHUNK_TOKENS = 8192
 
 
 @dataclass(frozen=True)
@@ -378,6 +381,11 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
     if moe_layers and experts and k.grouped_experts:     # x·Aᵀ of every routed copy, per adapted expert parameter
         moe_elems += shape.top_k * k.r * len(experts) / moe_layers
     layer_bytes = max(layer_elems, moe_elems) * b * T     # one layer (the largest), everything saved
+    chunked = k.mode != "none" and T > MLP_CHUNK_TOKENS and moe_layers < L and shape.intermediate
+    if chunked:            # the dense MLPs' hidden values are recomputed a chunk of tokens at a time
+        hidden_values = 4 * shape.intermediate if shape.gated_mlp else 2 * shape.intermediate
+        dense_recompute = (layer_elems - hidden_values) * T + hidden_values * MLP_CHUNK_TOKENS
+        layer_bytes = max(dense_recompute, moe_elems * T if moe_layers else 0) * b
     if k.mode == "none":
         stored = ((L - moe_layers) * layer_elems + moe_layers * moe_elems) * b * T
         how = f"{L} layers × {layer_elems:,.0f} values/token × {b} B × {T:,} tokens"
@@ -393,7 +401,8 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
         where = "on the GPU" if k.mode == "checkpoint" else "on the GPU (the rest in pinned host memory)"
         how = (f"{kept_layers} layer inputs × {shape.hidden:,} × {b} B × {T:,} tokens {where} "
                f"+ one layer recomputed" + (f" (an MoE layer: top-{shape.top_k} of {shape.experts} experts)"
-                                            if moe_layers else ""))
+                                            if moe_layers else "")
+               + (f", its MLP {MLP_CHUNK_TOKENS:,} tokens at a time" if chunked else ""))
     head = 2 * shape.hidden * b * T                    # final norm's input and output
     constant, source = calibration.constant(shape.model_type, k.mode, k.quantization, k.on_gpu)
     act = int((stored + recompute + head) * constant)

@@ -122,3 +122,29 @@ def test_auto_memory_mode_is_checkpoint_on_cpu_and_an_older_false_is_none(tmp_pa
     assert lm.memory_mode == "none"
     lm, _ = loaded(tmp_path, tiny_llama, text_jsonl)
     assert lm.memory_mode == "checkpoint"
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "lean"])
+def test_long_micro_batches_recompute_the_mlps_in_chunks_with_the_same_gradients(tmp_path, tiny_llama, text_jsonl,
+                                                                                  mode, monkeypatch):
+    import torch.utils.checkpoint as ckpt
+    from lorastudio.core.engine.memory_modes import ChunkedForward
+    lm, batch = loaded(tmp_path, tiny_llama, text_jsonl, training__memory_mode="none")
+    ref_loss, ref = loss_and_grads(lm.model, batch)
+    lm2, _ = loaded(tmp_path, tiny_llama, text_jsonl, training__memory_mode=mode)
+    chunked = [m.forward for m in lm2.model.modules() if isinstance(getattr(m, "forward", None), ChunkedForward)]
+    assert len(chunked) == 2 and any("recomputed 8,192 tokens at a time" in n for n in lm2.notes)
+    for forward in chunked:
+        forward.chunk = 8                                    # this batch's rows are longer: chunks of 8 tokens
+    pieces = []
+    plain = ckpt.checkpoint
+
+    def counting(fn, *args, **kwargs):
+        if any(fn is f.forward for f in chunked):
+            pieces.append(args[0].shape)
+        return plain(fn, *args, **kwargs)
+    monkeypatch.setattr(ckpt, "checkpoint", counting)
+    loss, grads = loss_and_grads(lm2.model, batch)
+    assert pieces and all(shape[-2] <= 8 // shape[0] or shape[-2] == 1 for shape in pieces)
+    assert abs(loss - ref_loss) < 1e-5
+    close(grads, ref, 1e-4)

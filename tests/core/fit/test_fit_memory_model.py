@@ -76,6 +76,19 @@ def test_terms_scale_as_they_should(shapes):
     assert one["none"].peak - one["none"].allocated == one["none"].term("context").bytes + one["none"].term("slack").bytes
 
 
+def test_long_micro_batches_count_the_mlp_a_chunk_at_a_time(shapes):
+    from lorastudio.core.fit.memory_model import MLP_CHUNK_TOKENS
+    info = shapes["llama-8b"]
+    act = {(mode, seq): estimate(config(info, batch_size=1, seq_len=seq), info, mode, calibration=NO_CAL,
+                                 fused_loss=True).term("activations")
+           for mode in ("none", "lean") for seq in (MLP_CHUNK_TOKENS, 4 * MLP_CHUNK_TOKENS)}
+    assert act["none", 4 * MLP_CHUNK_TOKENS].bytes == pytest.approx(4 * act["none", MLP_CHUNK_TOKENS].bytes, rel=1e-6)
+    # at 4 × the tokens the recomputed layer's MLP still holds one chunk's hidden values: under 4 ×
+    assert act["lean", 4 * MLP_CHUNK_TOKENS].bytes < 3 * act["lean", MLP_CHUNK_TOKENS].bytes
+    assert "its MLP 8,192 tokens at a time" in act["lean", 4 * MLP_CHUNK_TOKENS].detail
+    assert "at a time" not in act["lean", MLP_CHUNK_TOKENS].detail
+
+
 def test_eight_bit_on_the_fused_path_has_no_int_matmul_buffer(shapes):
     """bitsandbytes' int8 matmul keeps an int32 output and its fp16 copy per call; the fused path
     dequantizes the weight for a bf16 GEMM instead, so its scratch is 4-bit's (dropout or DoRA, which
