@@ -253,13 +253,17 @@ def converter_install_line() -> str:
 # --mmproj, the vision tower and projector as the separate file llama.cpp's mtmd loads. model_type ->
 # the family in words; LLaVA only with a Pixtral tower (the converter's LLaVA projector is Pixtral's:
 # LLaVA 1.5 / NeXT with CLIP go through llama.cpp's legacy llava scripts).
-VISION_ARCHITECTURES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "idefics3": "Idefics3 / SmolVLM",
+VISION_ARCHITECTURES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL",
+                        "idefics3": "Idefics3 / SmolVLM",
                         "smolvlm": "SmolVLM2", "gemma3": "Gemma 3", "llava": "LLaVA (Pixtral vision)"}
 VISION_REFUSED = {"mllama": ("Llama 3.2 Vision (Mllama)", "llama.cpp does not run Mllama's cross-attention "
                              "layers: its converter has no Mllama text model or mmproj"),
                   "llava": ("LLaVA with a {tower} vision tower", "llama.cpp's converter writes LLaVA's mmproj "
                             "only for a Pixtral vision tower (Mistral 3, Pixtral); a CLIP tower (LLaVA 1.5 / NeXT) "
-                            "goes through llama.cpp's legacy tools/mtmd/legacy-models scripts")}
+                            "goes through llama.cpp's legacy tools/mtmd/legacy-models scripts"),
+                  "llava_next": ("LLaVA-NeXT", "llama.cpp's converter has no LLaVA-NeXT model (its tiled "
+                                 "'anyres' images and image_newline go through llama.cpp's legacy "
+                                 "tools/mtmd/legacy-models scripts)")}
 
 
 def is_vision_config(config: dict) -> bool:

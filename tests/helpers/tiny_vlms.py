@@ -41,8 +41,8 @@ def _text(tok, **more) -> dict:
 
 def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) -> Path:
     """A saved tiny `family` model (one of FAMILIES) with its processor files. `vision_depth`: the
-    Qwen vision towers' blocks (llama.cpp's converter names the merger's layers by block index, so
-    its mmproj needs at least 3, as every real one has)."""
+    Qwen and Pixtral vision towers' blocks (llama.cpp's converter names the projector's layers by
+    block index, so its mmproj needs at least 3, as every real one has)."""
     import torch
     import transformers as tf
     from lorastudio.core.engine.vision.loading import image_only, processor_class
@@ -87,7 +87,10 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
             text_config=_text(tok, head_dim=16, rope_parameters=rope),
             vision_config=dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                                patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
-                               deepstack_visual_indexes=[0, 1]),
+                               deepstack_visual_indexes=[0]),
+            # one deepstack merger (real ones have 3, into the first of many layers): llama.cpp adds a
+            # deepstack layer's features after its last layer kept the output rows alone, so a
+            # deepstack layer that is also the last aborts llama.cpp (GGML_ASSERT ggml_can_repeat)
             tie_word_embeddings=True, **ids)
         model = tf.Qwen3VLForConditionalGeneration(cfg)
         images = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=64 * 64, patch_size=16, merge_size=2,
@@ -144,7 +147,7 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
         from transformers.models.pixtral.image_processing_pil_pixtral import PixtralImageProcessorPil
         tok = _tokenizer(folder, ["[IMG]", "[IMG_BREAK]", "[IMG_END]"])
         cfg = tf.LlavaConfig(
-            vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=vision_depth,
                                num_attention_heads=2, image_size=56, patch_size=14, hidden_act="silu"),
             text_config=_text(tok, model_type="mistral", head_dim=16),
             image_token_id=tok.convert_tokens_to_ids("[IMG]"), vision_feature_layer=-1,

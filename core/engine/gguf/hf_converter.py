@@ -22,7 +22,10 @@ What it adds to the converter, as a library user (nothing of its code is copied)
   folders saved without their text config's `architectures` get the one their checkpoints carry
   (VLlama3ForCausalLM, how the converter finds their language model), and a SigLIP tower saved in
   transformers 5's layout (`vision_tower.embeddings…`, Gemma 3) is looked up under the checkpoint
-  name the converter knows (`vision_tower.vision_model.embeddings…`).
+  name the converter knows (`vision_tower.vision_model.embeddings…`). Pixtral's mmproj carries the
+  [IMG_BREAK] token's embedding, which the converter reads from the language model's embed_tokens,
+  but its mmproj writer drops every `language_model.` tensor first (a transformers-format Pixtral's
+  mmproj then lacks v.token_embd.img_break, and llama.cpp refuses it): that one tensor is let through.
 The result is checked in llama.cpp (llama_check.py) like every export.
 """
 from __future__ import annotations
@@ -103,6 +106,15 @@ def main(argv: list[str]) -> int:       # runs in the converter's interpreter
                 raise
             return original_map(self, SIGLIP_CHECKPOINT + name[len(SIGLIP_SAVED):], *args, **kwargs)
     base.ModelBase.map_tensor_name = map_name
+    if mmproj:
+        import conversion.llava as llava
+        mmproj_filter = llava.LlavaVisionModel.filter_tensors.__func__
+
+        def with_embeddings(cls, item):     # the mmproj drops language_model.* before Pixtral reads its row
+            if item[0].endswith("embed_tokens.weight"):
+                return base.ModelBase.filter_tensors.__func__(cls, item)
+            return mmproj_filter(cls, item)
+        llava.LlavaVisionModel.filter_tensors = classmethod(with_embeddings)
     if not (Path(model) / "tokenizer.model").exists():
         import conversion.gemma as gemma
         import conversion.phi as phi

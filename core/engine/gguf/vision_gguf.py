@@ -13,8 +13,9 @@ processor made (`image_max_tokens`, llama.cpp's --image-max-tokens), which the R
 model trained at a small budget reads a large image it never saw (measured on the tiny receipts demo:
 garbage at llama.cpp's own budget, the trained JSON at the processor's). Within the budget llama.cpp
 also sizes the image its own way (not as the processor, which stretches it to whole patches), so
-the check hands it the image at the size the processor made (`sized_image`): the pair of files is
-judged, not the resizing (on the tiny demo: 16 of 16 held-out receipts read right at the
+the check hands it the image at the size the processor made (`sized_image`; Pixtral's too, whose
+processor stretches the image to whole patches: llama.cpp's own sizing gave the tiny one 15 image
+tokens where the processor made 12): the pair of files is judged, not the resizing (on the tiny demo: 16 of 16 held-out receipts read right at the
 processor's size, 3 of 16 from the raw image; docs/vision.md).
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lorastudio.core.engine.gguf.llama_check import NEW_TOKENS, Llama, LlamaChec
 
 CHECK_PROMPT = "Describe this image."
 IMAGE_NEW_TOKENS = 48                   # enough for a line of JSON
-DYNAMIC_RESOLUTION = ("qwen2_vl", "qwen2_5_vl")
+DYNAMIC_RESOLUTION = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 # Families whose files load in this llama.cpp (xllamacpp 2026.10) but whose image request it cannot
 # answer: Idefics3 / SmolVLM's tiled image is refused ("Invalid token": the overview tile goes missing)
 # or, now and then, never answered — a hang no timeout in this process can end. Not asked.
@@ -71,10 +72,14 @@ def reference_image_answer(model, processor, image: Path, prompt: str, n: int = 
 
 def sized_image(rgb, enc, processor):
     """`rgb` at the size the processor made of it: its patch grid × patch size where it reports one
-    (Qwen2-VL's image_grid_thw), else as it is."""
+    (the Qwen-VL families' image_grid_thw), the size it resized to where it reports that (Pixtral's
+    image_sizes; LLaVA-NeXT's image_sizes are the images' own), else as it is."""
     from PIL import Image
     grid = enc.get("image_grid_thw")
     patch = getattr(processor.image_processor, "patch_size", None)
+    if grid is None and enc.get("image_sizes") is not None and hasattr(processor, "image_break_token"):
+        rows, cols = (int(v) for v in enc["image_sizes"][0])
+        return rgb.resize((cols, rows), Image.Resampling.BICUBIC)
     if grid is None or not isinstance(patch, int):
         return rgb
     _, rows, cols = (int(v) for v in grid[0])

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(converter_dir() is None, reason="llama.cpp's con
 
 # family -> whether this llama.cpp build answers with an image through the mmproj (Idefics3 / SmolVLM:
 # it loads both files, but refuses the tiled image ("Invalid token") or hangs on it: not asked, said in image_problem)
-EXPORTED = {"qwen2_vl": True, "qwen2_5_vl": True, "gemma3": True, "idefics3": False, "smolvlm": False}
+EXPORTED = {"qwen2_vl": True, "qwen2_5_vl": True, "qwen3_vl": True, "gemma3": True, "pixtral": True,
+            "idefics3": False, "smolvlm": False}
 
 
 def as_llama_cpp_runs_gemma3(model) -> None:
@@ -81,7 +82,8 @@ def test_a_vision_language_run_exports_its_model_and_mmproj_checked_in_llama_cpp
 
 
 @pytest.mark.parametrize("family, words", [("mllama", "Llama 3.2 Vision (Mllama)"),
-                                           ("llava", "LLaVA with a clip_vision_model vision tower")])
+                                           ("llava", "LLaVA with a clip_vision_model vision tower"),
+                                           ("llava_next", "LLaVA-NeXT")])
 def test_a_family_llama_cpp_cannot_take_is_refused_before_anything_is_written(tmp_path, family, words, monkeypatch,
                                                                              inline_jobs, capsys):
     run = _trained_run(tmp_path, family, monkeypatch)
