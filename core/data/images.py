@@ -167,7 +167,8 @@ def resolve_paths(images: list[str], base: Path | None) -> list[str]:
 def text_only_error(source: str, where: str, count: int, model: str) -> DataError:
     return DataError(f"{source}, {where}: this example has {count} image(s), but {model} is a text-only model "
                      "(its config.json names no vision tower)",
-                     "train a vision-language model (Qwen2-VL / Qwen2.5-VL, SmolVLM / Idefics3, LLaVA) on this "
+                     "train a vision-language model (Qwen2-VL / Qwen2.5-VL / Qwen3-VL, SmolVLM / Idefics3, LLaVA, "
+                     "Pixtral, Gemma 3, Llama 3.2 Vision) on this "
                      "data, or remove the images from it")
 
 
