@@ -23,7 +23,7 @@ from lorastudio.core.formatting import format_bytes
 
 TERM_COLORS = {"weights": "#4f6bed", "lora": "#9b59b6", "activations": "#e8833a", "loss": "#e0a100",
                "scratch": "#17a2b8", "context": "#8a8f98", "slack": "#b8bcc4", "runtime": "#8a8f98",
-               "experts": "#c0392b"}
+               "experts": "#c0392b", "images": "#27ae60"}
 DEFAULT_CARD = 3            # 24 GiB: the what-if card while no probe has answered
 RAM_TARGET = "This computer's RAM"
 
@@ -225,7 +225,7 @@ class FitIndicator(QWidget):
         if self.estimate is None:
             self.legend.setText("")
             return
-        parts = [f"<span style='color:{TERM_COLORS[t.key]}'>■</span> {t.label.split(' (')[0]} {format_bytes(t.bytes)}"
+        parts = [f"<span style='color:{TERM_COLORS.get(t.key, '#888888')}'>■</span> {t.label.split(' (')[0]} {format_bytes(t.bytes)}"
                  for t in self.estimate.terms if t.bytes] + [f"memory mode {self.estimate.mode}"]
         self.legend.setText(" · ".join(p.replace(" ", "&nbsp;").replace("<span&nbsp;", "<span ") for p in parts))
 
