@@ -249,7 +249,8 @@ class Export:
             text, mf = modelfile(spec.get("base_gguf") or "PATH/TO/BASE-MODEL.gguf", facts["template"], facts["eot"],
                                  spec.get("system"), adapter=f"./{out.name}")
         else:
-            text, mf = modelfile(f"./{out.name}", facts["template"], facts["eot"], spec.get("system"))
+            text, mf = modelfile(f"./{out.name}", facts["template"], facts["eot"], spec.get("system"),
+                                 projector=f"./{Path(spec['mmproj']).name}" if spec.get("mmproj") else None)
         (self.tmp / "Modelfile").write_text(text, encoding="utf-8")
         (self.tmp / "README.md").write_text(readme(out.name, modelfile_path.name, spec["name"], spec["type"],
                                                    format_bytes(size), spec["adapter_only"], spec.get("base_gguf"),

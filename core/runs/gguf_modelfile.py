@@ -137,10 +137,13 @@ def _quote(text: str) -> str:
 
 
 def modelfile(from_: str, template: str | None, eot: str | None, system: str | None,
-              adapter: str | None = None) -> tuple[str, dict]:
-    """(Modelfile text, facts: family, verified, stops, system) for an exported GGUF."""
+              adapter: str | None = None, projector: str | None = None) -> tuple[str, dict]:
+    """(Modelfile text, facts: family, verified, stops, system) for an exported GGUF. `projector`: a
+    vision-language model's mmproj file, a second FROM line (how Ollama takes a model and its projector)."""
     family = family_of(template)
     lines = ["# Written by LoRA Studio. Create the model with: ollama create NAME -f THIS_FILE", f"FROM {from_}"]
+    if projector:
+        lines.append(f"FROM {projector}")
     if adapter:
         lines.append(f"ADAPTER {adapter}")
     facts = {"family": family.name if family else None, "verified": False, "stops": [], "system": None}

@@ -72,6 +72,8 @@ def test_a_vision_language_run_exports_its_model_and_mmproj_checked_in_llama_cpp
     assert end["mmproj"] == str(mmproj)
     readme = out.with_name("vlm-f16.README.md").read_text()
     assert f"--mmproj {mmproj.name}" in readme
+    modelfile = out.with_name("vlm-f16.Modelfile").read_text().splitlines()
+    assert [line for line in modelfile if line.startswith("FROM ")] == ["FROM ./vlm-f16.gguf", f"FROM ./{mmproj.name}"]
     if EXPORTED[family]:
         # llama.cpp answered with both files loaded, the image taking prompt tokens of its own
         assert fidelity["image_checked"] is True and fidelity["image_tokens"] > 0, fidelity
