@@ -34,7 +34,9 @@ VISION_7B = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=1
 CONFIGS = [("none", "checkpoint", 2), ("all", "checkpoint", 2), ("projector", "none", 1)]
 
 
-def build_model(out: Path, layers: int | None = None) -> Path:
+def build_model(out: Path, layers: int | None = None, headers_only: bool = False) -> Path:
+    """The model saved with its processor; `headers_only`: built on the meta device and saved as a
+    sparse safetensors file with the header alone (the memory model reads nothing else)."""
     import torch
     import transformers as tf
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -54,15 +56,28 @@ def build_model(out: Path, layers: int | None = None) -> Path:
     if layers:
         text["num_hidden_layers"] = layers
     cfg = tf.Qwen2_5_VLConfig(text_config=text, vision_config=VISION_7B, tie_word_embeddings=False, **ids)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "meta" if headers_only else "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):
             model = tf.Qwen2_5_VLForConditionalGeneration(cfg)
     finally:
         torch.set_default_dtype(torch.float32)
-    model.save_pretrained(out, max_shard_size="4GB")
     params = sum(p.numel() for p in model.parameters())
+    if headers_only:
+        import os
+        import struct
+        header, offset = {}, 0
+        for name, tensor in model.state_dict().items():
+            size = tensor.numel() * 2
+            header[name] = {"dtype": "BF16", "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        raw = json.dumps(header).encode()
+        (out / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+        os.truncate(out / "model.safetensors", 8 + len(raw) + offset)
+        cfg.save_pretrained(out)
+    else:
+        model.save_pretrained(out, max_shard_size="4GB")
     del model
     images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=28 * 28 * 1280, patch_size=14, merge_size=2,
                                       temporal_patch_size=2)
@@ -101,9 +116,11 @@ def write_data(folder: Path, model: Path, rows: int, side: int, seq_len: int) ->
     return folder / "data.jsonl"
 
 
-def config_for(model: Path, data: Path, vision: str, mode: str, batch: int, seq_len: int, steps: int) -> dict:
+def config_for(model: Path, data: Path, vision: str, mode: str, batch: int, seq_len: int, steps: int,
+               device: str | None = None) -> dict:
     import torch
-    return {"model": str(model), "quantization": "4bit", "device": "cuda" if torch.cuda.is_available() else "cpu",
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return {"model": str(model), "quantization": "4bit", "device": device,
             "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": "all-linear", "vision": vision},
             "data": {"path": str(data), "validation_split": 0.0},
             "training": {"max_steps": steps, "lr": 2e-4, "batch_size": batch, "grad_accum": 1, "seq_len": seq_len,
@@ -153,7 +170,11 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=None, help="fewer text layers (a quick check)")
     p.add_argument("--only", default="", help="run only configurations whose lora.vision is this")
     p.add_argument("--out", type=Path)
+    p.add_argument("--predict", type=Path, help="run nothing: predict the rows saved with --out again with "
+                   "today's memory model, from a header-only model of the same shape and the same data")
     a = p.parse_args()
+    if a.predict:
+        return predict_again(a)
     began = time.time()
     model = build_model(a.work / "model", a.layers)
     print(f"model built in {time.time() - began:.0f} s", flush=True)
@@ -175,6 +196,30 @@ def main() -> int:
     if a.out:
         a.out.write_text(json.dumps(rows, indent=2))
     return 0 if rows and all(r.get("measured") for r in rows) else 1
+
+
+def predict_again(a) -> int:
+    import yaml
+    from lorastudio.core.config import RunConfig
+    from lorastudio.core.fit.calibration import SHIPPED, read_calibration
+    from lorastudio.core.fit.memory_model import estimate
+    from lorastudio.core.models.info import read_model_info
+    model = build_model(a.work / "model-headers", a.layers, headers_only=True)
+    data = write_data(a.work / "data", model, rows=16, side=a.side, seq_len=a.seq_len)
+    info = read_model_info(model)
+    for r in json.loads(a.predict.read_text()):
+        if not r.get("measured"):
+            continue
+        vision, mode, batch = r["name"].split("-")[1], r["mode_used"], int(r["name"].split("-b")[1].split("-")[0])
+        cfg_path = a.work / "again.yaml"
+        cfg_path.write_text(yaml.safe_dump(config_for(model, data, vision, mode, batch, a.seq_len, 3, "cuda")))
+        est = estimate(RunConfig.load(cfg_path), info, mode, fused_loss="liger" in (r["kernels"] or []),
+                       calibration=read_calibration(SHIPPED))
+        err = (est.allocated - r["measured"]) / r["measured"]
+        print(f"{r['name']:<36}{est.allocated / GIB:>9.2f} G{r['measured'] / GIB:>8.2f} G{err:>+8.1%}   (was {r['error']:+.1%})")
+        for t in est.terms:
+            print(f"    {t.key:<12}{t.bytes / GIB:>8.3f} G  {t.detail[:140]}")
+    return 0
 
 
 if __name__ == "__main__":
