@@ -143,17 +143,16 @@ class ChunkedForward:
     when a checkpointed layer is recomputed for its backward pass, the MLP keeps only the chunks'
     inputs instead of its hidden values for every token (gate, up, their product: 3–4 × the
     intermediate size a token), and each chunk's are made again, one chunk at a time, in the backward
-    pass. One more MLP forward for the layer, spent only when a micro-batch has more than `chunk`
-    tokens (the longest-context runs); shorter ones take the plain forward."""
+    pass. One more MLP forward for the layer, spent only on rows longer than `chunk` tokens (the
+    longest-context runs); shorter rows, however many in a micro-batch, take the plain forward."""
 
     def __init__(self, forward, chunk: int):
         self.forward, self.chunk = forward, chunk
 
     def __call__(self, x, *args, **kwargs):
-        tokens = x.numel() // x.shape[-1]
-        if args or kwargs or x.dim() < 2 or tokens <= self.chunk or not torch.is_grad_enabled():
+        if args or kwargs or x.dim() < 2 or x.shape[-2] <= self.chunk or not torch.is_grad_enabled():
             return self.forward(x, *args, **kwargs)
-        rows = tokens // x.shape[-2]                          # (batch, seq, hidden): chunks along seq
+        rows = x.numel() // (x.shape[-1] * x.shape[-2])       # (batch, seq, hidden): chunks along seq
         step = max(1, self.chunk // rows)
         from torch.utils.checkpoint import checkpoint
         return torch.cat([checkpoint(self.forward, piece, use_reentrant=False)
@@ -171,5 +170,5 @@ def chunk_mlps(model: torch.nn.Module, chunk: int = MLP_CHUNK_TOKENS) -> str:
             continue
         mlp.forward = ChunkedForward(mlp.forward, chunk)
         count += 1
-    return (f"the MLPs of {count} layers are recomputed {chunk:,} tokens at a time when a micro-batch is longer"
+    return (f"the MLPs of {count} layers are recomputed {chunk:,} tokens at a time in rows longer than that"
             if count else "")

@@ -64,7 +64,7 @@ ALLOCATOR_SLACK = 0.08
 # DPO/ORPO score answers through the head a chunk at a time: this many logits exist at once
 # (core/engine/preference.py reads it from here: the memory model must stay torch-free).
 PAIR_LOGIT_ELEMENTS = 1 << 25
-# With checkpointing, a dense MLP over a longer micro-batch is recomputed this many tokens at a time
+# With checkpointing, a dense MLP in rows longer than this is recomputed this many tokens at a time
 # (core/engine/memory_modes.ChunkedForward): its hidden values exist for one chunk only.
 MLP_CHUNK_TOKENS = 8192
 
@@ -381,10 +381,10 @@ def estimate_knobs(k: Knobs, info: ModelInfo, report: TargetReport, calibration)
     if moe_layers and experts and k.grouped_experts:     # x·Aᵀ of every routed copy, per adapted expert parameter
         moe_elems += shape.top_k * k.r * len(experts) / moe_layers
     layer_bytes = max(layer_elems, moe_elems) * b * T     # one layer (the largest), everything saved
-    chunked = k.mode != "none" and T > MLP_CHUNK_TOKENS and moe_layers < L and shape.intermediate
-    if chunked:            # the dense MLPs' hidden values are recomputed a chunk of tokens at a time
+    chunked = k.mode != "none" and k.seq_len > MLP_CHUNK_TOKENS and moe_layers < L and shape.intermediate
+    if chunked:            # in rows that long the dense MLPs' hidden values are recomputed a chunk at a time
         hidden_values = 4 * shape.intermediate if shape.gated_mlp else 2 * shape.intermediate
-        dense_recompute = (layer_elems - hidden_values) * T + hidden_values * MLP_CHUNK_TOKENS
+        dense_recompute = (layer_elems - hidden_values) * T + hidden_values * min(T, MLP_CHUNK_TOKENS)
         layer_bytes = max(dense_recompute, moe_elems * T if moe_layers else 0) * b
     if k.mode == "none":
         stored = ((L - moe_layers) * layer_elems + moe_layers * moe_elems) * b * T

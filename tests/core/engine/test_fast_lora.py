@@ -133,9 +133,10 @@ def test_long_micro_batches_recompute_the_mlps_in_chunks_with_the_same_gradients
     ref_loss, ref = loss_and_grads(lm.model, batch)
     lm2, _ = loaded(tmp_path, tiny_llama, text_jsonl, training__memory_mode=mode)
     chunked = [m.forward for m in lm2.model.modules() if isinstance(getattr(m, "forward", None), ChunkedForward)]
-    assert len(chunked) == 2 and any("recomputed 8,192 tokens at a time" in n for n in lm2.notes)
+    assert len(chunked) == 2 and any("recomputed 8,192 tokens at a time in rows longer" in n for n in lm2.notes)
     for forward in chunked:
         forward.chunk = 8                                    # this batch's rows are longer: chunks of 8 tokens
+    assert batch["input_ids"].shape[1] > 8
     pieces = []
     plain = ckpt.checkpoint
 

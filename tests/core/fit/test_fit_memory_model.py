@@ -87,6 +87,8 @@ def test_long_micro_batches_count_the_mlp_a_chunk_at_a_time(shapes):
     assert act["lean", 4 * MLP_CHUNK_TOKENS].bytes < 3 * act["lean", MLP_CHUNK_TOKENS].bytes
     assert "its MLP 8,192 tokens at a time" in act["lean", 4 * MLP_CHUNK_TOKENS].detail
     assert "at a time" not in act["lean", MLP_CHUNK_TOKENS].detail
+    many_rows = estimate(config(info, batch_size=8, seq_len=2048), info, "lean", calibration=NO_CAL, fused_loss=True)
+    assert "at a time" not in many_rows.term("activations").detail      # 16,384 tokens, but short rows
 
 
 def test_eight_bit_on_the_fused_path_has_no_int_matmul_buffer(shapes):
