@@ -1,8 +1,9 @@
 """Tiny random vision-language models of each family we train, built offline from transformers'
 config classes (hidden 64, 2 layers, a 2-layer vision tower on 28–64 px images, patch 14; Qwen3-VL's 16) and saved
 with their processor: the byte-level tokenizer of tiny_models.make_tokenizer plus the family's
-image tokens, its image processor (the Pillow backend) constructed directly, and a chat template
-that lays user turns out as image and text parts. Also small PNG data sets drawn with Pillow.
+image tokens (Idefics3 / SmolVLM's also "\n\n" as one token, as llama.cpp needs: `_tokenizer`), its
+image processor (the Pillow backend) constructed directly, and a chat template that lays user turns
+out as image and text parts. Also small PNG data sets drawn with Pillow.
 """
 from __future__ import annotations
 
@@ -27,8 +28,21 @@ TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
             num_key_value_heads=2, max_position_embeddings=512)
 
 
-def _tokenizer(folder: Path, extra: list[str]):
+def _tokenizer(folder: Path, extra: list[str], paragraph: bool = False):
+    """The byte-level tokenizer with `extra` special tokens. `paragraph`: with "\n\n" as one token (the
+    merge Ċ Ċ), as real GPT-2 style vocabularies have it: llama.cpp's mtmd looks it up by its text to
+    open Idefics3 / SmolVLM's overview image (tools/mtmd/mtmd.cpp, PROJECTOR_TYPE_IDEFICS3:
+    tok_ov_img_start = "\n\n", <fake_token_around_image>, <global-img>), and without it puts
+    LLAMA_TOKEN_NULL in the prompt, which its server refuses ("Invalid token")."""
+    from transformers import PreTrainedTokenizerFast
     tok = make_tokenizer(folder)
+    if paragraph:
+        path = folder / "tokenizer.json"
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        spec["model"]["vocab"]["ĊĊ"] = len(spec["model"]["vocab"])
+        spec["model"]["merges"].append(["Ċ", "Ċ"])
+        path.write_text(json.dumps(spec), encoding="utf-8")
+        tok = PreTrainedTokenizerFast.from_pretrained(folder)
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", *extra]})
     tok.save_pretrained(folder)
     return tok
@@ -100,7 +114,8 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
     elif family == "idefics3":
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
         grid = [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]
-        tok = _tokenizer(folder, ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *grid])
+        tok = _tokenizer(folder, ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>", *grid],
+                         paragraph=True)
         cfg = tf.Idefics3Config(
             text_config=_text(tok, model_type="llama"),
             vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -160,7 +175,7 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
         from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
         grid = [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]
         tok = _tokenizer(folder, ["<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>",
-                                  "<video>", *grid])
+                                  "<video>", *grid], paragraph=True)
         cfg = tf.SmolVLMConfig(
             text_config=_text(tok, model_type="llama"),
             vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -17,11 +17,13 @@ An adapter-only file is checked on the base GGUF with the adapter applied at sca
 
 llama.cpp runs as its server does for `lorastudio serve` (core/engine/serving.py builds the same
 CommonParams), but without a listener anyone uses: handlers are called in-process, one thread,
-one slot, the prompt cache on (each prefix extends the previous one).
+one slot, the prompt cache on (each prefix extends the previous one). A vision-language model's
+question with an image (`image_answers`) is asked in a child process instead, ended at a timeout.
 """
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -150,6 +152,71 @@ class Llama:
         self.close()
 
 
+IMAGE_TIMEOUT_S = 600       # the most an image check may take, loading included (a hang ends there)
+_RESULT = "llama-check-result "
+
+
+def image_answers(model: Path, mmproj: Path, image: Path, prompt: str, n: int, threads: int = 1,
+                  image_max_tokens: int = 0, ctx: int = 2048, timeout_s: float = IMAGE_TIMEOUT_S) -> dict:
+    """`prompt` asked of llama.cpp with `image` and without it, both files loaded (Llama(mmproj=…)),
+    in a child process that ends without closing its server (os._exit), at `timeout_s` at the latest
+    (ended by this process, or by its own alarm if this one is gone): a server with an Idefics3 mmproj
+    once hung the export in CI on closing, and nothing in this process could end that. Returns {"answer", "with_image",
+    "without"} (the answer; prompt tokens with and without the image), or {"problem": why there is no
+    answer, in words}; LlamaCheckError when the files do not load."""
+    import json
+    import subprocess
+    request = {"model": str(model), "mmproj": str(mmproj), "image": str(image), "prompt": prompt, "n": int(n),
+               "threads": int(threads), "image_max_tokens": int(image_max_tokens), "ctx": int(ctx),
+               "timeout_s": float(timeout_s)}
+    try:
+        done = subprocess.run([sys.executable, "-m", __name__, "--image"], input=json.dumps(request),
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"problem": f"llama.cpp gave no answer with the image within {timeout_s:g} s (its process was ended)"}
+    found = {}
+    for line in done.stdout.splitlines():
+        if line.startswith(_RESULT):
+            found.update(json.loads(line[len(_RESULT):]))
+    if "load_error" in found:
+        raise LlamaCheckError(found["load_error"])
+    if "refused" in found:
+        return {"problem": f"both files load in llama.cpp, but it refused the request with the image: {found['refused']}"}
+    if "answer" in found:
+        return {key: found[key] for key in ("answer", "with_image", "without")}
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1][-300:]
+    if not found.get("loaded"):
+        raise LlamaCheckError(f"llama.cpp ended (exit status {done.returncode}) while loading {Path(model).name} "
+                              f"with {Path(mmproj).name}: {last}")
+    return {"problem": f"both files load in llama.cpp, but it ended (exit status {done.returncode}) while "
+                       f"answering with the image: {last}"}
+
+
+def _answer_image(request: dict) -> None:      # runs in image_answers' child
+    import json
+    import os
+    import signal
+    if hasattr(signal, "alarm"):                # SIGALRM's default action ends the process (POSIX)
+        signal.alarm(math.ceil(request["timeout_s"]) + 5)
+
+    def say(**fields) -> None:
+        print(_RESULT + json.dumps(fields), flush=True)
+    try:
+        llama = Llama(Path(request["model"]), ctx=request["ctx"], threads=request["threads"],
+                      mmproj=Path(request["mmproj"]), image_max_tokens=request["image_max_tokens"])
+    except LlamaCheckError as exc:
+        say(load_error=str(exc))
+        os._exit(0)
+    say(loaded=True)
+    try:
+        answer, with_image = llama.chat_image(request["prompt"], Path(request["image"]), request["n"])
+        _, without = llama.chat(request["prompt"])
+        say(answer=answer, with_image=with_image, without=without)
+    except LlamaCheckError as exc:
+        say(refused=str(exc).removeprefix("llama.cpp refused the request: "))
+    os._exit(0)                                 # the server is not closed: the process ends
+
+
 def _raise_on_error(answer) -> None:
     if isinstance(answer, dict) and "error" in answer:
         err = answer["error"]
@@ -268,3 +335,8 @@ def differences_in_words(f: dict) -> str:
         parts.append(f"the likeliest token's log-probability differs by {f['max_abs_diff']:.3g} (more than "
                      f"{f['tolerance']:.3g}, what {f['dtype']} rounding explains)")
     return "; ".join(parts)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--image"]:
+    import json
+    _answer_image(json.loads(sys.stdin.read()))

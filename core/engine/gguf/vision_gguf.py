@@ -6,8 +6,10 @@ The image check: llama.cpp (both files) answers the question beside the training
 (or, without one, a small drawing and CHECK_PROMPT), greedy, and transformers' base + adapter answers
 the same with the processor. llama.cpp resizes and normalizes images itself (clip.cpp), so the two
 need not agree token for token; the answers are reported, and a request llama.cpp refuses is said in
-words (`image_problem`), not hidden. A dynamic-resolution tower (Qwen2-VL, Qwen2.5-VL) sees an image
-at as many tokens as its budget allows, and llama.cpp's budget is its own, not the processor's (the
+words (`image_problem`), not hidden. llama.cpp is asked in a child process that ends at a timeout
+(llama_check.image_answers): a server with an Idefics3 mmproj once hung the export in CI on closing,
+which nothing in the export's own process could end. A dynamic-resolution tower (Qwen2-VL,
+Qwen2.5-VL) sees an image at as many tokens as its budget allows, and llama.cpp's budget is its own, not the processor's (the
 converter does not carry min/max_pixels): the check gives llama.cpp the number of image tokens the
 processor made (`image_max_tokens`, llama.cpp's --image-max-tokens), which the README repeats, or a
 model trained at a small budget reads a large image it never saw (measured on the tiny receipts demo:
@@ -22,15 +24,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorastudio.core.engine.gguf.llama_check import NEW_TOKENS, Llama, LlamaCheckError, reference_answer
+from lorastudio.core.engine.gguf.llama_check import IMAGE_TIMEOUT_S, image_answers, reference_answer
 
 CHECK_PROMPT = "Describe this image."
 IMAGE_NEW_TOKENS = 48                   # enough for a line of JSON
 DYNAMIC_RESOLUTION = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-# Families whose files load in this llama.cpp (xllamacpp 2026.10) but whose image request it cannot
-# answer: Idefics3 / SmolVLM's tiled image is refused ("Invalid token": the overview tile goes missing)
-# or, now and then, never answered — a hang no timeout in this process can end. Not asked.
-NO_IMAGE_ANSWER = {"idefics3": "Idefics3 / SmolVLM", "smolvlm": "SmolVLM2"}
+# llama.cpp's mtmd opens Idefics3 / SmolVLM's overview image with the token "\n\n", looked up by its text
+# (tools/mtmd/mtmd.cpp, PROJECTOR_TYPE_IDEFICS3): a vocabulary without it (real ones have it) gets a
+# null token there, which llama.cpp's server refuses as "Invalid token". Said in words when it happens.
+PARAGRAPH_TOKEN = ("idefics3", "smolvlm")
 
 
 def drawn_image(folder: Path) -> Path:
@@ -87,25 +89,20 @@ def sized_image(rgb, enc, processor):
 
 
 def image_check(model_file: Path, mmproj: Path, image: Path, prompt: str, reference: str, threads: int = 1,
-                image_max_tokens: int = 0, model_type: str = "") -> dict:
+                image_max_tokens: int = 0, model_type: str = "", timeout_s: float = IMAGE_TIMEOUT_S) -> dict:
     """Both files in llama.cpp (a LlamaCheckError when they do not load: the export fails), one answer
-    with the image and one without it; the fidelity event's image fields. `image_max_tokens`: the
-    budget llama.cpp gets (0: its own)."""
-    if model_type in NO_IMAGE_ANSWER:
-        # not even loaded: with this mmproj, llama.cpp's server sometimes never ends (its threads are
-        # not joined when it is closed — the export hung in CI), so the language model alone is checked
-        return {"image_checked": False, "image_reference": reference,
-                "image_problem": f"the mmproj was written by llama.cpp's converter but not loaded: this llama.cpp "
-                                 f"build cannot answer {NO_IMAGE_ANSWER[model_type]} with an image (it refuses the "
-                                 "tiled image with 'Invalid token', or never answers and cannot be closed)"}
-    with Llama(model_file, ctx=2048, threads=threads, mmproj=mmproj, image_max_tokens=image_max_tokens) as llama:
-        try:
-            answer, with_image = llama.chat_image(prompt, image, IMAGE_NEW_TOKENS)
-        except LlamaCheckError as exc:
-            return {"image_checked": False, "image_reference": reference,
-                    "image_problem": f"both files load in llama.cpp, but it refused to answer with the image "
-                                     f"({str(exc).removeprefix('llama.cpp refused the request: ')})"}
-        _, without = llama.chat(prompt)
+    with the image and one without it, asked in a child process that ends at `timeout_s` at the latest
+    (llama_check.image_answers); the fidelity event's image fields. `image_max_tokens`: the budget
+    llama.cpp gets (0: its own)."""
+    found = image_answers(model_file, mmproj, image, prompt, IMAGE_NEW_TOKENS, threads=threads,
+                          image_max_tokens=image_max_tokens, timeout_s=timeout_s)
+    if "problem" in found:
+        problem = found["problem"]
+        if model_type in PARAGRAPH_TOKEN and "Invalid token" in problem:
+            problem += (' (llama.cpp opens this family\'s overview image with the token "\\n\\n", which this '
+                        "tokenizer does not have as one token)")
+        return {"image_checked": False, "image_reference": reference, "image_problem": problem}
+    answer, with_image, without = found["answer"], found["with_image"], found["without"]
     same = answer.rstrip("\ufffd").strip() == reference.rstrip("\ufffd").strip()
     tokens = with_image - without if isinstance(with_image, int) and isinstance(without, int) else None
     return {"image_checked": True, "image_answer": answer, "image_reference": reference, "image_agree": same,
