@@ -257,16 +257,25 @@ def start_ranks(verb: str, job_dir: Path, world: int, args: tuple | list = (),
     return group
 
 
+TOOL_TIMED_OUT = 124             # run_tool's status for a program ended at its timeout (as timeout(1) says)
+
+
 def run_tool(argv: list[str], env: dict[str, str] | None, log: Path, should_stop: Any = None,
-             poll_s: float = 0.2, grace_s: float = 5.0) -> int:
+             poll_s: float = 0.2, grace_s: float = 5.0, timeout_s: float | None = None) -> int:
     """Run a helper program a job needs (not a job: llama.cpp's converter) to its end, its output
-    appended to `log`. `should_stop()` true → SIGTERM, SIGKILL after `grace_s`. Its exit status."""
+    appended to `log`. `should_stop()` true → SIGTERM, SIGKILL after `grace_s`. Its exit status;
+    TOOL_TIMED_OUT when it ran past `timeout_s` and was killed."""
     import time
     with open(log, "ab") as out:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"})
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         while process.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                return TOOL_TIMED_OUT
             if should_stop is not None and should_stop():
                 process.terminate()
                 try:
@@ -274,7 +283,7 @@ def run_tool(argv: list[str], env: dict[str, str] | None, log: Path, should_stop
                 except subprocess.TimeoutExpired:
                     process.kill()
                 break
-            time.sleep(poll_s)
+            time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic())))
         return process.wait()
     finally:
         if process.poll() is None:          # an exception in this process (a second Ctrl+C): no orphan

@@ -165,30 +165,33 @@ def image_answers(model: Path, mmproj: Path, image: Path, prompt: str, n: int, t
     "without"} (the answer; prompt tokens with and without the image), or {"problem": why there is no
     answer, in words}; LlamaCheckError when the files do not load."""
     import json
-    import subprocess
+    import tempfile
+    from lorastudio.core.runtime.launcher import TOOL_TIMED_OUT, run_tool
     request = {"model": str(model), "mmproj": str(mmproj), "image": str(image), "prompt": prompt, "n": int(n),
                "threads": int(threads), "image_max_tokens": int(image_max_tokens), "ctx": int(ctx),
                "timeout_s": float(timeout_s)}
-    try:
-        done = subprocess.run([sys.executable, "-m", __name__, "--image"], input=json.dumps(request),
-                              capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    with tempfile.TemporaryDirectory(prefix="lorastudio-image-check-") as folder:
+        asked, log = Path(folder) / "request.json", Path(folder) / "check.log"
+        asked.write_text(json.dumps(request), encoding="utf-8")
+        code = run_tool([sys.executable, "-m", __name__, "--image", str(asked)], None, log, timeout_s=timeout_s)
+        output = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    if code == TOOL_TIMED_OUT:
         return {"problem": f"llama.cpp gave no answer with the image within {timeout_s:g} s (its process was ended)"}
     found = {}
-    for line in done.stdout.splitlines():
-        if line.startswith(_RESULT):
-            found.update(json.loads(line[len(_RESULT):]))
+    for line in output.splitlines():        # llama.cpp's own log shares the file: a result may follow its text
+        if _RESULT in line:
+            found.update(json.loads(line[line.index(_RESULT) + len(_RESULT):]))
     if "load_error" in found:
         raise LlamaCheckError(found["load_error"])
     if "refused" in found:
         return {"problem": f"both files load in llama.cpp, but it refused the request with the image: {found['refused']}"}
     if "answer" in found:
         return {key: found[key] for key in ("answer", "with_image", "without")}
-    last = (done.stderr.strip().splitlines() or ["no output"])[-1][-300:]
+    last = ([line for line in output.strip().splitlines() if _RESULT not in line] or ["no output"])[-1][-300:]
     if not found.get("loaded"):
-        raise LlamaCheckError(f"llama.cpp ended (exit status {done.returncode}) while loading {Path(model).name} "
+        raise LlamaCheckError(f"llama.cpp ended (exit status {code}) while loading {Path(model).name} "
                               f"with {Path(mmproj).name}: {last}")
-    return {"problem": f"both files load in llama.cpp, but it ended (exit status {done.returncode}) while "
+    return {"problem": f"both files load in llama.cpp, but it ended (exit status {code}) while "
                        f"answering with the image: {last}"}
 
 
@@ -337,6 +340,6 @@ def differences_in_words(f: dict) -> str:
     return "; ".join(parts)
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--image"]:
+if __name__ == "__main__" and sys.argv[1:2] == ["--image"]:
     import json
-    _answer_image(json.loads(sys.stdin.read()))
+    _answer_image(json.loads(Path(sys.argv[2]).read_text(encoding="utf-8")))
