@@ -103,10 +103,15 @@ class CheckpointedLayer(torch.autograd.Function):
         return (None, None, hidden.grad) + (None,) * len(ctx.rest)
 
 
-def stashed_checkpoint(stash: Stash):
-    """A `_gradient_checkpointing_func` for transformers' decoder layers, keeping inputs in `stash`."""
+def stashed_checkpoint(stash: Stash, layer: torch.nn.Module | None = None):
+    """A `_gradient_checkpointing_func` for transformers' decoder layers, keeping inputs in `stash`.
+    A `layer` with nothing to train whose input needs no gradient (a frozen vision tower's block) runs
+    as it is: nothing before it or in it wants a gradient, so there is nothing to keep or recompute."""
     def checkpoint(run, hidden, *rest):
         if not torch.is_grad_enabled():     # e.g. a reference forward in training mode: nothing to keep
+            return run(hidden, *rest)
+        if (not hidden.requires_grad and layer is not None
+                and not any(p.requires_grad for p in layer.parameters())):
             return run(hidden, *rest)
         if not hidden.requires_grad:        # the first layer's input comes from a frozen embedding
             hidden = hidden.detach().requires_grad_(True)
@@ -132,9 +137,9 @@ def apply_memory_mode(model: torch.nn.Module, mode: str) -> str:
     layers = [m for m in checkpointed_layers(model) if isinstance(m, GradientCheckpointingLayer)]
     if not layers:
         return "non-reentrant activation checkpointing (this architecture has no per-layer hook for ours)"
-    func = stashed_checkpoint(Stash(offload=mode == "lean"))
+    stash = Stash(offload=mode == "lean")
     for layer in layers:
-        layer._gradient_checkpointing_func = func
+        layer._gradient_checkpointing_func = stashed_checkpoint(stash, layer)
     return f"activation checkpointing of {len(layers)} decoder layers, inputs offloaded to pinned host memory"
 
 

@@ -192,6 +192,8 @@ def load_for_training(config: RunConfig, info: ModelInfo) -> LoadedModel:
     if processor is not None:     # lora.targets within the language model, and the parts lora.vision adds
         vision.restrict_to_parts(peft_config, model, info, config.lora, notes)
     peft_model = get_peft_model(model, peft_config)
+    if processor is not None:       # after PEFT, which hooks the input embeddings again
+        vision.input_grads_to_the_text_only(model)
     dropout_words = restore_module_dropout(peft_model, config, peft_config)
     if dropout_words:
         notes.append(dropout_words)

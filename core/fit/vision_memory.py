@@ -5,13 +5,14 @@ A micro-batch's images become patches: a Qwen-VL tower takes each image at its o
 28-pixel cells, within the processor's pixel budget and data.max_image_pixels), the others at a fixed
 size per image or per tile. What the patches cost at the peak depends on lora.vision:
 
-  none       the tower and projector are frozen and run without autograd: their activations are
-             freed before the language model's forward (a transient, not at the peak); the batch's
-             pixel values stay allocated for the step;
+  none       the tower and projector are frozen and run without autograd (engine/vision/loading's
+             input_grads_to_the_text_only): their activations are freed before the language model's
+             forward (a transient, not at the peak); the batch's pixel values stay allocated;
   projector  the projector's input and its hidden values are kept for its LoRA's backward;
-  all        the tower's blocks are checkpointed like the decoder's (their inputs kept on the GPU,
-             or in host memory in lean mode, one block recomputed at a time), or kept whole in
-             memory mode none.
+  all        the tower's blocks are checkpointed like the decoder's: their inputs stay allocated
+             through the language model's pass (on the GPU, or in host memory in lean mode; a block
+             is recomputed only after the language model's backward pass, when its activations are
+             gone), or the blocks are kept whole in memory mode none.
 
 The image tokens themselves are positions of the language model's rows: seq_len counts them already.
 """
@@ -196,14 +197,14 @@ def vision_bytes(tower: Tower, patches: int, vision: str, mode: str, r: int, act
     how += f"; the projector's input and hidden values {patches:,} × {4 * tower.width:,} × {act_bytes} B"
     if vision == "projector":
         return int(pixel_values + projector), how
-    block = block_elements(tower, r, True) * patches * act_bytes
     if mode == "none":
+        block = block_elements(tower, r, True) * patches * act_bytes
         tower_bytes = tower.layers * block
         how += f"; {tower.layers} vision blocks × {block_elements(tower, r, True):,.0f} values/patch"
-    else:
+    else:       # the blocks' inputs, through the language model's pass; a block is recomputed only after it
         kept = tower.layers if mode == "checkpoint" else min(tower.layers, 2)
-        tower_bytes = kept * patches * tower.width * act_bytes + 1.5 * block
-        how += f"; {kept} vision block inputs × {tower.width:,} + one block recomputed"
+        tower_bytes = kept * patches * tower.width * act_bytes
+        how += f"; {kept} vision block inputs × {tower.width:,}"
     return int(pixel_values + projector + tower_bytes), how
 
 

@@ -148,6 +148,27 @@ def lora_target_modules(model: torch.nn.Module, info: ModelInfo, targets, vision
     return chosen
 
 
+def input_grads_to_the_text_only(model: torch.nn.Module) -> int:
+    """Checkpointing (transformers' and PEFT's set-up) hooks the input embeddings of every sub-model so
+    that their outputs require a gradient — a vision tower's patch embedding too. A frozen tower then
+    builds an autograd graph: its backward pass runs for nothing and its blocks' inputs stay allocated
+    through the language model's pass. Our checkpointing is non-reentrant (no input has to require a
+    gradient for the adapters inside a layer to get theirs), so only the language model's embedding keeps
+    its hook, as for a text model; a tower whose LoRA trains (lora.vision: all) still gets its gradients.
+    Returns how many hooks were removed."""
+    text = model.get_input_embeddings()
+    removed = 0
+    for module in model.modules():
+        if module is text:
+            continue
+        # transformers' and PEFT's hooks (both set one; the handles of the first are not kept anywhere)
+        for key, hook in list(module._forward_hooks.items()):
+            if "make_inputs_require_grad" in getattr(hook, "__qualname__", ""):
+                del module._forward_hooks[key]
+                removed += 1
+    return removed
+
+
 def restrict_to_parts(peft_config, model: torch.nn.Module, info: ModelInfo, lora, notes: list[str]) -> None:
     """Point PEFT's LoraConfig at the modules lora_target_modules chose. lora.targets stay as the user
     wrote them (a resumed run compares them with the checkpoint's); the parts lora.vision leaves out
