@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import torch
 
+from lorastudio.core.fit.memory_model import MLP_CHUNK_TOKENS     # the memory model counts the chunks
+
 try:
     from transformers.modeling_layers import GradientCheckpointingLayer
 except ImportError:         # older transformers: no per-layer hook, torch's checkpointing is used
     GradientCheckpointingLayer = ()
 
 MODES = ("none", "checkpoint", "lean")
-from lorastudio.core.fit.memory_model import MLP_CHUNK_TOKENS  # noqa: E402 — the memory model counts the chunks
 
 
 

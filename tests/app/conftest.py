@@ -67,6 +67,13 @@ def load_data(qtbot, page, path) -> None:
     qtbot.waitUntil(lambda: page.dataset_panel.preview is not None, timeout=10_000)
 
 
+def set_cpu_merge(dialog, out) -> None:
+    """The merge dialog set to write `out` in fp32 on the CPU (what the tiny runs merge as)."""
+    dialog.out_edit.setText(str(out))
+    dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("fp32"))
+    dialog.device_combo.setCurrentText("cpu")
+
+
 def fill_cpu_run(qtbot, page, model, data, lr: str | None = None, **training) -> None:
     """The Train page set for a short fp32 run on the CPU: `model` and `data` loaded, the training
     widgets given (max_steps=, seq_len=, batch_size=, grad_accum=, warmup_steps=, save_every=)."""

@@ -5,7 +5,7 @@ worker processes, without five interpreters importing torch."""
 import pytest
 from PySide6.QtCore import Qt
 
-from tests.app.conftest import fill_cpu_run
+from tests.app.conftest import fill_cpu_run, set_cpu_merge
 from tests.helpers.tiny_vlms import make_vlm, write_colour_data
 
 from lorastudio.core.journal import read_events
@@ -49,9 +49,7 @@ def test_a_vision_language_model_trains_evaluates_and_merges_from_the_window(qtb
     evaluate.close()
 
     merge = runs.open_merge()
-    merge.out_edit.setText(str(tmp_path / "merged"))
-    merge.dtype_combo.setCurrentIndex(merge.dtype_combo.findData("fp32"))
-    merge.device_combo.setCurrentText("cpu")
+    set_cpu_merge(merge, tmp_path / "merged")
     qtbot.mouseClick(merge.merge_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: merge.status is not None, timeout=300_000)
     assert merge.status == "completed", merge.result_label.text()

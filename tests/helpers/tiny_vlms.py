@@ -77,7 +77,7 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
                 vision_config=dict(depth=vision_depth, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14,
                                    spatial_merge_size=2, temporal_patch_size=2),
                 tie_word_embeddings=True, **ids)
-            model, processor_class = tf.Qwen2VLForConditionalGeneration(cfg), tf.Qwen2VLProcessor
+            model, processor_cls = tf.Qwen2VLForConditionalGeneration(cfg), tf.Qwen2VLProcessor
         else:       # Qwen2.5-VL: a SwiGLU vision tower with windowed attention, RMSNorm
             cfg = tf.Qwen2_5_VLConfig(
                 text_config=_text(tok, rope_parameters=rope),
@@ -85,10 +85,10 @@ def make_vlm(folder: Path, family: str, seed: int = 0, vision_depth: int = 2) ->
                                    patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                                    fullatt_block_indexes=[1]),
                 tie_word_embeddings=True, **ids)
-            model, processor_class = tf.Qwen2_5_VLForConditionalGeneration(cfg), tf.Qwen2_5_VLProcessor
+            model, processor_cls = tf.Qwen2_5_VLForConditionalGeneration(cfg), tf.Qwen2_5_VLProcessor
         images = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2,
                                           temporal_patch_size=2)
-        processor = image_only(processor_class)(image_processor=images, tokenizer=tok,
+        processor = image_only(processor_cls)(image_processor=images, tokenizer=tok,
                                                  chat_template=chat_template("<|vision_start|><|image_pad|><|vision_end|>"))
     elif family == "qwen3_vl":      # Qwen3-VL: patch 16, learned position embeddings, deepstack mergers
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil

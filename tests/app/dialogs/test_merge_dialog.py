@@ -7,6 +7,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
+from tests.app.conftest import set_cpu_merge
 from tests.helpers.tiny_models import train_tiny_run
 
 from lorastudio.app.dialogs.export_dialog import ExportDialog
@@ -28,9 +29,7 @@ def test_merge_dialog_merges_and_shows_fidelity(qtbot, run_dir, tmp_path, inline
     assert dialog.picker.run_combo.currentText() == run_dir.name
     assert [dialog.picker.checkpoint_combo.itemText(i) for i in range(dialog.picker.checkpoint_combo.count())] == [
         "Final adapter", "Checkpoint at step 4", "Checkpoint at step 2"]
-    dialog.out_edit.setText(str(tmp_path / "merged"))
-    dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("fp32"))
-    dialog.device_combo.setCurrentText("cpu")
+    set_cpu_merge(dialog, tmp_path / "merged")
     qtbot.mouseClick(dialog.merge_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dialog.status is not None, timeout=180_000)
     assert dialog.status == "completed", dialog.result_label.text()
@@ -49,9 +48,7 @@ def test_cancelling_a_merge_stops_its_worker_and_writes_nothing(qtbot, run_dir, 
     dialog = MergeDialog(run_dir, run_dir.parent)
     qtbot.addWidget(dialog)
     dialog.show()
-    dialog.out_edit.setText(str(tmp_path / "cancelled"))
-    dialog.dtype_combo.setCurrentIndex(dialog.dtype_combo.findData("fp32"))
-    dialog.device_combo.setCurrentText("cpu")
+    set_cpu_merge(dialog, tmp_path / "cancelled")
     dialog.start_merge()
     qtbot.waitUntil(lambda: dialog.phase_label.text() == "Merging the adapter into the weights", timeout=120_000)
     assert dialog.running and dialog.close_button.text() == "Cancel merge" and 0 < dialog.progress.value() < 100

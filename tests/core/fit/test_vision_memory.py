@@ -40,7 +40,7 @@ def test_the_images_term_grows_with_the_data_images_and_with_what_lora_vision_ad
     small = tmp_path / "small"
     write_colour_data(small, 4)                                    # 40 × 32 images
     large = tmp_path / "large"
-    data = write_colour_data(large, 4)
+    write_colour_data(large, 4)
     for png in (large / "images").glob("*.png"):
         write_image(png, png.stem.split("-")[1], size=(56, 56))
     terms = {}

@@ -3,7 +3,6 @@ checkpointing hooks every sub-model's input embeddings to require a gradient, wh
 tower build a graph, keep its blocks' inputs through the language model's pass and run a backward
 pass for nothing. The language model's adapters, and an adapted projector or tower, still get theirs."""
 import pytest
-import torch
 
 from lorastudio.core.config import RunConfig
 from lorastudio.core.engine.batches import prepare_data
